@@ -1,0 +1,5 @@
+import sys
+
+from auditlock.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The `auditlock` command: one subcommand per module in this package.
+
+Each subcommand module defines `register(subparsers)`, which adds its parser and sets
+`func` to a callable taking the parsed args and returning an exit code. Modules are
+imported lazily-by-list so a missing optional dependency (say, boto3) only breaks the
+subcommand that needs it, never `auditlock --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Add a module here when you add a subcommand (auditlock.cli.<name>).
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+# Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O).
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditlock",
+        description="Tamper-evident audit trails for Kubernetes, stored under WORM locks.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(f"auditlock.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    code: int = func(args)
+    return code
+
+
+def _version() -> str:
+    from auditlock import __version__
+
+    return f"auditlock {__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The one destination interface every sink implements.
+
+A destination is a WORM-ish object store addressed by URL (`gs://`, `s3://`, `file://`).
+The interface is synchronous on purpose: the official client libraries (boto3,
+google-cloud-storage) are blocking, so callers in an event loop run these methods in a
+thread pool (`asyncio.to_thread` or an executor) and may keep several uploads in flight.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class LockMode(enum.StrEnum):
+    """How strongly an object's retention is held.
+
+    LOCKED can never be shortened or removed before it expires (GCS `Locked`,
+    S3 `COMPLIANCE`). UNLOCKED can be lifted by a privileged identity (GCS `Unlocked`,
+    S3 `GOVERNANCE`).
+    """
+
+    LOCKED = "Locked"
+    UNLOCKED = "Unlocked"
+
+
+@dataclass(frozen=True)
+class RetentionSpec:
+    """What a writer asks for: keep every object for `period` after it is written."""
+
+    period: timedelta
+    mode: LockMode = LockMode.LOCKED
+    legal_hold: bool = False
+
+    def retain_until(self, written_at: datetime) -> datetime:
+        return written_at + self.period
+
+
+@dataclass(frozen=True)
+class ObjectRetention:
+    """What a store reports about one stored object."""
+
+    mode: LockMode | None
+    retain_until: datetime | None
+    legal_hold: bool = False
+
+
+@dataclass(frozen=True)
+class PutResult:
+    name: str
+    size: int
+    created: bool  # False when an identical object was already there (idempotent retry)
+    retention: ObjectRetention | None
+
+
+@dataclass
+class CheckReport:
+    """A destination's configuration, read back and judged against a retention spec."""
+
+    url: str
+    ok: bool
+    worm: bool
+    facts: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.url}: PASS"
+        return f"{self.url}: FAIL: " + " ".join(self.problems)
+
+
+class DestinationError(Exception):
+    """A permanent failure talking to a destination; the message says what to do next."""
+
+
+class ObjectNotFound(DestinationError):
+    pass
+
+
+class ObjectConflict(DestinationError):
+    """An object of that name exists with different bytes. Never overwritten."""
+
+
+class TransientError(DestinationError):
+    """A failure worth retrying (throttling, 5xx, timeouts) that outlived its retries."""
+
+
+class Destination(ABC):
+    """A place to keep ledger objects under a retention lock."""
+
+    url: str
+
+    @abstractmethod
+    def put(self, name: str, data: bytes, retention: RetentionSpec | None) -> PutResult:
+        """Store `data` as `name` under `retention`.
+
+        Idempotent: the same name with the same bytes succeeds without a second copy.
+        The same name with different bytes raises ObjectConflict and changes nothing.
+        """
+
+    @abstractmethod
+    def get(self, name: str) -> bytes:
+        """Read a whole object; raises ObjectNotFound."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Object names under `prefix` (relative to the URL's prefix), in sorted order."""
+
+    @abstractmethod
+    def retention(self, name: str) -> ObjectRetention:
+        """The retention state the store reports for one object."""
+
+    @abstractmethod
+    def check(self, required: RetentionSpec) -> CheckReport:
+        """Read the destination's configuration and judge it against `required`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
