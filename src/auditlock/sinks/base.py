@@ -65,12 +65,14 @@ class CheckReport:
     ok: bool
     worm: bool
     facts: dict[str, Any] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # each a sentence; any makes ok False
+    notices: list[str] = field(default_factory=list)  # worth saying, but not a failure
 
     def summary(self) -> str:
+        notes = "".join(" " + n for n in self.notices)
         if self.ok:
-            return f"{self.url}: PASS"
-        return f"{self.url}: FAIL: " + " ".join(self.problems)
+            return f"{self.url}: PASS" + (f" ({notes.strip()})" if notes else "")
+        return f"{self.url}: FAIL: " + " ".join(self.problems) + notes
 
 
 class DestinationError(Exception):
