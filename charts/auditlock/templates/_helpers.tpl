@@ -1,0 +1,78 @@
+{{/*
+Names shared by every template. Kubernetes names are limited to 63 characters.
+*/}}
+{{- define "auditlock.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auditlock.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped objects (ClusterRole, webhook configurations) are not namespaced, so
+their names carry the release namespace to let two releases coexist. */}}
+{{- define "auditlock.clusterName" -}}
+{{- printf "%s-%s" (include "auditlock.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auditlock.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "auditlock.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: auditlock
+{{- end }}
+
+{{- define "auditlock.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "auditlock.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "auditlock.serviceAccountName" -}}
+{{- default (include "auditlock.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "auditlock.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auditlock.auditServiceName" -}}
+{{- printf "%s-audit" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auditlock.tlsSecretName" -}}
+{{- printf "%s-webhook-tls" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auditlock.peeringName" -}}
+{{- default (include "auditlock.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/* image reference: a digest wins over a tag; the tag defaults to the chart's appVersion. */}}
+{{- define "auditlock.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The DNS names the webhook serving certificate must cover. */}}
+{{- define "auditlock.tlsDNSNames" -}}
+{{- $ns := .Release.Namespace }}
+{{- $names := list }}
+{{- range $svc := list (include "auditlock.webhookServiceName" .) (include "auditlock.auditServiceName" .) }}
+{{- $names = concat $names (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
