@@ -1,3 +1,3 @@
 """Shared fixtures. Each real server has its own module under tests/servers/."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.servers.seaweedfs", "tests.servers.fakegcs"]
