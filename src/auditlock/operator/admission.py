@@ -1,0 +1,185 @@
+"""The mutating (inject) and validating (enforce) webhooks, as pure request -> response.
+
+Every answer is a well-formed `admission.k8s.io/v1` AdmissionReview with HTTP 200: a
+request that cannot be parsed is answered with a clear denial when a `required` policy
+could be affected (fail closed) and allowed unchanged otherwise (fail open) - never a
+500, which the API server would turn into its own, less helpful, failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from typing import Any
+
+from auditlock.operator import injection
+from auditlock.operator.names import COLLECTOR_CONTAINER
+from auditlock.operator.registry import PolicyEntry, PolicyRegistry
+
+API_VERSION = "admission.k8s.io/v1"
+
+
+class AdmissionStats:
+    """Counters exported as metrics: requests by webhook and outcome."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def count(self, webhook: str, outcome: str) -> None:
+        self.counts[(webhook, outcome)] += 1
+
+
+def _review(uid: str, response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, **response},
+    }
+
+
+def _deny(uid: str, message: str, code: int = 403) -> dict[str, Any]:
+    return _review(
+        uid, {"allowed": False, "status": {"code": code, "message": message, "reason": "Forbidden"}}
+    )
+
+
+def _allow(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"allowed": True}
+    if warnings:
+        response["warnings"] = warnings
+    return _review(uid, response)
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, uid: str = "", namespace: str | None = None) -> None:
+        super().__init__(message)
+        self.uid = uid
+        self.namespace = namespace
+
+
+def _parse(body: bytes) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """-> (uid, namespace, pod, request). Raises _BadRequest with what was wrong."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(f"request body is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
+        raise _BadRequest("request body is not an AdmissionReview with a request")
+    request = review["request"]
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise _BadRequest("AdmissionReview request has no uid")
+    namespace = request.get("namespace")
+    if not isinstance(namespace, str):
+        namespace = None
+    kind = request.get("kind") or {}
+    if not isinstance(kind, dict) or kind.get("kind") != "Pod":
+        raise _BadRequest(f"expected a Pod, got {kind!r}", uid, namespace)
+    pod = request.get("object")
+    if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
+        raise _BadRequest("AdmissionReview request.object is not a Pod", uid, namespace)
+    if namespace is None:
+        namespace = (pod.get("metadata") or {}).get("namespace")
+        if not isinstance(namespace, str):
+            raise _BadRequest("AdmissionReview request has no namespace", uid, None)
+    meta = pod.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise _BadRequest("Pod metadata is not an object", uid, namespace)
+    labels = (meta or {}).get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise _BadRequest("Pod labels are not a map of strings", uid, namespace)
+    return uid, namespace, pod, request
+
+
+def _bad_request_answer(
+    webhook: str, exc: _BadRequest, registry: PolicyRegistry
+) -> tuple[dict[str, Any], str]:
+    """Fail closed when a required policy could be affected, open otherwise."""
+    if exc.namespace is not None:
+        required = [p for p in registry.in_namespace(exc.namespace) if p.required]
+    else:
+        required = [
+            p for ns in registry.namespaces() for p in registry.in_namespace(ns) if p.required
+        ]
+    if required:
+        names = ", ".join(f"{p.namespace}/{p.name}" for p in required[:3])
+        message = (
+            f"auditlock {webhook} webhook could not read the request: {exc}; refusing it "
+            f"because AuditPolicy {names} has enforcement: required"
+        )
+        return _deny(exc.uid, message, code=400), "denied-unparseable"
+    return _allow(exc.uid, [f"auditlock {webhook} webhook ignored a request: {exc}"]), (
+        "allowed-unparseable"
+    )
+
+
+def pod_name(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("name") or (str(meta.get("generateName") or "") + "<generated>"))
+
+
+def mutate(
+    body: bytes,
+    registry: PolicyRegistry,
+    settings: injection.InjectionSettings,
+    stats: AdmissionStats | None = None,
+) -> dict[str, Any]:
+    """Answer a Pod CREATE: inject the collector of the oldest policy selecting the pod."""
+    stats = stats or AdmissionStats()
+    try:
+        uid, namespace, pod, _ = _parse(body)
+    except _BadRequest as exc:
+        answer, outcome = _bad_request_answer("injection", exc, registry)
+        stats.count("mutate", outcome)
+        return answer
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    policies = registry.selecting(namespace, labels)
+    if not policies:
+        stats.count("mutate", "not-selected")
+        return _allow(uid)
+    entry = policies[0]
+    if injection.has_collector(pod):
+        stats.count("mutate", "already-injected")
+        return _allow(uid)
+    if injection.opted_out(pod) and not any(p.required for p in policies):
+        stats.count("mutate", "opted-out")
+        return _allow(uid)
+    # enforcement: required wins over the opt-out annotation; inject a required policy
+    # first so the validating webhook is satisfied.
+    required = [p for p in policies if p.required]
+    if required:
+        entry = required[0]
+    patch = injection.injection_patch(pod, entry, settings)
+    stats.count("mutate", "injected")
+    answer = _allow(uid)
+    answer["response"]["patchType"] = "JSONPatch"
+    answer["response"]["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return answer
+
+
+def validate(
+    body: bytes, registry: PolicyRegistry, stats: AdmissionStats | None = None
+) -> dict[str, Any]:
+    """Refuse a pod selected by a `required` policy that does not carry the collector."""
+    stats = stats or AdmissionStats()
+    try:
+        uid, namespace, pod, _ = _parse(body)
+    except _BadRequest as exc:
+        answer, outcome = _bad_request_answer("enforcement", exc, registry)
+        stats.count("validate", outcome)
+        return answer
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    required: list[PolicyEntry] = [p for p in registry.selecting(namespace, labels) if p.required]
+    if not required or injection.has_collector(pod):
+        stats.count("validate", "allowed")
+        return _allow(uid)
+    policy = required[0]
+    stats.count("validate", "denied")
+    return _deny(
+        uid,
+        f"pod {namespace}/{pod_name(pod)} is selected by AuditPolicy {policy.name} "
+        f"(enforcement: required) but has no {COLLECTOR_CONTAINER} container; "
+        "the injection webhook did not run or the pod was changed after it - check the "
+        "auditlock operator and the MutatingWebhookConfiguration",
+    )

@@ -1,0 +1,56 @@
+"""Names, labels and annotations the operator puts on the objects it touches.
+
+One place for them: the webhooks, the reconciler, the chart and the docs must agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "auditlock.io"
+
+# On injected pods.
+ANNOTATION_POLICY = f"{PREFIX}/policy"  # name of the AuditPolicy that injected the pod
+ANNOTATION_CONFIG_HASH = f"{PREFIX}/config-hash"  # hash of the collector config injected
+ANNOTATION_INJECT = f"{PREFIX}/inject"  # "false" opts a pod out (unless enforcement: required)
+LABEL_POLICY = f"{PREFIX}/policy"  # lets the operator list a policy's pods cheaply
+
+# On objects the operator creates for a policy.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "auditlock-operator"
+LABEL_OWNER_POLICY = f"{PREFIX}/owner-policy"
+
+COLLECTOR_CONTAINER = "auditlock-collector"
+VOLUME_KEY = "auditlock-key"
+VOLUME_CONFIG = "auditlock-config"
+VOLUME_SPOOL = "auditlock-spool"
+VOLUME_TMP = "auditlock-tmp"
+VOLUME_GCS_CREDENTIALS = "auditlock-gcs-credentials"
+
+KEY_MOUNT = "/var/run/auditlock/key"
+KEY_FILE = "ed25519.pem"  # PKCS#8 PEM private key inside the Secret
+PUBLIC_KEY_FILE = "ed25519.pub.pem"  # SubjectPublicKeyInfo PEM, also in the Secret
+CONFIG_MOUNT = "/etc/auditlock"
+CONFIG_FILE = "sidecar.yaml"
+SPOOL_MOUNT = "/var/lib/auditlock/spool"
+TMP_MOUNT = "/tmp"  # an emptyDir: the root filesystem is read-only
+GCS_CREDENTIALS_MOUNT = "/var/run/auditlock/gcs"
+HEALTH_PORT = 9880
+
+
+def _bounded(prefix: str, policy: str) -> str:
+    # Object names are at most 253 characters, ConfigMap/Secret names DNS subdomains; a
+    # long policy name is shortened with a hash so two policies never collide.
+    name = f"{prefix}-{policy}"
+    if len(name) <= 253:
+        return name
+    digest = hashlib.sha256(policy.encode()).hexdigest()[:10]
+    return f"{name[:242]}-{digest}"
+
+
+def key_secret_name(policy: str) -> str:
+    return _bounded("auditlock-key", policy)
+
+
+def config_map_name(policy: str) -> str:
+    return _bounded("auditlock-config", policy)

@@ -1,0 +1,83 @@
+"""The operator's in-memory view of every valid AuditPolicy, read by the webhooks.
+
+Admission must answer in milliseconds, so the webhooks never call the API server: the
+kopf event handler keeps this registry current from the AuditPolicy watch. Each entry
+holds what injection needs, computed once per policy generation (rendered config and
+its hash), not once per pod.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from auditlock.operator.selection import matches
+from auditlock.policy.model import AuditPolicySpec
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: AuditPolicySpec
+    config_hash: str
+    created: str  # creationTimestamp: older policies win when several select one pod
+
+    @property
+    def required(self) -> bool:
+        return self.spec.enforcement == "required"
+
+
+class PolicyRegistry:
+    """Thread-safe map namespace -> policies; readers get immutable snapshots."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_namespace: dict[str, dict[str, PolicyEntry]] = {}
+        self._synced = threading.Event()
+
+    def put(self, entry: PolicyEntry) -> None:
+        with self._lock:
+            policies = dict(self._by_namespace.get(entry.namespace, {}))
+            policies[entry.name] = entry
+            self._by_namespace[entry.namespace] = policies
+
+    def remove(self, namespace: str, name: str) -> None:
+        with self._lock:
+            policies = dict(self._by_namespace.get(namespace, {}))
+            policies.pop(name, None)
+            if policies:
+                self._by_namespace[namespace] = policies
+            else:
+                self._by_namespace.pop(namespace, None)
+
+    def get(self, namespace: str, name: str) -> PolicyEntry | None:
+        return self._by_namespace.get(namespace, {}).get(name)
+
+    def in_namespace(self, namespace: str) -> list[PolicyEntry]:
+        return sorted(self._by_namespace.get(namespace, {}).values(), key=_order)
+
+    def selecting(self, namespace: str, labels: Mapping[str, str]) -> list[PolicyEntry]:
+        """Policies selecting a pod, oldest first (the first one injects)."""
+        return [p for p in self.in_namespace(namespace) if matches(p.spec.selector, labels)]
+
+    def namespaces(self) -> set[str]:
+        return set(self._by_namespace)
+
+    def any_required(self) -> bool:
+        return any(p.required for ps in self._by_namespace.values() for p in ps.values())
+
+    def mark_synced(self) -> None:
+        self._synced.set()
+
+    @property
+    def synced(self) -> bool:
+        """True once the initial list of policies has been loaded (readiness)."""
+        return self._synced.is_set()
+
+
+def _order(entry: PolicyEntry) -> tuple[str, str]:
+    return (entry.created, entry.name)

@@ -1,0 +1,98 @@
+"""Render a policy into the collector's configuration file (auditlock.sidecar.config).
+
+The ConfigMap holds one file shared by every pod of the policy. What differs per pod
+(stream id, pod identity) comes from the downward API as `AUDITLOCK_SIDECAR__...`
+environment overrides set by the injection webhook, so the file stays identical across
+pods and its hash says whether a pod runs the current configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from auditlock.operator.names import CONFIG_FILE, HEALTH_PORT, KEY_FILE, KEY_MOUNT, SPOOL_MOUNT
+from auditlock.policy.model import AuditPolicySpec
+
+MIB = 1024 * 1024
+# Placeholder stream id; every pod overrides it with <namespace>/<pod> from the downward API.
+STREAM_PLACEHOLDER = "unset/set-by-pod-env"
+
+
+def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
+    """The sidecar configuration as a dict that `SidecarConfig` validates."""
+    destination: dict[str, Any] = {
+        "url": spec.destination.url,
+        "retention_days": spec.retention.days,
+        "lock_mode": spec.retention.mode,
+        "options": _destination_options(spec),
+    }
+    sources = spec.sources
+    config: dict[str, Any] = {
+        "destination": destination,
+        "stream": {
+            "id": STREAM_PLACEHOLDER,
+            "signing_key_file": f"{KEY_MOUNT}/{KEY_FILE}",
+        },
+        "source": {"cluster": cluster},
+        "sources": {
+            "forward": {"enabled": sources.forward.enabled, "port": sources.forward.port},
+            "http": {"enabled": sources.http.enabled, "port": sources.http.port},
+            "config_files": {
+                "enabled": bool(sources.config_files.paths),
+                "paths": list(sources.config_files.paths),
+            },
+            "access_proxy": {
+                "enabled": sources.access_proxy.enabled,
+                "port": sources.access_proxy.listen_port,
+                "upstream": f"http://127.0.0.1:{sources.access_proxy.target_port}",
+            },
+        },
+        "pipeline": {
+            "categories": list(spec.categories),
+            "include": [m.model_dump() for m in spec.filters.include],
+            "exclude": [m.model_dump() for m in spec.filters.exclude],
+            "redact": list(spec.redaction.fields),
+        },
+        "spool": {
+            "dir": SPOOL_MOUNT,
+            # Leave a fifth of the emptyDir for the segment being written and metadata, so
+            # the kubelet never evicts the pod for exceeding the volume's sizeLimit.
+            "max_bytes": spec.delivery.spool_limit_mib * MIB * 4 // 5,
+        },
+        "delivery": {
+            "batch_max_events": spec.delivery.batch_size,
+            "max_delay_seconds": spec.delivery.max_delay_ms / 1000,
+        },
+        "health": {"port": HEALTH_PORT},
+    }
+    return config
+
+
+def _destination_options(spec: AuditPolicySpec) -> dict[str, Any]:
+    dest = spec.destination
+    options: dict[str, Any] = {}
+    if dest.s3 is not None:
+        if dest.s3.endpoint:
+            options["endpoint_url"] = dest.s3.endpoint
+        if dest.s3.region:
+            options["region"] = dest.s3.region
+    elif dest.gcs is not None and dest.gcs.endpoint:
+        options["endpoint"] = dest.gcs.endpoint
+    return options
+
+
+def render_yaml(spec: AuditPolicySpec, *, cluster: str = "") -> str:
+    return yaml.safe_dump(render(spec, cluster=cluster), sort_keys=True)
+
+
+def config_hash(text: str) -> str:
+    """Short, stable hash of the rendered file, recorded on pods as an annotation."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_map_data(spec: AuditPolicySpec, *, cluster: str = "") -> tuple[dict[str, str], str]:
+    text = render_yaml(spec, cluster=cluster)
+    return {CONFIG_FILE: text}, config_hash(text)
