@@ -1,0 +1,131 @@
+"""The stage every source calls: pipeline (normalize, filter, redact) then spool.
+
+A source passes raw entries and, for Forward, the chunk ids it must acknowledge. The
+intake answers with what happened to each entry; `commit` returns once the accepted
+events are durable (fsynced), which is when the source may acknowledge. Rejections
+are counted by reason and logged (rate-limited, so a flood of bad input cannot flood
+the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.pipeline import Pipeline, Rejected
+from auditlock.sidecar.spool.spool import Spool, SpoolFull
+
+log = logging.getLogger("auditlock.sidecar.intake")
+
+__all__ = ["Intake", "Prepared", "SpoolFull"]
+
+
+@dataclass
+class Prepared:
+    """Events ready to spool, plus what was refused (index into the input, rejection)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
+    filtered: int = 0
+
+
+class Intake:
+    def __init__(self, pipeline: Pipeline, spool: Spool, metrics: Metrics) -> None:
+        self.pipeline = pipeline
+        self.spool = spool
+        self.metrics = metrics
+        self._log_budget = _RateLimit(per_second=5)
+        self.accepting = True
+
+    def prepare(self, input_name: str, entries: list[tuple[str, int, Any]]) -> Prepared:
+        out = Prepared()
+        process = self.pipeline.process
+        events = out.events
+        for index, (tag, time_ns, record) in enumerate(entries):
+            try:
+                event = process(input_name, tag, time_ns, record)
+            except Rejected as exc:
+                out.rejected.append((index, exc))
+                continue
+            if event is None:
+                out.filtered += 1
+            else:
+                events.append(event)
+        if out.rejected:
+            self.count_rejections(input_name, [r for _, r in out.rejected])
+        if out.filtered:
+            self.metrics.events_filtered.labels(input_name).inc(out.filtered)
+        return out
+
+    def count_rejections(self, input_name: str, rejections: list[Rejected]) -> None:
+        by_reason: dict[str, int] = {}
+        for rejection in rejections:
+            by_reason[rejection.reason] = by_reason.get(rejection.reason, 0) + 1
+        for reason, count in by_reason.items():
+            self.metrics.events_rejected.labels(input_name, reason).inc(count)
+        if self._log_budget.allow():
+            first = rejections[0]
+            log.warning(
+                "rejected %d event(s) from %s: %s (field %s)",
+                len(rejections),
+                input_name,
+                first,
+                first.field,
+            )
+
+    def pack(self, input_name: str, prepared: Prepared, chunks: list[str]) -> bytes:
+        """Pack the spool payload; events msgpack cannot encode are rejected one by one."""
+        try:
+            return self.spool.pack(prepared.events, chunks)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        good: list[dict[str, Any]] = []
+        bad: list[Rejected] = []
+        for event in prepared.events:
+            try:
+                msgpack.packb(event)
+            except (TypeError, ValueError, OverflowError) as exc:
+                bad.append(Rejected("bad_value", "record", f"value cannot be stored: {exc}"))
+            else:
+                good.append(event)
+        prepared.events = good
+        self.count_rejections(input_name, bad)
+        return self.spool.pack(good, chunks)
+
+    async def commit(self, input_name: str, prepared: Prepared, chunks: list[str]) -> int | None:
+        """Spool the prepared events durably; None when there was nothing to store.
+
+        Raises SpoolFull when the spool has no room (the caller pushes back).
+        """
+        if not self.accepting:
+            raise SpoolFull("the sidecar is shutting down")
+        if not prepared.events and not chunks:
+            return None
+        payload = self.pack(input_name, prepared, chunks)
+        if not prepared.events and not chunks:
+            return None
+        try:
+            number = await self.spool.append_packed(payload, chunks)
+        except SpoolFull:
+            self.metrics.pushback.labels(input_name).inc()
+            raise
+        self.metrics.events_in.labels(input_name).inc(len(prepared.events))
+        return number
+
+
+class _RateLimit:
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self._interval
+        return True

@@ -1,0 +1,81 @@
+"""Prometheus metrics of one sidecar (own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NS = "auditlock_sidecar"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.events_in = Counter(
+            f"{NS}_events_received", "Events accepted into the spool", ["input"], registry=r
+        )
+        self.events_rejected = Counter(
+            f"{NS}_events_rejected",
+            "Events refused, by input and reason",
+            ["input", "reason"],
+            registry=r,
+        )
+        self.events_filtered = Counter(
+            f"{NS}_events_filtered", "Events dropped by the policy filter", ["input"], registry=r
+        )
+        self.events_out = Counter(
+            f"{NS}_events_shipped", "Events stored under lock at the destination", registry=r
+        )
+        self.bytes_in = Counter(
+            f"{NS}_bytes_received", "Bytes read by inputs", ["input"], registry=r
+        )
+        self.bytes_out = Counter(
+            f"{NS}_bytes_uploaded", "Bytes of ledger objects stored", registry=r
+        )
+        self.connections_closed = Counter(
+            f"{NS}_forward_connections_closed",
+            "Forward connections closed by the sidecar, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicate_chunks = Counter(
+            f"{NS}_forward_duplicate_chunks",
+            "Retransmitted Forward chunks recognised and not stored twice",
+            registry=r,
+        )
+        self.pushback = Counter(
+            f"{NS}_pushback",
+            "Times intake refused or delayed input: spool full",
+            ["input"],
+            registry=r,
+        )
+        self.uploads = Counter(f"{NS}_uploads", "Object uploads by result", ["result"], registry=r)
+        self.redacted = Counter(f"{NS}_fields_redacted", "Fields replaced by redaction", registry=r)
+        self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Bytes held in the spool", registry=r)
+        self.spool_fill = Gauge(f"{NS}_spool_fill_ratio", "Spool bytes / spool limit", registry=r)
+        self.upload_lag = Gauge(
+            f"{NS}_upload_lag_seconds",
+            "Age of the oldest spooled event not yet stored under lock (0 when none)",
+            registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            f"{NS}_last_checkpoint_age_seconds",
+            "Seconds since the last checkpoint was stored (-1 before the first)",
+            registry=r,
+        )
+        self.last_seq = Gauge(f"{NS}_ledger_last_seq", "Last ledger sequence stored", registry=r)
+        self.upload_seconds = Histogram(
+            f"{NS}_upload_seconds",
+            "Time to store one sealed batch",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.last_checkpoint_monotonic: float | None = None
+        self.checkpoint_age.set_function(self._checkpoint_age)
+
+    def _checkpoint_age(self) -> float:
+        if self.last_checkpoint_monotonic is None:
+            return -1.0
+        return time.monotonic() - self.last_checkpoint_monotonic

@@ -1,0 +1,216 @@
+"""Normalize: a raw record from any source → one audit event in the ledger's model.
+
+The event model is the ledger's (`auditlock.ledger.event.AuditEvent`, docs/FORMAT.md):
+id, time, category, action, outcome, actor {kind, name, ip}, target {resource,
+namespace, name}, source {cluster, namespace, pod, container, node}, correlation
+{request_id, trace_id}, details {...}.
+
+What senders may write (Forward record or HTTP JSON object), and what the sidecar adds:
+
+    category   required, in the record or as the last part of the Forward tag
+               (`fluent-logger` tag `app.access` → access)
+    action     required
+    outcome    success | failure | unknown (default unknown)
+    actor      required: {"kind", "name", "ip"} or a bare name (kind user)
+    target     required: {"resource", "namespace", "name"} or a bare resource
+    time       optional RFC 3339; else the Forward entry time / the arrival time
+    id         optional; else the sidecar assigns `<boot id>-<counter>`, unique per stream
+    request_id, trace_id or correlation {...}
+    details    optional object; every other member of the record is added to it
+
+The sidecar fills `source` from its own identity (downward API) and records the intake
+channel in details.intake {"input", "tag"}. Floats are not allowed in ledger events
+(canonical bytes must be unambiguous), so float values in details become their decimal
+string; binary values that are UTF-8 text become strings. This runs once per event on
+the hot path: plain dict code here, the ledger's own fast checker after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from auditlock.ledger.errors import EventError
+from auditlock.ledger.timestamps import normalize_time
+from auditlock.sidecar.config import CATEGORIES, SourceIdentity
+
+_CATEGORY_SET = frozenset(CATEGORIES)
+_KNOWN = frozenset(
+    {
+        "id",
+        "time",
+        "category",
+        "action",
+        "outcome",
+        "actor",
+        "target",
+        "correlation",
+        "request_id",
+        "trace_id",
+        "details",
+        "source",
+    }
+)
+_ACTOR_KINDS = frozenset({"user", "serviceaccount", "system", "anonymous"})
+
+
+class Rejected(Exception):
+    """An event that cannot enter the trail: `reason` is a metric label, `field` a path."""
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+
+
+def _ledger_check() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The ledger's fast normalizer when present, else its pydantic validator."""
+    try:
+        from auditlock.ledger.normalize import normalize_event
+
+        return normalize_event
+    except ImportError:  # pragma: no cover - only while the ledger module is absent
+        from auditlock.ledger.event import validate_event
+
+        return validate_event
+
+
+class _TimeFormatter:
+    """ns → RFC 3339 with nine fraction digits; caches the per-second prefix."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, time_ns: int) -> str:
+        import time
+
+        second, nanos = divmod(time_ns, 1_000_000_000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{nanos:09d}Z"
+
+
+def coerce_details(value: Any, depth: int = 0) -> Any:
+    """Floats → decimal strings, UTF-8 bytes → str, tuples → lists (in place for containers)."""
+    kind = type(value)
+    if kind is dict:
+        if depth < 32:
+            for key, item in value.items():
+                sub = type(item)
+                if sub is float or sub is bytes or sub is dict or sub is list:
+                    value[key] = coerce_details(item, depth + 1)
+        return value
+    if kind is list:
+        if depth < 32:
+            for index, item in enumerate(value):
+                sub = type(item)
+                if sub is float or sub is bytes or sub is dict or sub is list:
+                    value[index] = coerce_details(item, depth + 1)
+        return value
+    if kind is float:
+        return repr(value)
+    if kind is bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejected("invalid_utf8", "details", "binary value is not UTF-8 text") from None
+    return value
+
+
+class Normalizer:
+    def __init__(self, identity: SourceIdentity) -> None:
+        self._source = {key: value for key, value in identity.model_dump().items() if value}
+        self._format_time = _TimeFormatter()
+        self._check = _ledger_check()
+        self._boot = os.urandom(6).hex()
+        self._counter = 0
+
+    def __call__(self, input_name: str, tag: str, time_ns: int, record: Any) -> dict[str, Any]:
+        if type(record) is not dict:
+            raise Rejected("bad_record", "record", "record must be a JSON object / msgpack map")
+        category = record.get("category")
+        if category is None:
+            category = tag.rsplit(".", 1)[-1]
+            if category not in _CATEGORY_SET:
+                raise Rejected(
+                    "missing_field",
+                    "category",
+                    f"category is required (one of {', '.join(CATEGORIES)}), "
+                    "in the record or as the tag's last part",
+                )
+        event_id = record.get("id")
+        if event_id is None:
+            self._counter += 1
+            event_id = f"{self._boot}-{self._counter}"
+        when = record.get("time")
+        if when is None:
+            when = self._format_time(time_ns)
+        elif type(when) is str:
+            try:
+                when = normalize_time(when)
+            except ValueError as exc:
+                raise Rejected("bad_value", "time", f"time: {exc}") from None
+        event: dict[str, Any] = {
+            "id": event_id,
+            "time": when,
+            "category": category,
+            "action": record.get("action"),
+            "outcome": record.get("outcome", "unknown"),
+            "actor": _actor(record.get("actor")),
+            "target": _target(record.get("target")),
+            "source": self._source,
+        }
+        correlation = record.get("correlation")
+        request_id = record.get("request_id")
+        trace_id = record.get("trace_id")
+        if request_id is not None or trace_id is not None:
+            correlation = dict(correlation) if type(correlation) is dict else {}
+            if request_id is not None:
+                correlation["request_id"] = request_id
+            if trace_id is not None:
+                correlation["trace_id"] = trace_id
+        if correlation is not None:
+            event["correlation"] = correlation
+        details = record.get("details")
+        if details is not None and type(details) is not dict:
+            raise Rejected("bad_type", "details", "details must be an object")
+        details = dict(details) if details else {}
+        for key, value in record.items():
+            if key not in _KNOWN:
+                details[key] = value
+        details["intake"] = {"input": input_name, "tag": tag}
+        event["details"] = coerce_details(details)
+        try:
+            return self._check(event)
+        except EventError as exc:
+            path, reason = exc.problems[0] if exc.problems else ("", str(exc))
+            raise Rejected(_reason_label(path, reason), path or "event", str(exc)) from None
+
+
+def _actor(value: Any) -> Any:
+    if type(value) is str:
+        return {"kind": "user", "name": value}
+    if type(value) is dict and "kind" not in value and "name" in value:
+        return {"kind": "user", **value}
+    return value
+
+
+def _target(value: Any) -> Any:
+    if type(value) is str:
+        return {"resource": value}
+    return value
+
+
+def _reason_label(path: str, reason: str) -> str:
+    """A low-cardinality metric label for a ledger validation problem."""
+    text = reason.lower()
+    if "surrogate" in text or "unicode" in text or "utf-8" in text:
+        return "invalid_utf8"
+    if "required" in text or "missing" in text:
+        return "missing_field"
+    if "type" in text or "should be a valid" in text or "not a json value" in text:
+        return "bad_type"
+    return "bad_value"

@@ -1,0 +1,255 @@
+"""Decoding Fluentd Forward protocol v1 messages into (tag, time, record) entries.
+
+Spec: fluent/fluentd wiki, "Forward Protocol Specification v1". A message is one
+msgpack array in one of four modes, told apart by the type of the second element:
+
+    Message                  [tag, time, record, option?]
+    Forward                  [tag, [[time, record], ...], option?]
+    PackedForward            [tag, <concatenated msgpack [time, record] entries>, option?]
+    CompressedPackedForward  as PackedForward, option {"compressed": "gzip"}
+
+The packed entries arrive as msgpack bin or as str; Fluentd's out_forward sends a str
+that is not valid UTF-8. The unpacker therefore decodes str with `surrogateescape`,
+which keeps the original bytes recoverable (`entries.encode("utf-8", "surrogateescape")`);
+any other string that still holds a surrogate was invalid UTF-8 and is rejected later.
+
+`time` is an integer or float of seconds, or EventTime (msgpack ext type 0: big-endian
+uint32 seconds, uint32 nanoseconds). Everything here is pure CPU and raises
+`ProtocolError` with a short machine-readable reason (a metric label) and a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+
+EVENT_TIME_EXT = 0
+MAX_SECONDS = 1 << 34  # year 2514: anything later is a corrupt timestamp, not a date
+_EVENT_TIME = struct.Struct(">II")
+
+Entry = tuple[str, int, Any]  # (tag, time in ns since the epoch, record as decoded)
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol. `reason` is a short label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EventTime(int):
+    """An EventTime ext value, already converted to nanoseconds since the epoch."""
+
+    __slots__ = ()
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EVENT_TIME_EXT and len(data) == 8:
+        seconds, nanos = _EVENT_TIME.unpack(data)
+        if nanos >= 1_000_000_000:
+            return msgpack.ExtType(code, data)  # rejected as a bad time below
+        return EventTime(seconds * 1_000_000_000 + nanos)
+    return msgpack.ExtType(code, data)
+
+
+def new_unpacker(max_frame_bytes: int) -> msgpack.Unpacker:
+    """A streaming unpacker for one connection; a message over the limit raises."""
+    return msgpack.Unpacker(
+        raw=False,
+        unicode_errors="surrogateescape",
+        ext_hook=_ext_hook,
+        strict_map_key=False,
+        max_buffer_size=max_frame_bytes,
+        use_list=True,
+    )
+
+
+def pack_event_time(time_ns: int) -> msgpack.ExtType:
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    return msgpack.ExtType(EVENT_TIME_EXT, _EVENT_TIME.pack(seconds, nanos))
+
+
+def time_to_ns(value: Any) -> int:
+    """Forward time (int/float seconds or EventTime) to integer nanoseconds."""
+    kind = type(value)
+    if kind is EventTime:
+        return int(value)
+    if kind is int and 0 <= value < MAX_SECONDS:
+        return int(value) * 1_000_000_000
+    if kind is float and 0.0 <= value < MAX_SECONDS:  # NaN fails both comparisons
+        return int(value * 1_000_000_000)
+    raise ProtocolError(
+        "bad_time", f"event time must be int, float or EventTime, got {value!r:.60}"
+    )
+
+
+def _tag(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ProtocolError("bad_tag", "tag must be a non-empty string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("invalid_utf8", "tag is not valid UTF-8") from None
+    return value
+
+
+def decode_message(message: Any, max_frame_bytes: int) -> tuple[list[Entry], dict[str, Any] | None]:
+    """One Forward message → its entries and its option map (or None)."""
+    if type(message) is not list or not 2 <= len(message) <= 4:
+        raise ProtocolError("bad_message", "message must be an array [tag, ...] of 2 to 4 items")
+    tag = _tag(message[0])
+    second = message[1]
+    kind = type(second)
+    if kind is int or kind is float or kind is EventTime:
+        # Message mode: [tag, time, record, option?]
+        if len(message) < 3:
+            raise ProtocolError("bad_message", "Message mode needs [tag, time, record]")
+        option = _option(message[3] if len(message) == 4 else None)
+        return [(tag, time_to_ns(second), message[2])], option
+    if len(message) == 4:
+        raise ProtocolError("bad_message", "Forward/PackedForward take [tag, entries, option?]")
+    option = _option(message[2] if len(message) == 3 else None)
+    if kind is list:
+        entries = [_entry(tag, item) for item in second]
+        return entries, option
+    if kind is str:
+        second = second.encode("utf-8", "surrogateescape")
+        kind = bytes
+    if kind is bytes:
+        compressed = option.get("compressed") if option else None
+        if compressed is not None:
+            if compressed != "gzip":
+                raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
+            second = gunzip(second, max_frame_bytes)
+        return _unpack_entries(tag, second, max_frame_bytes), option
+    raise ProtocolError(
+        "bad_message", f"second item must be time, array or binary, got {kind.__name__}"
+    )
+
+
+def _option(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise ProtocolError("bad_option", "option must be a map")
+    chunk = value.get("chunk")
+    if chunk is not None and (type(chunk) is not str or not 0 < len(chunk) <= 256):
+        raise ProtocolError("bad_option", "option chunk must be a short string")
+    return value
+
+
+def _entry(tag: str, item: Any) -> Entry:
+    if type(item) is not list or len(item) != 2:
+        raise ProtocolError("bad_entry", "entry must be [time, record]")
+    return tag, time_to_ns(item[0]), item[1]
+
+
+def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
+    unpacker = new_unpacker(max(max_frame_bytes, len(data)))
+    try:
+        unpacker.feed(data)
+        entries = [_entry(tag, item) for item in unpacker]
+    except ProtocolError:
+        raise
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
+    if unpacker.tell() != len(data):
+        raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")
+    return entries
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress gzip (several concatenated members allowed) up to `limit` bytes."""
+    out: list[bytes] = []
+    total = 0
+    try:
+        while data:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(data, limit - total + 1)
+            total += len(chunk)
+            out.append(chunk)
+            if total > limit or inflater.unconsumed_tail:
+                raise ProtocolError("too_large", f"decompressed entries exceed {limit} bytes")
+            if not inflater.eof:
+                raise ProtocolError("bad_gzip", "gzip data is truncated")
+            data = inflater.unused_data
+    except zlib.error as exc:
+        raise ProtocolError("bad_gzip", f"entries are not valid gzip: {exc}") from None
+    return b"".join(out)
+
+
+# --- shared_key handshake (HELO / PING / PONG) ------------------------------------
+
+
+def new_nonce() -> bytes:
+    return os.urandom(16)
+
+
+def helo(nonce: bytes) -> bytes:
+    """Server → client: ['HELO', {nonce, auth, keepalive}]. No user auth: auth is ''."""
+    return _packb(["HELO", {"nonce": nonce, "auth": "", "keepalive": True}])
+
+
+def _digest(salt: bytes, hostname: bytes, nonce: bytes, shared_key: bytes) -> str:
+    return hashlib.sha512(salt + hostname + nonce + shared_key).hexdigest()
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode("utf-8", "surrogateescape")
+    return None
+
+
+def check_ping(
+    message: Any, nonce: bytes, shared_key: str, self_hostname: str
+) -> tuple[bool, str, bytes]:
+    """Client → server PING; returns (ok, reason, PONG bytes to send back).
+
+    PING = ['PING', client_hostname, salt, sha512_hex(salt + client_hostname + nonce + key),
+            username, password_digest]
+    PONG = ['PONG', ok, reason, server_hostname, sha512_hex(salt + server_hostname + nonce + key)]
+    """
+    key = shared_key.encode("utf-8")
+    if type(message) is not list or len(message) != 6 or message[0] != "PING":
+        return (
+            False,
+            "invalid ping message",
+            _pong(False, "invalid ping message", self_hostname, b""),
+        )
+    hostname = _as_bytes(message[1])
+    salt = _as_bytes(message[2])
+    digest = _as_bytes(message[3])
+    if hostname is None or salt is None or digest is None:
+        return (
+            False,
+            "invalid ping message",
+            _pong(False, "invalid ping message", self_hostname, b""),
+        )
+    expected = _digest(salt, hostname, nonce, key).encode("ascii")
+    if not hmac.compare_digest(digest, expected):
+        return False, "shared_key mismatch", _pong(False, "shared_key mismatch", self_hostname, b"")
+    server_digest = _digest(salt, self_hostname.encode("utf-8"), nonce, key)
+    return True, "", _pong(True, "", self_hostname, server_digest.encode("ascii"))
+
+
+def _pong(ok: bool, reason: str, hostname: str, digest: bytes) -> bytes:
+    return _packb(["PONG", ok, reason, hostname, digest.decode("ascii")])
+
+
+def ack(chunk: str) -> bytes:
+    return _packb({"ack": chunk})
+
+
+def _packb(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value)
+    return data

@@ -1,0 +1,227 @@
+"""The Forward protocol TCP server (loopback).
+
+Per connection: read → feed a streaming unpacker → decode every complete message →
+one intake commit for everything that arrived in that read (group commit keeps fsyncs
+per event low) → `{"ack": chunk}` for each chunk, only after the commit is durable.
+
+Retransmissions: a chunk id already durable in the spool is acknowledged again without
+storing its events a second time; a chunk id another connection is spooling right now
+waits for that commit. The spool persists chunk ids, so this holds across restarts.
+
+Push back: when the spool is full the connection stops reading (TCP backpressure) and
+withholds acks until shipping has made room.
+
+Bad input (not msgpack, wrong shapes, oversized frames, invalid UTF-8 in a tag, a failed
+handshake) closes that connection with a logged reason and a counter; events the same
+connection sent before the bad frame are still committed and acknowledged. Other
+connections are unaffected. Bad *events* inside a valid message are rejected one by one
+(counted by reason) and the chunk is still acknowledged, as Forward has no per-event nack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgpack
+
+from auditlock.sidecar.config import ForwardSource
+from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
+from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.sources.forward import protocol
+from auditlock.sidecar.sources.forward.protocol import ProtocolError
+
+log = logging.getLogger("auditlock.sidecar.forward")
+
+INPUT = "forward"
+READ_SIZE = 256 * 1024
+
+
+class ConnectionClosed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ForwardServer:
+    def __init__(self, config: ForwardSource, intake: Intake, metrics: Metrics) -> None:
+        self.config = config
+        self.intake = intake
+        self.metrics = metrics
+        self.port = config.port
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], _Connection] = {}
+        self._closing = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.config.host, self.config.port, limit=READ_SIZE
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("forward intake listening on %s:%d", self.config.host, self.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; let connections finish the batch they are committing."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for task, connection in list(self._connections.items()):
+            if not connection.busy:
+                task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=grace)
+        for task in list(self._connections):
+            task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connection = _Connection(self, reader, writer)
+        self._connections[task] = connection
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class _Connection:
+    def __init__(
+        self, server: ForwardServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.config = server.config
+        self.intake = server.intake
+        self.metrics = server.metrics
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.unpacker = protocol.new_unpacker(self.config.max_frame_bytes)
+        self.busy = False
+        self.authenticated = self.config.shared_key is None
+        self.nonce = b""
+
+    async def run(self) -> None:
+        if not self.authenticated:
+            self.nonce = protocol.new_nonce()
+            self.writer.write(protocol.helo(self.nonce))
+        bytes_in = self.metrics.bytes_in.labels(INPUT)
+        while not self.server._closing:
+            data = await self.reader.read(READ_SIZE)
+            if not data:
+                return
+            bytes_in.inc(len(data))
+            self.busy = True
+            try:
+                await self._on_data(data)
+            except ConnectionClosed as exc:
+                self.metrics.connections_closed.labels(exc.reason).inc()
+                log.warning("closing forward connection %s: %s", self.peer, exc)
+                return
+            except (ConnectionError, OSError) as exc:
+                log.info("forward connection %s lost: %s", self.peer, exc)
+                return
+            finally:
+                self.busy = False
+
+    async def _on_data(self, data: bytes) -> None:
+        messages: list[Any] = []
+        failure: ConnectionClosed | None = None
+        try:
+            self.unpacker.feed(data)
+            for message in self.unpacker:
+                messages.append(message)
+        except msgpack.BufferFull:
+            failure = ConnectionClosed(
+                "too_large", f"message larger than {self.config.max_frame_bytes} bytes"
+            )
+        except Exception as exc:  # any msgpack decode error: the stream cannot be resynced
+            failure = ConnectionClosed("bad_msgpack", f"not a msgpack stream: {exc!r:.200}")
+        batch = _Batch()
+        for message in messages:
+            if not self.authenticated:
+                self._handshake(message)
+                continue
+            try:
+                entries, option = protocol.decode_message(message, self.config.max_frame_bytes)
+            except ProtocolError as exc:
+                failure = ConnectionClosed(exc.reason, str(exc))
+                break
+            chunk = option.get("chunk") if option else None
+            batch.add(entries, chunk)
+        if batch.entries or batch.chunks:
+            await self._commit(batch)
+        if failure is not None:
+            raise failure
+
+    def _handshake(self, message: Any) -> None:
+        assert self.config.shared_key is not None
+        ok, reason, pong = protocol.check_ping(
+            message, self.nonce, self.config.shared_key, self.config.self_hostname
+        )
+        self.writer.write(pong)
+        if not ok:
+            raise ConnectionClosed("auth_failed", f"handshake failed: {reason}")
+        self.authenticated = True
+
+    async def _commit(self, batch: _Batch) -> None:
+        spool = self.intake.spool
+        # Chunks already durable (a retransmission) or being spooled by another connection.
+        waits: list[asyncio.Future[int]] = []
+        fresh_entries: list[tuple[str, int, Any]] = []
+        fresh_chunks: list[str] = []
+        for entries, chunk in batch.groups:
+            if chunk is not None:
+                if spool.seen_chunk(chunk) or chunk in fresh_chunks:
+                    self.metrics.duplicate_chunks.inc()
+                    continue
+                inflight = spool.inflight_chunk(chunk)
+                if inflight is not None:
+                    self.metrics.duplicate_chunks.inc()
+                    waits.append(inflight)
+                    continue
+                fresh_chunks.append(chunk)
+            fresh_entries.extend(entries)
+        prepared: Prepared = self.intake.prepare(INPUT, fresh_entries)
+        while True:
+            try:
+                await self.intake.commit(INPUT, prepared, fresh_chunks)
+                break
+            except SpoolFull:
+                if self.server._closing or not self.intake.accepting:
+                    raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
+                # Withhold the ack and stop reading until shipping frees room.
+                await spool.wait_for_room()
+        for future in waits:
+            try:
+                await future
+            except Exception as exc:  # the other connection's commit failed: no ack
+                raise ConnectionClosed("spool_error", f"chunk not stored: {exc}") from None
+        if batch.chunks:
+            self.writer.write(b"".join(protocol.ack(c) for c in batch.chunks))
+            await self.writer.drain()
+
+
+class _Batch:
+    """The messages decoded from one read: entries grouped by chunk, chunks in order."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[list[tuple[str, int, Any]], str | None]] = []
+        self.chunks: list[str] = []
+        self.entries = 0
+
+    def add(self, entries: list[tuple[str, int, Any]], chunk: str | None) -> None:
+        self.groups.append((entries, chunk))
+        self.entries += len(entries)
+        if chunk is not None:
+            self.chunks.append(chunk)
