@@ -76,3 +76,51 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- toJson $names }}
 {{- end }}
+
+{{/* What the mutating and validating webhooks share. Called with a dict: root (the chart
+context), path (the operator's URL path for this webhook), caBundle (base64, or empty
+when cert-manager injects it) and honourSkipLabel (whether webhook.skipLabel=skip pods are
+left out). */}}
+{{- define "auditlock.webhookCommon" -}}
+admissionReviewVersions: [v1]
+sideEffects: None
+matchPolicy: Equivalent
+timeoutSeconds: {{ .root.Values.webhook.timeoutSeconds }}
+clientConfig:
+  service:
+    name: {{ include "auditlock.webhookServiceName" .root }}
+    namespace: {{ .root.Release.Namespace }}
+    path: {{ .path }}
+    port: 443
+  {{- if .caBundle }}
+  caBundle: {{ .caBundle }}
+  {{- end }}
+rules:
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [CREATE]
+    resources: [pods]
+    scope: Namespaced
+namespaceSelector:
+  {{- with .root.Values.webhook.namespaceMatchLabels }}
+  matchLabels:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  matchExpressions:
+    # Never intercept the control plane's own pods or the operator's (which would then
+    # depend on itself to start).
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- toYaml (uniq (concat (list "kube-system" .root.Release.Namespace) .root.Values.webhook.excludeNamespaces)) | nindent 8 }}
+{{- if .honourSkipLabel }}
+objectSelector:
+  matchExpressions:
+    - key: {{ .root.Values.webhook.skipLabel }}
+      operator: NotIn
+      values: [skip]
+{{- else }}
+# Every pod: a label any app team can set must not switch enforcement off.
+objectSelector: {}
+{{- end }}
+{{- end }}
