@@ -1,0 +1,37 @@
+"""Canonical bytes: RFC 8785 (JSON Canonicalization Scheme) for the accepted event space.
+
+RFC 8785 serializes with no whitespace, object members sorted by the UTF-16 code units of
+their names, strings escaped minimally (only `"`, `\\` and U+0000..U+001F, the latter as
+\\b \\t \\n \\f \\r or lowercase \\u00xx), UTF-8 output, and numbers in ECMAScript form.
+
+Two rules of the event model (docs/FORMAT.md, "Numbers and names") make a fast encoder
+exact for every accepted event:
+
+* numbers are integers with |n| <= 2**53 - 1, so ECMAScript form is the plain decimal
+  integer (no floats, no exponents, no -0);
+* object member names contain only Basic Multilingual Plane characters, so ordering by
+  code point (what orjson does, via UTF-8 bytes) equals ordering by UTF-16 code units.
+
+orjson's string escaping is the RFC 8785 escaping. A hypothesis test
+(tests/unit/test_ledger_canonical.py) checks this encoder against the `rfc8785` package
+over the whole accepted event space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_OPTIONS = orjson.OPT_SORT_KEYS
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """RFC 8785 bytes of a JSON value already inside the accepted event space.
+
+    Does not validate (the hot path calls it once per event); validate first with
+    `normalize_event` or `AuditEvent`.
+    """
+    return orjson.dumps(value, option=_OPTIONS)

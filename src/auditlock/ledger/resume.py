@@ -1,0 +1,144 @@
+"""Where a restarted writer goes on (docs/FORMAT.md, "Writing and resuming").
+
+`plan_resume` reads a stream's objects from the destination and decides:
+
+* nothing stored: epoch 0, genesis checkpoint with prev = 32 zero bytes;
+* the newest epoch's last checkpoint is readable, signed by us if it names our key, and not
+  a close: CONTINUE it, adopting segments stored after it that chain on from its head;
+  segments found after a gap are reserved (the writer re-creates them byte for byte);
+* the newest epoch has segments but no checkpoint yet (its genesis was lost in a crash):
+  continue it with a fresh genesis, adopting its segments the same way;
+* otherwise (closed, unreadable, inconsistent): a NEW epoch whose genesis commits to the
+  digest of the newest checkpoint body there is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
+from auditlock.ledger.errors import FormatError, SignatureError
+from auditlock.ledger.keys import Signer, verify
+from auditlock.ledger.lines import ZERO_HASH, event_hash, line_prefix, line_suffix
+from auditlock.ledger.merkle import Frontier
+from auditlock.ledger.names import ObjectName, parse_name, stream_prefix
+from auditlock.ledger.segment import decode_segment
+from auditlock.sinks.base import Destination, DestinationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResumePlan:
+    epoch: int
+    need_genesis: bool
+    frontier: Frontier = field(default_factory=Frontier)
+    head: bytes = ZERO_HASH
+    checkpoint_index: int = -1
+    checkpoint_digest: bytes = ZERO_HASH
+    checkpoint_time_ns: int = 0
+    adopted: int = 0
+    reserved: list[tuple[int, int]] = field(default_factory=list)
+    previous_key_id: str = ""
+
+
+class _Broken(Exception):
+    """The tail cannot be continued; the message says why (logged)."""
+
+
+def plan_resume(destination: Destination, stream: str, signer: Signer) -> ResumePlan:
+    checkpoints: dict[int, dict[int, str]] = {}
+    segments: dict[int, list[ObjectName]] = {}
+    for name in destination.list(stream_prefix(stream)):
+        parsed = parse_name(name)
+        if parsed is None or parsed.stream != stream:
+            continue
+        if parsed.kind == "checkpoint":
+            checkpoints.setdefault(parsed.epoch, {})[parsed.index] = name
+        else:
+            segments.setdefault(parsed.epoch, []).append(parsed)
+    epochs = set(checkpoints) | set(segments)
+    if not epochs:
+        return ResumePlan(epoch=0, need_genesis=True)
+    epoch = max(epochs)
+    previous_digest = _last_digest(destination, checkpoints, epoch)
+    try:
+        if epoch not in checkpoints:
+            plan = ResumePlan(epoch=epoch, need_genesis=True, checkpoint_digest=previous_digest)
+        else:
+            plan = _continue_from(destination, checkpoints[epoch], epoch, stream, signer)
+        _adopt(destination, plan, sorted(segments.get(epoch, []), key=lambda s: s.first), stream)
+        return plan
+    except (_Broken, FormatError, SignatureError, DestinationError) as exc:
+        digest = _last_digest(destination, checkpoints, epoch + 1)
+        log.warning("stream %s: starting epoch %d: %s", stream, epoch + 1, exc)
+        return ResumePlan(epoch=epoch + 1, need_genesis=True, checkpoint_digest=digest)
+
+
+def _last_digest(
+    destination: Destination, checkpoints: dict[int, dict[int, str]], below: int
+) -> bytes:
+    """Digest of the body of the newest checkpoint in epochs < below (zeros if none)."""
+    earlier = [e for e in checkpoints if e < below]
+    if not earlier:
+        return ZERO_HASH
+    by_index = checkpoints[max(earlier)]
+    data = destination.get(by_index[max(by_index)])
+    return hashlib.sha256(data.split(b"\n", 1)[0]).digest()
+
+
+def _continue_from(
+    destination: Destination, by_index: dict[int, str], epoch: int, stream: str, signer: Signer
+) -> ResumePlan:
+    last = max(by_index)
+    signed: SignedCheckpoint = decode_checkpoint(destination.get(by_index[last]))
+    cp = signed.checkpoint
+    if cp.stream != stream or cp.epoch != epoch or cp.index != last:
+        raise _Broken(f"checkpoint {by_index[last]} does not match its name")
+    if cp.key_id == signer.key_id:
+        verify(signer.public, signed.signature, signed.body, by_index[last])
+    if cp.closed:
+        raise _Broken(f"epoch {epoch} was closed")
+    return ResumePlan(
+        epoch=epoch,
+        need_genesis=False,
+        frontier=Frontier(cp.tree_size, cp.frontier),
+        head=cp.head,
+        checkpoint_index=cp.index,
+        checkpoint_digest=signed.digest,
+        checkpoint_time_ns=cp.time_ns,
+        previous_key_id=cp.key_id,
+    )
+
+
+def _adopt(destination: Destination, plan: ResumePlan, segs: list[ObjectName], stream: str) -> None:
+    """Extend the plan with stored segments that chain on from its head."""
+    stream_b = stream.encode()
+    prefix = line_prefix(plan.epoch)
+    for seg in segs:
+        size = plan.frontier.size
+        if seg.last < size:
+            continue  # covered by the checkpoint
+        if seg.first < size or (plan.reserved and seg.first <= plan.reserved[-1][1]):
+            raise _Broken(f"segment {seg.name} overlaps events already stored")
+        if seg.first > size or plan.reserved:
+            plan.reserved.append((seg.first, seg.last))
+            continue
+        lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
+        if len(lines) != seg.last - seg.first + 1:
+            raise _Broken(f"segment {seg.name} holds {len(lines)} lines")
+        prev = plan.head if size else ZERO_HASH
+        leaves = []
+        for offset, line in enumerate(lines):
+            if not (
+                line.startswith(prefix)
+                and line.endswith(line_suffix(stream_b, size + offset, prev))
+            ):
+                raise _Broken(f"segment {seg.name} line {offset} does not chain on")
+            prev = event_hash(line)
+            leaves.append(prev)
+        plan.frontier.extend(leaves)
+        plan.head = prev
+        plan.adopted += len(lines)

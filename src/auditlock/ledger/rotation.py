@@ -1,0 +1,81 @@
+"""Key rotation records (docs/FORMAT.md, "Keys").
+
+A rotation record says "key NEW continues the streams signed by key OLD", signed by OLD:
+
+    <body: RFC 8785 JSON {format, old_key_id, new_key_id, new_public_key, time}>\\n
+    <base64 Ed25519 signature by the OLD key over the body bytes>\\n
+
+`new_public_key` is the base64 raw 32-byte key; its SHA-256 must equal new_key_id.
+Stored at keys/rotations/<old>-<new>.json beside keys/<new>.pub.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.errors import FormatError
+from auditlock.ledger.keys import Signer, key_id, public_from_raw, raw_public, verify
+
+FORMAT = "auditlock/rotation/v1"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    old_key_id: str
+    new_key_id: str
+    new_public: Ed25519PublicKey
+    time: str
+    body: bytes
+    signature: bytes
+
+    def verify_with(self, old_public: Ed25519PublicKey) -> None:
+        """SignatureError unless the old key signed this record."""
+        verify(old_public, self.signature, self.body, f"rotation {self.old_key_id[:12]}")
+
+
+def encode_rotation(old: Signer, new_public: Ed25519PublicKey, time: str) -> bytes:
+    body = canonical_bytes(
+        {
+            "format": FORMAT,
+            "old_key_id": old.key_id,
+            "new_key_id": key_id(new_public),
+            "new_public_key": base64.b64encode(raw_public(new_public)).decode(),
+            "time": time,
+        }
+    )
+    return body + b"\n" + base64.b64encode(old.sign(body)) + b"\n"
+
+
+def decode_rotation(data: bytes) -> Rotation:
+    parts = data.split(b"\n")
+    if len(parts) != 3 or parts[2] != b"":
+        raise FormatError("a rotation record is two newline-terminated lines")
+    try:
+        raw = json.loads(parts[0])
+        signature = base64.b64decode(parts[1], validate=True)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise FormatError(f"rotation record is not JSON + base64 ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise FormatError(f"unknown rotation record format (expected {FORMAT})")
+    try:
+        new_raw = base64.b64decode(raw["new_public_key"], validate=True)
+        record = Rotation(
+            old_key_id=str(raw["old_key_id"]),
+            new_key_id=str(raw["new_key_id"]),
+            new_public=public_from_raw(new_raw),
+            time=str(raw["time"]),
+            body=parts[0],
+            signature=signature,
+        )
+    except (KeyError, ValueError, binascii.Error) as exc:
+        raise FormatError(f"rotation record is incomplete ({exc})") from None
+    if hashlib.sha256(new_raw).hexdigest() != record.new_key_id:
+        raise FormatError("rotation record's new_public_key does not match new_key_id")
+    return record

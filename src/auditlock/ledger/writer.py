@@ -1,0 +1,386 @@
+"""StreamWriter: builds one stream's ledger (docs/FORMAT.md, "Writing and resuming").
+
+The pipeline is split so uploads can overlap:
+
+* `append(event)` (pure CPU): canonical bytes, line, event hash; returns the event's seq.
+* `seal()` (pure CPU): cuts a segment from the appended lines and signs a checkpoint
+  over it; returns `PendingObject`s (name, bytes, covered seqs). No I/O.
+* `store(objects)` (I/O, may run in a worker thread): puts them, idempotently. Several
+  sealed batches may be storing at once; segments land in any order, but checkpoints are
+  put strictly in index order (a checkpoint waits until its predecessor is stored), so
+  the stored checkpoints are always a gapless prefix and each covers stored segments.
+
+Exactly-once after a crash: line bytes are a pure function of (event, seq, prev), segment
+bytes a pure function of their lines. `resume` reads the destination, continues the chain
+from the last checkpoint and ADOPTS contiguous segments stored after it; `next_seq` then
+says which seq the caller must feed next (everything before it is stored). Segments found
+after a gap (a batch that was uploading when the crash hit) are remembered, and `seal`
+cuts at their boundaries so re-fed events reproduce them byte for byte (the put is then
+an idempotent no-op). When the tail cannot be continued (closed, corrupt, inconsistent),
+`resume` starts a new epoch whose genesis checkpoint commits to the old epoch's last one.
+
+`append`/`seal`/`heartbeat`/`close` belong to one thread; `store` is thread-safe.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auditlock.ledger.checkpoint import (
+    Checkpoint,
+    encode_checkpoint,
+)
+from auditlock.ledger.errors import LedgerError, StoreError
+from auditlock.ledger.keys import Signer, public_pem
+from auditlock.ledger.lines import ZERO_HASH, line_prefix
+from auditlock.ledger.merkle import Frontier
+from auditlock.ledger.names import (
+    MAX_SEQ,
+    check_stream_id,
+    checkpoint_name,
+    key_name,
+    rotation_name,
+    segment_name,
+)
+from auditlock.ledger.segment import encode_segment
+from auditlock.ledger.timestamps import format_ns
+from auditlock.sinks.base import Destination, RetentionSpec
+
+log = logging.getLogger(__name__)
+
+_sha256 = hashlib.sha256
+_hexlify = binascii.hexlify
+_dumps = orjson.dumps
+_SORT = orjson.OPT_SORT_KEYS
+
+
+@dataclass(frozen=True)
+class PendingObject:
+    """One object to store. Segments cover seqs first_seq..last_seq of `epoch`;
+    checkpoints cover 0..last_seq (last_seq is None for an empty tree)."""
+
+    name: str
+    data: bytes
+    kind: str  # "key", "segment" or "checkpoint"
+    epoch: int
+    first_seq: int | None = None
+    last_seq: int | None = None
+    checkpoint_index: int | None = None
+
+
+class ClosedStreamError(LedgerError):
+    """append/seal after close()."""
+
+
+class StreamWriter:
+    """The writer of one stream (one source instance). Create it with `resume`."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        stream_id: str,
+        signer: Signer,
+        *,
+        epoch: int,
+        retention: RetentionSpec | None,
+        heartbeat_seconds: float,
+        clock: Callable[[], int],
+        compress: bool,
+        frontier: Frontier,
+        head: bytes,
+        checkpoint_index: int,
+        checkpoint_digest: bytes,
+        checkpoint_time_ns: int,
+        need_genesis: bool,
+    ) -> None:
+        self.destination = destination
+        self.stream_id = check_stream_id(stream_id)
+        self._stream_b = stream_id.encode()
+        self.signer = signer
+        self.key_id = signer.key_id
+        self.epoch = epoch
+        self.retention = retention
+        self.heartbeat_ms = max(1, round(heartbeat_seconds * 1000))
+        self._clock = clock
+        self.compress = compress
+        self._frontier = frontier
+        self._head = head  # hash of the last sealed line (the tree's last leaf)
+        self._prev = head  # hash of the last appended line
+        self.next_seq = frontier.size
+        self.resumed_seq = frontier.size  # seqs below this are stored: do not feed them
+        self._pending_first = frontier.size
+        self._lines: list[bytes] = []
+        self._leaves: list[bytes] = []
+        self._checkpoint_index = checkpoint_index
+        self._checkpoint_digest = checkpoint_digest
+        self._checkpoint_time_ns = checkpoint_time_ns
+        self._need_genesis = need_genesis
+        self._need_checkpoint = False
+        self._key_pending = True
+        self._reserved: list[tuple[int, int]] = []  # orphan segments found after a gap
+        self.closed = False
+        self._prefix = line_prefix(epoch)
+        self._stored_lock = threading.Condition()
+        self._stored_index = -1 if need_genesis else checkpoint_index
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def resume(
+        cls,
+        destination: Destination,
+        stream_id: str,
+        signing_key: Ed25519PrivateKey | Signer,
+        *,
+        retention: RetentionSpec | None,
+        heartbeat_seconds: float = 60.0,
+        clock: Callable[[], int] = time.time_ns,
+        compress: bool = False,
+    ) -> StreamWriter:
+        """Open `stream_id` on `destination`: continue its chain if the tail is intact
+        (adopting segments stored after the last checkpoint), else start a new epoch."""
+        from auditlock.ledger.resume import plan_resume
+
+        signer = signing_key if isinstance(signing_key, Signer) else Signer(signing_key)
+        check_stream_id(stream_id)
+        plan = plan_resume(destination, stream_id, signer)
+        writer = cls(
+            destination,
+            stream_id,
+            signer,
+            epoch=plan.epoch,
+            retention=retention,
+            heartbeat_seconds=heartbeat_seconds,
+            clock=clock,
+            compress=compress,
+            frontier=plan.frontier,
+            head=plan.head,
+            checkpoint_index=plan.checkpoint_index,
+            checkpoint_digest=plan.checkpoint_digest,
+            checkpoint_time_ns=plan.checkpoint_time_ns,
+            need_genesis=plan.need_genesis,
+        )
+        writer._need_checkpoint = plan.adopted > 0
+        writer._reserved = plan.reserved
+        if plan.previous_key_id and plan.previous_key_id != signer.key_id:
+            rotation = rotation_name(plan.previous_key_id, signer.key_id)
+            if rotation not in set(destination.list("keys/rotations/")):
+                log.warning(
+                    "stream %s was signed by key %s and continues with key %s, but no "
+                    "rotation record %s exists: verify will report the new key as unknown",
+                    stream_id, plan.previous_key_id[:16], signer.key_id[:16], rotation,
+                )  # fmt: skip
+        log.info(
+            "stream %s: %s epoch %d at seq %d (adopted %d stored events)",
+            stream_id, "new" if plan.need_genesis else "continuing", plan.epoch,
+            writer.next_seq, plan.adopted,
+        )  # fmt: skip
+        return writer
+
+    # -- the hot path --------------------------------------------------------------------
+
+    def append(self, event: dict[str, Any]) -> int:
+        """Add a normalized event (see normalize_event); return its seq. Pure CPU."""
+        return self.append_canonical(_dumps(event, option=_SORT))
+
+    def append_canonical(self, event: bytes) -> int:
+        """Add an event given as its canonical (RFC 8785) bytes; return its seq."""
+        if self.closed:
+            raise ClosedStreamError(f"stream {self.stream_id} is closed")
+        seq = self.next_seq
+        line = b'%b%b,"prev":"%b","seq":%d,"stream":"%b"}' % (
+            self._prefix, event, _hexlify(self._prev), seq, self._stream_b,
+        )  # fmt: skip
+        leaf = _sha256(b"\x00" + line).digest()
+        self._lines.append(line)
+        self._leaves.append(leaf)
+        self._prev = leaf
+        self.next_seq = seq + 1
+        if seq >= MAX_SEQ:
+            raise LedgerError(f"stream {self.stream_id} epoch {self.epoch} is full")
+        return seq
+
+    @property
+    def pending_events(self) -> int:
+        """Appended events not yet sealed."""
+        return len(self._lines)
+
+    # -- sealing (pure CPU) --------------------------------------------------------------
+
+    def seal(self) -> list[PendingObject]:
+        """Cut segments from appended events and sign a checkpoint over them. No I/O.
+
+        May hold back events that belong to a segment found after a crash until all of
+        its seqs are appended (see module docstring)."""
+        if self.closed:
+            raise ClosedStreamError(f"stream {self.stream_id} is closed")
+        objects = self._preamble()
+        segments = self._cut_segments()
+        objects.extend(segments)
+        if segments or self._need_checkpoint:
+            objects.append(self._checkpoint("seal"))
+        return objects
+
+    def heartbeat_due(self, now: int | None = None) -> bool:
+        """True when a checkpoint is owed: `now` (ns since the Unix epoch, default the
+        writer's clock) is a heartbeat interval past the last checkpoint, or the stream
+        was just opened or adopted events that no checkpoint covers yet."""
+        if self.closed:
+            return False
+        if self._need_genesis or self._need_checkpoint or self._key_pending:
+            return True
+        now = self._clock() if now is None else now
+        return now - self._checkpoint_time_ns >= self.heartbeat_ms * 1_000_000
+
+    def heartbeat(self) -> list[PendingObject]:
+        """A checkpoint now, sealing any appended events first."""
+        objects = self.seal()
+        if not any(o.kind == "checkpoint" and o.checkpoint_index != 0 for o in objects):
+            objects.append(self._checkpoint("heartbeat"))
+        return objects
+
+    def close(self) -> list[PendingObject]:
+        """Seal everything and write the final "close" checkpoint; the writer is then done."""
+        if self.closed:
+            return []
+        self._reserved = []  # no more re-fed events will come: seal what we have
+        objects = self._preamble()
+        objects.extend(self._cut_segments())
+        objects.append(self._checkpoint("close"))
+        self.closed = True
+        return objects
+
+    def _preamble(self) -> list[PendingObject]:
+        objects: list[PendingObject] = []
+        if self._key_pending:
+            self._key_pending = False
+            objects.append(
+                PendingObject(
+                    key_name(self.key_id), public_pem(self.signer.public), "key", self.epoch
+                )
+            )
+        if self._need_genesis:
+            self._need_genesis = False
+            objects.append(self._checkpoint("genesis"))
+        return objects
+
+    def _cut_segments(self) -> list[PendingObject]:
+        if not self._lines:
+            return []
+        first = self._pending_first
+        cuts = plan_cuts(first, first + len(self._lines), self._reserved)
+        objects = []
+        for c_first, c_last in cuts:
+            lo, hi = c_first - first, c_last - first + 1
+            data = encode_segment(self._lines[lo:hi], compressed=self.compress)
+            self._frontier.extend(self._leaves[lo:hi])
+            self._head = self._leaves[hi - 1]
+            name = segment_name(
+                self.stream_id, self.epoch, c_first, c_last, compressed=self.compress
+            )
+            objects.append(PendingObject(name, data, "segment", self.epoch, c_first, c_last))
+        if cuts:
+            done = cuts[-1][1] + 1 - first
+            del self._lines[:done]
+            del self._leaves[:done]
+            self._pending_first = cuts[-1][1] + 1
+            self._reserved = [r for r in self._reserved if r[0] >= self._pending_first]
+        return objects
+
+    def _checkpoint(self, kind: str) -> PendingObject:
+        now = max(self._clock(), self._checkpoint_time_ns)  # never earlier than the last one
+        index = 0 if kind == "genesis" else self._checkpoint_index + 1
+        size = self._frontier.size
+        checkpoint = Checkpoint(
+            stream=self.stream_id,
+            epoch=self.epoch,
+            index=index,
+            kind=kind,
+            prev=self._checkpoint_digest,
+            tree_size=size,
+            root=self._frontier.root(),
+            head=self._head if size else ZERO_HASH,
+            frontier=tuple(self._frontier.nodes),
+            time=format_ns(now),
+            heartbeat_ms=self.heartbeat_ms,
+            key_id=self.key_id,
+        )
+        data, body = encode_checkpoint(checkpoint, self.signer)
+        self._checkpoint_index = index
+        self._checkpoint_digest = _sha256(body).digest()
+        self._checkpoint_time_ns = now
+        self._need_checkpoint = False
+        return PendingObject(
+            checkpoint_name(self.stream_id, self.epoch, index), data, "checkpoint", self.epoch,
+            None, size - 1 if size else None, index,
+        )  # fmt: skip
+
+    # -- storing (I/O) -------------------------------------------------------------------
+
+    def store(self, objects: Iterable[PendingObject], *, timeout: float = 300.0) -> None:
+        """Put sealed objects in order, idempotently. Thread-safe.
+
+        A checkpoint is put only after every earlier checkpoint of this writer is stored;
+        if that does not happen within `timeout` seconds StoreError is raised and the
+        call may simply be retried. Destination errors propagate (retry the same call)."""
+        for obj in objects:
+            if obj.kind == "checkpoint":
+                assert obj.checkpoint_index is not None
+                self._wait_turn(obj.checkpoint_index, timeout)
+                self.destination.put(obj.name, obj.data, self.retention)
+                with self._stored_lock:
+                    self._stored_index = max(self._stored_index, obj.checkpoint_index)
+                    self._stored_lock.notify_all()
+            else:
+                self.destination.put(obj.name, obj.data, self.retention)
+
+    def _wait_turn(self, index: int, timeout: float) -> None:
+        with self._stored_lock:
+            ready = self._stored_lock.wait_for(lambda: self._stored_index >= index - 1, timeout)
+        if not ready:
+            raise StoreError(
+                f"checkpoint {index} of stream {self.stream_id} waited {timeout:.0f}s for "
+                f"checkpoint {index - 1} to be stored; store that batch, then retry"
+            )
+
+    @property
+    def stored_checkpoint_index(self) -> int:
+        """Index of the newest checkpoint of this epoch known to be stored (-1: none)."""
+        with self._stored_lock:
+            return self._stored_index
+
+
+def plan_cuts(first: int, end: int, reserved: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Segments (first, last inclusive) to cut from pending seqs first..end-1.
+
+    `reserved` are (first, last) ranges of segments already stored after a gap: a cut
+    never crosses their boundaries, and a reserved range not yet fully appended is held
+    back, so re-fed events reproduce exactly the stored segment.
+    """
+    cuts: list[tuple[int, int]] = []
+    start = first
+    for r_first, r_last in reserved:
+        if r_last < start or r_first < start:
+            continue  # already behind us (or inconsistent with what we hold): ignore
+        if r_first >= end:
+            break
+        if r_first > start:
+            cuts.append((start, r_first - 1))
+            start = r_first
+        if r_last >= end:
+            return cuts  # hold back start..end-1 until the reserved segment is complete
+        cuts.append((start, r_last))
+        start = r_last + 1
+    if start < end:
+        cuts.append((start, end - 1))
+    return cuts
