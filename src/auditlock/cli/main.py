@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # Add a module here when you add a subcommand (auditlock.cli.<name>).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crds",
+    "sidecar",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O).

@@ -9,7 +9,7 @@ destination, the stream and the signing key:
       url: gs://audit-bucket/trails
       retention_days: 400
     stream:
-      id: payments/api-7f9c-abcde
+      id: payments_api-7f9c-abcde
       signing_key_file: /var/run/auditlock/key/ed25519.pem
 
 Environment overrides use `AUDITLOCK_SIDECAR__<SECTION>__<FIELD>` (double underscores
@@ -157,15 +157,22 @@ class DestinationConfig(_Section):
 
 
 class StreamConfig(_Section):
-    id: str = Field(description="one stream per sidecar, e.g. <namespace>/<pod>")
+    id: str = Field(
+        description="one stream per sidecar: <namespace>_<pod> (letters, digits, '.', '_', '-')"
+    )
     signing_key_file: Path = Field(description="Ed25519 private key (PEM)")
 
     @field_validator("id")
     @classmethod
-    def _id_is_a_name(cls, value: str) -> str:
-        if not value or value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("stream id must be a relative name like 'namespace/pod'")
-        return value
+    def _id_is_a_stream_name(cls, value: str) -> str:
+        from auditlock.ledger.names import check_stream_id
+
+        if "/" in value:
+            raise ValueError(
+                f"stream id {value[:80]!r} contains '/': ledger stream ids are one path "
+                "segment; use <namespace>_<pod> (underscore cannot occur in either name)"
+            )
+        return check_stream_id(value)
 
 
 class SourceIdentity(_Section):

@@ -7,15 +7,16 @@ Life of a record:
    number once the bytes are fsynced. Only then may a source acknowledge its sender.
 2. The shipper reads records in order (`reader(after)`), turns them into ledger
    segments and uploads them.
-3. `release(number, seq)` marks every record up to `number` as stored under lock
-   (its last event got ledger sequence `seq`). Segment files whose records are all
-   released are deleted; the chunk ids they held move to `chunks.log` so a
-   retransmitted Forward chunk is still recognised after a restart.
+3. `release(number, next_seq, epoch)` marks every record up to `number` as stored
+   under lock: a checkpoint covering ledger seqs below `next_seq` of `epoch` is stored.
+   Segment files whose records are all released are deleted; the chunk ids they held
+   move to `chunks.log` so a retransmitted Forward chunk is still recognised after a
+   restart.
 
 Files in the spool directory:
 
     seg-<first record number>.spool   records (see records.py)
-    state.json                        {"released": n, "released_seq": s}, replaced atomically
+    state.json                        {"released", "next_seq", "epoch"}, replaced atomically
     chunks.log                        one chunk id per line, of released records
 
 The spool never holds more than `max_bytes` of segment files: `append` raises
@@ -93,7 +94,10 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.chunk_memory = chunk_memory
         self.released = 0  # highest record number stored under lock
-        self.released_seq = 0  # ledger seq of the last event in that record (0: none yet)
+        # The ledger position right after the released records: the writer's next_seq and
+        # epoch. None until the first start has recorded where this spool joined the stream.
+        self.released_next_seq: int | None = None
+        self.released_epoch: int | None = None
         self.committed = 0  # highest record number fsynced
         self._segments: list[_Segment] = []
         self._handle: BinaryIO | None = None
@@ -171,7 +175,8 @@ class Spool:
         if path.exists():
             state = json.loads(path.read_text())
             self.released = int(state["released"])
-            self.released_seq = int(state["released_seq"])
+            self.released_next_seq = int(state["next_seq"])
+            self.released_epoch = int(state["epoch"])
 
     def _load_chunk_log(self) -> None:
         path = self.directory / "chunks.log"
@@ -324,12 +329,19 @@ class Spool:
     def reader(self, after: int) -> SpoolReader:
         return SpoolReader(self, after)
 
-    def release(self, number: int, seq: int) -> None:
-        """Records up to `number` are stored under lock (last event has ledger `seq`)."""
-        if number <= self.released:
+    def join_stream(self, next_seq: int, epoch: int) -> None:
+        """Record where a fresh spool joined the ledger stream (before shipping anything)."""
+        self.released_next_seq = next_seq
+        self.released_epoch = epoch
+        self._write_state()
+
+    def release(self, number: int, next_seq: int, epoch: int) -> None:
+        """Records up to `number` are stored under lock, up to ledger `next_seq` of `epoch`."""
+        if number <= self.released and next_seq == self.released_next_seq:
             return
-        self.released = number
-        self.released_seq = seq
+        self.released = max(self.released, number)
+        self.released_next_seq = next_seq
+        self.released_epoch = epoch
         for done in [n for n in self._record_times if n <= number]:
             del self._record_times[done]
         self._update_oldest()
@@ -341,7 +353,12 @@ class Spool:
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as handle:
-            json.dump({"released": self.released, "released_seq": self.released_seq}, handle)
+            state = {
+                "released": self.released,
+                "next_seq": self.released_next_seq,
+                "epoch": self.released_epoch,
+            }
+            json.dump(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

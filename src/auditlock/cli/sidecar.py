@@ -1,0 +1,48 @@
+"""`auditlock sidecar --config FILE`: run the collector sidecar (see docs/sidecar.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sidecar",
+        help="run the collector sidecar (Forward/HTTP intake, spool, signed shipping)",
+        description="Run the collector sidecar. Environment variables "
+        "AUDITLOCK_SIDECAR__<SECTION>__<FIELD> override the file.",
+    )
+    _arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="sidecar config file (YAML or JSON)")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config, print it, and exit"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from auditlock.sidecar.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"auditlock sidecar: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(config.model_dump_json(indent=2))
+        return 0
+    from auditlock.sidecar.app import main
+
+    return main(config)
+
+
+def run_from_argv(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m auditlock.sidecar")
+    _arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,172 @@
+"""Wiring: the sidecar process, from start to a clean (or abrupt) stop.
+
+Start order: health server (so the liveness probe answers at once) → spool recovery →
+ledger stream resume → shipping → sources. /readyz turns 200 when all of that is up.
+
+SIGTERM/SIGINT: stop intake (listeners close; Forward connections finish the batch they
+are committing and acknowledge it), wait for pending spool writes, ship everything,
+store the stream-closed checkpoint, exit 0 — within `shutdown_grace_seconds`. If the
+grace period runs out the process exits anyway; the spool still holds every
+acknowledged event and the next start ships it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from auditlock.sidecar.config import SidecarConfig
+from auditlock.sidecar.health import HealthServer
+from auditlock.sidecar.intake import Intake
+from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.pipeline import Pipeline
+from auditlock.sidecar.shipping import Shipper
+from auditlock.sidecar.spool.spool import Spool
+
+log = logging.getLogger("auditlock.sidecar")
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.spool = Spool(
+            config.spool.dir,
+            max_bytes=config.spool.max_bytes,
+            segment_bytes=config.spool.segment_bytes,
+            chunk_memory=config.sources.forward.chunk_memory,
+        )
+        self.intake = Intake(Pipeline(config.pipeline, config.source), self.spool, self.metrics)
+        self.shipper = Shipper(config, self.spool, self.metrics)
+        self.health = HealthServer(config.health, self.metrics, self.readiness, self.refresh)
+        self.sources: list[Any] = []
+        self.state = "starting"
+        self.started_at = time.monotonic()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.state != "running":
+            return False, self.state
+        if self.shipper.problem:
+            return True, f"ready (degraded: {self.shipper.problem})"
+        return True, "ready"
+
+    def refresh(self) -> None:
+        self.shipper.refresh_metrics()
+
+    async def start(self) -> None:
+        await self.health.start()
+        self.state = "recovering spool"
+        report = await asyncio.to_thread(self.spool.open)
+        log.info(
+            "spool recovered: %d segment(s), %d record(s), %d not yet stored%s",
+            report.segments,
+            report.records,
+            report.unreleased_records,
+            f"; {len(report.problems)} problem(s)" if report.problems else "",
+        )
+        self.state = "resuming ledger stream"
+        await self.shipper.start()
+        self.state = "starting sources"
+        await self._start_sources()
+        self.state = "running"
+        log.info("sidecar ready in %.2fs", time.monotonic() - self.started_at)
+
+    async def _start_sources(self) -> None:
+        sources = self.config.sources
+        if sources.forward.enabled:
+            from auditlock.sidecar.sources.forward.server import ForwardServer
+
+            self.sources.append(ForwardServer(sources.forward, self.intake, self.metrics))
+        if sources.http.enabled:
+            from auditlock.sidecar.sources.http_intake import HttpIntake
+
+            self.sources.append(HttpIntake(sources.http, self.intake))
+        if sources.config_files.enabled:
+            from auditlock.sidecar.sources.config_files import ConfigFileWatcher
+
+            self.sources.append(
+                ConfigFileWatcher(sources.config_files, self.intake, self.config.spool.dir)
+            )
+        if sources.access_proxy.enabled:
+            from auditlock.sidecar.sources.access_proxy import AccessProxy
+
+            self.sources.append(AccessProxy(sources.access_proxy, self.intake))
+        for source in self.sources:
+            await source.start()
+
+    def source(self, kind: type) -> Any:
+        return next(s for s in self.sources if isinstance(s, kind))
+
+    async def stop(self) -> None:
+        """Graceful stop: intake off, flush, ship, closed checkpoint."""
+        self.state = "stopping"
+        log.info("stopping: closing intake")
+        for source in reversed(self.sources):
+            await source.stop()
+        self.intake.accepting = False
+        await self.spool.flush()
+        log.info("stopping: shipping what is spooled and closing the stream")
+        await self.shipper.drain_and_close()
+        self.spool.close()
+        await self.health.stop()
+        log.info("stopped: stream closed after %s event(s)", self.spool.released_next_seq)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+        except Exception:
+            log.exception("sidecar failed to start")
+            await self.health.stop()
+            return 1
+        await stop.wait()
+        try:
+            await asyncio.wait_for(self.stop(), self.config.shutdown_grace_seconds)
+        except TimeoutError:
+            log.error(
+                "shutdown took longer than %.0fs; exiting, the spool keeps unshipped events",
+                self.config.shutdown_grace_seconds,
+            )
+            await self.shipper.abort()
+            return 1
+        return 0
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(config: SidecarConfig) -> int:
+    setup_logging(config.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(Sidecar(config).run())
+    return 1

@@ -1,0 +1,240 @@
+"""Shipping: spool records → ledger segments and checkpoints → destination, then release.
+
+    spool reader ──> StreamWriter.append (seq, hash chain) ──> seal (segments + checkpoint)
+        ──> store in a worker thread (≤ uploads_in_flight at once, retried with backoff)
+        ──> release spool records once a stored checkpoint covers all their events
+
+A batch is sealed when it holds `batch_max_events` events or its oldest event has waited
+`max_delay_seconds`. When no events flow, the writer's heartbeat checkpoint keeps the
+stream's tail provable (DESIGN.md: at least one checkpoint a minute).
+
+Release is driven by checkpoints, which the writer stores strictly in order: each record
+remembers the writer's `next_seq` after its last event, and is released once a stored
+checkpoint's tree covers that many events. So a released record is always provable from
+the destination alone, whatever order the segment uploads finished in.
+
+Restart after a crash: the spool's state says where its released records end in the
+ledger (`next_seq` of `epoch`). `StreamWriter.resume` reads the destination and says
+which seq it needs next; the events in between were stored before the crash but not yet
+released, so exactly that many spooled events are skipped and every spooled event is in
+the ledger once. Re-fed events rebuild byte-identical segments (idempotent puts). If the
+writer had to start a new epoch (the old one was closed or its tail is unusable), nothing
+of the unreleased records is in it yet, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+from auditlock.sidecar.config import SidecarConfig
+from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.spool.spool import Spool
+
+log = logging.getLogger("auditlock.sidecar.shipping")
+
+
+class Shipper:
+    def __init__(self, config: SidecarConfig, spool: Spool, metrics: Metrics) -> None:
+        self.config = config
+        self.delivery = config.delivery
+        self.spool = spool
+        self.metrics = metrics
+        self.writer: Any = None
+        self.destination: Any = None
+        self.epoch = 0
+        # (record number, writer.next_seq after its events), oldest first, not yet released
+        self._records: deque[tuple[int, int]] = deque()
+        self._stored_tree = 0  # events covered by the newest stored checkpoint
+        self._slots = asyncio.Semaphore(self.delivery.uploads_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._skip = 0
+        self.resumed = False
+        self.problem: str | None = None  # last persistent upload failure, for /readyz
+
+    # --- start ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the destination and resume the stream (blocking I/O, in a thread)."""
+        await asyncio.to_thread(self._open)
+        writer = self.writer
+        self.epoch = int(writer.epoch)
+        next_seq = int(writer.next_seq)
+        if self.spool.released_next_seq is None:
+            # A fresh spool: nothing of it is in the ledger, wherever the stream stands.
+            self.spool.join_stream(next_seq, self.epoch)
+        elif self.spool.released_epoch == self.epoch:
+            self._skip = next_seq - self.spool.released_next_seq
+            if self._skip < 0:
+                raise RuntimeError(
+                    f"stream {self.config.stream.id!r} on the destination ends at seq "
+                    f"{next_seq - 1} but this spool already released events up to seq "
+                    f"{self.spool.released_next_seq - 1}: ledger objects are missing from "
+                    "the destination, or the spool belongs to another stream"
+                )
+        if self._skip:
+            log.info(
+                "resume: %d spooled event(s) after record %d were stored before the restart "
+                "(seq %d..%d); not storing them again",
+                self._skip,
+                self.spool.released,
+                next_seq - self._skip,
+                next_seq - 1,
+            )
+        self.metrics.last_seq.set(next_seq - 1)
+        self.resumed = True
+        self._runner = asyncio.create_task(self._run())
+
+    def _open(self) -> None:
+        from auditlock import sinks
+        from auditlock.ledger.keys import load_private_key
+        from auditlock.ledger.writer import StreamWriter
+        from auditlock.sinks.base import LockMode, RetentionSpec
+
+        dest = self.config.destination
+        self.destination = sinks.open(dest.url, **dest.options)
+        key = load_private_key(self.config.stream.signing_key_file)
+        retention = RetentionSpec(
+            period=timedelta(days=dest.retention_days), mode=LockMode(dest.lock_mode)
+        )
+        self.writer = StreamWriter.resume(
+            self.destination,
+            self.config.stream.id,
+            key,
+            retention=retention,
+            heartbeat_seconds=self.delivery.heartbeat_seconds,
+        )
+
+    # --- the loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        reader = self.spool.reader(self.spool.released)
+        writer = self.writer
+        append = writer.append
+        batch_max = self.delivery.batch_max_events
+        max_delay = self.delivery.max_delay_seconds
+        deadline: float | None = None
+        try:
+            while True:
+                pending = writer.pending_events
+                records = reader.read(batch_max - pending) if pending < batch_max else []
+                for record in records:
+                    for event in record.events:
+                        if self._skip:
+                            self._skip -= 1
+                            continue
+                        append(event)
+                    self._records.append((record.number, writer.next_seq))
+                pending = writer.pending_events
+                if pending and deadline is None:
+                    deadline = time.monotonic() + max_delay
+                caught_up = reader.position >= self.spool.committed
+                now = time.monotonic()
+                if pending and (
+                    pending >= batch_max
+                    or (deadline is not None and now >= deadline)
+                    or (self._stopping and caught_up)
+                ):
+                    await self._launch(writer.seal())
+                    deadline = None
+                elif not pending and writer.heartbeat_due():
+                    await self._launch(writer.heartbeat())
+                if self._stopping and caught_up and not writer.pending_events:
+                    return
+                if records:
+                    await asyncio.sleep(0)  # let intake run between chunks of work
+                    continue
+                if not caught_up:
+                    # A durable record the reader could not read yet: back off briefly.
+                    await asyncio.sleep(0.05)
+                    continue
+                wait = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                await self.spool.wait_committed(reader.position, min(wait, 1.0))
+        finally:
+            reader.close()
+
+    async def _launch(self, objects: list[Any]) -> None:
+        if not objects:
+            return
+        await self._slots.acquire()  # at most uploads_in_flight; reading waits when full
+        task = asyncio.create_task(self._upload(objects))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _upload(self, objects: list[Any]) -> None:
+        delay = self.delivery.retry_initial_seconds
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.writer.store, objects)
+                except Exception as exc:
+                    self.metrics.uploads.labels("error").inc()
+                    self.problem = f"upload failed, retrying: {exc}"
+                    log.warning(
+                        "storing %s failed (%s); retry in %.1fs", objects[-1].name, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.delivery.retry_max_seconds)
+                    continue
+                break
+            self.problem = None
+            self.metrics.uploads.labels("ok").inc()
+            self.metrics.upload_seconds.observe(time.monotonic() - started)
+            self.metrics.bytes_out.inc(sum(len(o.data) for o in objects))
+            for obj in objects:
+                if obj.kind == "checkpoint" and obj.epoch == self.epoch:
+                    covered = 0 if obj.last_seq is None else obj.last_seq + 1
+                    self._stored_tree = max(self._stored_tree, covered)
+                    self.metrics.last_checkpoint_monotonic = time.monotonic()
+            self._release_covered()
+        finally:
+            self._slots.release()
+
+    def _release_covered(self) -> None:
+        last: tuple[int, int] | None = None
+        shipped = 0
+        while self._records and self._records[0][1] <= self._stored_tree:
+            previous = last[1] if last else self.spool.released_next_seq or 0
+            last = self._records.popleft()
+            shipped += max(0, last[1] - previous)
+        if last is not None:
+            self.spool.release(last[0], last[1], self.epoch)
+            self.metrics.events_out.inc(shipped)
+            self.metrics.last_seq.set(last[1] - 1)
+
+    # --- stop ---------------------------------------------------------------------
+
+    async def drain_and_close(self) -> None:
+        """Ship everything spooled, then store the stream-closed checkpoint."""
+        self._stopping = True
+        if self._runner is not None:
+            await self._runner
+        await self._wait_uploads()
+        if self.writer is not None and not self.writer.closed:
+            await self._launch(self.writer.close())
+            await self._wait_uploads()
+        if self.destination is not None:
+            await asyncio.to_thread(self.destination.close)
+
+    async def _wait_uploads(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def abort(self) -> None:
+        """Stop without draining (the grace period ran out); the spool keeps everything."""
+        for task in [self._runner, *self._tasks]:
+            if task is not None:
+                task.cancel()
+
+    def refresh_metrics(self) -> None:
+        oldest = self.spool.oldest_unreleased_ns
+        self.metrics.upload_lag.set(0 if oldest is None else (time.time_ns() - oldest) / 1e9)
+        self.metrics.spool_bytes.set(self.spool.bytes_used)
+        self.metrics.spool_fill.set(self.spool.fill_ratio)

@@ -1,0 +1,135 @@
+"""JSON over HTTP on loopback: `POST /v1/events`.
+
+Body: one JSON object, a JSON array of objects, or NDJSON (one object per line).
+Answers:
+
+    202 {"accepted": n, "filtered": k}      durable in the spool (fsynced)
+    400 {"error": ..., "errors": [{"index", "field", "reason", "message"}]}
+                                            nothing stored; fix the events and resend all
+    413                                     body larger than sources.http.max_body_bytes
+    503 + Retry-After                       spool full or shutting down; retry later
+
+All-or-nothing per request: a client that gets 400 can resend the corrected batch without
+creating duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from auditlock.sidecar.config import HttpSource
+from auditlock.sidecar.intake import Intake, SpoolFull
+from auditlock.sidecar.pipeline import Rejected
+
+log = logging.getLogger("auditlock.sidecar.http")
+
+INPUT = "http"
+TAG = "http"
+RETRY_AFTER_SECONDS = 1
+
+
+class BadBody(Exception):
+    pass
+
+
+def parse_body(body: bytes) -> list[Any]:
+    """Object, array or NDJSON → list of items (not yet validated as events)."""
+    stripped = body.strip()
+    if not stripped:
+        raise BadBody("empty body: send a JSON object, a JSON array or NDJSON")
+    try:
+        value = orjson.loads(stripped)
+    except orjson.JSONDecodeError as exc:
+        if b"\n" not in stripped:
+            raise BadBody(f"body is not JSON: {exc}") from None
+        items = []
+        for number, line in enumerate(stripped.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as line_exc:
+                raise BadBody(f"NDJSON line {number} is not JSON: {line_exc}") from None
+        return items
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+class HttpIntake:
+    def __init__(self, config: HttpSource, intake: Intake) -> None:
+        self.config = config
+        self.intake = intake
+        self.port = config.port
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_post("/v1/events", self.post_events)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("http intake listening on %s:%d", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        metrics = self.intake.metrics
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            metrics.events_rejected.labels(INPUT, "too_large").inc()
+            return _json(413, {"error": f"body larger than {self.config.max_body_bytes} bytes"})
+        metrics.bytes_in.labels(INPUT).inc(len(body))
+        try:
+            items = parse_body(body)
+        except BadBody as exc:
+            metrics.events_rejected.labels(INPUT, "bad_json").inc()
+            return _json(400, {"error": str(exc), "errors": []})
+        now = time.time_ns()
+        prepared = self.intake.prepare(INPUT, [(TAG, now, item) for item in items])
+        if prepared.rejected:
+            return _json(400, _rejections(prepared.rejected))
+        try:
+            await self.intake.commit(INPUT, prepared, [])
+        except SpoolFull as exc:
+            return _json(
+                503,
+                {"error": f"{exc}; retry after {RETRY_AFTER_SECONDS}s"},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return _json(202, {"accepted": len(prepared.events), "filtered": prepared.filtered})
+
+
+def _rejections(rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
+    errors = [
+        {"index": index, "field": exc.field, "reason": exc.reason, "message": str(exc)}
+        for index, exc in rejected
+    ]
+    first = errors[0]
+    return {
+        "error": f"{len(errors)} invalid event(s), nothing stored; first: event {first['index']} "
+        f"field {first['field']}: {first['message']}",
+        "errors": errors,
+    }
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(payload),
+        content_type="application/json",
+        headers=headers,
+    )
