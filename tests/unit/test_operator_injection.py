@@ -89,7 +89,7 @@ def test_native_sidecar_injection_has_everything() -> None:
     env = {e["name"]: e for e in collector["env"]}
     assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "$(POD_NAMESPACE)/$(POD_NAME)"
+    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "$(POD_NAMESPACE).$(POD_NAME)"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "aws"
     assert collector["livenessProbe"]["httpGet"]["port"] == n.HEALTH_PORT
     assert collector["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}

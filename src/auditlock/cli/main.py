@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # Add a module here when you add a subcommand (auditlock.cli.<name>).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crds",
+    "operator",
     "sidecar",
 )
 

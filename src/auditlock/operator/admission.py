@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from auditlock.operator import injection
@@ -23,11 +24,14 @@ API_VERSION = "admission.k8s.io/v1"
 class AdmissionStats:
     """Counters exported as metrics: requests by webhook and outcome."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_count: Callable[[str, str], None] | None = None) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
+        self._on_count = on_count
 
     def count(self, webhook: str, outcome: str) -> None:
         self.counts[(webhook, outcome)] += 1
+        if self._on_count is not None:
+            self._on_count(webhook, outcome)
 
 
 def _review(uid: str, response: dict[str, Any]) -> dict[str, Any]:
@@ -183,3 +187,17 @@ def validate(
         "the injection webhook did not run or the pod was changed after it - check the "
         "auditlock operator and the MutatingWebhookConfiguration",
     )
+
+
+def internal_error_answer(webhook: str, body: bytes, registry: PolicyRegistry) -> dict[str, Any]:
+    """The answer when a handler itself failed: like an unparseable request."""
+    uid, namespace = "", None
+    try:
+        request = json.loads(body).get("request") or {}
+        uid = str(request.get("uid") or "")
+        namespace = request.get("namespace") if isinstance(request.get("namespace"), str) else None
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        pass
+    name = "injection" if webhook == "mutate" else "enforcement"
+    error = _BadRequest("internal error while handling it (see operator log)", uid, namespace)
+    return _bad_request_answer(name, error, registry)[0]

@@ -1,0 +1,150 @@
+"""`auditlock operator run|webhook-config`: run the operator, or print the webhook
+configurations that point the API server at it (see docs/operator.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from auditlock.cli.main import EXIT_OK, EXIT_USAGE
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the AuditPolicy operator (kopf + webhooks + cluster capture)",
+        description="The auditlock operator. Every flag has an AUDITLOCK_* environment "
+        "variable equivalent (docs/operator.md).",
+    )
+    sub = parser.add_subparsers(dest="operator_command", metavar="ACTION")
+    run = sub.add_parser("run", help="run the operator until SIGTERM")
+    run.add_argument("--kubeconfig", default=_env("KUBECONFIG"), help="default: in-cluster")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        default=[n for n in (_env("AUDITLOCK_NAMESPACES") or "").split(",") if n],
+        help="serve only these namespaces (repeatable); default: all",
+    )
+    run.add_argument("--webhook-host", default=_env("AUDITLOCK_WEBHOOK_HOST", "0.0.0.0"))
+    run.add_argument(
+        "--webhook-port", type=int, default=int(_env("AUDITLOCK_WEBHOOK_PORT", "9443") or 9443)
+    )
+    run.add_argument("--tls-cert-file", type=Path, default=_path("AUDITLOCK_TLS_CERT_FILE"))
+    run.add_argument("--tls-key-file", type=Path, default=_path("AUDITLOCK_TLS_KEY_FILE"))
+    run.add_argument(
+        "--health-port",
+        type=int,
+        default=int(_env("AUDITLOCK_HEALTH_PORT", "8080") or 8080),
+        help="plain HTTP /healthz, /readyz, /metrics (0 disables)",
+    )
+    run.add_argument("--sidecar-image", default=_env("AUDITLOCK_SIDECAR_IMAGE"))
+    run.add_argument(
+        "--sidecar-mode",
+        choices=["auto", "native", "classic"],
+        default=_env("AUDITLOCK_SIDECAR_MODE", "auto"),
+    )
+    run.add_argument("--cluster-name", default=_env("AUDITLOCK_CLUSTER_NAME", ""))
+    run.add_argument(
+        "--peering",
+        default=_env("AUDITLOCK_PEERING"),
+        help="kopf peering name for several replicas (needs the KopfPeering CRD)",
+    )
+    run.add_argument(
+        "--collector",
+        default=_env("AUDITLOCK_COLLECTOR", "127.0.0.1:24224"),
+        help="host:port of the operator's own collector (Forward)",
+    )
+    run.add_argument(
+        "--audit-token-file",
+        type=Path,
+        default=_path("AUDITLOCK_AUDIT_TOKEN_FILE"),
+        help="bearer token the API server's audit webhook must present on /audit",
+    )
+    run.add_argument(
+        "--watch-fallback",
+        action="store_true",
+        default=_env("AUDITLOCK_WATCH_FALLBACK", "false") == "true",
+        help="also watch ConfigMaps, Secrets, Roles, RoleBindings (for clusters without "
+        "API server audit)",
+    )
+    run.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_REFRESH_SECONDS", "60") or 60),
+    )
+    run.set_defaults(func=_run)
+    config = sub.add_parser("webhook-config", help="print the webhook configurations (YAML)")
+    config.add_argument("--name", default="auditlock")
+    config.add_argument("--ca-file", type=Path, required=True)
+    where = config.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="https://HOST:PORT of the operator")
+    where.add_argument("--service", help="NAMESPACE/NAME[:PORT] of the operator's Service")
+    config.set_defaults(func=_webhook_config)
+    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), EXIT_USAGE)[1])
+
+
+def _path(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
+def _webhook_config(args: argparse.Namespace) -> int:
+    from auditlock.operator.webhook_config import webhook_configurations
+
+    service = None
+    if args.service:
+        ref, _, port = args.service.partition(":")
+        namespace, _, name = ref.partition("/")
+        service = {"namespace": namespace, "name": name, "port": int(port or 443)}
+    docs = webhook_configurations(
+        args.name, args.ca_file.read_bytes(), url=args.url, service=service
+    )
+    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from auditlock.operator import tls
+    from auditlock.operator.kube import load_api_client
+    from auditlock.operator.runner import DEFAULT_SIDECAR_IMAGE, Operator, OperatorConfig
+    from auditlock.operator.webhook_server import Listener
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.tls_cert_file and args.tls_key_file:
+        cert = tls.from_files(args.tls_cert_file, args.tls_key_file)
+    else:
+        logging.warning("no --tls-cert-file/--tls-key-file: using a self-signed certificate")
+        cert = tls.self_signed(["localhost", "127.0.0.1"])
+    listeners = [Listener(args.webhook_host, args.webhook_port, cert.server_context())]
+    if args.health_port:
+        listeners.append(Listener(args.webhook_host, args.health_port, None))
+    host, _, port = args.collector.rpartition(":")
+    token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
+    config = OperatorConfig(
+        api_client=load_api_client(args.kubeconfig),
+        webhook_listeners=listeners,
+        sidecar_image=args.sidecar_image or DEFAULT_SIDECAR_IMAGE,
+        sidecar_mode=args.sidecar_mode,
+        cluster=args.cluster_name,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        refresh_seconds=args.refresh_seconds,
+        audit_token=token,
+        collector_host=host or "127.0.0.1",
+        collector_port=int(port),
+        watch_fallback=args.watch_fallback,
+    )
+    asyncio.run(Operator(config).run())
+    return EXIT_OK

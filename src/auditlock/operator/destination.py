@@ -1,0 +1,147 @@
+"""What the operator learns from and writes to a policy's destination.
+
+All functions block (the official storage clients do); the reconciler runs them in a
+thread with a timeout. Credentials are read from the Secret the policy names and passed
+as options, never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from auditlock import sinks
+from auditlock.policy.model import AuditPolicySpec
+
+KEY_PREFIX = "keys/"
+STREAMS_PREFIX = "streams/"
+CHECKPOINT_MARK = "/ckpt-"
+
+
+@dataclass
+class DestinationState:
+    """The outcome of one look at the destination, in the words status will use."""
+
+    url: str
+    reachable: bool
+    ok: bool
+    worm: bool
+    reason: str
+    message: str
+    last_checkpoint: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def retention_spec(spec: AuditPolicySpec) -> sinks.RetentionSpec:
+    mode = sinks.LockMode.LOCKED if spec.retention.mode == "Locked" else sinks.LockMode.UNLOCKED
+    return sinks.RetentionSpec(
+        period=timedelta(days=spec.retention.days),
+        mode=mode,
+        legal_hold=spec.retention.legal_hold,
+    )
+
+
+def open_options(spec: AuditPolicySpec, secret_data: dict[str, str] | None) -> dict[str, Any]:
+    """Options for `sinks.open` from the spec and the credentials Secret's data."""
+    options: dict[str, Any] = {}
+    decoded = {k: base64.b64decode(v).decode() for k, v in (secret_data or {}).items()}
+    if spec.destination.s3 is not None:
+        s3 = spec.destination.s3
+        if s3.endpoint:
+            options["endpoint_url"] = s3.endpoint
+        if s3.region:
+            options["region"] = s3.region
+        if "AWS_ACCESS_KEY_ID" in decoded:
+            options["access_key_id"] = decoded["AWS_ACCESS_KEY_ID"]
+            options["secret_access_key"] = decoded.get("AWS_SECRET_ACCESS_KEY", "")
+    elif spec.destination.gcs is not None:
+        gcs = spec.destination.gcs
+        if gcs.endpoint:
+            options["endpoint"] = gcs.endpoint
+        if "key.json" in decoded:
+            options["credentials_info"] = json.loads(decoded["key.json"])
+    return options
+
+
+def inspect(
+    spec: AuditPolicySpec, options: dict[str, Any], public_key: tuple[str, bytes] | None
+) -> DestinationState:
+    """Check the destination's lock configuration, publish the public key, find the
+    newest checkpoint. Never raises: every failure becomes a reason and one sentence."""
+    url = spec.destination.url
+    try:
+        destination = sinks.open(url, **options)
+    except sinks.DestinationError as exc:
+        return DestinationState(url, False, False, False, "DestinationInvalid", str(exc))
+    try:
+        try:
+            report = destination.check(retention_spec(spec))
+        except sinks.DestinationError as exc:
+            return DestinationState(url, False, False, False, "DestinationUnreachable", str(exc))
+        except OSError as exc:
+            return DestinationState(
+                url, False, False, False, "DestinationUnreachable", f"cannot reach {url}: {exc}"
+            )
+        state = _judge(url, report)
+        if report.ok and public_key is not None:
+            _publish_key(destination, spec, public_key, state)
+        if state.reachable:
+            state.last_checkpoint = _last_checkpoint(destination)
+        return state
+    finally:
+        destination.close()
+
+
+def _judge(url: str, report: sinks.CheckReport) -> DestinationState:
+    facts = dict(report.facts)
+    if not report.ok:
+        reason = "RetentionLockMissing" if report.worm is False else "DestinationCheckFailed"
+        message = " ".join(report.problems) or f"{url} failed its check."
+        reachable = not any("not exist" in p or "cannot reach" in p for p in report.problems)
+        return DestinationState(url, reachable, False, False, reason, message, facts=facts)
+    if not report.worm:
+        notices = " ".join(getattr(report, "notices", []) or [])
+        message = notices or f"{url} is not WORM storage: objects can be changed or deleted."
+        return DestinationState(url, True, True, False, "NotWorm", message, facts=facts)
+    return DestinationState(
+        url, True, True, True, "RetentionLocked", f"{url} enforces the retention lock.", facts=facts
+    )
+
+
+def _publish_key(
+    destination: sinks.Destination,
+    spec: AuditPolicySpec,
+    public_key: tuple[str, bytes],
+    state: DestinationState,
+) -> None:
+    """Store keys/<key-id>.pub beside the data (FORMAT.md), under the retention lock."""
+    key_id, pem = public_key
+    try:
+        destination.put(f"{KEY_PREFIX}{key_id}.pub", pem, retention_spec(spec))
+    except sinks.ObjectConflict:
+        state.facts["public_key"] = "a different object already holds this key id"
+    except sinks.DestinationError as exc:
+        state.facts["public_key"] = f"not published: {exc}"
+    else:
+        state.facts["public_key"] = f"{KEY_PREFIX}{key_id}.pub"
+
+
+def _last_checkpoint(destination: sinks.Destination) -> str | None:
+    """Time of the newest checkpoint: the last one of each stream, by name order."""
+    last_per_stream: dict[str, str] = {}
+    try:
+        for name in destination.list(STREAMS_PREFIX):
+            if CHECKPOINT_MARK in name:
+                last_per_stream[name.split("/")[1]] = name
+        newest: str | None = None
+        for name in last_per_stream.values():
+            body = destination.get(name).split(b"\n", 1)[0]
+            time = json.loads(body).get("time")
+            if isinstance(time, str) and (newest is None or time > newest):
+                newest = time
+    except (sinks.DestinationError, ValueError, OSError):
+        return None
+    return newest

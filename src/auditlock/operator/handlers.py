@@ -1,0 +1,129 @@
+"""kopf handlers for AuditPolicy, registered on a private kopf registry.
+
+A private registry (not kopf's global one) lets tests and benchmarks run several
+operators in one process, and keeps importing this module free of side effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from auditlock.operator.capture import ClusterCapture
+from auditlock.operator.reconcile import (
+    Context,
+    InvalidPolicy,
+    RetryLater,
+    cleanup,
+    entry_for,
+    reconcile,
+    refresh,
+)
+from auditlock.policy.model import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("auditlock.operator")
+
+MAX_BACKOFF = 300.0
+
+
+def backoff(retry: int) -> float:
+    """1, 2, 4, ... seconds, at most five minutes."""
+    return float(min(MAX_BACKOFF, 2 ** min(retry, 9)))
+
+
+def build_registry(
+    ctx: Context,
+    *,
+    connection: Any | None = None,
+    refresh_seconds: float = 60.0,
+    capture: ClusterCapture | None = None,
+    watch_fallback: bool = False,
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Progress and diff-base in annotations: the CRD's status schema is ours alone.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING
+        settings.scanning.disabled = True
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+
+    if connection is not None:
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> Any:
+            return connection
+
+    @kopf.on.event(*resource, registry=registry)
+    def track(event: Any, body: kopf.Body, **_: Any) -> None:
+        # Keep the webhooks' registry current on every watch event, before reconcile.
+        raw = _plain(body)
+        meta = raw.get("metadata") or {}
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            ctx.registry.remove(meta.get("namespace", ""), meta.get("name", ""))
+            return
+        try:
+            ctx.registry.put(entry_for(raw, ctx.cluster))
+        except ValidationError:
+            ctx.registry.remove(meta.get("namespace", ""), meta.get("name", ""))
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    async def converge(body: kopf.Body, retry: int, **_: Any) -> None:
+        try:
+            await reconcile(ctx, _plain(body))
+        except InvalidPolicy as exc:
+            raise kopf.PermanentError(str(exc)) from None
+        except RetryLater as exc:
+            raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
+
+    @kopf.on.delete(*resource, registry=registry)
+    async def remove(body: kopf.Body, **_: Any) -> None:
+        await cleanup(ctx, _plain(body))
+
+    @kopf.timer(*resource, registry=registry, interval=refresh_seconds, initial_delay=1.0)
+    async def look(body: kopf.Body, **_: Any) -> None:
+        try:
+            await refresh(ctx, _plain(body))
+        except (InvalidPolicy, RetryLater) as exc:
+            log.info("refresh of %s: %s", body.get("metadata", {}).get("name"), exc)
+
+    if capture is not None and watch_fallback:
+        for kind, group, plural in WATCHED_RESOURCES:
+            _register_watch(registry, capture, kind, group, plural)
+
+    return registry
+
+
+# The watch fallback's resources (DESIGN.md: ConfigMaps, Secrets, Roles, RoleBindings).
+WATCHED_RESOURCES = (
+    ("ConfigMap", "", "configmaps"),
+    ("Secret", "", "secrets"),
+    ("Role", "rbac.authorization.k8s.io", "roles"),
+    ("RoleBinding", "rbac.authorization.k8s.io", "rolebindings"),
+)
+
+
+def _register_watch(
+    registry: kopf.OperatorRegistry, capture: ClusterCapture, kind: str, group: str, plural: str
+) -> None:
+    @kopf.on.event(group, "v1", plural, registry=registry)
+    def changed(event: Any, body: kopf.Body, **_: Any) -> None:
+        # The initial listing has type None: only real changes become events.
+        capture.watch_event(kind, str(event.get("type")), _plain(body))
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(dict(body))

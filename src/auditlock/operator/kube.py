@@ -1,0 +1,146 @@
+"""The few Kubernetes API calls the operator makes, on the official (blocking) client.
+
+Every method blocks; the reconciler calls them with `asyncio.to_thread` so kopf's event
+loop (and the webhooks sharing it) never waits on the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from auditlock.policy.model import GROUP, PLURAL, VERSION
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerVersion:
+    major: int
+    minor: int
+    git_version: str
+
+    @property
+    def native_sidecars(self) -> bool:
+        """Native sidecars (restartPolicy: Always init containers) are on by default
+        from Kubernetes 1.29."""
+        return (self.major, self.minor) >= (1, 29)
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster ServiceAccount credentials, else the kubeconfig (`KUBECONFIG`)."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            raise config.ConfigException("explicit kubeconfig")
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        # Typed as Any: we pass plain dict bodies, which the client accepts at run time.
+        self.core: Any = client.CoreV1Api(api)
+        self.custom: Any = client.CustomObjectsApi(api)
+
+    def server_version(self) -> ServerVersion:
+        info: Any = client.VersionApi(self.api).get_code()
+        minor = "".join(ch for ch in str(info.minor) if ch.isdigit()) or "0"
+        return ServerVersion(int(info.major), int(minor), str(info.git_version))
+
+    # -- Secrets and ConfigMaps -------------------------------------------------------
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's base64 `data`, or None when it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(secret.data or {})
+
+    def create_secret(
+        self, namespace: str, name: str, data: dict[str, str], meta: dict[str, Any]
+    ) -> bool:
+        """Create; False when it already exists (another replica won the race)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, **meta},
+            "data": data,
+            "immutable": True,
+        }
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def apply_config_map(
+        self, namespace: str, name: str, data: dict[str, str], meta: dict[str, Any]
+    ) -> None:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **meta}}
+        body["data"] = data
+        try:
+            current = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.core.create_namespaced_config_map(namespace, body)
+            return
+        if (current.data or {}) != data:
+            self.core.patch_namespaced_config_map(name, namespace, body)
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            if kind == "Secret":
+                self.core.delete_namespaced_secret(name, namespace)
+            else:
+                self.core.delete_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- Pods ---------------------------------------------------------------------------
+
+    def policy_pod_hashes(self, namespace: str, label_selector: str) -> list[str]:
+        """Config-hash annotations of the (not finished) pods a policy injected."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+        hashes = []
+        for pod in pods.items:
+            if pod.metadata.deletion_timestamp is not None:
+                continue
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            hashes.append((pod.metadata.annotations or {}).get("auditlock.io/config-hash", ""))
+        return hashes
+
+    # -- AuditPolicies ------------------------------------------------------------------
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        answer = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return list(answer.get("items", []))
+
+    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{namespace}/{name}") from exc
+            raise

@@ -1,0 +1,309 @@
+"""Bring one AuditPolicy to its desired state and report it honestly in status.
+
+Steps, each of which can fail with a one-sentence reason in status:
+validate the spec -> signing-key Secret (create if absent) -> credentials Secret exists ->
+collector ConfigMap (render, create/update) -> destination (lock check, publish the
+public key, newest checkpoint) -> pod counts -> status.
+
+Transient failures raise `RetryLater` after status is written; the kopf handler turns it
+into a retry with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from auditlock.operator import conditions as c
+from auditlock.operator import keys
+from auditlock.operator import names as n
+from auditlock.operator.destination import DestinationState, inspect, open_options
+from auditlock.operator.kube import Kube
+from auditlock.operator.registry import PolicyEntry, PolicyRegistry
+from auditlock.operator.sidecar_config import config_map_data
+from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, parse_spec
+
+log = logging.getLogger("auditlock.operator.reconcile")
+
+DESTINATION_TIMEOUT = 30.0
+
+
+class RetryLater(Exception):
+    """A transient problem; status already says what. Retry with backoff."""
+
+
+class InvalidPolicy(Exception):
+    """The spec is invalid; status says why. Retrying will not help until it changes."""
+
+
+@dataclass(frozen=True)
+class Context:
+    kube: Kube
+    registry: PolicyRegistry
+    cluster: str = ""
+
+
+def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
+    meta = body["metadata"]
+    return (
+        meta["namespace"],
+        meta["name"],
+        meta.get("uid", ""),
+        int(meta.get("generation") or 0),
+        meta.get("creationTimestamp") or "",
+    )
+
+
+def validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}."
+
+
+def entry_for(body: dict[str, Any], cluster: str = "") -> PolicyEntry:
+    """The registry entry for a policy object; raises ValidationError for a bad spec."""
+    namespace, name, uid, generation, created = _meta(body)
+    spec = parse_spec(body.get("spec") or {})
+    _, digest = config_map_data(spec, cluster=cluster)
+    return PolicyEntry(namespace, name, uid, generation, spec, digest, created)
+
+
+def owned_meta(body: dict[str, Any]) -> dict[str, Any]:
+    _, name, uid, _, _ = _meta(body)
+    return {
+        "labels": {n.LABEL_MANAGED_BY: n.MANAGED_BY, n.LABEL_OWNER_POLICY: name},
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+async def _status(
+    ctx: Context, body: dict[str, Any], new_conditions: list[dict[str, Any]], **fields: Any
+) -> None:
+    namespace, name, _, generation, _ = _meta(body)
+    previous = (body.get("status") or {}).get("conditions")
+    status = {"observedGeneration": generation, **fields}
+    status["conditions"] = c.merge(previous, new_conditions)
+    await asyncio.to_thread(ctx.kube.patch_policy_status, namespace, name, status)
+
+
+async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
+    namespace, name, _, generation, _ = _meta(body)
+    try:
+        entry = entry_for(body, ctx.cluster)
+    except ValidationError as exc:
+        ctx.registry.remove(namespace, name)
+        message = validation_message(exc)
+        await _status(
+            ctx,
+            body,
+            [
+                c.condition(c.READY, False, "InvalidSpec", message, generation),
+                c.condition(c.DESTINATION_LOCKED, None, "InvalidSpec", message, generation),
+                c.condition(c.INJECTING, False, "InvalidSpec", message, generation),
+            ],
+        )
+        raise InvalidPolicy(message) from None
+    spec = entry.spec
+    ctx.registry.put(entry)
+    summary: dict[str, Any] = {
+        "destination": spec.destination.url,
+        "retention": _retention_text(spec),
+    }
+
+    async def fail(reason: str, message: str, *, lock: bool | None = None) -> None:
+        await _status(
+            ctx,
+            body,
+            [
+                c.condition(c.READY, False, reason, message, generation),
+                c.condition(c.DESTINATION_LOCKED, lock, reason, message, generation),
+                c.condition(c.INJECTING, True, "WebhookServing", _injecting(None), generation),
+            ],
+            **summary,
+        )
+
+    # 1. The signing key: created once, never rotated silently, never logged.
+    secret_name = n.key_secret_name(name)
+    try:
+        material = await asyncio.to_thread(_ensure_key, ctx, body, namespace, secret_name)
+    except keys.KeySecretError as exc:
+        await fail("SigningKeyInvalid", f"{exc}; delete it to have a new key generated.")
+        raise RetryLater(str(exc)) from None
+    summary["keyFingerprint"] = material.fingerprint
+    summary["keySecret"] = secret_name
+
+    # 2. Credentials the destination needs.
+    credentials = _credentials_secret(spec)
+    secret_data: dict[str, str] | None = None
+    if credentials is not None:
+        secret_data = await asyncio.to_thread(ctx.kube.read_secret, namespace, credentials)
+        if secret_data is None:
+            message = (
+                f"Secret {credentials} named in spec.destination does not exist in "
+                f"namespace {namespace}."
+            )
+            await fail("CredentialsSecretMissing", message)
+            raise RetryLater(message)
+
+    # 3. The collector configuration.
+    data, digest = config_map_data(spec, cluster=ctx.cluster)
+    config_map = n.config_map_name(name)
+    await asyncio.to_thread(
+        ctx.kube.apply_config_map, namespace, config_map, data, owned_meta(body)
+    )
+    summary["configMap"] = config_map
+    summary["configHash"] = digest
+
+    # 4. The destination: lock check, public key beside the data, newest checkpoint.
+    state = await inspect_destination(
+        spec, secret_data, (material.fingerprint, material.public_pem)
+    )
+
+    # 5. Pods.
+    injected, stale = await count_pods(ctx, namespace, name, digest)
+    summary["podsInjected"] = injected
+    summary["podsStale"] = stale
+    if state.last_checkpoint:
+        summary["lastCheckpoint"] = state.last_checkpoint
+
+    ready_reason = "PolicyInForce" if state.ok else state.reason
+    ready_message = (
+        f"Collector configuration {digest} is served to selected pods and the "
+        f"destination accepts writes{'' if state.worm else ' (not WORM)'}."
+        if state.ok
+        else state.message
+    )
+    await _status(
+        ctx,
+        body,
+        [
+            c.condition(c.READY, state.ok, ready_reason, ready_message, generation),
+            c.condition(c.DESTINATION_LOCKED, state.worm, state.reason, state.message, generation),
+            c.condition(
+                c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation
+            ),
+        ],
+        **summary,
+    )
+    if not state.reachable:
+        raise RetryLater(state.message)
+
+
+async def refresh(ctx: Context, body: dict[str, Any]) -> None:
+    """The periodic look: pod counts and newest checkpoint, without touching the key or
+    the ConfigMap. Re-runs the full reconcile when the last one did not succeed."""
+    status = body.get("status") or {}
+    ready: dict[str, Any] = next(
+        (x for x in status.get("conditions") or [] if x.get("type") == c.READY), {}
+    )
+    if ready.get("status") != "True" or status.get("observedGeneration") != _meta(body)[3]:
+        await reconcile(ctx, body)
+        return
+    namespace, name, _, generation, _ = _meta(body)
+    entry = ctx.registry.get(namespace, name)
+    if entry is None:
+        return
+    injected, stale = await count_pods(ctx, namespace, name, entry.config_hash)
+    fields: dict[str, Any] = {"podsInjected": injected, "podsStale": stale}
+    state = await inspect_destination(entry.spec, await _secret_data(ctx, entry), None)
+    if state.last_checkpoint:
+        fields["lastCheckpoint"] = state.last_checkpoint
+    conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
+    conditions.append(
+        c.condition(c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation)
+    )
+    await _status(ctx, body, conditions, **fields)
+
+
+async def _secret_data(ctx: Context, entry: PolicyEntry) -> dict[str, str] | None:
+    name = _credentials_secret(entry.spec)
+    if name is None:
+        return None
+    return await asyncio.to_thread(ctx.kube.read_secret, entry.namespace, name)
+
+
+async def inspect_destination(
+    spec: AuditPolicySpec, secret_data: dict[str, str] | None, public_key: tuple[str, bytes] | None
+) -> DestinationState:
+    options = open_options(spec, secret_data)
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(inspect, spec, options, public_key), DESTINATION_TIMEOUT
+        )
+    except TimeoutError:
+        url = spec.destination.url
+        return DestinationState(
+            url,
+            False,
+            False,
+            False,
+            "DestinationUnreachable",
+            f"{url} did not answer within {DESTINATION_TIMEOUT:.0f} s.",
+        )
+
+
+async def count_pods(ctx: Context, namespace: str, name: str, digest: str) -> tuple[int, int]:
+    hashes = await asyncio.to_thread(
+        ctx.kube.policy_pod_hashes, namespace, f"{n.LABEL_POLICY}={name}"
+    )
+    return len(hashes), sum(1 for h in hashes if h != digest)
+
+
+def _ensure_key(
+    ctx: Context, body: dict[str, Any], namespace: str, secret_name: str
+) -> keys.SigningKeyMaterial:
+    data = ctx.kube.read_secret(namespace, secret_name)
+    if data is not None:
+        return keys.from_secret_data(data, secret_name)
+    material = keys.generate()
+    if ctx.kube.create_secret(namespace, secret_name, material.secret_data(), owned_meta(body)):
+        log.info("created signing key Secret %s/%s (key id %s)", namespace, secret_name,
+                 material.fingerprint)  # fmt: skip
+        return material
+    # Someone else created it between our read and create: use theirs.
+    return keys.from_secret_data(ctx.kube.read_secret(namespace, secret_name), secret_name)
+
+
+def _credentials_secret(spec: AuditPolicySpec) -> str | None:
+    dest = spec.destination
+    ref = (
+        dest.s3.credentials_secret if dest.s3 else dest.gcs.credentials_secret if dest.gcs else None
+    )
+    return ref.name if ref is not None else None
+
+
+def _retention_text(spec: AuditPolicySpec) -> str:
+    return f"{spec.retention.days}d {spec.retention.mode}"
+
+
+def _injecting(counts: tuple[int, int] | None) -> str:
+    if counts is None:
+        return "The injection webhook serves this policy's selector."
+    injected, stale = counts
+    return (
+        f"{injected} pod(s) carry the collector; {stale} run an older configuration and pick "
+        "up the current one when re-created."
+    )
+
+
+async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
+    """On delete: remove what the operator created in the cluster. The ledger, its keys
+    and the public key in the destination stay untouched (they are under retention)."""
+    namespace, name, _, _, _ = _meta(body)
+    ctx.registry.remove(namespace, name)
+    await asyncio.to_thread(ctx.kube.delete, "ConfigMap", namespace, n.config_map_name(name))
+    await asyncio.to_thread(ctx.kube.delete, "Secret", namespace, n.key_secret_name(name))

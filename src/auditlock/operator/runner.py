@@ -1,0 +1,171 @@
+"""Run the operator: kopf handlers, the webhook server, cluster-level capture, together
+in one event loop. `run()` is what `auditlock operator run` calls; `OperatorThread` runs
+the same thing in a background thread for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import kopf
+
+from auditlock.operator.capture import ClusterCapture
+from auditlock.operator.handlers import build_registry
+from auditlock.operator.injection import InjectionSettings
+from auditlock.operator.kube import Kube, ServerVersion
+from auditlock.operator.reconcile import Context, entry_for
+from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.webhook_server import Listener, WebhookServer
+
+log = logging.getLogger("auditlock.operator")
+
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/auditlock/auditlock-sidecar:0.1.0"
+
+
+@dataclass
+class OperatorConfig:
+    api_client: Any  # kubernetes.client.ApiClient
+    webhook_listeners: list[Listener]
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    sidecar_mode: Literal["auto", "native", "classic"] = "auto"
+    cluster: str = ""
+    namespaces: list[str] = field(default_factory=list)  # empty: every namespace
+    standalone: bool = True
+    peering_name: str | None = None
+    kopf_connection: Any | None = None  # kopf.ConnectionInfo; None: kopf's own login
+    refresh_seconds: float = 60.0
+    audit_token: str | None = None
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 24224
+    capture_enabled: bool = True
+    watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
+
+
+def sidecar_style(mode: str, version: ServerVersion) -> bool:
+    """True for native sidecars."""
+    if mode == "native":
+        return True
+    if mode == "classic":
+        return False
+    return version.native_sidecars
+
+
+class Operator:
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.kube = Kube(config.api_client)
+        self.registry = PolicyRegistry()
+        self.server: WebhookServer | None = None
+        self.capture: ClusterCapture | None = None
+        self.version: ServerVersion | None = None
+
+    async def run(
+        self,
+        stop_flag: asyncio.Event | threading.Event | None = None,
+        ready_flag: threading.Event | None = None,
+    ) -> None:
+        config = self.config
+        self.version = await asyncio.to_thread(self.kube.server_version)
+        native = sidecar_style(config.sidecar_mode, self.version)
+        log.info(
+            "API server %s: injecting %s sidecars",
+            self.version.git_version,
+            "native" if native else "classic",
+        )
+        ctx = Context(self.kube, self.registry, config.cluster)
+        await self._preload(ctx)
+        if config.capture_enabled:
+            self.capture = ClusterCapture(
+                self.registry,
+                self.kube,
+                cluster=config.cluster,
+                collector_host=config.collector_host,
+                collector_port=config.collector_port,
+            )
+        self.server = WebhookServer(
+            registry=self.registry,
+            injection=InjectionSettings(
+                image=config.sidecar_image, native_sidecar=native, cluster=config.cluster
+            ),
+            listeners=config.webhook_listeners,
+            audit_sink=self.capture.audit_sink if self.capture else None,
+            audit_token=config.audit_token,
+        )
+        await self.server.start()
+        kopf_registry = build_registry(
+            ctx,
+            connection=config.kopf_connection,
+            refresh_seconds=config.refresh_seconds,
+            capture=self.capture,
+            watch_fallback=config.watch_fallback,
+        )
+        try:
+            await kopf.operator(
+                registry=kopf_registry,
+                standalone=config.standalone,
+                peering_name=config.peering_name,
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        finally:
+            if self.capture is not None:
+                self.capture.close()
+            await self.server.stop()
+
+    async def _preload(self, ctx: Context) -> None:
+        """Fill the registry before the webhooks answer, so no pod slips through."""
+        for body in await asyncio.to_thread(self.kube.list_policies):
+            try:
+                self.registry.put(entry_for(body, ctx.cluster))
+            except ValueError:
+                continue  # invalid spec: reconcile reports it in status
+        self.registry.mark_synced()
+
+
+class OperatorThread:
+    """The operator in a daemon thread with its own event loop (tests, benchmarks)."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.operator = Operator(config)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="auditlock-operator", daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.operator.run(stop_flag=self._stop, ready_flag=self._ready))
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    def start(self, timeout: float = 30.0) -> OperatorThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"operator not ready within {timeout} s")
+        if self.error is not None:
+            raise RuntimeError(f"operator failed to start: {self.error!r}") from self.error
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def registry(self) -> PolicyRegistry:
+        return self.operator.registry
+
+    @property
+    def webhook_ports(self) -> list[int]:
+        assert self.operator.server is not None
+        return self.operator.server.bound_ports
+
+
+def listener(host: str, port: int, context: ssl.SSLContext | None) -> Listener:
+    return Listener(host, port, context)

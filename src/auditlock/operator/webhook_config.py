@@ -1,0 +1,99 @@
+"""The Mutating/ValidatingWebhookConfiguration objects that point the API server at the
+operator. The Helm chart renders the same shape with a service clientConfig and a
+namespaceSelector; tests register them with a url clientConfig on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+MUTATE_PATH = "/mutate-pods"
+VALIDATE_PATH = "/validate-pods"
+AUDIT_PATH = "/audit"
+
+SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease"]
+
+
+def _client_config(
+    ca_pem: bytes, path: str, *, url: str | None, service: dict[str, Any] | None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"caBundle": base64.b64encode(ca_pem).decode()}
+    if url is not None:
+        config["url"] = url.rstrip("/") + path
+    else:
+        assert service is not None
+        config["service"] = {**service, "path": path}
+    return config
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+
+
+def webhook_configurations(
+    name: str,
+    ca_pem: bytes,
+    *,
+    url: str | None = None,
+    service: dict[str, Any] | None = None,
+    exclude_namespaces: list[str] | None = None,
+    timeout_seconds: int = 5,
+    inject_failure_policy: str = "Ignore",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(MutatingWebhookConfiguration, ValidatingWebhookConfiguration).
+
+    Injection fails open (`Ignore`): an operator outage must not stop every pod in the
+    cluster. Enforcement fails closed (`Fail`): a pod under `enforcement: required` is
+    refused when the operator cannot vouch for it; it only ever denies pods selected by a
+    required policy, so its blast radius is those namespaces.
+    """
+    excluded = sorted(set(SYSTEM_NAMESPACES + (exclude_namespaces or [])))
+    namespace_selector = {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+        ]
+    }
+    common = {
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "timeoutSeconds": timeout_seconds,
+        "rules": _rules(),
+        "namespaceSelector": namespace_selector,
+        "matchPolicy": "Equivalent",
+    }
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "inject.auditlock.io",
+                "clientConfig": _client_config(ca_pem, MUTATE_PATH, url=url, service=service),
+                "failurePolicy": inject_failure_policy,
+                "reinvocationPolicy": "IfNeeded",
+                **common,
+            }
+        ],
+    }
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "enforce.auditlock.io",
+                "clientConfig": _client_config(ca_pem, VALIDATE_PATH, url=url, service=service),
+                "failurePolicy": "Fail",
+                **common,
+            }
+        ],
+    }
+    return mutating, validating
