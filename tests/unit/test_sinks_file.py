@@ -162,6 +162,7 @@ def test_relative_and_localhost_urls(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ("url", "must_not_import"),
     [
         ("file:///tmp/x", ["boto3", "botocore", "google.cloud.storage"]),
+        ("s3://bucket/p", ["google.cloud.storage", "google.auth"]),
     ],
 )
 def test_opening_a_destination_imports_only_its_own_client(
