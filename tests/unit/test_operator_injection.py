@@ -89,7 +89,7 @@ def test_native_sidecar_injection_has_everything() -> None:
     env = {e["name"]: e for e in collector["env"]}
     assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "$(POD_NAMESPACE).$(POD_NAME)"
+    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "$(POD_NAMESPACE)_$(POD_NAME)"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "aws"
     assert collector["livenessProbe"]["httpGet"]["port"] == n.HEALTH_PORT
     assert collector["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
@@ -185,9 +185,9 @@ def test_rendered_config_is_valid_for_the_sidecar() -> None:
     ).spec
     rendered = render(spec, cluster="prod-eu")
     config = config_mod.config_from_dict(
-        rendered, environ={"AUDITLOCK_SIDECAR__STREAM__ID": "shop/api-1"}
+        rendered, environ={"AUDITLOCK_SIDECAR__STREAM__ID": "shop_api-1"}
     )
-    assert config.stream.id == "shop/api-1"
+    assert config.stream.id == "shop_api-1"
     assert config.destination.url == "s3://audit"
     assert config.delivery.batch_max_events == 50
     assert config.delivery.max_delay_seconds == 0.2

@@ -53,7 +53,7 @@ def collector_container(entry: PolicyEntry, settings: InjectionSettings) -> dict
         _field_env("POD_UID", "metadata.uid"),
         _field_env("NODE_NAME", "spec.nodeName"),
         # $(VAR) expands variables defined earlier in this list (Kubernetes env syntax).
-        {"name": "AUDITLOCK_SIDECAR__STREAM__ID", "value": "$(POD_NAMESPACE).$(POD_NAME)"},
+        {"name": "AUDITLOCK_SIDECAR__STREAM__ID", "value": "$(POD_NAMESPACE)_$(POD_NAME)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__POD", "value": "$(POD_NAME)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__NAMESPACE", "value": "$(POD_NAMESPACE)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__NODE", "value": "$(NODE_NAME)"},

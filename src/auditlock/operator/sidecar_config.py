@@ -17,9 +17,9 @@ from auditlock.operator.names import CONFIG_FILE, HEALTH_PORT, KEY_FILE, KEY_MOU
 from auditlock.policy.model import AuditPolicySpec
 
 MIB = 1024 * 1024
-# Placeholder stream id; every pod overrides it with <namespace>.<pod> from the downward
-# API (ledger stream ids allow no "/"; namespaces have no ".", so the split is unambiguous).
-STREAM_PLACEHOLDER = "unset.set-by-pod-env"
+# Placeholder stream id; every pod overrides it with <namespace>_<pod> from the downward
+# API (ledger stream ids allow no "/"; "_" occurs in neither name, so the split is clear).
+STREAM_PLACEHOLDER = "unset_set-by-pod-env"
 
 
 def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
