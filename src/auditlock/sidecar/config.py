@@ -20,6 +20,7 @@ as JSON when they look like JSON (lists, numbers, booleans), else kept as string
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
@@ -227,7 +228,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> S
 def config_from_dict(
     data: Mapping[str, Any], environ: Mapping[str, str] | None = None, where: str = "config"
 ) -> SidecarConfig:
-    merged = apply_env_overrides(dict(data), os.environ if environ is None else environ)
+    merged = apply_env_overrides(
+        copy.deepcopy(dict(data)), os.environ if environ is None else environ
+    )
     try:
         return SidecarConfig.model_validate(merged)
     except ValidationError as exc:

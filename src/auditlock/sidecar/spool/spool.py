@@ -214,8 +214,13 @@ class Spool:
     def has_room(self, nbytes: int = 0) -> bool:
         return self.bytes_used + nbytes <= self.max_bytes
 
+    @property
+    def resume_bytes(self) -> int:
+        """Free space a full spool needs before waiting writers retry (hysteresis)."""
+        return min(self.max_bytes // 10, 4 * 1024 * 1024)
+
     async def wait_for_room(self) -> None:
-        while not self.has_room(HEADER.size):
+        while not self.has_room(self.resume_bytes):
             self._room.clear()
             await self._room.wait()
 
@@ -399,7 +404,7 @@ class Spool:
         self.oldest_unreleased_ns = next(iter(self._record_times.values()), None)
 
     def _set_room(self) -> None:
-        if self.has_room(HEADER.size):
+        if self.has_room(self.resume_bytes):
             self._room.set()
 
     def segment_paths(self) -> list[Path]:

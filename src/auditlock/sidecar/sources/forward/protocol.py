@@ -156,12 +156,16 @@ def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
     unpacker = new_unpacker(max(max_frame_bytes, len(data)))
     try:
         unpacker.feed(data)
-        entries = [_entry(tag, item) for item in unpacker]
+        entries = []
+        end = 0
+        for item in unpacker:
+            entries.append(_entry(tag, item))
+            end = unpacker.tell()  # after the last complete entry
     except ProtocolError:
         raise
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
-    if unpacker.tell() != len(data):
+    if end != len(data):
         raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")
     return entries
 

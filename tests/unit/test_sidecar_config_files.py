@@ -1,0 +1,96 @@
+"""Config-file capture on a real ConfigMap-style volume (`..data` symlink swap) in a tmp dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from auditlock.sidecar.sources.config_files import Scanner, diff
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ConfigMapVolume:
+    """Lays files out exactly as the kubelet's AtomicWriter does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.generation = 0
+        root.mkdir()
+
+    def publish(self, files: dict[str, str]) -> None:
+        self.generation += 1
+        revision = f"..2026_11_29_15_00_{self.generation:02d}.{1000 + self.generation}"
+        target = self.root / revision
+        target.mkdir()
+        for name, content in files.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_text(content)
+        tmp_link = self.root / "..data_tmp"
+        tmp_link.symlink_to(revision)
+        old = os.readlink(self.root / "..data") if (self.root / "..data").is_symlink() else None
+        os.rename(tmp_link, self.root / "..data")  # the atomic swap
+        for name in files:
+            top = name.split("/")[0]
+            link = self.root / top
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{top}")
+        for entry in self.root.iterdir():
+            if entry.is_symlink() and not entry.name.startswith(".."):
+                if entry.name not in {n.split("/")[0] for n in files}:
+                    entry.unlink()
+        if old:
+            for path in sorted((self.root / old).rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+            (self.root / old).rmdir()
+
+
+def test_first_scan_is_a_baseline_of_hashes_without_contents(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "cm")
+    volume.publish({"app.yaml": "debug: false\n", "password": "hunter2"})
+    records = diff(None, Scanner([str(volume.root)]).scan())
+    assert [r["action"] for r in records] == ["config.file.observed"] * 2
+    by_path = {r["details"]["path"]: r for r in records}
+    assert by_path[str(volume.root / "password")]["details"]["new_sha256"] == sha("hunter2")
+    assert "hunter2" not in repr(records)
+    assert all(r["details"]["volume_revision"].startswith("..2026") for r in records)
+
+
+def test_symlink_swap_reports_modified_created_and_deleted_files(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "cm")
+    volume.publish({"app.yaml": "debug: false\n", "old.conf": "x", "same": "s"})
+    scanner = Scanner([str(volume.root)])
+    before = scanner.scan()
+    volume.publish({"app.yaml": "debug: true\n", "new.conf": "y", "same": "s"})
+    after = scanner.scan()
+    records = {r["details"]["path"].rsplit("/", 1)[-1]: r for r in diff(before, after)}
+    assert set(records) == {"app.yaml", "old.conf", "new.conf"}
+    modified = records["app.yaml"]
+    assert modified["action"] == "config.file.modified"
+    assert modified["details"]["old_sha256"] == sha("debug: false\n")
+    assert modified["details"]["new_sha256"] == sha("debug: true\n")
+    assert records["old.conf"]["action"] == "config.file.deleted"
+    assert records["new.conf"]["action"] == "config.file.created"
+    assert modified["category"] == "configuration"
+
+
+def test_no_change_means_no_events_and_no_rehash(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "cm")
+    volume.publish({"a": "1"})
+    scanner = Scanner([str(volume.root)])
+    first = scanner.scan()
+    assert diff(first, scanner.scan()) == []
+
+
+def test_single_watched_file_and_missing_paths(tmp_path: Path) -> None:
+    plain = tmp_path / "settings.ini"
+    plain.write_text("a=1")
+    scanner = Scanner([str(plain), str(tmp_path / "not-there")])
+    first = scanner.scan()
+    assert list(first) == [str(plain)]
+    plain.write_text("a=2")
+    (record,) = diff(first, scanner.scan())
+    assert record["action"] == "config.file.modified"

@@ -1,0 +1,128 @@
+"""normalize → filter → redact: raw records become ledger events, or a precise rejection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from auditlock.ledger.normalize import normalize_event
+from auditlock.sidecar.config import MatchRule, PipelineConfig, SourceIdentity
+from auditlock.sidecar.pipeline import Pipeline, Rejected
+from auditlock.sidecar.pipeline.redact import MARKER
+
+NS = 1_764_428_645_123_456_789
+IDENTITY = SourceIdentity(cluster="c1", namespace="shop", pod="api-1", container="c", node="n")
+
+
+def pipeline(**config: Any) -> Pipeline:
+    return Pipeline(PipelineConfig(**config), IDENTITY)
+
+
+def test_minimal_record_becomes_a_valid_ledger_event() -> None:
+    event = pipeline().process(
+        "forward", "app.access", NS, {"action": "read", "actor": "alice", "target": "orders/1"}
+    )
+    assert event is not None
+    assert normalize_event(event) == event
+    assert event["category"] == "access"
+    assert event["time"] == "2025-11-29T15:04:05.123456789Z"
+    assert event["actor"] == {"kind": "user", "name": "alice"}
+    assert event["target"] == {"resource": "orders/1"}
+    assert event["source"] == {
+        "cluster": "c1", "namespace": "shop", "pod": "api-1", "container": "c", "node": "n"
+    }  # fmt: skip
+    assert event["details"]["intake"] == {"input": "forward", "tag": "app.access"}
+    assert event["outcome"] == "unknown"
+
+
+def test_every_event_gets_a_distinct_id() -> None:
+    p = pipeline()
+    record = {"category": "data", "action": "edit", "actor": "a", "target": "t"}
+    ids = {p.process("http", "http", NS, dict(record))["id"] for _ in range(1000)}  # type: ignore[index]
+    assert len(ids) == 1000
+
+
+def test_extra_members_go_to_details_and_floats_become_strings() -> None:
+    event = pipeline().process(
+        "forward",
+        "x",
+        NS,
+        {
+            "category": "data",
+            "action": "edit",
+            "actor": {"kind": "serviceaccount", "name": "sa", "ip": "10.0.0.1"},
+            "target": {"resource": "orders", "namespace": "shop"},
+            "request_id": "r-1",
+            "amount": 12.5,
+            "nested": {"ratio": 0.25, "raw": b"text"},
+        },
+    )
+    assert event is not None
+    assert event["details"]["amount"] == "12.5"
+    assert event["details"]["nested"] == {"ratio": "0.25", "raw": "text"}
+    assert event["correlation"] == {"request_id": "r-1"}
+    assert event["actor"]["ip"] == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason", "field"),
+    [
+        ({"action": "a", "actor": "x", "target": "t"}, "missing_field", "category"),
+        ({"category": "nope", "action": "a", "actor": "x", "target": "t"}, "bad_value", "category"),
+        ({"category": "data", "actor": "x", "target": "t"}, "missing_field", "action"),
+        ({"category": "data", "action": "a", "target": "t"}, "missing_field", "actor"),
+        ({"category": "data", "action": "a", "actor": "x", "target": "t", "k": "\udcff"},
+         "invalid_utf8", "details.k"),
+        ({"category": "data", "action": "a", "actor": "x", "target": "t", "big": 2**60},
+         "bad_value", "details.big"),
+        ({"category": "data", "action": "a", "actor": "x", "target": "t", "time": "yesterday"},
+         "bad_value", "time"),
+    ],
+)  # fmt: skip
+def test_bad_records_are_rejected_with_reason_and_field(
+    record: dict[str, Any], reason: str, field: str
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        pipeline().process("http", "http", NS, record)
+    assert (caught.value.reason, caught.value.field) == (reason, field), str(caught.value)
+
+
+def test_non_object_record_is_rejected() -> None:
+    with pytest.raises(Rejected) as caught:
+        pipeline().process("forward", "app.access", NS, ["not", "a", "map"])
+    assert caught.value.reason == "bad_record"
+
+
+def test_filter_by_category_include_and_exclude() -> None:
+    p = pipeline(
+        categories=["access", "data"],
+        include=[MatchRule(field="actor.name", values=["alice", "bob"])],
+        exclude=[MatchRule(field="action", values=["healthcheck"])],
+    )
+    base = {"actor": "alice", "target": "t"}
+    assert p.process("h", "h", NS, {**base, "category": "access", "action": "read"})
+    assert p.process("h", "h", NS, {**base, "category": "alert", "action": "x"}) is None
+    assert p.process("h", "h", NS, {**base, "category": "data", "action": "healthcheck"}) is None
+    other = {"actor": "eve", "target": "t", "category": "data", "action": "read"}
+    assert p.process("h", "h", NS, other) is None
+
+
+def test_redaction_replaces_configured_paths_before_spooling() -> None:
+    p = pipeline(redact=["details.password", "actor.ip", "details.missing.path"])
+    event = p.process(
+        "http",
+        "http",
+        NS,
+        {
+            "category": "access",
+            "action": "login",
+            "actor": {"kind": "user", "name": "a", "ip": "10.1.1.1"},
+            "target": "login",
+            "password": "hunter2",
+        },
+    )
+    assert event is not None
+    assert event["details"]["password"] == MARKER
+    assert event["actor"]["ip"] == MARKER
+    assert "hunter2" not in repr(event)
