@@ -1,3 +1,8 @@
 """Shared fixtures. Each real server has its own module under tests/servers/."""
 
-pytest_plugins: list[str] = ["tests.servers.seaweedfs", "tests.servers.fakegcs"]
+pytest_plugins: list[str] = [
+    "tests.servers.seaweedfs",
+    "tests.servers.fakegcs",
+    "tests.servers.kube",
+    "tests.servers.auditlock_operator",
+]

@@ -47,6 +47,7 @@ def webhook_configurations(
     exclude_namespaces: list[str] | None = None,
     timeout_seconds: int = 5,
     inject_failure_policy: str = "Ignore",
+    namespace_labels: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(MutatingWebhookConfiguration, ValidatingWebhookConfiguration).
 
@@ -56,11 +57,13 @@ def webhook_configurations(
     required policy, so its blast radius is those namespaces.
     """
     excluded = sorted(set(SYSTEM_NAMESPACES + (exclude_namespaces or [])))
-    namespace_selector = {
+    namespace_selector: dict[str, Any] = {
         "matchExpressions": [
             {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
         ]
     }
+    if namespace_labels:
+        namespace_selector["matchLabels"] = dict(namespace_labels)
     common = {
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",

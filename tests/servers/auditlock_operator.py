@@ -1,0 +1,184 @@
+"""The auditlock operator, in-process, against the rig's real kube-apiserver.
+
+- `auditpolicy_crd` (session): crds/ applied and Established
+- `running_operator` (session): kopf + the webhook server on 127.0.0.1 over TLS (a
+  certificate from the rig's CA), the audit intake on the rig's reserved audit port, and
+  Mutating/ValidatingWebhookConfigurations pointing at it (url clientConfig + caBundle)
+- `start_operator(kube, token=...)`: the same, e.g. authenticated as the chart's
+  ServiceAccount instead of admin (the chart tests use this to prove the RBAC suffices)
+
+The operator sends cluster-level events to a collector at `collector_port`; tests that
+need the collector start one (`auditlock sidecar`) there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from auditlock.operator.runner import OperatorConfig, OperatorThread
+from auditlock.operator.webhook_config import webhook_configurations
+from auditlock.operator.webhook_server import Listener
+from tests.servers.kube_controlplane import KubeControlPlane, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_NAME = "auditlock-test"
+# The test webhooks only see namespaces with this label, so other tests sharing the API
+# server are never affected (label yours with `label_namespace`).
+TEST_NAMESPACE_LABEL = {"auditlock.io/test-operator": "true"}
+TEST_SIDECAR_IMAGE = "auditlock/sidecar:test"
+
+
+@dataclass
+class RunningOperator:
+    thread: OperatorThread
+    webhook_url: str
+    collector_port: int
+    kube: KubeControlPlane
+
+    def stop(self) -> None:
+        unregister_webhooks(self.kube)
+        self.thread.stop()
+
+
+def apply_crd(kube: KubeControlPlane, timeout: float = 30.0) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    crd = yaml.safe_load((ROOT / "crds" / "auditlock.io_auditpolicies.yaml").read_text())
+    with kube.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = ext.read_custom_resource_definition(crd["metadata"]["name"]).status
+            if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+                return
+            time.sleep(0.1)
+    raise TimeoutError("AuditPolicy CRD not Established")
+
+
+def register_webhooks(kube: KubeControlPlane, url: str, name: str = WEBHOOK_NAME) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    mutating, validating = webhook_configurations(
+        name, kube.ca_pem, url=url, timeout_seconds=5, namespace_labels=TEST_NAMESPACE_LABEL
+    )
+    with kube.api_client() as api:
+        adm = client.AdmissionregistrationV1Api(api)
+        for body, create, delete in (
+            (
+                mutating,
+                adm.create_mutating_webhook_configuration,
+                adm.delete_mutating_webhook_configuration,
+            ),
+            (
+                validating,
+                adm.create_validating_webhook_configuration,
+                adm.delete_validating_webhook_configuration,
+            ),
+        ):
+            try:
+                delete(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            create(body)
+
+
+def unregister_webhooks(kube: KubeControlPlane, name: str = WEBHOOK_NAME) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    with kube.api_client() as api:
+        adm = client.AdmissionregistrationV1Api(api)
+        for delete in (
+            adm.delete_mutating_webhook_configuration,
+            adm.delete_validating_webhook_configuration,
+        ):
+            try:
+                delete(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+def label_namespace(kube: KubeControlPlane, namespace: str) -> str:
+    """Put a namespace in scope of the test webhooks."""
+    from kubernetes import client
+
+    with kube.api_client() as api:
+        client.CoreV1Api(api).patch_namespace(
+            namespace, {"metadata": {"labels": TEST_NAMESPACE_LABEL}}
+        )
+    return namespace
+
+
+def start_operator(
+    kube: KubeControlPlane,
+    *,
+    token: str | None = None,
+    audit_intake: bool = True,
+    refresh_seconds: float = 2.0,
+    watch_fallback: bool = True,
+    register: bool = True,
+    **overrides: Any,
+) -> RunningOperator:
+    port = free_port()
+    pair = kube.issue_serving_cert("auditlock-operator")
+    listeners = [Listener("127.0.0.1", port, kube.server_ssl_context(pair))]
+    if audit_intake:
+        listeners.append(Listener("127.0.0.1", kube.audit_port, kube.audit_ssl_context()))
+    collector_port = free_port()
+    config = OperatorConfig(
+        api_client=kube.api_client(token=token),
+        webhook_listeners=listeners,
+        sidecar_image=TEST_SIDECAR_IMAGE,
+        cluster="rig",
+        kopf_connection=kube.kopf_connection_info(token=token),
+        refresh_seconds=refresh_seconds,
+        collector_port=collector_port,
+        watch_fallback=watch_fallback,
+        **overrides,
+    )
+    thread = OperatorThread(config).start()
+    url = f"https://127.0.0.1:{port}"
+    if register:
+        register_webhooks(kube, url)
+    return RunningOperator(thread, url, collector_port, kube)
+
+
+@pytest.fixture(scope="session")
+def auditpolicy_crd(kube_apiserver: KubeControlPlane) -> KubeControlPlane:
+    apply_crd(kube_apiserver)
+    return kube_apiserver
+
+
+@pytest.fixture(scope="module")
+def running_operator(auditpolicy_crd: KubeControlPlane) -> Iterator[RunningOperator]:
+    """Module-scoped: the audit port and the webhooks are released for other modules."""
+    running = start_operator(auditpolicy_crd)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def operator_namespace(kube_apiserver: KubeControlPlane, kube_namespace: str) -> str:
+    """A fresh namespace the test webhooks serve."""
+    return label_namespace(kube_apiserver, kube_namespace)
