@@ -354,6 +354,11 @@ class StreamWriter:
             )
 
     @property
+    def last_checkpoint_ns(self) -> int:
+        """Time of the newest sealed checkpoint (0 before the first one)."""
+        return self._checkpoint_time_ns
+
+    @property
     def stored_checkpoint_index(self) -> int:
         """Index of the newest checkpoint of this epoch known to be stored (-1: none)."""
         with self._stored_lock:

@@ -1,0 +1,118 @@
+"""What `verify` found: findings (exit 1), warnings, per-stream and per-object facts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Finding:
+    """One problem, named by place (stream, epoch, seq range, object) and reason."""
+
+    code: str
+    message: str
+    stream: str | None = None
+    epoch: int | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    object: str | None = None
+
+    def place(self) -> str:
+        parts = []
+        if self.stream is not None:
+            parts.append(f"stream {self.stream}")
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch}")
+        if self.first_seq is not None:
+            last = self.last_seq if self.last_seq is not None else self.first_seq
+            parts.append(
+                f"seq {self.first_seq}"
+                if last == self.first_seq
+                else f"seq {self.first_seq}-{last}"
+            )
+        if self.object is not None:
+            parts.append(f"({self.object})")
+        return " ".join(parts) or "ledger"
+
+    def describe(self) -> str:
+        return f"{self.place()}: {self.message} [{self.code}]"
+
+
+@dataclass
+class StreamSummary:
+    stream: str
+    epochs: int = 0
+    events: int = 0
+    checkpoints: int = 0
+    closed: bool = False
+    first_checkpoint_time: str | None = None
+    last_checkpoint_time: str | None = None
+    key_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ObjectInfo:
+    name: str
+    mode: str | None
+    retain_until: str | None
+    legal_hold: bool
+
+
+@dataclass
+class VerifyReport:
+    url: str
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    streams: list[StreamSummary] = field(default_factory=list)
+    objects: list[ObjectInfo] = field(default_factory=list)
+    events_verified: int = 0
+    checkpoints_verified: int = 0
+    trust: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "result": "PASS" if self.ok else "FAIL",
+            "trust": self.trust,
+            "events_verified": self.events_verified,
+            "checkpoints_verified": self.checkpoints_verified,
+            "findings": [asdict(f) for f in self.findings],
+            "warnings": [asdict(w) for w in self.warnings],
+            "streams": [asdict(s) for s in self.streams],
+            "objects": [asdict(o) for o in self.objects],
+        }
+
+    def summary(self) -> str:
+        closed = sum(1 for s in self.streams if s.closed)
+        lines = [
+            f"{'PASS' if self.ok else 'FAIL'}: {self.url}: {len(self.streams)} streams "
+            f"({closed} closed, {len(self.streams) - closed} open), "
+            f"{self.events_verified} events and {self.checkpoints_verified} checkpoints verified",
+            f"trust: {self.trust}",
+        ]
+        for s in self.streams:
+            state = "closed" if s.closed else "open"
+            lines.append(
+                f"  stream {s.stream}: {state}, {s.epochs} epoch(s), {s.events} events, "
+                f"{s.checkpoints} checkpoints, last checkpoint {s.last_checkpoint_time}"
+            )
+        if self.objects:
+            modes: dict[str, int] = {}
+            for o in self.objects:
+                modes[o.mode or "none"] = modes.get(o.mode or "none", 0) + 1
+            until = [o.retain_until for o in self.objects if o.retain_until]
+            lines.append(
+                "  retention: "
+                + ", ".join(f"{n} {m}" for m, n in sorted(modes.items()))
+                + (f"; earliest retain-until {min(until)}" if until else "")
+            )
+        for w in self.warnings:
+            lines.append(f"warning: {w.describe()}")
+        for f in self.findings:
+            lines.append(f"problem: {f.describe()}")
+        return "\n".join(lines)
