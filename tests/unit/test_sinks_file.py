@@ -163,6 +163,7 @@ def test_relative_and_localhost_urls(tmp_path: Path, monkeypatch: pytest.MonkeyP
     [
         ("file:///tmp/x", ["boto3", "botocore", "google.cloud.storage"]),
         ("s3://bucket/p", ["google.cloud.storage", "google.auth"]),
+        ("gs://bucket/p", ["boto3", "botocore"]),
     ],
 )
 def test_opening_a_destination_imports_only_its_own_client(

@@ -1,0 +1,319 @@
+"""gs://BUCKET/PREFIX - Google Cloud Storage with Object Retention Lock.
+
+Retention rule: every object is uploaded with per-object retention in its metadata -
+`retention.mode` = `Locked` (LockMode.LOCKED) or `Unlocked` (LockMode.UNLOCKED) and
+`retention.retainUntilTime` = the writer's clock at upload time + the retention period,
+to the second. The bucket must have Object Retention enabled. A bucket retention policy,
+if the bucket also has one, applies on top: GCS keeps an object until both have expired,
+and `retention()` reports the later of the two. `legal_hold` maps to a temporary hold.
+
+Connection settings, most specific first:
+  * options to `sinks.open(url, ...)`: endpoint (an emulator or private endpoint),
+    project, credentials (a google.auth Credentials object), credentials_file (a
+    service-account JSON), anonymous (emulators only), timeout, retry (a RetryPolicy);
+  * URL query: `gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=p`;
+  * the environment: STORAGE_EMULATOR_HOST (then credentials default to anonymous),
+    GOOGLE_APPLICATION_CREDENTIALS, workload identity / metadata server (Application
+    Default Credentials).
+
+Never overwriting: uploads carry `ifGenerationMatch=0` (create only). A 412 means the
+name exists; we read it and compare bytes (same = idempotent success, else ObjectConflict).
+Uploads send an MD5 of the bytes, so a truncated upload is refused by the server.
+Retries: 429, 5xx, timeouts and dropped connections, with backoff and jitter (retry.py);
+403, 404 and 412 are never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import google.api_core.exceptions as gexc
+import google.auth.exceptions
+import requests.exceptions
+from google.cloud import storage
+
+from auditlock.sinks.base import (
+    CheckReport,
+    Destination,
+    DestinationError,
+    LockMode,
+    ObjectConflict,
+    ObjectNotFound,
+    ObjectRetention,
+    PutResult,
+    RetentionSpec,
+)
+from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
+from auditlock.sinks.retry import RetryPolicy, call_with_retries
+
+_QUERY_KEYS = {"endpoint", "project"}
+GCS_MODE = {LockMode.LOCKED: "Locked", LockMode.UNLOCKED: "Unlocked"}
+FROM_GCS_MODE = {v: k for k, v in GCS_MODE.items()}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling (429), server errors (5xx), timeouts and dropped connections."""
+    if isinstance(exc, gexc.TooManyRequests | gexc.ServerError):
+        return not isinstance(exc, gexc.MethodNotImplemented)
+    return isinstance(
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | requests.exceptions.ChunkedEncodingError
+        | google.auth.exceptions.TransportError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+class GCSDestination(Destination):
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint: str | None = None,
+        project: str | None = None,
+        credentials: Any = None,
+        credentials_file: str | None = None,
+        anonymous: bool | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "gs" or not parts.netloc:
+            raise DestinationError(f"not a gs://BUCKET[/PREFIX] URL: {url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - _QUERY_KEYS
+        if unknown:
+            raise DestinationError(
+                f"unknown gs:// URL parameter(s) {sorted(unknown)}; known: {sorted(_QUERY_KEYS)}"
+            )
+        self.url = url
+        self.bucket_name = parts.netloc
+        self.prefix = clean_prefix(parts.path)
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        self.endpoint = endpoint or query.get("endpoint") or emulator
+        self.project = project or query.get("project")
+        self.anonymous = anonymous if anonymous is not None else (
+            credentials is None and credentials_file is None and bool(self.endpoint)
+        )  # fmt: skip
+        self._credentials = credentials
+        self._credentials_file = credentials_file
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        # One client per thread: the client's HTTP session is not documented thread-safe.
+        self._local = threading.local()
+        self._bucket_meta: storage.Bucket | None = None
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @property
+    def client(self) -> storage.Client:
+        client: storage.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._new_client()
+            self._local.client = client
+        return client
+
+    def _new_client(self) -> storage.Client:
+        options = {"api_endpoint": self.endpoint} if self.endpoint else None
+        try:
+            if self._credentials_file:
+                return storage.Client.from_service_account_json(
+                    self._credentials_file, project=self.project, client_options=options
+                )
+            credentials = self._credentials
+            if self.anonymous:
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            return storage.Client(
+                project=self.project or ("auditlock" if self.anonymous else None),
+                credentials=credentials,
+                client_options=options,
+            )
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise DestinationError(
+                f"gs://{self.bucket_name}: no Google credentials found ({exc}); set "
+                "GOOGLE_APPLICATION_CREDENTIALS or use workload identity"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise DestinationError(f"gs://{self.bucket_name}: cannot create client: {exc}") from exc
+
+    @property
+    def bucket(self) -> storage.Bucket:
+        return self.client.bucket(self.bucket_name)
+
+    def _key(self, name: str) -> str:
+        return join_prefix(self.prefix, validate_name(name))
+
+    def _call(self, what: str, fn: Any) -> Any:
+        try:
+            return call_with_retries(fn, is_transient=is_transient, policy=self.retry, what=what)
+        except gexc.GoogleAPICallError as exc:
+            raise self._permanent(what, exc) from exc
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise DestinationError(f"{what}: credentials problem: {exc}") from exc
+
+    def _permanent(self, what: str, exc: gexc.GoogleAPICallError) -> DestinationError:
+        message = getattr(exc, "message", str(exc))
+        if isinstance(exc, gexc.NotFound):
+            if "bucket" in str(message).lower():
+                return DestinationError(f"{what}: bucket {self.bucket_name!r} does not exist")
+            return ObjectNotFound(f"{what}: no such object in gs://{self.bucket_name}")
+        if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
+            return DestinationError(
+                f"{what}: access denied by gs://{self.bucket_name} ({exc.code}: {message}); "
+                "check the credentials and the identity's storage.objects.* permissions"
+            )
+        if isinstance(exc, gexc.PreconditionFailed):
+            return DestinationError(f"{what}: precondition failed (412): {message}")
+        return DestinationError(f"{what}: GCS error {exc.code}: {message}")
+
+    # -- writing ---------------------------------------------------------------------
+
+    def put(self, name: str, data: bytes, retention: RetentionSpec | None) -> PutResult:
+        key = self._key(name)
+        what = f"put gs://{self.bucket_name}/{key}"
+        asked: ObjectRetention | None = None
+        until: datetime | None = None
+        if retention is not None:
+            until = retention.retain_until(datetime.now(UTC)).replace(microsecond=0)
+            asked = ObjectRetention(retention.mode, until, retention.legal_hold)
+
+        def upload() -> None:
+            blob = self.bucket.blob(key)
+            if retention is not None and until is not None:
+                blob.retention.mode = GCS_MODE[retention.mode]
+                blob.retention.retain_until_time = until
+                if retention.legal_hold:
+                    blob.temporary_hold = True
+            blob.upload_from_string(
+                data,
+                content_type="application/octet-stream",
+                if_generation_match=0,
+                checksum="md5",
+                timeout=self.timeout,
+                retry=None,  # ours, in retry.py
+            )
+
+        try:
+            call_with_retries(upload, is_transient=is_transient, policy=self.retry, what=what)
+        except gexc.PreconditionFailed:
+            return self._already_there(name, key, data)
+        except gexc.GoogleAPICallError as exc:
+            if isinstance(exc, gexc.BadRequest) and retention is not None:
+                diagnosis = self._diagnose_bucket()
+                if diagnosis:
+                    raise DestinationError(f"{what}: {diagnosis}") from exc
+            raise self._permanent(what, exc) from exc
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise DestinationError(f"{what}: credentials problem: {exc}") from exc
+        return PutResult(name=name, size=len(data), created=True, retention=asked)
+
+    def _already_there(self, name: str, key: str, data: bytes) -> PutResult:
+        existing = self.get(name)
+        if existing != data:
+            raise ObjectConflict(
+                f"gs://{self.bucket_name}/{key} already exists with different bytes "
+                f"({len(existing)} stored, {len(data)} offered); refusing to overwrite - "
+                "this is a bug or tampering"
+            )
+        return PutResult(name=name, size=len(data), created=False, retention=self.retention(name))
+
+    def _diagnose_bucket(self) -> str | None:
+        try:
+            bucket = self.client.get_bucket(self.bucket_name, timeout=self.timeout, retry=None)
+        except gexc.NotFound:
+            return f"bucket {self.bucket_name!r} does not exist"
+        except Exception:
+            return None
+        if bucket.object_retention_mode != "Enabled":
+            return (
+                f"bucket {self.bucket_name!r} refused per-object retention because Object "
+                "Retention is not enabled on it; create the bucket with "
+                "--enable-per-object-retention"
+            )
+        return None
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes:
+        key = self._key(name)
+
+        def download() -> bytes:
+            data: bytes = self.bucket.blob(key).download_as_bytes(
+                checksum="md5", timeout=self.timeout, retry=None
+            )
+            return data
+
+        result: bytes = self._call(f"get gs://{self.bucket_name}/{key}", download)
+        return result
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        root = self.prefix + "/" if self.prefix else ""
+        what = f"list gs://{self.bucket_name}/{root}{prefix}"
+        token: str | None = None
+        while True:
+
+            def page(token: str | None = token) -> tuple[list[str], str | None]:
+                it = self.client.list_blobs(
+                    self.bucket_name,
+                    prefix=root + prefix,
+                    page_token=token,
+                    max_results=1000,
+                    fields="items(name),nextPageToken",
+                    timeout=self.timeout,
+                    retry=None,
+                )
+                first = next(iter(it.pages))
+                return [b.name for b in first], it.next_page_token
+
+            names, token = self._call(what, page)
+            for n in names:
+                yield n[len(root) :]
+            if not token:
+                return
+
+    def retention(self, name: str) -> ObjectRetention:
+        key = self._key(name)
+        what = f"read retention of gs://{self.bucket_name}/{key}"
+
+        def fetch() -> storage.Blob | None:
+            return self.bucket.get_blob(key, timeout=self.timeout, retry=None)
+
+        blob = self._call(what, fetch)
+        if blob is None:
+            raise ObjectNotFound(f"{what}: no such object")
+        mode = FROM_GCS_MODE.get(blob.retention.mode or "")
+        until: datetime | None = blob.retention.retain_until_time
+        hold = bool(blob.temporary_hold or blob.event_based_hold)
+        # A bucket retention policy also holds the object; report the later lock.
+        bucket_until: datetime | None = blob.retention_expiration_time
+        if bucket_until is not None and (until is None or bucket_until > until):
+            locked = self._bucket_policy_locked()
+            until = bucket_until
+            mode = LockMode.LOCKED if locked else LockMode.UNLOCKED
+        if until is not None:
+            until = until.astimezone(UTC)
+        return ObjectRetention(mode=mode, retain_until=until, legal_hold=hold)
+
+    def _bucket_policy_locked(self) -> bool:
+        if self._bucket_meta is None:
+            self._bucket_meta = self._call(
+                f"read bucket gs://{self.bucket_name}",
+                lambda: self.client.get_bucket(self.bucket_name, timeout=self.timeout, retry=None),
+            )
+        return bool(self._bucket_meta.retention_policy_locked)
+
+    # -- checking --------------------------------------------------------------------
+
+    def check(self, required: RetentionSpec) -> CheckReport:
+        from auditlock.sinks.gcs_check import check_bucket
+
+        return check_bucket(self, required)
