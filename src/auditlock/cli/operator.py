@@ -40,6 +40,18 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--webhook-port", type=int, default=int(_env("AUDITLOCK_WEBHOOK_PORT", "9443") or 9443)
     )
+    run.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=_path("AUDITLOCK_TLS_DIR"),
+        help="directory with tls.crt and tls.key (a kubernetes.io/tls Secret mount)",
+    )
+    run.add_argument(
+        "--audit-port",
+        type=int,
+        default=int(_env("AUDITLOCK_AUDIT_PORT", "0") or 0),
+        help="also serve the webhooks and /audit on this TLS port (0: only --webhook-port)",
+    )
     run.add_argument("--tls-cert-file", type=Path, default=_path("AUDITLOCK_TLS_CERT_FILE"))
     run.add_argument("--tls-key-file", type=Path, default=_path("AUDITLOCK_TLS_KEY_FILE"))
     run.add_argument(
@@ -55,6 +67,17 @@ def register(subparsers: Any) -> None:
         default=_env("AUDITLOCK_SIDECAR_MODE", "auto"),
     )
     run.add_argument("--cluster-name", default=_env("AUDITLOCK_CLUSTER_NAME", ""))
+    run.add_argument(
+        "--sidecar-pull-policy",
+        choices=["Always", "IfNotPresent", "Never"],
+        default=_env("AUDITLOCK_SIDECAR_PULL_POLICY", "IfNotPresent"),
+    )
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no kopf peering (one replica); the default unless --peering is given",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument(
         "--peering",
         default=_env("AUDITLOCK_PEERING"),
@@ -120,13 +143,21 @@ def _run(args: argparse.Namespace) -> int:
     from auditlock.operator.runner import DEFAULT_SIDECAR_IMAGE, Operator, OperatorConfig
     from auditlock.operator.webhook_server import Listener
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.tls_dir:
+        args.tls_cert_file = args.tls_dir / "tls.crt"
+        args.tls_key_file = args.tls_dir / "tls.key"
     if args.tls_cert_file and args.tls_key_file:
         cert = tls.from_files(args.tls_cert_file, args.tls_key_file)
     else:
         logging.warning("no --tls-cert-file/--tls-key-file: using a self-signed certificate")
         cert = tls.self_signed(["localhost", "127.0.0.1"])
     listeners = [Listener(args.webhook_host, args.webhook_port, cert.server_context())]
+    if args.audit_port:
+        listeners.append(Listener(args.webhook_host, args.audit_port, cert.server_context()))
     if args.health_port:
         listeners.append(Listener(args.webhook_host, args.health_port, None))
     host, _, port = args.collector.rpartition(":")
@@ -136,9 +167,10 @@ def _run(args: argparse.Namespace) -> int:
         webhook_listeners=listeners,
         sidecar_image=args.sidecar_image or DEFAULT_SIDECAR_IMAGE,
         sidecar_mode=args.sidecar_mode,
+        sidecar_pull_policy=args.sidecar_pull_policy,
         cluster=args.cluster_name,
         namespaces=args.namespace,
-        standalone=args.peering is None,
+        standalone=args.standalone or args.peering is None,
         peering_name=args.peering,
         refresh_seconds=args.refresh_seconds,
         audit_token=token,

@@ -32,6 +32,7 @@ class OperatorConfig:
     webhook_listeners: list[Listener]
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     sidecar_mode: Literal["auto", "native", "classic"] = "auto"
+    sidecar_pull_policy: str = "IfNotPresent"
     cluster: str = ""
     namespaces: list[str] = field(default_factory=list)  # empty: every namespace
     standalone: bool = True
@@ -89,7 +90,10 @@ class Operator:
         self.server = WebhookServer(
             registry=self.registry,
             injection=InjectionSettings(
-                image=config.sidecar_image, native_sidecar=native, cluster=config.cluster
+                image=config.sidecar_image,
+                native_sidecar=native,
+                cluster=config.cluster,
+                image_pull_policy=config.sidecar_pull_policy,
             ),
             listeners=config.webhook_listeners,
             audit_sink=self.capture.audit_sink if self.capture else None,
