@@ -18,6 +18,10 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crds",
     "operator",
     "sidecar",
+    "keys",
+    "synth",
+    "verify",
+    "prove",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O).

@@ -21,7 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import FormatError
-from auditlock.ledger.keys import Signer, key_id, public_from_raw, raw_public, verify
+from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
+from auditlock.ledger.names import key_name, rotation_name
+from auditlock.ledger.timestamps import format_ns
+from auditlock.sinks.base import Destination, RetentionSpec
 
 FORMAT = "auditlock/rotation/v1"
 
@@ -79,3 +82,21 @@ def decode_rotation(data: bytes) -> Rotation:
     if hashlib.sha256(new_raw).hexdigest() != record.new_key_id:
         raise FormatError("rotation record's new_public_key does not match new_key_id")
     return record
+
+
+def publish_rotation(
+    destination: Destination,
+    old: Signer,
+    new_public: Ed25519PublicKey,
+    *,
+    retention: RetentionSpec | None,
+    time_ns: int,
+) -> list[str]:
+    """Store keys/<new>.pub and the rotation record signed by `old`; return their names."""
+    new_id = key_id(new_public)
+    record = encode_rotation(old, new_public, format_ns(time_ns))
+    names = [key_name(old.key_id), key_name(new_id), rotation_name(old.key_id, new_id)]
+    destination.put(names[0], public_pem(old.public), retention)
+    destination.put(names[1], public_pem(new_public), retention)
+    destination.put(names[2], record, retention)
+    return names
