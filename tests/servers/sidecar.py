@@ -1,0 +1,235 @@
+"""The collector sidecar as a test server: in-process (fast) or as a real process.
+
+`SidecarProcess` runs `python -m auditlock.sidecar --config FILE` on fixed free ports,
+waits for /readyz, and can be stopped with SIGTERM or killed with SIGKILL and started
+again on the same ports and spool. `ledger_events` reads back what reached the store
+and `verify_ledger` runs the ledger's offline verifier (and `auditlock verify` when that
+subcommand exists).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from auditlock.ledger.keys import generate, private_pem, public_pem
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_config(
+    workdir: Path,
+    destination_url: str | None = None,
+    *,
+    ports: bool = False,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A sidecar config dict under `workdir` (key written there), file:// store by default."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key_path = workdir / "key.pem"
+    if not key_path.exists():
+        key = generate()
+        key_path.write_bytes(private_pem(key))
+        (workdir / "key.pub.pem").write_bytes(public_pem(key.public_key()))
+    config: dict[str, Any] = {
+        "destination": {"url": destination_url or f"file://{workdir}/store"},
+        "stream": {"id": "shop_api-1", "signing_key_file": str(key_path)},
+        "source": {"cluster": "test", "namespace": "shop", "pod": "api-1"},
+        "sources": {
+            "forward": {"port": free_port() if ports else 0},
+            "http": {"port": free_port() if ports else 0},
+        },
+        "spool": {"dir": str(workdir / "spool")},
+        "health": {"host": "127.0.0.1", "port": free_port() if ports else 0},
+        "delivery": {"max_delay_seconds": 0.1},
+        "shutdown_grace_seconds": 20,
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            _merge(config[section], values)
+        else:
+            config[section] = values
+    return config
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@asynccontextmanager
+async def running_sidecar(config: dict[str, Any]) -> Any:
+    """An in-process sidecar on the current event loop; stopped gracefully on exit."""
+    from auditlock.sidecar.app import Sidecar
+    from auditlock.sidecar.config import config_from_dict
+
+    sidecar = Sidecar(config_from_dict(config, environ={}))
+    await sidecar.start()
+    try:
+        yield sidecar
+    finally:
+        if sidecar.state == "running":
+            await sidecar.stop()
+
+
+class SidecarProcess:
+    """The sidecar as a real child process (for SIGTERM / SIGKILL tests)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.config_path = workdir / "sidecar.json"
+        self.config_path.write_text(json.dumps(config))
+        self.log_path = workdir / "sidecar.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def forward_port(self) -> int:
+        return int(self.config["sources"]["forward"]["port"])
+
+    @property
+    def http_port(self) -> int:
+        return int(self.config["sources"]["http"]["port"])
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['health']['port']}"
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Start and wait for /readyz; returns seconds from spawn to ready."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "auditlock.sidecar", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("AUDITLOCK_SIDECAR__")},
+        )
+        log.close()
+        self.starts += 1
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.tail()}")
+            if self.ready():
+                return time.monotonic() - started
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"sidecar not ready after {timeout}s:\n{self.tail()}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=5) as answer:
+            text: str = answer.read().decode()
+            return text
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextmanager
+def sidecar_process(workdir: Path, config: dict[str, Any]) -> Iterator[SidecarProcess]:
+    proc = SidecarProcess(workdir, config)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def open_store(url: str, **options: Any) -> Any:
+    from auditlock import sinks
+
+    return sinks.open(url, **options)
+
+
+def ledger_events(store: Any) -> list[dict[str, Any]]:
+    """Every event line in every segment of the store, in (stream, epoch, seq) order."""
+    from auditlock.ledger.names import parse_name
+    from auditlock.ledger.segment import decode_segment
+
+    lines: list[dict[str, Any]] = []
+    for name in store.list("streams/"):
+        if "/seg-" not in name:
+            continue
+        parsed = parse_name(name)
+        for line in decode_segment(store.get(name), compressed=name.endswith(".gz")):
+            entry = json.loads(line)
+            lines.append(entry)
+        del parsed
+    lines.sort(key=lambda e: (e["stream"], e["epoch"], e["seq"]))
+    return lines
+
+
+def verify_ledger(store: Any, public_key_path: Path) -> Any:
+    """The ledger's verifier over the whole store; asserts PASS and returns the report."""
+    from auditlock.ledger.keys import load_public_key
+    from auditlock.ledger.verify import VerifyOptions, verify
+
+    report = verify(store, VerifyOptions(public_keys=[load_public_key(public_key_path)]))
+    assert report.ok, report.summary()
+    return report
+
+
+def cli_verify(url: str, public_key_path: Path) -> subprocess.CompletedProcess[str] | None:
+    """`auditlock verify URL --public-key KEY` when the subcommand exists, else None."""
+    from auditlock.cli.main import SUBCOMMAND_MODULES
+
+    if "verify" not in SUBCOMMAND_MODULES:
+        return None
+    return subprocess.run(
+        [sys.executable, "-m", "auditlock", "verify", url, "--public-key", str(public_key_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
