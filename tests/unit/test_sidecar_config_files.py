@@ -38,10 +38,10 @@ class ConfigMapVolume:
             link = self.root / top
             if not link.is_symlink():
                 link.symlink_to(f"..data/{top}")
+        tops = {n.split("/")[0] for n in files}
         for entry in self.root.iterdir():
-            if entry.is_symlink() and not entry.name.startswith(".."):
-                if entry.name not in {n.split("/")[0] for n in files}:
-                    entry.unlink()
+            if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in tops:
+                entry.unlink()
         if old:
             for path in sorted((self.root / old).rglob("*"), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()

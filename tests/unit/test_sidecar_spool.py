@@ -51,8 +51,8 @@ async def test_torn_tail_is_truncated_and_earlier_records_survive(tmp_path: Path
     spool.close()
     (tail,) = spool.segment_paths()
     size = tail.stat().st_size
-    with open(tail, "ab") as handle:  # a record cut short by a crash mid-write
-        handle.write(HEADER.pack(1000, 0, 6) + b"\x00" * 10)
+    # A record cut short by a crash mid-write.
+    tail.write_bytes(tail.read_bytes() + HEADER.pack(1000, 0, 6) + b"\x00" * 10)
     again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 20)
     report = again.open()
     assert report.torn_bytes == HEADER.size + 10
