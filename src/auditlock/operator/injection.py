@@ -97,7 +97,7 @@ def collector_container(entry: PolicyEntry, settings: InjectionSettings) -> dict
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["auditlock", "sidecar", "--config", f"{n.CONFIG_MOUNT}/{n.CONFIG_FILE}"],
         "env": env,
-        "ports": [{"name": "auditlock-health", "containerPort": n.HEALTH_PORT}],
+        "ports": [{"name": "al-health", "containerPort": n.HEALTH_PORT}],
         "volumeMounts": mounts,
         "resources": {k: v for k, v in resources.items() if v},
         "securityContext": {
@@ -148,6 +148,32 @@ def collector_volumes(entry: PolicyEntry) -> list[dict[str, Any]]:
     return volumes
 
 
+def watched_mounts(pod: dict[str, Any], paths: list[str]) -> list[dict[str, Any]]:
+    """Read-only mounts that let the collector see the app's files under `paths`.
+
+    Config-file capture watches paths as the app sees them (say `/etc/app/settings.yaml`);
+    the collector is another container, so it gets the same volume at the same
+    mountPath. A path no app container mounts is left alone: the collector then reports
+    it as missing instead of watching an empty folder of its own.
+    """
+    spec = pod.get("spec") or {}
+    found: dict[str, dict[str, Any]] = {}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            for mount in container.get("volumeMounts") or []:
+                root = str(mount.get("mountPath", "")).rstrip("/")
+                if not root or root in found:
+                    continue
+                if any(p == root or p.startswith(root + "/") for p in paths):
+                    found[root] = {
+                        "name": mount["name"],
+                        "mountPath": mount["mountPath"],
+                        "readOnly": True,
+                        **({"subPath": mount["subPath"]} if "subPath" in mount else {}),
+                    }
+    return list(found.values())
+
+
 def injection_patch(
     pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
 ) -> JsonPatch:
@@ -157,6 +183,7 @@ def injection_patch(
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
     container = collector_container(entry, settings)
+    container["volumeMounts"] += watched_mounts(pod, entry.spec.sources.config_files.paths)
     ours = {v["name"] for v in collector_volumes(entry)}
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
     volumes += collector_volumes(entry)
