@@ -125,7 +125,8 @@ def decode_message(message: Any, max_frame_bytes: int) -> tuple[list[Entry], dic
         kind = bytes
     if kind is bytes:
         compressed = option.get("compressed") if option else None
-        if compressed is not None:
+        # "text" means uncompressed (npm fluent-logger and Fluent Bit send it explicitly).
+        if compressed is not None and compressed != "text":
             if compressed != "gzip":
                 raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
             second = gunzip(second, max_frame_bytes)
