@@ -1,0 +1,143 @@
+"""Real API server audit events become ledger events in the operator's collector's store.
+
+The rig's kube-apiserver sends its audit webhook to the operator's /audit intake (on the
+rig's reserved audit port); the operator maps the events of namespaces under a policy
+and sends them with fluent-logger to its collector: a real `auditlock sidecar` process,
+configured by the operator's own renderer, storing a signed ledger on file://.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from auditlock.operator import keys
+from auditlock.operator.sidecar_config import render
+from auditlock.policy import parse_spec
+from tests.integration.test_operator_policies import (
+    create_pod,
+    create_policy,
+    file_spec,
+    wait_condition,
+    wait_for,
+)
+from tests.servers.auditlock_operator import RunningOperator
+from tests.servers.kube_controlplane import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Iterator[Path]:
+    """The operator's collector sidecar on the port the operator sends to; yields the
+    directory its ledger is stored in."""
+    store = tmp_path / "operator-trail"
+    spec = parse_spec({"destination": {"file": {"path": str(store)}}, "retention": {"days": 1}})
+    config: dict[str, Any] = render(spec, cluster="rig")
+    material = keys.generate()
+    key_file = tmp_path / "ed25519.pem"
+    key_file.write_bytes(material.private_pem)
+    config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
+    config["sources"]["forward"]["port"] = running_operator.collector_port
+    config["sources"]["http"]["port"] = free_port()
+    config["health"] = {"host": "127.0.0.1", "port": free_port()}
+    config["spool"]["dir"] = str(tmp_path / "spool")
+    config["delivery"]["max_delay_seconds"] = 0.2
+    config_file = tmp_path / "sidecar.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    log = (tmp_path / "sidecar.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditlock", "sidecar", "--config", str(config_file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        yield store
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def ledger_events(store: Path) -> list[dict[str, Any]]:
+    events = []
+    for segment in sorted(store.glob("streams/*/*/seg-*.jsonl")):
+        for line in segment.read_bytes().splitlines():
+            events.append(json.loads(line)["event"])
+    return events
+
+
+def test_exec_secret_read_and_rolebinding_become_ledger_events(
+    running_operator: RunningOperator,
+    operator_namespace: str,
+    operator_collector: Path,
+    tmp_path: Path,
+) -> None:
+    kube = running_operator.kube
+    create_policy(kube, operator_namespace, "capture", file_spec(tmp_path / "app-trail"))
+    wait_condition(kube, operator_namespace, "capture", "Ready", "True")
+    pod = create_pod(kube, operator_namespace, {"app": "payments"})
+    pod_name = pod["metadata"]["name"]
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_secret(
+            operator_namespace, {"metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}}
+        )
+        core.read_namespaced_secret("db", operator_namespace)
+        client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+            operator_namespace,
+            {
+                "metadata": {"name": "viewers"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "view",
+                },
+                "subjects": [
+                    {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
+                ],
+            },
+        )
+    # The pod is Pending (no kubelet): the exec request is refused, and still audited.
+    kube.kubectl("exec", "-n", operator_namespace, pod_name, "--", "true", check=False)
+
+    def captured() -> dict[str, dict[str, Any]] | None:
+        found: dict[str, dict[str, Any]] = {}
+        for event in ledger_events(operator_collector):
+            target = event.get("target", {})
+            if target.get("namespace") != operator_namespace:
+                continue
+            if event["action"] == "exec" and target.get("name") == pod_name:
+                found["exec"] = event
+            if target.get("resource") == "secrets" and event["action"] == "get":
+                found["secret-read"] = event
+            if target.get("resource") == "rolebindings" and event["action"] == "create":
+                found["rolebinding"] = event
+        return found if len(found) == 3 else None
+
+    found = wait_for("exec, Secret read and RoleBinding in the operator's ledger", captured, 30)
+    assert found["exec"]["category"] == "access"
+    assert found["exec"]["target"]["resource"] == "pods/exec"
+    assert found["exec"]["actor"] == {"kind": "user", "name": "admin", "ip": "127.0.0.1"}
+    assert found["secret-read"]["category"] == "access"
+    assert found["secret-read"]["outcome"] == "success"
+    assert found["secret-read"]["target"]["name"] == "db"
+    assert found["rolebinding"]["category"] == "authorization"
+    assert found["rolebinding"]["target"]["name"] == "viewers"
+    # The Secret's value never reaches the ledger.
+    assert b"s3cr3t" not in b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
