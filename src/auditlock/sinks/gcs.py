@@ -26,6 +26,7 @@ Retries: 429, 5xx, timeouts and dropped connections, with backoff and jitter (re
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -54,6 +55,13 @@ from auditlock.sinks.retry import RetryPolicy, call_with_retries
 _QUERY_KEYS = {"endpoint", "project"}
 GCS_MODE = {LockMode.LOCKED: "Locked", LockMode.UNLOCKED: "Unlocked"}
 FROM_GCS_MODE = {v: k for k, v in GCS_MODE.items()}
+
+
+def server_message(exc: gexc.GoogleAPICallError) -> str:
+    """The API's own one-line reason; upload errors otherwise carry the whole JSON body."""
+    text = str(getattr(exc, "message", "") or exc)
+    found = re.search(r'"message":\s*"((?:[^"\\]|\\.)*)"', text)
+    return found.group(1) if found else text
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -158,10 +166,16 @@ class GCSDestination(Destination):
         except gexc.GoogleAPICallError as exc:
             raise self._permanent(what, exc) from exc
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise DestinationError(f"{what}: credentials problem: {exc}") from exc
+            raise self._auth_error(what, exc) from exc
+
+    def _auth_error(self, what: str, exc: Exception) -> DestinationError:
+        return DestinationError(
+            f"{what}: the credentials were rejected or could not be refreshed ({exc}); check "
+            "GOOGLE_APPLICATION_CREDENTIALS / workload identity for this pod"
+        )
 
     def _permanent(self, what: str, exc: gexc.GoogleAPICallError) -> DestinationError:
-        message = getattr(exc, "message", str(exc))
+        message = server_message(exc)
         if isinstance(exc, gexc.NotFound):
             if "bucket" in str(message).lower():
                 return DestinationError(f"{what}: bucket {self.bucket_name!r} does not exist")
@@ -191,8 +205,6 @@ class GCSDestination(Destination):
             if retention is not None and until is not None:
                 blob.retention.mode = GCS_MODE[retention.mode]
                 blob.retention.retain_until_time = until
-                if retention.legal_hold:
-                    blob.temporary_hold = True
             blob.upload_from_string(
                 data,
                 content_type="application/octet-stream",
@@ -205,7 +217,10 @@ class GCSDestination(Destination):
         try:
             call_with_retries(upload, is_transient=is_transient, policy=self.retry, what=what)
         except gexc.PreconditionFailed:
-            return self._already_there(name, key, data)
+            return self._already_there(name, key, data, retention)
+        except gexc.NotFound as exc:
+            # An upload cannot miss an object; only the bucket can be missing.
+            raise DestinationError(f"{what}: bucket {self.bucket_name!r} does not exist") from exc
         except gexc.GoogleAPICallError as exc:
             if isinstance(exc, gexc.BadRequest) and retention is not None:
                 diagnosis = self._diagnose_bucket()
@@ -213,10 +228,26 @@ class GCSDestination(Destination):
                     raise DestinationError(f"{what}: {diagnosis}") from exc
             raise self._permanent(what, exc) from exc
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise DestinationError(f"{what}: credentials problem: {exc}") from exc
+            raise self._auth_error(what, exc) from exc
+        if retention is not None and retention.legal_hold:
+            self._hold(key)
         return PutResult(name=name, size=len(data), created=True, retention=asked)
 
-    def _already_there(self, name: str, key: str, data: bytes) -> PutResult:
+    def _hold(self, key: str) -> None:
+        """Set a temporary hold (our legal hold). The JSON API ignores `temporaryHold` in
+        an upload's metadata, so it is a patch after the upload; a retried put re-applies
+        it if the process died in between."""
+
+        def patch() -> None:
+            blob = self.bucket.blob(key)
+            blob.temporary_hold = True
+            blob.patch(timeout=self.timeout, retry=None)
+
+        self._call(f"set hold on gs://{self.bucket_name}/{key}", patch)
+
+    def _already_there(
+        self, name: str, key: str, data: bytes, retention: RetentionSpec | None
+    ) -> PutResult:
         existing = self.get(name)
         if existing != data:
             raise ObjectConflict(
@@ -224,7 +255,11 @@ class GCSDestination(Destination):
                 f"({len(existing)} stored, {len(data)} offered); refusing to overwrite - "
                 "this is a bug or tampering"
             )
-        return PutResult(name=name, size=len(data), created=False, retention=self.retention(name))
+        stored = self.retention(name)
+        if retention is not None and retention.legal_hold and not stored.legal_hold:
+            self._hold(key)
+            stored = self.retention(name)
+        return PutResult(name=name, size=len(data), created=False, retention=stored)
 
     def _diagnose_bucket(self) -> str | None:
         try:
