@@ -253,9 +253,13 @@ class StreamWriter:
         """Seal everything and write the final "close" checkpoint; the writer is then done."""
         if self.closed:
             return []
-        self._reserved = []  # no more re-fed events will come: seal what we have
         objects = self._preamble()
         objects.extend(self._cut_segments())
+        if self._lines:
+            # Still held back for an incomplete reserved segment, and no more events will
+            # come: seal them anyway (verify will report the overlap with that segment).
+            self._reserved = []
+            objects.extend(self._cut_segments())
         objects.append(self._checkpoint("close"))
         self.closed = True
         return objects
