@@ -1,0 +1,101 @@
+"""The rig fails clearly and quickly: a missing binary, a taken port or a server that
+never comes up give one error naming what failed and its log, and leave nothing running.
+
+These start the real etcd (its own, not the session's control plane); the API server is
+replaced by small scripts where the test is about the API server misbehaving."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import kube_controlplane
+from tests.servers.kube_assets import KubeRigError, find_binary
+from tests.servers.kube_controlplane import KubeControlPlane
+
+
+def _script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def real_etcd(monkeypatch: pytest.MonkeyPatch) -> Path:
+    try:
+        etcd = find_binary("etcd")
+    except KubeRigError as err:
+        pytest.fail(str(err), pytrace=False)
+    monkeypatch.setenv("AUDITLOCK_ETCD", str(etcd))
+    return etcd
+
+
+def test_missing_binary_names_where_it_looked_and_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(tmp_path / "nope" / "kube-apiserver"))
+    plane = KubeControlPlane(tmp_path / "plane")
+    with pytest.raises(KubeRigError) as raised:
+        plane.start()
+    message = str(raised.value)
+    assert "kube-apiserver not found" in message
+    assert str(tmp_path / "nope" / "kube-apiserver") in message
+    assert "make bootstrap" in message and "KUBEBUILDER_ASSETS" in message
+
+
+def test_server_that_exits_at_start_reports_its_exit_code_and_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_etcd: Path
+) -> None:
+    broken = _script(tmp_path, "kube-apiserver", "echo 'E1129 flag --nonsense is bad' >&2; exit 3")
+    monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(broken))
+    plane = KubeControlPlane(tmp_path / "plane", start_timeout=30)
+    with pytest.raises(KubeRigError) as raised:
+        plane.start()
+    message = str(raised.value)
+    assert "kube-apiserver exited with code 3" in message
+    assert str(plane.log_paths["kube-apiserver"]) in message
+    assert "flag --nonsense is bad" in message  # the log's tail is in the error
+    assert plane.processes == []  # etcd was stopped too
+
+
+def test_server_that_never_gets_ready_times_out_and_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_etcd: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    hanging = _script(tmp_path, "kube-apiserver", f"echo $$ > {pid_file}; exec sleep 600")
+    monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(hanging))
+    plane = KubeControlPlane(tmp_path / "plane", start_timeout=3)
+    began = time.monotonic()
+    with pytest.raises(KubeRigError) as raised:
+        plane.start()
+    assert time.monotonic() - began < 30
+    message = str(raised.value)
+    assert "kube-apiserver did not become ready" in message and "within 3 s" in message
+    assert str(plane.log_paths["kube-apiserver"]) in message
+    pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_port_in_use_is_retried_then_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_etcd: Path
+) -> None:
+    # etcd fails first, so the API server is never started; any executable will do.
+    monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(_script(tmp_path, "apiserver", "exit 9")))
+    # Someone else holds the port the kernel offered us (a race with another process).
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        monkeypatch.setattr(kube_controlplane, "free_port", lambda: taken)
+        plane = KubeControlPlane(tmp_path / "plane", start_timeout=30)
+        with pytest.raises(KubeRigError) as raised:
+            plane.start()
+    message = str(raised.value)
+    assert "etcd could not bind its port 3 times" in message
+    assert str(plane.log_paths["etcd"]) in message
+    assert plane.processes == []
