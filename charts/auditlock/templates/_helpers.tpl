@@ -124,3 +124,7 @@ objectSelector:
 objectSelector: {}
 {{- end }}
 {{- end }}
+
+{{- define "auditlock.signingKeySecretName" -}}
+{{- default (printf "%s-collector-key" (include "auditlock.fullname" .)) .Values.collector.signingKeySecret }}
+{{- end }}
