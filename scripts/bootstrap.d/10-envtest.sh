@@ -63,7 +63,7 @@ kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 
-grep -q "k8s.io/kubernetes v$KUBE_VERSION\$" "$here/kube-apiserver/go.mod" ||
+grep -qE "k8s.io/kubernetes v$KUBE_VERSION( |\$)" "$here/kube-apiserver/go.mod" ||
     fail "scripts/envtest/kube-apiserver/go.mod does not require k8s.io/kubernetes v$KUBE_VERSION (versions.env)"
 grep -q "go.etcd.io/etcd/server/v3 v$ETCD_VERSION" "$here/etcd/go.mod" ||
     fail "scripts/envtest/etcd/go.mod does not require go.etcd.io/etcd/server/v3 v$ETCD_VERSION (versions.env)"

@@ -7,8 +7,9 @@
 set -euo pipefail
 version="${1:?usage: gen-kube-gomod.sh 1.Y.Z}"
 dir="$(cd "$(dirname "$0")" && pwd)/kube-apiserver"
-proxy="${GOPROXY%%,*}"
-proxy="${proxy:-https://proxy.golang.org}"
+proxy="$(go env GOPROXY)"
+proxy="${proxy%%,*}"
+case "$proxy" in http*) ;; *) proxy="https://proxy.golang.org" ;; esac
 upstream="$(curl -fsS "$proxy/k8s.io/kubernetes/@v/v$version.mod")"
 staging="$(printf '%s\n' "$upstream" | sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p')"
 {
