@@ -15,8 +15,11 @@ CLUSTER="${CLUSTER:-auditlock}"
 TAG="${TAG:-dev}"
 RELEASE_NAMESPACE="${RELEASE_NAMESPACE:-auditlock-system}"
 APP_NAMESPACE="${APP_NAMESPACE:-auditlock-demo}"
-# Must match the server in scripts/kind/audit-webhook.kubeconfig.
+# Must match the server and token in scripts/kind/audit-webhook.kubeconfig.
 AUDIT_CLUSTER_IP="10.96.0.200"
+AUDIT_TOKEN="auditlock-kind-demo-token"
+# The demo S3 store (examples/demo/seaweedfs.yaml) also keeps the operator's own trail.
+S3_ENDPOINT="http://seaweedfs.auditlock-storage.svc.cluster.local:8333"
 # How long the sample app runs before the trail is verified: longer than the collector's
 # checkpoint interval (one minute), so at least one signed checkpoint is stored.
 SETTLE_SECONDS="${SETTLE_SECONDS:-90}"
@@ -64,9 +67,19 @@ docker build -f sidecar/Dockerfile -t "auditlock/sidecar:$TAG" .
 step "3/8 load images into the cluster's nodes"
 kind load docker-image --name "$CLUSTER" "auditlock/operator:$TAG" "auditlock/sidecar:$TAG"
 
-step "4/8 helm install auditlock into $RELEASE_NAMESPACE"
+step "4/8 demo S3 store with Object Lock (SeaweedFS) and its bucket"
+kubectl apply -f examples/demo/seaweedfs.yaml
+kubectl -n auditlock-storage rollout status deployment/seaweedfs --timeout=180s
+for ns in "$RELEASE_NAMESPACE" "$APP_NAMESPACE"; do
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+    kubectl apply -n "$ns" -f examples/demo/s3-credentials.yaml
+done
+kubectl apply -n "$APP_NAMESPACE" -f examples/demo/create-bucket-job.yaml
+kubectl wait -n "$APP_NAMESPACE" --for=condition=complete job/create-bucket --timeout=180s
+
+step "5/8 helm install auditlock into $RELEASE_NAMESPACE"
 helm upgrade --install auditlock charts/auditlock \
-    --namespace "$RELEASE_NAMESPACE" --create-namespace \
+    --namespace "$RELEASE_NAMESPACE" \
     --set image.operator.repository=auditlock/operator \
     --set image.operator.tag="$TAG" \
     --set image.operator.pullPolicy=Never \
@@ -74,15 +87,14 @@ helm upgrade --install auditlock charts/auditlock \
     --set image.sidecar.tag="$TAG" \
     --set image.sidecar.pullPolicy=Never \
     --set auditIntake.clusterIP="$AUDIT_CLUSTER_IP" \
+    --set auditIntake.token="$AUDIT_TOKEN" \
+    --set clusterName=kind-"$CLUSTER" \
+    --set collector.destination.url=s3://auditlock-demo/cluster \
+    --set collector.destination.retentionDays=1 \
+    --set collector.destination.options.endpoint_url="$S3_ENDPOINT" \
+    --set collector.destination.options.region=us-east-1 \
+    --set collector.credentialsSecret=auditlock-s3 \
     --wait --timeout 5m
-
-step "5/8 demo S3 store with Object Lock (SeaweedFS) and its bucket"
-kubectl apply -f examples/demo/seaweedfs.yaml
-kubectl -n auditlock-storage rollout status deployment/seaweedfs --timeout=180s
-kubectl create namespace "$APP_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
-kubectl apply -n "$APP_NAMESPACE" -f examples/demo/s3-credentials.yaml
-kubectl apply -n "$APP_NAMESPACE" -f examples/demo/create-bucket-job.yaml
-kubectl wait -n "$APP_NAMESPACE" --for=condition=complete job/create-bucket --timeout=180s
 
 step "6/8 AuditPolicy (s3://auditlock-demo/orders) and the sample app"
 kubectl apply -n "$APP_NAMESPACE" -f examples/auditpolicy-s3.yaml
@@ -113,11 +125,10 @@ for _ in $(seq 1 30); do
     grep -q "Forwarding from" "$workdir/pf.log" && break
     sleep 1
 done
-AWS_ENDPOINT_URL=http://127.0.0.1:18333 \
-AWS_ACCESS_KEY_ID=AUDITLOCKDEMO \
-AWS_SECRET_ACCESS_KEY=auditlock-demo-secret \
-AWS_DEFAULT_REGION=us-east-1 \
-    "$AUDITLOCK" verify s3://auditlock-demo/orders --public-key "$workdir/orders.pub.pem"
+# The endpoint rides in the URL (sinks.open understands ?endpoint=&region=).
+AWS_ACCESS_KEY_ID=AUDITLOCKDEMO AWS_SECRET_ACCESS_KEY=auditlock-demo-secret \
+    "$AUDITLOCK" verify "s3://auditlock-demo/orders?endpoint=http://127.0.0.1:18333&region=us-east-1" \
+    --public-key "$workdir/orders.pub.pem"
 
 echo
 echo "Done. Explore with: kubectl get auditpolicies -A; kubectl describe auditpolicy -n $APP_NAMESPACE orders"

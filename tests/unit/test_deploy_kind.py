@@ -139,7 +139,11 @@ def test_audit_webhook_points_at_the_charts_audit_service_ip() -> None:
     contexts = {c["name"]: c["context"] for c in config["contexts"]}
     current = contexts[config["current-context"]]
     assert current["cluster"] in {c["name"] for c in config["clusters"]}
-    assert current["user"] in {u["name"] for u in config["users"]}
+    users = {u["name"]: u["user"] for u in config["users"]}
+    # The operator refuses /audit without the token the chart was installed with.
+    token = users[current["user"]]["token"]
+    assert f'AUDIT_TOKEN="{token}"' in script
+    assert 'auditIntake.token="$AUDIT_TOKEN"' in script
 
 
 def test_quickstart_script_parses() -> None:
