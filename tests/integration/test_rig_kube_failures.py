@@ -6,15 +6,18 @@ replaced by small scripts where the test is about the API server misbehaving."""
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.servers import kube_controlplane
-from tests.servers.kube_assets import KubeRigError, find_binary
+from tests.servers.kube_assets import REPO_ROOT, KubeRigError, find_binary
 from tests.servers.kube_controlplane import KubeControlPlane
 
 
@@ -99,3 +102,51 @@ def test_port_in_use_is_retried_then_reported(
     assert "etcd could not bind its port 3 times" in message
     assert str(plane.log_paths["etcd"]) in message
     assert plane.processes == []
+
+
+INNER_FAILING_TEST = """
+from kubernetes import client
+
+
+def test_reads_a_secret_then_fails(kube_apiserver):
+    ns = kube_apiserver.create_namespace("inner-ns")
+    with kube_apiserver.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_secret(ns, {"metadata": {"name": "marker-4711"}})
+        core.read_namespaced_secret("marker-4711", ns)
+    raise AssertionError("on purpose")
+"""
+
+
+def test_failed_test_report_carries_the_server_logs_of_that_test(tmp_path: Path) -> None:
+    # A separate pytest run (its own control plane) whose only test fails on purpose.
+    test_file = tmp_path / "test_inner.py"
+    test_file.write_text(INNER_FAILING_TEST)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(test_file),
+            "-p",
+            "tests.servers.kube",
+            "-p",
+            "no:cacheprovider",
+            f"--rootdir={tmp_path}",
+            f"--basetemp={tmp_path / 'inner-tmp'}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "AssertionError: on purpose" in out
+    assert "kube-apiserver log (tail, call)" in out
+    audit_section = out[out.index("audit log (tail, call)") :]
+    # The audit log part shows what the API server recorded during the test.
+    assert '"name":"marker-4711"' in audit_section
+    assert str(tmp_path / "inner-tmp") in audit_section  # the path of the full log
