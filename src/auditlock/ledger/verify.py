@@ -240,7 +240,15 @@ class _Verifier:
             if info.mode is None or until is None:
                 self._find("not-locked", "object has no retention lock", object=name)
                 continue
-            written = self.object_time.get(name, self.now_ns)
+            # The signed time an object attests (checkpoints, the segments they cover);
+            # else the store's own record of when it was written (keys, rotations).
+            written = self.object_time.get(name)
+            if written is None:
+                written = (
+                    int(info.written_at.timestamp()) * 1_000_000_000
+                    if info.written_at is not None
+                    else self.now_ns
+                )
             needed = written + int(days * 86400 * 1e9)
             until_ns = int(until.astimezone(UTC).timestamp()) * 1_000_000_000
             if until_ns < needed:
@@ -561,40 +569,42 @@ class _EventScan:
         self, lines: list[bytes], skip: int, seq: int, prev: bytes | None
     ) -> tuple[list[bytes], bytes | None, int]:
         """Leaf hashes of lines[skip:]; report broken lines; returns (leaves, prev, #bad)."""
+        body = lines[skip:] if skip else lines
+        if prev is not None and body:
+            # Fast path, in bulk: hash every line, then compare every line's prefix and
+            # suffix with the bytes FORMAT.md says they must be. No JSON parsing.
+            sha = hashlib.sha256
+            leaves = [sha(b"\x00" + line).digest() for line in body]
+            hexes = binascii.hexlify(b"".join([prev, *leaves[:-1]]))
+            form = b',"prev":"%b","seq":%d,"stream":"' + self.stream_b + b'"}'
+            expected = [form % (hexes[i * 64 : i * 64 + 64], seq + i) for i in range(len(body))]
+            prefix = self.prefix
+            if all(map(bytes.endswith, body, expected)) and all(
+                line.startswith(prefix) for line in body
+            ):
+                return leaves, leaves[-1], 0
+        return self._scan_slowly(lines, skip, seq, prev)
+
+    def _scan_slowly(
+        self, lines: list[bytes], skip: int, seq: int, prev: bytes | None
+    ) -> tuple[list[bytes], bytes | None, int]:
+        """Line by line, diagnosing each broken line and resynchronising after it."""
         sha = hashlib.sha256
         hexlify = binascii.hexlify
         prefix = self.prefix
         stream_b = self.stream_b
         leaves: list[bytes] = []
-        append = leaves.append
         bad = 0
-        index = skip
-        n = len(lines)
-        while index < n:
+        for line in lines[skip:]:
             if prev is None:  # after a gap: accept this line's own prev, check the rest
-                prev = _claimed_prev(lines[index])
-            # The hot loop: no JSON parsing, one hash per line.
-            for index in range(index, n):  # noqa: B020 - resumed after a broken line
-                line = lines[index]
-                if not (
-                    line.startswith(prefix)
-                    and line.endswith(
-                        b',"prev":"%b","seq":%d,"stream":"%b"}' % (hexlify(prev), seq, stream_b)
-                    )
-                ):
-                    break
-                prev = sha(b"\x00" + line).digest()
-                append(prev)
-                seq += 1
-            else:
-                return leaves, prev, bad
-            bad += 1
-            line = lines[index]
-            self._diagnose(line, seq, prev)
+                prev = _claimed_prev(line)
+            suffix = b',"prev":"%b","seq":%d,"stream":"%b"}' % (hexlify(prev), seq, stream_b)
+            if not (line.startswith(prefix) and line.endswith(suffix)):
+                bad += 1
+                self._diagnose(line, seq, prev)
             prev = sha(b"\x00" + line).digest()
-            append(prev)
+            leaves.append(prev)
             seq += 1
-            index += 1
         return leaves, prev, bad
 
     def _diagnose(self, line: bytes, seq: int, prev: bytes | None) -> None:

@@ -37,7 +37,13 @@ class RetentionSpec:
     legal_hold: bool = False
 
     def retain_until(self, written_at: datetime) -> datetime:
-        return written_at + self.period
+        """`written_at + period`, rounded *up* to a whole second: S3 and GCS keep
+        retain-until dates in whole seconds, and a lock must never end before it was
+        promised to."""
+        until = written_at + self.period
+        if until.microsecond:
+            until = until.replace(microsecond=0) + timedelta(seconds=1)
+        return until
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class ObjectRetention:
     mode: LockMode | None
     retain_until: datetime | None
     legal_hold: bool = False
+    # When the store says the object was written (S3 LastModified, GCS timeCreated), so a
+    # verifier can judge "locked for N days after it was written" for objects that carry
+    # no signed time of their own (public keys, rotation records).
+    written_at: datetime | None = None
 
 
 @dataclass(frozen=True)

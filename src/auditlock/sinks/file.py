@@ -217,6 +217,11 @@ class FileDestination(Destination):
                 mode=LockMode(record["mode"]),
                 retain_until=datetime.fromisoformat(record["retain_until"]),
                 legal_hold=bool(record.get("legal_hold", False)),
+                written_at=(
+                    datetime.fromisoformat(record["written_at"])
+                    if record.get("written_at")
+                    else None
+                ),
             )
         except FileNotFoundError:
             return None

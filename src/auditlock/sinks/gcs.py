@@ -336,7 +336,13 @@ class GCSDestination(Destination):
             mode = LockMode.LOCKED if locked else LockMode.UNLOCKED
         if until is not None:
             until = until.astimezone(UTC)
-        return ObjectRetention(mode=mode, retain_until=until, legal_hold=hold)
+        created: datetime | None = blob.time_created
+        return ObjectRetention(
+            mode=mode,
+            retain_until=until,
+            legal_hold=hold,
+            written_at=created.astimezone(UTC) if created is not None else None,
+        )
 
     def _bucket_policy_locked(self) -> bool:
         if self._bucket_meta is None:

@@ -379,10 +379,12 @@ class S3Destination(Destination):
         until = head.get("ObjectLockRetainUntilDate")
         if isinstance(until, datetime):
             until = until.astimezone(UTC)
+        written = head.get("LastModified")
         return ObjectRetention(
             mode=FROM_S3_MODE.get(mode) if mode else None,
             retain_until=until,
             legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+            written_at=written.astimezone(UTC) if isinstance(written, datetime) else None,
         )
 
     # -- checking --------------------------------------------------------------------
