@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class Checkpoint:
     def closed(self) -> bool:
         return self.kind == "close"
 
-    @property
+    @functools.cached_property
     def time_ns(self) -> int:
         return parse_ns(self.time)
 

@@ -27,5 +27,6 @@ def decode_segment(data: bytes, *, compressed: bool) -> list[bytes]:
             raise FormatError(f"segment is not valid gzip ({exc})") from None
     if not data.endswith(b"\n"):
         raise FormatError("segment does not end with a newline (truncated)")
-    lines = data[:-1].split(b"\n")
+    lines = data.split(b"\n")
+    lines.pop()  # the empty string after the final newline
     return lines

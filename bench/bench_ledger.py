@@ -1,0 +1,103 @@
+"""Ledger speed on one core: build (encode, chain, Merkle, sign) and verify from file://.
+
+    .venv/bin/python bench/bench_ledger.py [--events 1000000] [--segment-events 1000]
+
+Figures are CPU seconds of this process (time.process_time), i.e. one core, so they hold
+on a shared machine; wall-clock time is printed beside them. Prints events/s for:
+  build   StreamWriter.append + seal of fixed-size (~300-byte canonical) events, checkpoint
+          signed per segment; pure CPU, nothing stored (storing is the sink's benchmark)
+  verify  `auditlock.ledger.verify` of the same ledger written to a file:// store:
+          listing, reading, hashing every line, chain, Merkle roots, signatures, and the
+          per-object retention read-back; once more without the retention read-back
+Targets (issue 3): build >= 200,000 events/s, verify >= 300,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+from auditlock import sinks
+from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.keys import Signer, generate
+from auditlock.ledger.normalize import normalize_event
+from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock
+from auditlock.ledger.timestamps import format_ns
+from auditlock.ledger.verify import VerifyOptions, verify
+from auditlock.ledger.writer import StreamWriter
+
+
+def fixed_event(i: int) -> dict[str, Any]:
+    """A ~300-byte event; only the id, time and a counter vary (fixed widths)."""
+    return normalize_event(
+        {
+            "id": f"evt-{i:012d}",
+            "time": format_ns(DEFAULT_START_NS + i * 1_000_000),
+            "category": "access",
+            "action": "get",
+            "outcome": "success",
+            "actor": {"kind": "user", "name": "alice", "ip": "10.1.2.3"},
+            "target": {"resource": "secrets", "namespace": "pay", "name": "db"},
+            "source": {"cluster": "eu1", "namespace": "pay", "pod": "api-7d9f8c6b5-x2x9z"},
+            "details": {"n": i % 1000},
+        }
+    )
+
+
+def build(n: int, segment_events: int, dest: Any) -> tuple[float, float]:
+    """(cpu, wall) seconds spent in append/seal/close; the events of each segment are made
+    just before they are appended (as in the sidecar, where they arrive fresh from intake)
+    and that making is not counted."""
+    signer = Signer(generate())
+    clock = SimulatedClock(DEFAULT_START_NS)
+    writer = StreamWriter.resume(dest, "bench", signer, retention=None, clock=clock)
+    cpu = wall = 0.0
+    append, seal = writer.append, writer.seal
+    for start in range(0, n, segment_events):
+        batch = [fixed_event(i) for i in range(start, min(n, start + segment_events))]
+        c0, w0 = time.process_time(), time.perf_counter()
+        for event in batch:
+            append(event)
+        clock.now += 1_000_000_000
+        objects = seal()
+        cpu += time.process_time() - c0
+        wall += time.perf_counter() - w0
+        writer.store(objects)
+    writer.store(writer.close())
+    return cpu, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--segment-events", type=int, default=1000)
+    args = parser.parse_args()
+    n = args.events
+    print(f"# bench_ledger: {n} events, {args.segment_events} per segment, pid {os.getpid()}")
+    size = sum(len(canonical_bytes(fixed_event(i))) for i in range(1000)) / 1000
+    print(f"event size (canonical): {size:.0f} bytes")
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = sinks.open(f"file://{tmp}/store", fsync=False)
+        cpu, wall = build(n, args.segment_events, dest)
+        print(
+            f"build:  {n / cpu:,.0f} events/s on one core "
+            f"({cpu:.2f} s CPU, {wall:.2f} s wall; encode+chain+Merkle+sign, storing excluded)"
+        )
+        objects = len(list(dest.list()))
+        for retention in (True, False):
+            c0, w0 = time.process_time(), time.perf_counter()
+            report = verify(dest, VerifyOptions(check_retention=retention))
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            assert report.ok and report.events_verified == n, report.summary()
+            label = "with" if retention else "without"
+            print(
+                f"verify: {n / cpu:,.0f} events/s on one core ({cpu:.2f} s CPU, {wall:.2f} s "
+                f"wall; {label} retention read-back of {objects} objects)"
+            )
+
+
+if __name__ == "__main__":
+    main()
