@@ -78,6 +78,11 @@ class FakeGCS:
     def log_path(self) -> Path:
         return self.workdir / "fake-gcs-server.log"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process id while running (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     @classmethod
     @contextlib.contextmanager
     def started(cls, workdir: Path) -> Iterator[FakeGCS]:

@@ -130,6 +130,11 @@ class SeaweedFS:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process id while running (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     @classmethod
     @contextlib.contextmanager
     def started(cls, workdir: Path) -> Iterator[SeaweedFS]:
