@@ -63,13 +63,13 @@ def test_verify_passes_and_reports_json(store: Path, keys: Path) -> None:
 
 
 def test_verify_usage_errors_exit_2_without_traceback(tmp_path: Path, keys: Path) -> None:
-    code, out, err = cli("verify", f"file://{tmp_path}/missing")
+    code, _, err = cli("verify", f"file://{tmp_path}/missing")
     assert code == 2 and "no such directory" in err and "Traceback" not in err
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
-    code, out, err = cli("verify", f"file://{tmp_path}", "--public-key", str(bad))
+    code, _, err = cli("verify", f"file://{tmp_path}", "--public-key", str(bad))
     assert code == 2 and "not a PEM public key" in err
-    code, out, err = cli("verify", "ftp://example/x")
+    code, _, err = cli("verify", "ftp://example/x")
     assert code == 2 and "error:" in err
     code, _out, err = cli("verify", f"file://{tmp_path}", "--since", "yesterday")
     assert code == 2 and "--since" in err
