@@ -7,14 +7,14 @@ test: bootstrap lint
 	.venv/bin/python -m pytest
 
 demo: bootstrap
-	.venv/bin/auditlock demo
+	.venv/bin/python scripts/demo.py
 
 bootstrap:
 	bash scripts/bootstrap.sh
 
 lint:
-	.venv/bin/ruff check src tests bench
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/ruff format --check src tests bench scripts
 	.venv/bin/mypy
 
 bench: bootstrap

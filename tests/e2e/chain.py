@@ -471,13 +471,13 @@ class Chain:
             return str(exc.response["Error"]["Code"])
         return "deleted"
 
-    def tampered_copy(self, name: str) -> Path:
-        """Copy the pod trail to a local folder and flip one byte of one event."""
+    def copy_trail(self, prefix: str, target: Path, *, tamper: str | None = None) -> Path:
+        """Copy a trail from the bucket into a plain folder (a `file://` ledger without
+        retention metadata), optionally flipping one byte of one event in `tamper`."""
         from auditlock import sinks
         from auditlock.ledger.segment import decode_segment
 
-        source = sinks.open(self.pod_prefix, **self._s3().destination_options())
-        target = self.workdir / "tampered"
+        source = sinks.open(prefix, **self._s3().destination_options())
         if target.exists():
             shutil.rmtree(target)
         try:
@@ -485,14 +485,18 @@ class Chain:
                 path = target / obj
                 path.parent.mkdir(parents=True, exist_ok=True)
                 data = source.get(obj)
-                if obj == name:
+                if obj == tamper:
                     data = _flip_event_byte(
-                        data, compressed=name.endswith(".gz"), decode=decode_segment
+                        data, compressed=obj.endswith(".gz"), decode=decode_segment
                     )
                 path.write_bytes(data)
         finally:
             source.close()
         return target
+
+    def tampered_copy(self, name: str) -> Path:
+        """Copy the pod trail to a local folder and flip one byte of one event."""
+        return self.copy_trail(self.pod_prefix, self.workdir / "tampered", tamper=name)
 
     def stop_collector_gracefully(self) -> int | None:
         assert self.collector is not None
