@@ -10,6 +10,7 @@ s3:// never imports google-cloud-storage and one writing to gs:// never imports 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,4 +71,8 @@ def open(url: str, **options: Any) -> Destination:  # shadows the builtin on pur
             f"install it with: pip install 'auditlock[{extra}]'"
         ) from exc
     factory: Callable[..., Destination] = getattr(module, class_name)
+    try:
+        inspect.signature(factory).bind(url, **options)
+    except TypeError as exc:
+        raise DestinationError(f"{scheme}:// destination: {exc}") from exc
     return factory(url, **options)

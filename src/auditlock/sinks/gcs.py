@@ -9,8 +9,9 @@ and `retention()` reports the later of the two. `legal_hold` maps to a temporary
 
 Connection settings, most specific first:
   * options to `sinks.open(url, ...)`: endpoint (an emulator or private endpoint),
-    project, credentials (a google.auth Credentials object), credentials_file (a
-    service-account JSON), anonymous (emulators only), timeout, retry (a RetryPolicy);
+    project, credentials (a google.auth Credentials object), credentials_file (path to
+    a service-account JSON key), credentials_info (that JSON, parsed), anonymous
+    (emulators only), timeout, retry (a RetryPolicy);
   * URL query: `gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=p`;
   * the environment: STORAGE_EMULATOR_HOST (then credentials default to anonymous),
     GOOGLE_APPLICATION_CREDENTIALS, workload identity / metadata server (Application
@@ -88,6 +89,7 @@ class GCSDestination(Destination):
         project: str | None = None,
         credentials: Any = None,
         credentials_file: str | None = None,
+        credentials_info: dict[str, Any] | None = None,
         anonymous: bool | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
@@ -108,10 +110,14 @@ class GCSDestination(Destination):
         self.endpoint = endpoint or query.get("endpoint") or emulator
         self.project = project or query.get("project")
         self.anonymous = anonymous if anonymous is not None else (
-            credentials is None and credentials_file is None and bool(self.endpoint)
+            credentials is None
+            and credentials_file is None
+            and credentials_info is None
+            and bool(self.endpoint)
         )  # fmt: skip
         self._credentials = credentials
         self._credentials_file = credentials_file
+        self._credentials_info = credentials_info
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         # One client per thread: the client's HTTP session is not documented thread-safe.
@@ -136,6 +142,12 @@ class GCSDestination(Destination):
                     self._credentials_file, project=self.project, client_options=options
                 )
             credentials = self._credentials
+            if self._credentials_info is not None:
+                from google.oauth2 import service_account
+
+                credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                    self._credentials_info
+                )
             if self.anonymous:
                 from google.auth.credentials import AnonymousCredentials
 

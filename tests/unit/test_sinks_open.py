@@ -1,0 +1,68 @@
+"""`sinks.open`: scheme selection, options, and URL parsing (no network)."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from auditlock import sinks
+from auditlock.sinks import DestinationError
+from auditlock.sinks.gcs import GCSDestination
+from auditlock.sinks.s3 import S3Destination
+
+
+def test_unknown_option_is_a_destination_error_naming_it() -> None:
+    with pytest.raises(DestinationError, match="bogus"):
+        sinks.open("s3://bucket/p", bogus=1)
+
+
+def test_s3_url_parts_and_query() -> None:
+    dest = sinks.open("s3://bkt/a/b/?endpoint=http://127.0.0.1:9&region=eu-west-1&addressing=path")
+    assert isinstance(dest, S3Destination)
+    assert (dest.bucket, dest.prefix) == ("bkt", "a/b")
+    assert dest.endpoint_url == "http://127.0.0.1:9" and dest.region == "eu-west-1"
+    assert dest.addressing_style == "path"
+
+
+def test_s3_options_win_over_query() -> None:
+    dest = sinks.open("s3://bkt?endpoint=http://a", endpoint_url="http://b")
+    assert isinstance(dest, S3Destination) and dest.endpoint_url == "http://b"
+
+
+def test_bad_addressing_style_is_refused() -> None:
+    with pytest.raises(DestinationError, match="addressing style"):
+        sinks.open("s3://bkt?addressing=sideways")
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "gs://", "gs:///x"])
+def test_url_without_bucket_is_refused(url: str) -> None:
+    with pytest.raises(DestinationError, match="BUCKET"):
+        sinks.open(url)
+
+
+def test_gcs_service_account_info_builds_credentials_without_network() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "client_email": "trail-writer@acme.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+        "project_id": "acme",
+    }
+    dest = sinks.open("gs://bkt/p", credentials_info=info)
+    assert isinstance(dest, GCSDestination) and not dest.anonymous
+    creds = dest.client._credentials
+    assert creds.service_account_email == "trail-writer@acme.iam.gserviceaccount.com"
+
+
+def test_gcs_emulator_env_means_anonymous(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    dest = sinks.open("gs://bkt/p")
+    assert isinstance(dest, GCSDestination)
+    assert dest.endpoint == "http://127.0.0.1:1" and dest.anonymous
