@@ -48,6 +48,10 @@ class _Broken(Exception):
     """The tail cannot be continued; the message says why (logged)."""
 
 
+class _Closed(_Broken):
+    """The newest epoch ended with a close checkpoint: the normal way to a new epoch."""
+
+
 def plan_resume(destination: Destination, stream: str, signer: Signer) -> ResumePlan:
     checkpoints: dict[int, dict[int, str]] = {}
     segments: dict[int, list[ObjectName]] = {}
@@ -73,7 +77,8 @@ def plan_resume(destination: Destination, stream: str, signer: Signer) -> Resume
         return plan
     except (_Broken, FormatError, SignatureError, DestinationError) as exc:
         digest = _last_digest(destination, checkpoints, epoch + 1)
-        log.warning("stream %s: starting epoch %d: %s", stream, epoch + 1, exc)
+        level = logging.INFO if isinstance(exc, _Closed) else logging.WARNING
+        log.log(level, "stream %s: starting epoch %d: %s", stream, epoch + 1, exc)
         return ResumePlan(epoch=epoch + 1, need_genesis=True, checkpoint_digest=digest)
 
 
@@ -100,7 +105,7 @@ def _continue_from(
     if cp.key_id == signer.key_id:
         verify(signer.public, signed.signature, signed.body, by_index[last])
     if cp.closed:
-        raise _Broken(f"epoch {epoch} was closed")
+        raise _Closed(f"epoch {epoch} was closed")
     return ResumePlan(
         epoch=epoch,
         need_genesis=False,

@@ -245,7 +245,7 @@ class StreamWriter:
     def heartbeat(self) -> list[PendingObject]:
         """A checkpoint now, sealing any appended events first."""
         objects = self.seal()
-        if not any(o.kind == "checkpoint" and o.checkpoint_index != 0 for o in objects):
+        if not any(o.kind == "checkpoint" for o in objects):
             objects.append(self._checkpoint("heartbeat"))
         return objects
 
