@@ -150,3 +150,42 @@ def test_failed_test_report_carries_the_server_logs_of_that_test(tmp_path: Path)
     # The audit log part shows what the API server recorded during the test.
     assert '"name":"marker-4711"' in audit_section
     assert str(tmp_path / "inner-tmp") in audit_section  # the path of the full log
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from tests.servers.kube_controlplane import KubeControlPlane
+plane = KubeControlPlane(Path(sys.argv[1]))
+plane.start()
+print(" ".join(str(p.popen.pid) for p in plane.processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status
+
+
+def test_servers_die_with_a_killed_test_process(tmp_path: Path) -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(tmp_path / "plane")],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        pids = [int(p) for p in starter.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        starter.kill()  # SIGKILL: no teardown runs in the test process
+        starter.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"servers still running: {pids}"
+        time.sleep(0.2)

@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,13 +64,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Linux: the server gets SIGTERM if the test process dies without tearing it down
-    # (e.g. killed by a CI timeout), so no etcd/kube-apiserver is left behind.
+def _load_prctl() -> Any:
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return None
+
+
+# Looked up once here: the child runs _die_with_parent between fork and exec, where it
+# must not load libraries or allocate much (other threads of pytest may hold locks).
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Linux: the server is killed if the thread that started it dies without tearing it
+    # down (e.g. pytest killed by a CI timeout), so no etcd/kube-apiserver is left.
+    # SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown can hang for minutes when
+    # etcd dies at the same moment, and nothing here is worth a clean shutdown.
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = 40, start: int = 0) -> str:
@@ -125,7 +138,11 @@ def _start_process(name: str, argv: list[str], log_path: Path) -> ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            # The death signal follows the starting *thread*: only tie it to the main
+            # thread, so a server started from a short-lived worker thread survives it.
+            preexec_fn=(
+                _die_with_parent if threading.current_thread() is threading.main_thread() else None
+            ),
         )
     return ServerProcess(name, popen, log_path)
 
