@@ -164,7 +164,7 @@ def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
             end = unpacker.tell()  # after the last complete entry
     except ProtocolError:
         raise
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except Exception as exc:  # any msgpack decode error (incl. TypeError: unhashable key)
         raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
     if end != len(data):
         raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")

@@ -157,6 +157,10 @@ class _Connection:
             except ProtocolError as exc:
                 failure = ConnectionClosed(exc.reason, str(exc))
                 break
+            except Exception as exc:  # a decoder gap: still only this connection's problem
+                log.exception("unexpected error decoding a forward message from %s", self.peer)
+                failure = ConnectionClosed("bad_message", f"undecodable message: {exc!r:.200}")
+                break
             chunk = option.get("chunk") if option else None
             batch.add(entries, chunk)
         if batch.entries or batch.chunks:

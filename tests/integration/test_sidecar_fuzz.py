@@ -1,0 +1,207 @@
+"""Bad input on the Forward port: ≥10,000 random and mutated frames (hypothesis), oversized
+frames, wrong types and invalid UTF-8, against a real sidecar process.
+
+Each frame goes on its own connection. Whatever it is, the sidecar must either answer
+(an ack for a valid chunk) or close that connection with a logged reason and a counter;
+it must never crash, and a well-behaved client must keep getting acks throughout.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditlock.sidecar.sources.forward import protocol
+from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process
+
+T = 1_764_428_645
+FRAMES = 10_000
+BATCH = 100
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(0, 9), inner, max_size=4)
+    ),
+    max_leaves=6,
+)
+records = st.fixed_dictionaries(
+    {"action": st.sampled_from(["read", "", 5]), "actor": st.sampled_from(["a", None, {}])},
+    optional={"category": st.sampled_from(["access", "bogus"]), "x": values},
+)
+times = st.sampled_from([T, T + 0.5, -1, "now", None]) | st.builds(
+    lambda ns: protocol.pack_event_time(ns), st.integers(0, 2**32 * 10**9 - 1)
+)
+options = st.none() | st.fixed_dictionaries(
+    {}, optional={"chunk": st.text(min_size=1, max_size=8) | st.integers(-9, 99), "size": values,
+                  "compressed": st.sampled_from(["gzip", "text", "zstd"])}
+)  # fmt: skip
+
+
+@st.composite
+def valid_shaped(draw: Any) -> bytes:
+    tag = draw(st.sampled_from(["app.access", "x", ""]) | st.text(max_size=8))
+    mode = draw(st.sampled_from(["message", "forward", "packed"]))
+    option = draw(options)
+    if mode == "message":
+        message: list[Any] = [tag, draw(times), draw(records | values)]
+    elif mode == "forward":
+        message = [tag, draw(st.lists(st.tuples(times, records).map(list), max_size=4))]
+    else:
+        entries = draw(st.lists(st.tuples(times, records).map(list), max_size=4))
+        message = [tag, b"".join(msgpack.packb(e) for e in entries)]
+    if option is not None:
+        message.append(option)
+    return bytes(msgpack.packb(message, use_bin_type=draw(st.booleans())))
+
+
+@st.composite
+def mutated(draw: Any) -> bytes:
+    frame = bytearray(draw(valid_shaped()))
+    for _ in range(draw(st.integers(1, 4))):
+        if not frame:
+            break
+        at = draw(st.integers(0, len(frame) - 1))
+        action = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        if action == "flip":
+            frame[at] ^= 1 << draw(st.integers(0, 7))
+        elif action == "truncate":
+            del frame[at:]
+        elif action == "insert":
+            frame[at:at] = draw(st.binary(min_size=1, max_size=4))
+        else:
+            del frame[at]
+    return bytes(frame)
+
+
+invalid_utf8 = st.builds(
+    lambda junk: b"\x93" + b"\xa4" + junk + msgpack.packb(T) + msgpack.packb({"a": 1}),
+    st.sampled_from([b"\xff\xfe\xfd\xfc", b"ab\xc3\x28", b"\xed\xa0\x80a"]),
+)
+frames = (
+    st.binary(max_size=300)
+    | values.map(lambda v: bytes(msgpack.packb(v)))
+    | valid_shaped()
+    | mutated()
+    | invalid_utf8
+)
+
+
+def exchange(port: int, frame: bytes) -> bytes:
+    """Send one frame on a fresh connection, half-close, read what comes back until EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(frame)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return b""  # the sidecar already closed it: an accepted outcome
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+
+
+def control_ack(port: int, chunk: str) -> Any:
+    """A well-behaved client: one valid event with a chunk must be acked."""
+    frame = msgpack.packb(
+        ["app.access", T, {"action": "read", "actor": "ok", "target": "t"}, {"chunk": chunk}]
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(frame)
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = sock.recv(4096)
+            assert data, "control connection closed without an ack"
+            unpacker.feed(data)
+            for message in unpacker:
+                return message
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def fuzz_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    workdir = tmp_path_factory.mktemp("fuzz")
+    config = make_config(workdir, ports=True, sources={"forward": {"max_frame_bytes": 1024 * 1024}})
+    with sidecar_process(workdir, config) as proc:
+        proc.start()
+        yield proc
+
+
+@pytest.mark.slow
+def test_ten_thousand_random_and_mutated_frames(fuzz_sidecar: SidecarProcess) -> None:
+    port = fuzz_sidecar.forward_port
+    sent = 0
+    started = time.monotonic()
+
+    # Frames are drawn in batches of 100: hypothesis spends most of its time per example,
+    # not per frame, so this keeps 10,000 frames within about a minute.
+    @settings(
+        max_examples=FRAMES // BATCH,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(batch=st.lists(frames, min_size=BATCH, max_size=BATCH))
+    def send(batch: list[bytes]) -> None:
+        nonlocal sent
+        for frame in batch:
+            answer = exchange(port, frame)
+            sent += 1
+            if answer:  # the only thing ever sent back without a handshake: acks
+                unpacker = msgpack.Unpacker(raw=False)
+                unpacker.feed(answer)
+                assert all(isinstance(m, dict) and list(m) == ["ack"] for m in unpacker), answer
+        assert fuzz_sidecar.proc is not None and fuzz_sidecar.proc.poll() is None
+        assert control_ack(port, f"control-{sent}") == {"ack": f"control-{sent}"}
+
+    send()
+    assert sent >= FRAMES
+    assert fuzz_sidecar.proc is not None and fuzz_sidecar.proc.poll() is None, fuzz_sidecar.tail()
+    assert control_ack(port, "control-end") == {"ack": "control-end"}
+    text = fuzz_sidecar.metrics()
+    closed = metric(text, "auditlock_sidecar_forward_connections_closed_total")
+    rejected = metric(text, "auditlock_sidecar_events_rejected_total")
+    assert closed > FRAMES / 10, "bad frames should close their connections"
+    assert rejected > 0
+    log = fuzz_sidecar.log_path.read_text()
+    assert "closing forward connection" in log
+    assert "Traceback" not in log, fuzz_sidecar.tail(60)
+    print(f"{sent} frames in {time.monotonic() - started:.1f}s; {closed:.0f} connections closed")
+
+
+def test_oversized_frame_and_huge_declared_length(fuzz_sidecar: SidecarProcess) -> None:
+    port = fuzz_sidecar.forward_port
+    too_large = 'auditlock_sidecar_forward_connections_closed_total{reason="too_large"}'
+    before = metric(fuzz_sidecar.metrics(), too_large)
+    big = msgpack.packb(["app.access", T, {"action": "read", "blob": "a" * 3_000_000}])
+    assert exchange(port, big) == b""
+    # A str header claiming 4 GiB followed by more than the frame limit of bytes.
+    assert exchange(port, b"\x93\xa1t\xdb\xff\xff\xff\xf0" + b"x" * 2_000_000) == b""
+    after = metric(fuzz_sidecar.metrics(), too_large)
+    assert after - before == 2
+    assert control_ack(port, "after-big") == {"ack": "after-big"}
