@@ -114,6 +114,7 @@ class ServerProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    log_start: int  # where this run's output begins (the log is kept across restarts)
 
     def running(self) -> bool:
         return self.popen.poll() is None
@@ -132,6 +133,7 @@ class ServerProcess:
 def _start_process(name: str, argv: list[str], log_path: Path) -> ServerProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        start = log.tell()
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -144,7 +146,7 @@ def _start_process(name: str, argv: list[str], log_path: Path) -> ServerProcess:
                 _die_with_parent if threading.current_thread() is threading.main_thread() else None
             ),
         )
-    return ServerProcess(name, popen, log_path)
+    return ServerProcess(name, popen, log_path, start)
 
 
 class KubeControlPlane:
@@ -359,7 +361,7 @@ class KubeControlPlane:
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if not proc.running():
-                log = tail(proc.log_path)
+                log = tail(proc.log_path, start=proc.log_start)
                 if _PORT_IN_USE in log:
                     raise _PortTaken(proc.name, proc.log_path)
                 raise KubeRigError(
@@ -382,7 +384,7 @@ class KubeControlPlane:
         raise KubeRigError(
             f"{proc.name} did not become ready at {url} within {self.start_timeout:.0f} s "
             f"(last: {last_error}); log: {proc.log_path}\n--- last lines ---\n"
-            f"{tail(proc.log_path)}"
+            f"{tail(proc.log_path, start=proc.log_start)}"
         )
 
     # -- clients --------------------------------------------------------------------
