@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from auditlock.operator import injection
 from auditlock.operator.names import COLLECTOR_CONTAINER
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
@@ -65,8 +67,8 @@ class _BadRequest(Exception):
 def _parse(body: bytes) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """-> (uid, namespace, pod, request). Raises _BadRequest with what was wrong."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        review = orjson.loads(body)
+    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
         raise _BadRequest(f"request body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
         raise _BadRequest("request body is not an AdmissionReview with a request")
@@ -158,7 +160,7 @@ def mutate(
     stats.count("mutate", "injected")
     answer = _allow(uid)
     answer["response"]["patchType"] = "JSONPatch"
-    answer["response"]["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    answer["response"]["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     return answer
 
 

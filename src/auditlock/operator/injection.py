@@ -174,25 +174,49 @@ def watched_mounts(pod: dict[str, Any], paths: list[str]) -> list[dict[str, Any]
     return list(found.values())
 
 
+# What a policy injects is the same for every pod, so it is built once per policy
+# generation and settings, not once per admission request.
+_FRAGMENTS: dict[tuple[Any, ...], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+_FRAGMENTS_MAX = 4096
+
+
+def _fragments(
+    entry: PolicyEntry, settings: InjectionSettings
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    key = (entry.namespace, entry.name, entry.uid, entry.generation, entry.config_hash, settings)
+    found = _FRAGMENTS.get(key)
+    if found is None:
+        if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+            _FRAGMENTS.clear()
+        found = (collector_container(entry, settings), collector_volumes(entry))
+        _FRAGMENTS[key] = found
+    return found
+
+
 def injection_patch(
     pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
 ) -> JsonPatch:
-    """The JSON patch that injects `entry`'s collector; [] when the pod already has one."""
+    """The JSON patch that injects `entry`'s collector; [] when the pod already has one.
+
+    The patch shares the cached collector container and volumes: serialize it, never
+    mutate it."""
     if has_collector(pod):
         return []
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
-    container = collector_container(entry, settings)
-    container["volumeMounts"] += watched_mounts(pod, entry.spec.sources.config_files.paths)
-    ours = {v["name"] for v in collector_volumes(entry)}
+    container, ours_volumes = _fragments(entry, settings)
+    extra_mounts = watched_mounts(pod, entry.spec.sources.config_files.paths)
+    if extra_mounts:
+        container = {**container, "volumeMounts": [*container["volumeMounts"], *extra_mounts]}
+    ours = {v["name"] for v in ours_volumes}
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
-    volumes += collector_volumes(entry)
+    volumes += ours_volumes
     patch: JsonPatch = []
     if settings.native_sidecar:
-        init = [container, *copy.deepcopy(spec.get("initContainers") or [])]
+        init = [container, *(spec.get("initContainers") or [])]
         patch.append({"op": "add", "path": "/spec/initContainers", "value": init})
     else:
-        containers = [*copy.deepcopy(spec.get("containers") or []), container]
+        containers = [*(spec.get("containers") or []), container]
         patch.append({"op": "add", "path": "/spec/containers", "value": containers})
     patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
     annotations = dict(meta.get("annotations") or {})

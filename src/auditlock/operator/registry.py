@@ -37,6 +37,9 @@ class PolicyRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_namespace: dict[str, dict[str, PolicyEntry]] = {}
+        # Per namespace, the policies oldest first: built on write, so a webhook request
+        # reads one tuple and never sorts.
+        self._ordered: dict[str, tuple[PolicyEntry, ...]] = {}
         self._synced = threading.Event()
 
     def put(self, entry: PolicyEntry) -> None:
@@ -44,6 +47,7 @@ class PolicyRegistry:
             policies = dict(self._by_namespace.get(entry.namespace, {}))
             policies[entry.name] = entry
             self._by_namespace[entry.namespace] = policies
+            self._ordered[entry.namespace] = tuple(sorted(policies.values(), key=_order))
 
     def remove(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -51,14 +55,16 @@ class PolicyRegistry:
             policies.pop(name, None)
             if policies:
                 self._by_namespace[namespace] = policies
+                self._ordered[namespace] = tuple(sorted(policies.values(), key=_order))
             else:
                 self._by_namespace.pop(namespace, None)
+                self._ordered.pop(namespace, None)
 
     def get(self, namespace: str, name: str) -> PolicyEntry | None:
         return self._by_namespace.get(namespace, {}).get(name)
 
-    def in_namespace(self, namespace: str) -> list[PolicyEntry]:
-        return sorted(self._by_namespace.get(namespace, {}).values(), key=_order)
+    def in_namespace(self, namespace: str) -> tuple[PolicyEntry, ...]:
+        return self._ordered.get(namespace, ())
 
     def selecting(self, namespace: str, labels: Mapping[str, str]) -> list[PolicyEntry]:
         """Policies selecting a pod, oldest first (the first one injects)."""

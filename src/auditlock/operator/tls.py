@@ -3,8 +3,8 @@ throwaway self-signed one for development.
 
 The API server only calls webhooks over HTTPS. In production the certificate comes from
 a mounted Secret (`--tls-cert-file`, `--tls-key-file`) and the chart puts its CA into the
-webhook configurations' caBundle. Without them, `self_signed()` creates a CA-less
-certificate whose PEM is also the caBundle, which is enough for tests and `kind`.
+webhook configurations' caBundle. Without them, `self_signed()` creates a throwaway
+CA and serving certificate, which is enough for tests and development.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
@@ -44,33 +44,56 @@ def from_files(cert_file: Path, key_file: Path, ca_file: Path | None = None) -> 
 
 
 def self_signed(hosts: list[str], directory: Path | None = None) -> ServingCert:
-    """A self-signed EC certificate valid for `hosts` (DNS names or IP addresses)."""
+    """A throwaway CA and a serving certificate it signs, valid for `hosts` (DNS names or
+    IP addresses). `ca_pem` is the CA: what a webhook configuration's caBundle needs."""
     directory = directory or Path(tempfile.mkdtemp(prefix="auditlock-tls-"))
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auditlock webhook CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
     cert_path = directory / "tls.crt"
     key_path = directory / "tls.key"
-    cert_path.write_bytes(cert_pem)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "ca.crt").write_bytes(ca_pem)
     key_path.touch(mode=0o600)
     key_path.write_bytes(
         key.private_bytes(
@@ -79,4 +102,18 @@ def self_signed(hosts: list[str], directory: Path | None = None) -> ServingCert:
             serialization.NoEncryption(),
         )
     )
-    return ServingCert(cert_path, key_path, cert_pem)
+    return ServingCert(cert_path, key_path, ca_pem)
+
+
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )

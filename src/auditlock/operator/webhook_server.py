@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -120,7 +121,7 @@ class WebhookServer:
             log.exception("%s webhook failed on a request; answering by enforcement", webhook)
             review = admission.internal_error_answer(webhook, body, self.registry)
             self.stats.count(webhook, "internal-error")
-        return web.json_response(review)
+        return web.Response(body=orjson.dumps(review), content_type="application/json")
 
     async def _mutate(self, request: web.Request) -> web.Response:
         return await self._answer(request, "mutate")
