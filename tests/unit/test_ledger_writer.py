@@ -219,3 +219,19 @@ def test_new_key_without_rotation_record_is_unknown(ledger: Ledger) -> None:
     again.store(again.close())
     code, out = ledger.verify()
     assert code == 1 and "unknown-key" in out
+
+
+def test_a_restart_within_an_epoch_is_declared_and_not_a_time_gap(ledger: Ledger) -> None:
+    clock = SimulatedClock(DEFAULT_START_NS)
+    writer = open_writer(ledger, clock)
+    writer.store(feed(writer, events(4)))
+    clock.now += 15 * 60 * SECOND  # the pod was down for 15 minutes
+    again = open_writer(ledger, clock)
+    first = again.heartbeat()
+    assert decode_checkpoint(first[-1].data).checkpoint.kind == "resume"
+    again.store(first)
+    again.store(feed(again, events(2, 4)))
+    again.store(again.close())
+    code, out = ledger.verify()
+    assert code == 0, out
+    assert "warning: stream s epoch 0" in out and "writer restarted" in out

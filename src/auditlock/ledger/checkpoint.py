@@ -30,7 +30,7 @@ from auditlock.ledger.names import check_stream_id
 from auditlock.ledger.timestamps import parse_ns
 
 FORMAT = "auditlock/checkpoint/v1"
-KINDS = ("genesis", "seal", "heartbeat", "close")
+KINDS = ("genesis", "seal", "heartbeat", "resume", "close")
 _FIELDS = frozenset(
     (
         "format",

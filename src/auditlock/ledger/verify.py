@@ -386,7 +386,15 @@ class _EpochState:
                     until is None or before.time_ns <= until
                 )
                 allowed_gap = before.heartbeat_ms * 1_000_000 + slack_ns
-                if in_window and cp.time_ns - before.time_ns > allowed_gap:
+                if in_window and cp.time_ns - before.time_ns > allowed_gap and cp.kind == "resume":
+                    self.v._warn(
+                        "restart",
+                        f"writer restarted: no checkpoints from {before.time} to {cp.time}",
+                        stream=self.stream,
+                        epoch=self.epoch,
+                        object=name,
+                    )
+                elif in_window and cp.time_ns - before.time_ns > allowed_gap:
                     gap_s = (cp.time_ns - before.time_ns) / 1e9
                     self.find(
                         "time-gap",

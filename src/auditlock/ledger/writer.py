@@ -126,6 +126,7 @@ class StreamWriter:
         self._checkpoint_time_ns = checkpoint_time_ns
         self._need_genesis = need_genesis
         self._need_checkpoint = False
+        self._resumed = not need_genesis  # continuing a stored epoch after a restart
         self._key_pending = True
         self._reserved: list[tuple[int, int]] = []  # orphan segments found after a gap
         self.closed = False
@@ -304,6 +305,11 @@ class StreamWriter:
     def _checkpoint(self, kind: str) -> PendingObject:
         now = max(self._clock(), self._checkpoint_time_ns)  # never earlier than the last one
         index = 0 if kind == "genesis" else self._checkpoint_index + 1
+        if self._resumed and kind != "genesis":
+            # The first checkpoint after a restart says so: the time since the previous
+            # checkpoint is downtime the writer declares, not deleted checkpoints.
+            kind = "resume" if kind != "close" else kind
+            self._resumed = False
         size = self._frontier.size
         checkpoint = Checkpoint(
             stream=self.stream_id,
