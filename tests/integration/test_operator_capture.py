@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,49 @@ def test_exec_secret_read_and_rolebinding_become_ledger_events(
     assert found["rolebinding"]["target"]["name"] == "viewers"
     # The Secret's value never reaches the ledger.
     assert b"s3cr3t" not in b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
+
+
+def test_watch_fallback_records_config_changes_with_hashes_only(
+    running_operator: RunningOperator,
+    operator_namespace: str,
+    operator_collector: Path,
+    tmp_path: Path,
+) -> None:
+    kube = running_operator.kube
+    spec = file_spec(
+        tmp_path / "app-trail",
+        sources={"cluster": {"auditWebhook": False, "watch": True}},
+    )
+    create_policy(kube, operator_namespace, "watched", spec)
+    wait_condition(kube, operator_namespace, "watched", "Ready", "True")
+    # The registry follows the AuditPolicy watch; give the capture a moment to see it.
+    time.sleep(0.5)
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_config_map(
+            operator_namespace, {"metadata": {"name": "app-settings"}, "data": {"mode": "fast"}}
+        )
+        core.patch_namespaced_config_map(
+            "app-settings", operator_namespace, {"data": {"mode": "safe"}}
+        )
+        core.create_namespaced_secret(
+            operator_namespace, {"metadata": {"name": "api-key"}, "stringData": {"key": "hunter2"}}
+        )
+
+    def captured() -> list[dict[str, Any]] | None:
+        events = [
+            e
+            for e in ledger_events(operator_collector)
+            if e.get("target", {}).get("namespace") == operator_namespace
+            and e.get("details", {}).get("observed_by") == "watch"
+        ]
+        actions = {(e["target"]["resource"], e["action"]) for e in events}
+        wanted = {("configmaps", "create"), ("configmaps", "update"), ("secrets", "create")}
+        return events if wanted <= actions else None
+
+    events = wait_for("watched changes in the operator's ledger", captured, 30)
+    update = next(e for e in events if e["action"] == "update")
+    assert update["category"] == "configuration"
+    assert set(update["details"]["keys_sha256"]) == {"mode"}
+    stored = b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
+    assert b"hunter2" not in stored and b"aHVudGVyMg" not in stored
