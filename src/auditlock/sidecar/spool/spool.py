@@ -109,6 +109,7 @@ class Spool:
         self._new_records = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
+        self.full = False  # refusing appends until shipping frees room
         self.oldest_unreleased_ns: int | None = None
         self._record_times: OrderedDict[int, int] = OrderedDict()
 
@@ -244,7 +245,10 @@ class Spool:
         if self._closed:
             raise SpoolFull("the spool is closed (shutting down)")
         size = HEADER.size + len(payload)
-        if not self.has_room(size):
+        # Once full, stay full until shipping frees `resume_bytes` (hysteresis): every
+        # source then pushes back alike instead of small appends slipping through.
+        if self.full or not self.has_room(size):
+            self.full = True
             self._room.clear()
             raise SpoolFull(
                 f"spool full: {self.bytes_used} of {self.max_bytes} bytes wait for shipping"
@@ -405,6 +409,7 @@ class Spool:
 
     def _set_room(self) -> None:
         if self.has_room(self.resume_bytes):
+            self.full = False
             self._room.set()
 
     def segment_paths(self) -> list[Path]:
