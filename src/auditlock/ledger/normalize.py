@@ -45,14 +45,15 @@ _ACTOR = ("kind", "name", "ip")
 _TARGET = ("resource", "namespace", "name")
 _SOURCE = ("cluster", "namespace", "pod", "container", "node")
 _CORRELATION = ("request_id", "trace_id")
+_MEMBERS = {m: frozenset(m) for m in (_ACTOR, _TARGET, _SOURCE, _CORRELATION)}
 
 
 def normalize_event(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate `raw` and return the normalized event dict; raise EventError(path, reason)."""
     if type(raw) is not dict:
         raise EventError([("", "an event must be a JSON object")])
-    extra = raw.keys() - _TOP
-    if extra:
+    if not raw.keys() <= _TOP:
+        extra = raw.keys() - _TOP
         raise EventError([(sorted(map(str, extra))[0], "unknown member")])
     out: dict[str, Any] = {}
     event_id = raw.get("id")
@@ -162,8 +163,8 @@ def _part(
         return None
     if type(value) is not dict:
         _fail(key, value, "must be a JSON object")
-    extra = value.keys() - set(members)
-    if extra:
+    if not value.keys() <= _MEMBERS[members]:
+        extra = value.keys() - set(members)
         raise EventError([(f"{key}.{sorted(map(str, extra))[0]}", "unknown member")])
     return value  # type: ignore[no-any-return,unused-ignore]
 

@@ -9,32 +9,40 @@ unambiguously against the following second.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})\Z"
 )
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z\Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_date(text: str) -> bool:
+    """YYYY-MM-DD is a real calendar date (cached: events of a day share it)."""
+    try:
+        datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
 def normalize_time(text: str) -> str:
     """The canonical form of an RFC 3339 timestamp; ValueError with the reason if invalid."""
     if not text.isascii():
         raise ValueError("not an RFC 3339 time like 2026-11-29T15:08:52.123456789Z")
-    if len(text) == 30 and text[-1] == "Z" and text[19] == "." and text[10] == "T":
-        # Fast path: already canonical; still check the calendar (no Feb 30).
-        try:
-            datetime(
-                int(text[0:4]), int(text[5:7]), int(text[8:10]),
-                int(text[11:13]), int(text[14:16]), int(text[17:19]),
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ValueError(f"not a valid RFC 3339 time ({exc})") from None
-        if text[4] == "-" and text[7] == "-" and text[13] == ":" and text[16] == ":":
-            fraction = text[20:29]
-            if fraction.isdigit() and text[:4].isdigit():
-                return text
+    if (  # fast path: already canonical, the common case on the hot path
+        len(text) == 30
+        and _CANONICAL.match(text)
+        and _valid_date(text[:10])
+        and text[11:13] <= "23"
+        and text[14:16] <= "59"
+        and text[17:19] <= "59"
+    ):
+        return text
     match = _RFC3339.match(text)
     if match is None:
         raise ValueError("not an RFC 3339 time like 2026-11-29T15:08:52.123456789Z")
