@@ -45,7 +45,9 @@ _ACTOR = ("kind", "name", "ip")
 _TARGET = ("resource", "namespace", "name")
 _SOURCE = ("cluster", "namespace", "pod", "container", "node")
 _CORRELATION = ("request_id", "trace_id")
-_MEMBERS = {m: frozenset(m) for m in (_ACTOR, _TARGET, _SOURCE, _CORRELATION)}
+_MEMBERS: dict[tuple[str, ...], frozenset[str]] = {
+    m: frozenset(m) for m in (_ACTOR, _TARGET, _SOURCE, _CORRELATION)
+}
 
 
 def normalize_event(raw: Mapping[str, Any]) -> dict[str, Any]:
