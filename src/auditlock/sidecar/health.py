@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics (aiohttp, reachable by the kubelet and Prometheus).
+"""/healthz, /readyz and /metrics (reachable by the kubelet and Prometheus).
 
 /healthz is 200 while the event loop answers. /readyz is 200 once the spool is
 recovered, the ledger stream resumed and the intake listening, and 503 with the reason
@@ -8,13 +8,12 @@ before that and while shutting down. /metrics is the Prometheus text format.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from auditlock.sidecar.config import HealthConfig
+from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.metrics import Metrics
 
 log = logging.getLogger("auditlock.sidecar.health")
@@ -32,35 +31,35 @@ class HealthServer:
         self.metrics = metrics
         self.readiness = readiness
         self.refresh = refresh
-        self.port = config.port
-        self._runner: web.AppRunner | None = None
+        self.server = HttpServer(
+            config.host,
+            config.port,
+            {
+                ("GET", "/healthz"): self.healthz,
+                ("GET", "/readyz"): self.readyz,
+                ("GET", "/metrics"): self.metrics_page,
+            },
+            name="health",
+        )
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_page)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await self.server.start()
         log.info("health and metrics on %s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.stop()
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    async def healthz(self, request: Request) -> Response:
+        return Response(200, b"ok\n")
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def readyz(self, request: Request) -> Response:
         ready, reason = self.readiness()
-        return web.Response(status=200 if ready else 503, text=f"{reason}\n")
+        return Response(200 if ready else 503, f"{reason}\n".encode())
 
-    async def metrics_page(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
+    async def metrics_page(self, request: Request) -> Response:
         self.refresh()
-        body = generate_latest(self.metrics.registry)
-        log.debug("metrics rendered in %.1f ms", (time.perf_counter() - started) * 1000)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)

@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from auditlock.sidecar.config import HttpSource
+from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.intake import Intake, SpoolFull
 from auditlock.sidecar.pipeline import Rejected
 
@@ -65,38 +65,32 @@ class HttpIntake:
     def __init__(self, config: HttpSource, intake: Intake) -> None:
         self.config = config
         self.intake = intake
-        self.port = config.port
-        self._runner: web.AppRunner | None = None
+        self.server = HttpServer(
+            config.host,
+            config.port,
+            {("POST", "/v1/events"): self.post_events},
+            max_body_bytes=config.max_body_bytes,
+            name="http intake",
+        )
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes)
-        app.router.add_post("/v1/events", self.post_events)
-        return app
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await self.server.start()
         log.info("http intake listening on %s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.stop()
 
-    async def post_events(self, request: web.Request) -> web.Response:
-        metrics = self.intake.metrics
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            metrics.events_rejected.labels(INPUT, "too_large").inc()
-            return _json(413, {"error": f"body larger than {self.config.max_body_bytes} bytes"})
-        metrics.bytes_in.labels(INPUT).inc(len(body))
+    async def post_events(self, request: Request) -> Response:
+        body = request.body
+        self.intake.metrics.bytes_in.labels(INPUT).inc(len(body))
         try:
             items = parse_body(body)
         except BadBody as exc:
-            metrics.events_rejected.labels(INPUT, "bad_json").inc()
+            self.intake.metrics.events_rejected.labels(INPUT, "bad_json").inc()
             return _json(400, {"error": str(exc), "errors": []})
         now = time.time_ns()
         prepared = self.intake.prepare(INPUT, [(TAG, now, item) for item in items])
@@ -126,10 +120,5 @@ def _rejections(rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
     }
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(payload),
-        content_type="application/json",
-        headers=headers,
-    )
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, orjson.dumps(payload), "application/json", headers or {})
