@@ -40,6 +40,9 @@ from auditlock.sinks.base import Destination, DestinationError, ObjectNotFound
 
 DEFAULT_SLACK_SECONDS = 30.0
 MAX_FINDINGS_PER_STREAM = 100
+# Writers compute retain-until from their own clock, stores report write times from
+# theirs: tolerate this much disagreement before calling a lock too short.
+RETENTION_CLOCK_SKEW_NS = 300 * 1_000_000_000
 
 
 @dataclass
@@ -240,17 +243,15 @@ class _Verifier:
             if info.mode is None or until is None:
                 self._find("not-locked", "object has no retention lock", object=name)
                 continue
-            # The signed time an object attests (checkpoints, the segments they cover);
-            # else the store's own record of when it was written (keys, rotations).
-            written = self.object_time.get(name)
-            if written is None:
-                written = (
-                    int(info.written_at.timestamp()) * 1_000_000_000
-                    if info.written_at is not None
-                    else self.now_ns
-                )
-            needed = written + int(days * 86400 * 1e9)
-            until_ns = int(until.astimezone(UTC).timestamp()) * 1_000_000_000
+            # "Written" is when the store says it wrote the object (the lock started then);
+            # a store that does not say: the signed time of the checkpoint that covers the
+            # object; failing both, now.
+            if info.written_at is not None:
+                written = int(info.written_at.astimezone(UTC).timestamp() * 1e9)
+            else:
+                written = self.object_time.get(name, self.now_ns)
+            needed = written + int(days * 86400 * 1e9) - RETENTION_CLOCK_SKEW_NS
+            until_ns = int(until.astimezone(UTC).timestamp() * 1e9)
             if until_ns < needed:
                 self._find(
                     "retention-short",
