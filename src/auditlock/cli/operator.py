@@ -138,8 +138,10 @@ def _webhook_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kubernetes.config import ConfigException
+
     from auditlock.operator import tls
-    from auditlock.operator.kube import load_api_client
+    from auditlock.operator.kube import kopf_connection, load_api_client
     from auditlock.operator.runner import DEFAULT_SIDECAR_IMAGE, Operator, OperatorConfig
     from auditlock.operator.webhook_server import Listener
 
@@ -160,10 +162,16 @@ def _run(args: argparse.Namespace) -> int:
         listeners.append(Listener(args.webhook_host, args.audit_port, cert.server_context()))
     if args.health_port:
         listeners.append(Listener(args.webhook_host, args.health_port, None))
+    try:
+        api_client = load_api_client(args.kubeconfig)
+    except (ConfigException, OSError) as exc:
+        print(f"auditlock operator: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     host, _, port = args.collector.rpartition(":")
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
     config = OperatorConfig(
-        api_client=load_api_client(args.kubeconfig),
+        api_client=api_client,
+        kopf_connection=kopf_connection(api_client) if args.kubeconfig else None,
         webhook_listeners=listeners,
         sidecar_image=args.sidecar_image or DEFAULT_SIDECAR_IMAGE,
         sidecar_mode=args.sidecar_mode,

@@ -144,3 +144,30 @@ class Kube:
             if exc.status == 404:
                 raise NotFound(f"{namespace}/{name}") from exc
             raise
+
+
+def kopf_connection(api: client.ApiClient) -> Any:
+    """kopf credentials equal to the client's (used with an explicit --kubeconfig; in a
+    cluster kopf reads the ServiceAccount itself and follows token rotation)."""
+    import kopf
+
+    configuration: Any = api.configuration
+    keys = configuration.api_key or {}
+    # The client keeps the token under "BearerToken" (kubeconfig loader) or
+    # "authorization" (hand-made configurations), with or without its scheme.
+    auth = str(keys.get("BearerToken") or keys.get("authorization") or "")
+    prefix = (configuration.api_key_prefix or {}).get("BearerToken")
+    if prefix and not auth.startswith(prefix):
+        auth = f"{prefix} {auth}"
+    scheme, _, token = auth.partition(" ")
+    if not token:
+        scheme, token = ("Bearer", scheme) if scheme else ("", "")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )

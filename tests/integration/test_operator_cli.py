@@ -1,0 +1,94 @@
+"""`auditlock operator run` as a process (how the chart runs it) against the real API
+server: it becomes ready, reconciles a policy, answers a webhook over TLS, and stops
+cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.integration.test_operator_policies import (
+    create_policy,
+    file_spec,
+    wait_condition,
+    wait_for,
+)
+from tests.servers.kube_controlplane import KubeControlPlane, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _get(url: str, context: ssl.SSLContext | None = None) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def test_operator_process_serves_reconciles_and_stops_on_sigterm(
+    auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    kube = auditpolicy_crd
+    pair = kube.issue_serving_cert("operator-cli")
+    webhook_port, health_port = free_port(), free_port()
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "auditlock", "operator", "run",
+                f"--kubeconfig={kube.kubeconfig}",
+                "--webhook-host=127.0.0.1", f"--webhook-port={webhook_port}",
+                f"--tls-cert-file={pair.cert_path}", f"--tls-key-file={pair.key_path}",
+                f"--health-port={health_port}", "--standalone",
+                f"--collector=127.0.0.1:{free_port()}", "--refresh-seconds=5",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )  # fmt: skip
+        try:
+            wait_for(
+                "operator /readyz",
+                lambda: _get(f"http://127.0.0.1:{health_port}/readyz") == 200,
+                timeout=30,
+            )
+            create_policy(kube, kube_namespace, "cli", file_spec(tmp_path / "trail"))
+            wait_condition(kube, kube_namespace, "cli", "Ready", "True", timeout=15)
+            review = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u-cli",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": kube_namespace,
+                    "operation": "CREATE",
+                    "object": {
+                        "metadata": {"name": "p", "labels": {"app": "payments"}},
+                        "spec": {"containers": [{"name": "app", "image": "a"}]},
+                    },
+                },
+            }
+            request = urllib.request.Request(
+                f"https://127.0.0.1:{webhook_port}/mutate-pods",
+                data=json.dumps(review).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            context = ssl.create_default_context(cafile=str(kube.ca_path))
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                answer = json.load(response)
+            assert answer["response"]["uid"] == "u-cli" and "patch" in answer["response"]
+            # The plain health port never serves the webhooks.
+            assert _get(f"http://127.0.0.1:{health_port}/mutate-pods") in (404, 405, 0)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "Traceback" not in log_path.read_text(errors="replace")
