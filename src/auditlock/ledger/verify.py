@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, SignatureError
+from auditlock.ledger.fetch import prefetch
 from auditlock.ledger.keys import key_id, load_public_key
 from auditlock.ledger.keys import verify as verify_signature
 from auditlock.ledger.lines import ZERO_HASH, line_prefix
@@ -223,12 +224,12 @@ class _Verifier:
 
     def _check_retention(self, names: list[str]) -> None:
         days = self.opt.require_retention_days
-        for name in names:
-            try:
-                info = self.dest.retention(name)
-            except DestinationError as exc:
-                self._find("retention-unreadable", str(exc), object=name)
+        for name, info in prefetch(self.dest.retention, names):
+            if isinstance(info, DestinationError):
+                self._find("retention-unreadable", str(info), object=name)
                 continue
+            if isinstance(info, Exception):
+                raise info
             until = info.retain_until
             self.report.objects.append(
                 ObjectInfo(
@@ -318,13 +319,15 @@ class _EpochState:
         since, until = self.v.opt.since_ns, self.v.opt.until_ns
         slack_ns = int(self.v.opt.slack_seconds * 1e9)
         last: SignedCheckpoint | None = None
-        for index in indexes:
+        get = self.v.dest.get
+        loaded = prefetch(lambda i: decode_checkpoint(get(names[i])), indexes)
+        for index, signed in loaded:
             name = names[index]
-            try:
-                signed = decode_checkpoint(self.v.dest.get(name))
-            except (FormatError, ObjectNotFound) as exc:
-                self.find("checkpoint-corrupt", str(exc), object=name)
+            if isinstance(signed, FormatError | ObjectNotFound):
+                self.find("checkpoint-corrupt", str(signed), object=name)
                 continue
+            if isinstance(signed, Exception):
+                raise signed
             cp = signed.checkpoint
             if (cp.stream, cp.epoch, cp.index) != (self.stream, self.epoch, index):
                 self.find(
@@ -530,17 +533,23 @@ class _EventScan:
         events = 0
         prev: bytes | None = self.head
         tainted = False
+        wanted = []
         for seg in self.segs:
             if seg.last < self.start or seg.last < seg.first:
                 continue
             if self.end is not None and seg.first >= self.end:
                 break
-            try:
-                lines = decode_segment(self.e.v.dest.get(seg.name), compressed=seg.compressed)
-            except (FormatError, ObjectNotFound) as exc:
+            wanted.append(seg)
+        get = self.e.v.dest.get
+        for seg, lines in prefetch(
+            lambda s: decode_segment(get(s.name), compressed=s.compressed), wanted
+        ):
+            if isinstance(lines, Exception) and not isinstance(lines, FormatError | ObjectNotFound):
+                raise lines
+            if isinstance(lines, Exception):
                 self.e.find(
                     "segment-corrupt",
-                    str(exc),
+                    str(lines),
                     object=seg.name,
                     first_seq=seg.first,
                     last_seq=seg.last,
