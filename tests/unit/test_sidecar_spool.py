@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -40,7 +41,7 @@ async def test_reopen_finds_every_record_and_its_chunks(tmp_path: Path) -> None:
     assert again.committed == 50
     assert again.seen_chunk("chunk-0") and again.seen_chunk("chunk-49")
     assert not again.seen_chunk("chunk-50")
-    ns = [e["n"] for r in again.reader(0).read(10_000) for e in r.events]
+    ns = [json.loads(e)["n"] for r in again.reader(0).read(10_000) for e in r.events]
     assert ns == list(range(100))
 
 
@@ -61,7 +62,9 @@ async def test_torn_tail_is_truncated_and_earlier_records_survive(tmp_path: Path
     assert again.committed == 5
     number = await again.append(events(1, 5))
     assert number == 6
-    assert [e["n"] for r in again.reader(0).read(100) for e in r.events] == list(range(6))
+    assert [json.loads(e)["n"] for r in again.reader(0).read(100) for e in r.events] == list(
+        range(6)
+    )
 
 
 async def test_corrupted_checksum_in_tail_is_detected(tmp_path: Path) -> None:

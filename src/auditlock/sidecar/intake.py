@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline, Rejected
 from auditlock.sidecar.spool.spool import Spool, SpoolFull
@@ -79,7 +78,7 @@ class Intake:
             )
 
     def pack(self, input_name: str, prepared: Prepared, chunks: list[str]) -> bytes:
-        """Pack the spool payload; events msgpack cannot encode are rejected one by one."""
+        """Pack the spool payload; events without canonical bytes are rejected one by one."""
         try:
             return self.spool.pack(prepared.events, chunks)
         except (TypeError, ValueError, OverflowError):
@@ -88,7 +87,7 @@ class Intake:
         bad: list[Rejected] = []
         for event in prepared.events:
             try:
-                msgpack.packb(event)
+                canonical_bytes(event)
             except (TypeError, ValueError, OverflowError) as exc:
                 bad.append(Rejected("bad_value", "record", f"value cannot be stored: {exc}"))
             else:

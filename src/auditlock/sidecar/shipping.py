@@ -116,7 +116,7 @@ class Shipper:
     async def _run(self) -> None:
         reader = self.spool.reader(self.spool.released)
         writer = self.writer
-        append = writer.append
+        append = writer.append_canonical  # the spool holds canonical event bytes
         batch_max = self.delivery.batch_max_events
         max_delay = self.delivery.max_delay_seconds
         deadline: float | None = None

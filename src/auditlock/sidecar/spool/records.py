@@ -4,7 +4,9 @@ A segment file is a sequence of records, each
 
     header   16 bytes: payload length (u32 LE), CRC-32 of the payload (u32 LE),
                        record number (u64 LE)
-    payload  msgpack [chunk ids, spooled-at ns, [event, ...]]
+    payload  msgpack [chunk ids, spooled-at ns, [event, ...]], each event as its
+             canonical bytes (RFC 8785, what the ledger hashes), so shipping feeds them
+             to the writer without decoding or re-encoding
 
 Record numbers increase by one across segment files. A crash can leave the last
 record of the last segment half-written (a torn tail): its length runs past the end
@@ -21,6 +23,8 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from auditlock.ledger.canonical import canonical_bytes
+
 HEADER = struct.Struct("<IIQ")
 MAX_RECORD_BYTES = 1 << 30
 
@@ -30,7 +34,7 @@ class SpoolRecord:
     number: int
     chunks: list[str]
     spooled_ns: int
-    events: list[dict[str, Any]]
+    events: list[bytes]  # canonical event bytes
     size: int  # bytes on disk including the header
 
 
@@ -39,7 +43,9 @@ def encode(number: int, payload: bytes) -> bytes:
 
 
 def pack_payload(chunks: list[str], spooled_ns: int, events: list[dict[str, Any]]) -> bytes:
-    data: bytes = msgpack.packb([chunks, spooled_ns, events], use_bin_type=True)
+    """Raises TypeError (orjson.JSONEncodeError) for a value without canonical bytes."""
+    encoded = [canonical_bytes(event) for event in events]
+    data: bytes = msgpack.packb([chunks, spooled_ns, encoded], use_bin_type=True)
     return data
 
 
