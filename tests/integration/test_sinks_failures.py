@@ -29,8 +29,9 @@ PATIENT = RetryPolicy(attempts=6, base_delay=0.05, max_delay=0.2, deadline=30)
 
 
 class CuttingProxy:
-    """Forwards 127.0.0.1:port to an upstream port; the first `cuts` connections are
-    reset after `cut_after` bytes from the client (a dropped network mid-upload)."""
+    """Forwards 127.0.0.1:port to an upstream port; the first `cuts` requests that send
+    more than `cut_after` bytes have their connection reset at that point (a dropped
+    network mid-upload). Smaller requests pass untouched."""
 
     def __init__(self, upstream_port: int, *, cut_after: int, cuts: int) -> None:
         self.upstream_port = upstream_port
@@ -55,12 +56,8 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                cut = self.cuts_left > 0
-                self.cuts_left -= 1 if cut else 0
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            limit = self.cut_after if cut else None
-            for args in ((client, upstream, limit), (upstream, client, None)):
+            for args in ((client, upstream, self.cut_after), (upstream, client, None)):
                 t = threading.Thread(target=self._pump, args=args, daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -72,10 +69,8 @@ class CuttingProxy:
                 chunk = src.recv(65536)
                 if not chunk:
                     break
-                if limit is not None and sent + len(chunk) >= limit:
+                if limit is not None and sent + len(chunk) >= limit and self._take_cut():
                     dst.sendall(chunk[: limit - sent])
-                    with self._lock:
-                        self.cut_count += 1
                     for s in (src, dst):  # RST both ways, like a dropped network
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         s.close()
@@ -88,6 +83,14 @@ class CuttingProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts_left <= 0:
+                return False
+            self.cuts_left -= 1
+            self.cut_count += 1
+            return True
 
     def close(self) -> None:
         self._stop = True

@@ -50,8 +50,11 @@ def test_put_sets_per_object_retention_write_time_plus_period(
     blob = fake_gcs.client().bucket(gcs_bucket).get_blob("trail/streams/a/seg-1")
     assert blob.retention.mode == "Locked"
     until = blob.retention.retain_until_time
-    assert before + timedelta(days=7) <= until <= after + timedelta(days=7)
-    assert dest.retention("streams/a/seg-1") == result.retention
+    assert before + timedelta(days=7) <= until <= after + timedelta(days=7, seconds=1)
+    read_back = dest.retention("streams/a/seg-1")
+    assert result.retention is not None
+    assert (read_back.mode, read_back.retain_until) == (LockMode.LOCKED, until)
+    assert (result.retention.mode, result.retention.retain_until) == (LockMode.LOCKED, until)
     assert dest.get("streams/a/seg-1") == b"segment"
 
 

@@ -183,7 +183,9 @@ def test_put_sends_retention_md5_create_only_precondition_then_hold(replay: Repl
     assert metadata["name"] == "trail/streams/a/seg-1"
     assert metadata["retention"]["mode"] == "Locked"
     until = datetime.fromisoformat(metadata["retention"]["retainUntilTime"].replace("Z", "+00:00"))
-    assert before + timedelta(days=365) <= until <= datetime.now(UTC) + timedelta(days=365)
+    assert (
+        before + timedelta(days=365) <= until <= datetime.now(UTC) + timedelta(days=365, seconds=1)
+    )
     assert metadata["md5Hash"] == "/dMrkGFoHttSxVS9m78HEg=="
     # The hold cannot ride on the upload (the API ignores it there): a patch follows.
     [patch] = [b for m, _, _, b in replay.seen if m == "PATCH"]

@@ -3,9 +3,10 @@
 Retention rule: every object is uploaded with per-object retention in its metadata -
 `retention.mode` = `Locked` (LockMode.LOCKED) or `Unlocked` (LockMode.UNLOCKED) and
 `retention.retainUntilTime` = the writer's clock at upload time + the retention period,
-to the second. The bucket must have Object Retention enabled. A bucket retention policy,
-if the bucket also has one, applies on top: GCS keeps an object until both have expired,
-and `retention()` reports the later of the two. `legal_hold` maps to a temporary hold.
+rounded up to the next whole second. The bucket must have Object Retention enabled.
+A bucket retention policy, if the bucket also has one, applies on top: GCS keeps an
+object until both have expired, and `retention()` reports the later of the two.
+`legal_hold` maps to a temporary hold.
 
 Connection settings, most specific first:
   * options to `sinks.open(url, ...)`: endpoint (an emulator or private endpoint),
@@ -209,8 +210,9 @@ class GCSDestination(Destination):
         asked: ObjectRetention | None = None
         until: datetime | None = None
         if retention is not None:
-            until = retention.retain_until(datetime.now(UTC)).replace(microsecond=0)
-            asked = ObjectRetention(retention.mode, until, retention.legal_hold)
+            now = datetime.now(UTC)
+            until = retention.retain_until(now)
+            asked = ObjectRetention(retention.mode, until, retention.legal_hold, written_at=now)
 
         def upload() -> None:
             blob = self.bucket.blob(key)

@@ -228,12 +228,13 @@ class S3Destination(Destination):
         }
         asked: ObjectRetention | None = None
         if retention is not None:
-            until = retention.retain_until(datetime.now(UTC)).replace(microsecond=0)
+            now = datetime.now(UTC)
+            until = retention.retain_until(now)
             args["ObjectLockMode"] = S3_MODE[retention.mode]
             args["ObjectLockRetainUntilDate"] = until
             if retention.legal_hold:
                 args["ObjectLockLegalHoldStatus"] = "ON"
-            asked = ObjectRetention(retention.mode, until, retention.legal_hold)
+            asked = ObjectRetention(retention.mode, until, retention.legal_hold, written_at=now)
         what = f"put s3://{self.bucket}/{key}"
 
         if not self.conditional_put:
