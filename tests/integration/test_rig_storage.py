@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.servers.fakegcs import FakeGCS
-from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.seaweedfs import _PORT_FLAGS, SeaweedFS, ServerStartError, free_ports
 
 
 def _error_status(exc: ClientError) -> int:
@@ -97,3 +100,43 @@ def test_object_retention_round_trips_through_fake_gcs_server(
     assert fetched.md5_hash is not None
     assert fetched.download_as_bytes() == b"segment"
     assert hashlib.md5(b"segment").digest() == base64.b64decode(fetched.md5_hash)
+
+
+# -- the rig's own failure modes: one clear error naming what failed and its log, no hang --
+
+
+def test_missing_weed_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDITLOCK_WEED", str(tmp_path / "no-weed"))
+    with pytest.raises(ServerStartError, match=r"AUDITLOCK_WEED=.*no-weed"):
+        SeaweedFS(tmp_path / "sw").start()
+
+
+def test_missing_fake_gcs_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDITLOCK_FAKE_GCS", str(tmp_path / "no-fake-gcs"))
+    with pytest.raises(ServerStartError, match="not found or not executable"):
+        FakeGCS(tmp_path / "gcs").start()
+
+
+def test_seaweedfs_on_a_port_in_use_fails_fast_naming_its_log(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        server = SeaweedFS(tmp_path / "sw")
+        server.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+        server.ports["s3.port"] = busy.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ServerStartError) as err:
+            server.start(timeout=30)
+    assert time.monotonic() - started < 30
+    assert str(server.log_path) in str(err.value)
+    assert not server.running
+
+
+def test_fake_gcs_on_a_port_in_use_fails_fast_naming_its_log(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        server = FakeGCS(tmp_path / "gcs", port=busy.getsockname()[1])
+        with pytest.raises(ServerStartError, match="already in use") as err:
+            server.start(timeout=20)
+    assert str(server.log_path) in str(err.value)

@@ -94,10 +94,22 @@ class FakeGCS:
             server.stop()
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start on `port`, or on a free port; if another process grabs that port before
+        the server binds it, pick again."""
+        picked_here = not self.port
+        for attempt in range(3):
+            if picked_here:
+                self.port = free_ports(1)[0]
+            try:
+                self._start_once(timeout)
+                return
+            except ServerStartError as exc:
+                if not (picked_here and "already in use" in str(exc) and attempt < 2):
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         binary = fake_gcs_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_ports(1)[0]
         args = [
             str(binary),
             "-scheme", "http",

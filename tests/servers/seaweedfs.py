@@ -65,8 +65,12 @@ class ServerStartError(RuntimeError):
 
 def weed_binary() -> Path:
     explicit = os.environ.get("AUDITLOCK_WEED")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path(sys.executable).parent / "weed")
+    if explicit:  # an explicit choice is never silently replaced by another binary
+        path = Path(explicit)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise ServerStartError(f"AUDITLOCK_WEED={explicit} is not an executable file")
+    candidates = [Path(sys.executable).parent / "weed"]
     found = shutil.which("weed")
     if found:
         candidates.append(Path(found))
@@ -146,12 +150,25 @@ class SeaweedFS:
             server.stop()
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start (or restart on the same ports and data). Free ports are picked on the
+        first start; if another process grabs one before weed binds it, pick again."""
         if self.running:
             return
+        picked_here = not self.ports
+        for attempt in range(3):
+            if picked_here:
+                self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+            try:
+                self._start_once(timeout)
+                return
+            except ServerStartError as exc:
+                port_race = "Port allocation failed" in str(exc) or "already in use" in str(exc)
+                if not (picked_here and port_race and attempt < 2):
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         binary = weed_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.ports:
-            self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
         iam = self.workdir / "iam.json"
         iam.write_text(json.dumps(self._identities()))
         args = [
