@@ -6,6 +6,7 @@ AWS_ENDPOINT_URL_S3; STORAGE_EMULATOR_HOST), the way an auditor would run it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,10 +64,17 @@ def test_synth_then_verify_passes_with_required_retention(
         url, run = f"gs://{fake_gcs.make_bucket()}/ledger", cli(fake_gcs.env())
     synth(run, url, keys, retention_days=30)
     pub = str(keys / "signing.pub")
-    ok = run("verify", url, "--public-key", pub, "--require-retention", "29")
+    ok = run("verify", url, "--public-key", pub, "--require-retention", "29", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    too_long = run("verify", url, "--public-key", pub, "--require-retention", "60")
+    report = json.loads(ok.stdout)
+    assert report["result"] == "PASS" and report["events_verified"] == 600
+    # Every object is listed with the lock the store reports for it.
+    assert report["objects"], "verify listed no objects"
+    for obj in report["objects"]:
+        assert obj["mode"] == "Locked" and obj["retain_until"], obj
+    too_long = run("verify", url, "--public-key", pub, "--require-retention", "60", "--json")
     assert too_long.returncode == 1, too_long.stdout + too_long.stderr
+    assert json.loads(too_long.stdout)["findings"]
 
 
 def test_verify_detects_an_overwritten_latest_version_on_s3(
