@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from auditlock.sidecar import memory
 from auditlock.sidecar.config import SidecarConfig
 from auditlock.sidecar.health import HealthServer
 from auditlock.sidecar.intake import Intake
@@ -48,6 +49,7 @@ class Sidecar:
         self.sources: list[Any] = []
         self.state = "starting"
         self.started_at = time.monotonic()
+        self._trimmer: asyncio.Task[None] | None = None
 
     def readiness(self) -> tuple[bool, str]:
         if self.state != "running":
@@ -60,6 +62,7 @@ class Sidecar:
         self.shipper.refresh_metrics()
 
     async def start(self) -> None:
+        self._trimmer = asyncio.create_task(memory.trim_forever())
         await self.health.start()
         self.state = "recovering spool"
         report = await asyncio.to_thread(self.spool.open)
@@ -115,6 +118,8 @@ class Sidecar:
         await self.shipper.drain_and_close()
         self.spool.close()
         await self.health.stop()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         log.info("stopped: stream closed after %s event(s)", self.spool.released_next_seq)
 
     async def run(self) -> int:
@@ -167,6 +172,7 @@ def setup_logging(level: str) -> None:
 
 def main(config: SidecarConfig) -> int:
     setup_logging(config.log_level)
+    memory.limit_arenas()  # before any worker thread exists
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(Sidecar(config).run())
     return 1

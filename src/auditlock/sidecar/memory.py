@@ -1,0 +1,50 @@
+"""Keeping the sidecar's resident memory small (it shares the pod's memory limit).
+
+glibc malloc gives each thread that allocates its own arena, and keeps freed memory
+mapped. The sidecar's upload threads allocate whole segments, so without care RSS grows
+by tens of MiB that are free but not returned. Two remedies, both no-ops off glibc:
+
+* `limit_arenas()` at start-up: at most two malloc arenas (like MALLOC_ARENA_MAX=2);
+* `trim()` every few seconds: `malloc_trim(0)` hands freed pages back to the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+
+M_ARENA_MAX = -8
+TRIM_SECONDS = 5.0
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return None
+        with contextlib.suppress(OSError):
+            _libc = ctypes.CDLL(name)
+    return _libc
+
+
+def limit_arenas(arenas: int = 2) -> None:
+    libc = _lib()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_ARENA_MAX, arenas)
+
+
+def trim() -> None:
+    libc = _lib()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+async def trim_forever(interval: float = TRIM_SECONDS) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        trim()
