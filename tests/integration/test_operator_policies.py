@@ -425,3 +425,31 @@ def test_delete_removes_owned_objects_and_keeps_the_data(
 
         wait_for("policy, ConfigMap and key Secret deleted", gone)
     assert key_object.exists()
+
+
+def test_unreachable_destination_is_reported_and_retried(
+    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
+) -> None:
+    kube = running_operator.kube
+    create_s3_secret(kube, operator_namespace, seaweedfs)
+    spec = s3_spec(seaweedfs, "some-bucket")
+    spec["destination"]["s3"]["endpoint"] = "http://127.0.0.1:9"  # discard port: nobody home
+    create_policy(kube, operator_namespace, "down", spec)
+    policy = wait_condition(
+        kube, operator_namespace, "down", "Ready", "False", reason="DestinationUnreachable"
+    )
+    assert "could not be read" in condition(policy, "Ready")["message"]
+    assert condition(policy, "DestinationLocked")["status"] == "False"
+    # kopf retries with backoff: the failure is reported as a Kubernetes Event too.
+    with kube.api_client() as api:
+
+        def warned() -> bool:
+            events = client.CoreV1Api(api).list_namespaced_event(operator_namespace).items
+            return any(
+                e.involved_object.name == "down"
+                and e.type == "Warning"
+                and e.reason == "DestinationUnreachable"
+                for e in events
+            )
+
+        wait_for("a Warning Event naming the reason", warned, timeout=15)

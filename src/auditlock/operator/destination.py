@@ -15,8 +15,10 @@ from typing import Any
 
 from auditlock import sinks
 from auditlock.policy.model import AuditPolicySpec
+from auditlock.sinks.retry import RetryPolicy
 
 KEY_PREFIX = "keys/"
+CHECK_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, deadline=5.0)
 STREAMS_PREFIX = "streams/"
 CHECKPOINT_MARK = "/ckpt-"
 
@@ -47,6 +49,10 @@ def retention_spec(spec: AuditPolicySpec) -> sinks.RetentionSpec:
 def open_options(spec: AuditPolicySpec, secret_data: dict[str, str] | None) -> dict[str, Any]:
     """Options for `sinks.open` from the spec and the credentials Secret's data."""
     options: dict[str, Any] = {}
+    if spec.destination.file is None:
+        # The operator only looks: fail fast and let its own backoff retry, instead of
+        # riding out a minute-long outage inside one reconcile like the sidecar does.
+        options["retry"] = CHECK_RETRY
     decoded = {k: base64.b64decode(v).decode() for k, v in (secret_data or {}).items()}
     if spec.destination.s3 is not None:
         s3 = spec.destination.s3
@@ -88,7 +94,7 @@ def inspect(
         state = _judge(url, report)
         if report.ok and public_key is not None:
             _publish_key(destination, spec, public_key, state)
-        if state.reachable:
+        if report.ok:
             state.last_checkpoint = _last_checkpoint(destination)
         return state
     finally:
@@ -98,10 +104,23 @@ def inspect(
 def _judge(url: str, report: sinks.CheckReport) -> DestinationState:
     facts = dict(report.facts)
     if not report.ok:
+        first = report.problems[0] if report.problems else f"{url} failed its check."
+        if facts.get("exists") is not True:
+            # Not reached or not usable at all: worth retrying (it may be created or come
+            # back); the first problem is the one sentence status shows.
+            if "does not exist" in first:
+                reason = "BucketNotFound"
+            elif "denied" in first.lower():
+                reason = "AccessDenied"
+            else:
+                reason = "DestinationUnreachable"
+            return DestinationState(url, False, False, False, reason, first, facts=facts)
+        locked = facts.get("object_lock_enabled", facts.get("lock_enabled"))
         reason = "RetentionLockMissing" if report.worm is False else "DestinationCheckFailed"
-        message = " ".join(report.problems) or f"{url} failed its check."
-        reachable = not any("not exist" in p or "cannot reach" in p for p in report.problems)
-        return DestinationState(url, reachable, False, False, reason, message, facts=facts)
+        if locked is True:
+            reason = "DestinationCheckFailed"
+        message = " ".join(report.problems)
+        return DestinationState(url, True, False, False, reason, message, facts=facts)
     if not report.worm:
         notices = " ".join(getattr(report, "notices", []) or [])
         message = notices or f"{url} is not WORM storage: objects can be changed or deleted."

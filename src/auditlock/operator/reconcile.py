@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +41,16 @@ class InvalidPolicy(Exception):
     """The spec is invalid; status says why. Retrying will not help until it changes."""
 
 
+EventSink = Callable[[dict[str, Any], str, str, str], None]  # (body, type, reason, message)
+
+
 @dataclass(frozen=True)
 class Context:
     kube: Kube
     registry: PolicyRegistry
     cluster: str = ""
+    # Posts a Kubernetes Event about the policy; kopf's poster in the operator.
+    events: EventSink | None = None
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -98,6 +104,26 @@ async def _status(
     status = {"observedGeneration": generation, **fields}
     status["conditions"] = c.merge(previous, new_conditions)
     await asyncio.to_thread(ctx.kube.patch_policy_status, namespace, name, status)
+    _announce(ctx, body, previous, new_conditions)
+
+
+def _announce(
+    ctx: Context,
+    body: dict[str, Any],
+    previous: list[dict[str, Any]] | None,
+    new_conditions: list[dict[str, Any]],
+) -> None:
+    """One Event when Ready changes (status or reason): what `kubectl describe` shows."""
+    if ctx.events is None:
+        return
+    before = next((x for x in previous or [] if x.get("type") == c.READY), {})
+    now = next((x for x in new_conditions if x.get("type") == c.READY), None)
+    if now is None:
+        return
+    if (before.get("status"), before.get("reason")) == (now["status"], now["reason"]):
+        return
+    kind = "Normal" if now["status"] == "True" else "Warning"
+    ctx.events(body, kind, now["reason"], now["message"])
 
 
 async def reconcile(ctx: Context, body: dict[str, Any]) -> None:

@@ -46,6 +46,12 @@ class OperatorConfig:
     watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
 
 
+def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """Queue a Kubernetes Event on the policy (kopf posts it in the background)."""
+    target: Any = body  # kopf reads apiVersion, kind and metadata from a plain dict too
+    kopf.event(target, type=kind, reason=reason, message=message[:1024])
+
+
 def sidecar_style(mode: str, version: ServerVersion) -> bool:
     """True for native sidecars."""
     if mode == "native":
@@ -77,7 +83,7 @@ class Operator:
             self.version.git_version,
             "native" if native else "classic",
         )
-        ctx = Context(self.kube, self.registry, config.cluster)
+        ctx = Context(self.kube, self.registry, config.cluster, events=post_event)
         await self._preload(ctx)
         if config.capture_enabled:
             self.capture = ClusterCapture(
