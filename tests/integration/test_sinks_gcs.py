@@ -153,3 +153,13 @@ def test_url_query_endpoint_and_emulator_env(
 def test_unknown_url_parameter_is_refused() -> None:
     with pytest.raises(DestinationError, match="unknown gs:// URL parameter"):
         sinks.open("gs://bucket/p?endpint=x")
+
+
+def test_close_releases_clients_and_the_destination_reopens(
+    fake_gcs: FakeGCS, gcs_bucket: str
+) -> None:
+    dest = open_gcs(fake_gcs, gcs_bucket)
+    dest.put("a", b"1", LOCKED_7D)
+    dest.close()
+    assert dest.get("a") == b"1"  # a new client on next use
+    dest.close()

@@ -279,3 +279,13 @@ def test_server_restart_during_retries_is_ridden_out(seaweedfs_own: SeaweedFS) -
     assert result.created
     assert dest.get("seg") == b"survives"
     assert dest.retention("seg").mode is LockMode.LOCKED
+
+
+def test_close_releases_the_client_and_the_destination_reopens(
+    seaweedfs: SeaweedFS, s3_locked_bucket: str
+) -> None:
+    dest = open_s3(seaweedfs, s3_locked_bucket)
+    dest.put("a", b"1", LOCKED_1D)
+    dest.close()
+    assert dest.get("a") == b"1"
+    dest.close()

@@ -287,3 +287,25 @@ def test_bucket_without_object_retention_is_diagnosed_on_put(replay: Replay) -> 
     replay.on("GET", BUCKET_PATH, (200, body("bucket_plain.json")))
     with pytest.raises(DestinationError, match="Object Retention is not enabled"):
         open_dest(replay).put("streams/a/seg-1", b"segment", ONE_YEAR)
+
+
+def test_retention_prefers_the_object_lock_over_a_later_unlocked_bucket_policy(
+    replay: Replay,
+) -> None:
+    obj = json.loads(body("object_retained.json"))  # Locked until 2031
+    obj["retentionExpirationTime"] = "2035-01-01T00:00:00Z"  # bucket policy, unlocked
+    replay.on("GET", OBJECT_PATH, (200, json.dumps(obj).encode()))
+    replay.on("GET", BUCKET_PATH, (200, body("bucket_plain.json")))
+    r = open_dest(replay).retention("streams/a/seg-1")
+    assert r.mode is LockMode.LOCKED
+    assert r.retain_until == datetime(2031, 3, 11, 9, 30, tzinfo=UTC)
+
+
+def test_retention_takes_a_later_locked_bucket_policy(replay: Replay) -> None:
+    obj = json.loads(body("object_retained.json"))
+    obj["retention"] = {"mode": "Unlocked", "retainUntilTime": "2026-01-01T00:00:00Z"}
+    replay.on("GET", OBJECT_PATH, (200, json.dumps(obj).encode()))
+    replay.on("GET", BUCKET_PATH, (200, body("bucket_locked.json")))
+    r = open_dest(replay).retention("streams/a/seg-1")
+    assert r.mode is LockMode.LOCKED
+    assert r.retain_until == datetime(2025, 3, 11, 9, 30, 0, 123000, tzinfo=UTC)

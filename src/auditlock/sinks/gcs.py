@@ -123,6 +123,8 @@ class GCSDestination(Destination):
         self.retry = retry or RetryPolicy()
         # One client per thread: the client's HTTP session is not documented thread-safe.
         self._local = threading.local()
+        self._clients: list[storage.Client] = []
+        self._clients_lock = threading.Lock()
         self._bucket_meta: storage.Bucket | None = None
 
     # -- plumbing --------------------------------------------------------------------
@@ -133,7 +135,17 @@ class GCSDestination(Destination):
         if client is None:
             client = self._new_client()
             self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
         return client
+
+    def close(self) -> None:
+        """Close every thread's client (their HTTP sessions)."""
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+        self._local = threading.local()
 
     def _new_client(self) -> storage.Client:
         options = {"api_endpoint": self.endpoint} if self.endpoint else None
@@ -339,17 +351,28 @@ class GCSDestination(Destination):
         blob = self._call(what, fetch)
         if blob is None:
             raise ObjectNotFound(f"{what}: no such object")
-        mode = FROM_GCS_MODE.get(blob.retention.mode or "")
-        until: datetime | None = blob.retention.retain_until_time
         hold = bool(blob.temporary_hold or blob.event_based_hold)
-        # A bucket retention policy also holds the object; report the later lock.
+        # Two locks may hold the object: its own retention and the bucket's retention
+        # policy (`retentionExpirationTime`). Report the strongest: the latest Locked one,
+        # else the latest of any.
+        locks: list[tuple[LockMode, datetime]] = []
+        own_mode = FROM_GCS_MODE.get(blob.retention.mode or "")
+        own_until: datetime | None = blob.retention.retain_until_time
+        if own_mode is not None and own_until is not None:
+            locks.append((own_mode, own_until.astimezone(UTC)))
         bucket_until: datetime | None = blob.retention_expiration_time
-        if bucket_until is not None and (until is None or bucket_until > until):
-            locked = self._bucket_policy_locked()
-            until = bucket_until
-            mode = LockMode.LOCKED if locked else LockMode.UNLOCKED
-        if until is not None:
-            until = until.astimezone(UTC)
+        own_is_stronger = bool(
+            locks
+            and locks[0][0] is LockMode.LOCKED
+            and bucket_until
+            and locks[0][1] >= bucket_until
+        )
+        if bucket_until is not None and not own_is_stronger:  # else skip reading the bucket
+            policy_mode = LockMode.LOCKED if self._bucket_policy_locked() else LockMode.UNLOCKED
+            locks.append((policy_mode, bucket_until.astimezone(UTC)))
+        locked = [lock for lock in locks if lock[0] is LockMode.LOCKED]
+        best = max(locked or locks, key=lambda lock: lock[1], default=None)
+        mode, until = best if best is not None else (own_mode, own_until)
         created: datetime | None = blob.time_created
         return ObjectRetention(
             mode=mode,

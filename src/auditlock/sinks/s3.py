@@ -178,6 +178,12 @@ class S3Destination(Destination):
                 )
             return self._client
 
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def _key(self, name: str) -> str:
         return join_prefix(self.prefix, validate_name(name))
 
