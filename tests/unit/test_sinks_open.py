@@ -66,3 +66,19 @@ def test_gcs_emulator_env_means_anonymous(monkeypatch: pytest.MonkeyPatch) -> No
     dest = sinks.open("gs://bkt/p")
     assert isinstance(dest, GCSDestination)
     assert dest.endpoint == "http://127.0.0.1:1" and dest.anonymous
+
+
+@pytest.mark.parametrize(
+    ("url", "blocked", "extra"),
+    [("s3://b/p", "boto3", "s3"), ("gs://b/p", "google.cloud", "gcs")],
+)
+def test_missing_client_library_names_the_extra_to_install(
+    url: str, blocked: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, blocked, None)  # makes `import blocked` fail
+    module = {"s3": "auditlock.sinks.s3", "gcs": "auditlock.sinks.gcs"}[extra]
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(DestinationError, match=rf"pip install 'auditlock\[{extra}\]'"):
+        sinks.open(url)
