@@ -11,6 +11,7 @@ import base64
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -453,3 +454,49 @@ def test_unreachable_destination_is_reported_and_retried(
             )
 
         wait_for("a Warning Event naming the reason", warned, timeout=15)
+
+
+def test_last_checkpoint_is_read_from_the_destination(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    from auditlock import sinks
+    from auditlock.ledger import StreamWriter, load_private_key, validate_event
+
+    kube = running_operator.kube
+    trail = tmp_path / "trail"
+    create_policy(kube, operator_namespace, "ckpt", file_spec(trail))
+    policy = wait_condition(kube, operator_namespace, "ckpt", "Ready", "True")
+    assert "lastCheckpoint" not in policy["status"]
+    # A collector of this policy writes a signed segment and checkpoint with its key.
+    with kube.api_client() as api:
+        secret = client.CoreV1Api(api).read_namespaced_secret(
+            n.key_secret_name("ckpt"), operator_namespace
+        )
+    key = load_private_key(base64.b64decode(secret.data[n.KEY_FILE]))
+    destination = sinks.open(f"file://{trail}")
+    retention = sinks.RetentionSpec(period=timedelta(days=7))
+    writer = StreamWriter.resume(destination, "shop_api-1", key, retention=retention)
+    writer.append(
+        validate_event(
+            {
+                "id": "e-1",
+                "time": "2026-11-29T15:00:00Z",
+                "category": "access",
+                "action": "get",
+                "outcome": "success",
+                "actor": {"kind": "user", "name": "alice"},
+                "target": {"resource": "orders"},
+                "source": {"namespace": operator_namespace},
+            }
+        )
+    )
+    writer.store(writer.seal())
+
+    def checkpoint_seen() -> str | None:
+        status = get_policy(kube, operator_namespace, "ckpt")["status"]
+        return status.get("lastCheckpoint")
+
+    seen = wait_for("status.lastCheckpoint", checkpoint_seen, timeout=15)
+    assert seen.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+    row = kube.kubectl("get", "auditpolicy", "ckpt", "-n", operator_namespace).stdout
+    assert "<none>" not in row.splitlines()[1]
