@@ -1,0 +1,59 @@
+"""A restarted operator resumes every policy: what went missing while it was down is
+recreated, and the status is brought up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from auditlock.operator import names as n
+from tests.integration.test_operator_policies import (
+    create_policy,
+    file_spec,
+    get_policy,
+    wait_condition,
+    wait_for,
+)
+from tests.servers.auditlock_operator import start_operator
+from tests.servers.kube_controlplane import KubeControlPlane
+
+
+def test_restarted_operator_resumes_policies(
+    auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    kube = auditpolicy_crd
+    first = start_operator(kube, audit_intake=False, register=False)
+    try:
+        create_policy(kube, kube_namespace, "resumed", file_spec(tmp_path / "trail"))
+        before = wait_condition(kube, kube_namespace, "resumed", "Ready", "True")
+    finally:
+        first.stop()
+    # While the operator is down, its ConfigMap is deleted by someone.
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.delete_namespaced_config_map(n.config_map_name("resumed"), kube_namespace)
+    second = start_operator(kube, audit_intake=False, register=False)
+    try:
+        assert second.thread.registry.get(kube_namespace, "resumed") is not None
+
+        def recreated() -> bool:
+            with kube.api_client() as api:
+                try:
+                    client.CoreV1Api(api).read_namespaced_config_map(
+                        n.config_map_name("resumed"), kube_namespace
+                    )
+                except ApiException as exc:
+                    if exc.status == 404:
+                        return False
+                    raise
+            return True
+
+        wait_for("the ConfigMap recreated on resume", recreated, timeout=15)
+        after = get_policy(kube, kube_namespace, "resumed")
+        # Same key (the Secret survived), same configuration.
+        assert after["status"]["keyFingerprint"] == before["status"]["keyFingerprint"]
+        assert after["status"]["configHash"] == before["status"]["configHash"]
+    finally:
+        second.stop()
