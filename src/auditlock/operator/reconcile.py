@@ -51,6 +51,8 @@ class Context:
     cluster: str = ""
     # Posts a Kubernetes Event about the policy; kopf's poster in the operator.
     events: EventSink | None = None
+    # Counts reconcile outcomes by Ready reason (a metric in the operator).
+    outcomes: Callable[[str], None] | None = None
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -114,11 +116,13 @@ def _announce(
     new_conditions: list[dict[str, Any]],
 ) -> None:
     """One Event when Ready changes (status or reason): what `kubectl describe` shows."""
-    if ctx.events is None:
-        return
     before = next((x for x in previous or [] if x.get("type") == c.READY), {})
     now = next((x for x in new_conditions if x.get("type") == c.READY), None)
     if now is None:
+        return
+    if ctx.outcomes is not None:
+        ctx.outcomes(str(now["reason"]))
+    if ctx.events is None:
         return
     if (before.get("status"), before.get("reason")) == (now["status"], now["reason"]):
         return

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import kopf
+from prometheus_client import CollectorRegistry, Counter
 
 from auditlock.operator.capture import ClusterCapture
 from auditlock.operator.handlers import build_registry
@@ -83,7 +84,20 @@ class Operator:
             self.version.git_version,
             "native" if native else "classic",
         )
-        ctx = Context(self.kube, self.registry, config.cluster, events=post_event)
+        self.metrics = CollectorRegistry()
+        outcomes = Counter(
+            "auditlock_operator_reconciles",
+            "Policy reconciles and refreshes, by the Ready reason they ended with.",
+            ["reason"],
+            registry=self.metrics,
+        )
+        ctx = Context(
+            self.kube,
+            self.registry,
+            config.cluster,
+            events=post_event,
+            outcomes=lambda reason: outcomes.labels(reason).inc(),
+        )
         await self._preload(ctx)
         if config.capture_enabled:
             self.capture = ClusterCapture(
@@ -92,6 +106,7 @@ class Operator:
                 cluster=config.cluster,
                 collector_host=config.collector_host,
                 collector_port=config.collector_port,
+                metrics=self.metrics,
             )
         self.server = WebhookServer(
             registry=self.registry,
@@ -104,6 +119,7 @@ class Operator:
             listeners=config.webhook_listeners,
             audit_sink=self.capture.audit_sink if self.capture else None,
             audit_token=config.audit_token,
+            metrics=self.metrics,
         )
         await self.server.start()
         kopf_registry = build_registry(
