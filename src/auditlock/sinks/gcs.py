@@ -219,18 +219,17 @@ class GCSDestination(Destination):
     def put(self, name: str, data: bytes, retention: RetentionSpec | None) -> PutResult:
         key = self._key(name)
         what = f"put gs://{self.bucket_name}/{key}"
-        asked: ObjectRetention | None = None
-        until: datetime | None = None
-        if retention is not None:
-            now = datetime.now(UTC)
-            until = retention.retain_until(now)
-            asked = ObjectRetention(retention.mode, until, retention.legal_hold, written_at=now)
+        asked: list[ObjectRetention | None] = [None]  # the lock of the attempt that landed
 
         def upload() -> None:
             blob = self.bucket.blob(key)
-            if retention is not None and until is not None:
+            if retention is not None:
+                # Per attempt, so a retried upload is locked for the whole period.
+                now = datetime.now(UTC)
+                until = retention.retain_until(now)
                 blob.retention.mode = GCS_MODE[retention.mode]
                 blob.retention.retain_until_time = until
+                asked[0] = ObjectRetention(retention.mode, until, retention.legal_hold, now)
             blob.upload_from_string(
                 data,
                 content_type="application/octet-stream",
@@ -257,7 +256,7 @@ class GCSDestination(Destination):
             raise self._auth_error(what, exc) from exc
         if retention is not None and retention.legal_hold:
             self._hold(key)
-        return PutResult(name=name, size=len(data), created=True, retention=asked)
+        return PutResult(name=name, size=len(data), created=True, retention=asked[0])
 
     def _hold(self, key: str) -> None:
         """Set a temporary hold (our legal hold). The JSON API ignores `temporaryHold` in

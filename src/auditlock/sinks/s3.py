@@ -224,73 +224,58 @@ class S3Destination(Destination):
 
     def put(self, name: str, data: bytes, retention: RetentionSpec | None) -> PutResult:
         key = self._key(name)
-        args: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": data,
-            "ContentLength": len(data),
-            "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
-            "ContentType": "application/octet-stream",
-        }
-        asked: ObjectRetention | None = None
-        if retention is not None:
-            now = datetime.now(UTC)
-            until = retention.retain_until(now)
-            args["ObjectLockMode"] = S3_MODE[retention.mode]
-            args["ObjectLockRetainUntilDate"] = until
-            if retention.legal_hold:
-                args["ObjectLockLegalHoldStatus"] = "ON"
-            asked = ObjectRetention(retention.mode, until, retention.legal_hold, written_at=now)
         what = f"put s3://{self.bucket}/{key}"
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        asked: list[ObjectRetention | None] = [None]  # the lock of the attempt that landed
 
-        if not self.conditional_put:
-            return self._check_then_put(name, key, data, args, asked, what)
-        args["IfNoneMatch"] = "*"
+        def attempt() -> None:
+            # Retain-until is computed per attempt, so a put that succeeds after retries
+            # is still locked for the whole period after it was written.
+            args: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "Body": data,
+                "ContentLength": len(data),
+                "ContentMD5": md5,
+                "ContentType": "application/octet-stream",
+            }
+            if self.conditional_put:
+                args["IfNoneMatch"] = "*"
+            if retention is not None:
+                now = datetime.now(UTC)
+                until = retention.retain_until(now)
+                args["ObjectLockMode"] = S3_MODE[retention.mode]
+                args["ObjectLockRetainUntilDate"] = until
+                if retention.legal_hold:
+                    args["ObjectLockLegalHoldStatus"] = "ON"
+                asked[0] = ObjectRetention(retention.mode, until, retention.legal_hold, now)
+            self.client.put_object(**args)
+
+        if not self.conditional_put and self._exists(key):
+            return self._already_there(name, key, data)
         try:
-            call_with_retries(
-                lambda: self.client.put_object(**args),
-                is_transient=is_transient,
-                policy=self.retry,
-                what=what,
-            )
+            call_with_retries(attempt, is_transient=is_transient, policy=self.retry, what=what)
         except botocore.exceptions.ClientError as exc:
-            if _status(exc) in (409, 412) or _code(exc) in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
+            if self.conditional_put and (
+                _status(exc) in (409, 412)
+                or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
             ):
                 return self._already_there(name, key, data)
             raise self._put_error(what, exc) from exc
+        except botocore.exceptions.NoCredentialsError as exc:
+            raise DestinationError(
+                f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod an IAM role"
+            ) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise DestinationError(f"{what}: {exc}") from exc
-        return PutResult(name=name, size=len(data), created=True, retention=asked)
-
-    def _check_then_put(
-        self,
-        name: str,
-        key: str,
-        data: bytes,
-        args: dict[str, Any],
-        asked: ObjectRetention | None,
-        what: str,
-    ) -> PutResult:
-        if self._exists(key):
-            return self._already_there(name, key, data)
-        try:
-            call_with_retries(
-                lambda: self.client.put_object(**args),
-                is_transient=is_transient,
-                policy=self.retry,
-                what=what,
-            )
-        except botocore.exceptions.ClientError as exc:
-            raise self._put_error(what, exc) from exc
-        stored = self.get(name)
-        if stored != data:
+        if not self.conditional_put and self.get(name) != data:
+            # Check-then-put race (module docstring): someone else's bytes are now latest.
             raise ObjectConflict(
                 f"{what}: another writer stored different bytes under this name at the same "
                 "time; both versions are kept by the versioned bucket - investigate"
             )
-        return PutResult(name=name, size=len(data), created=True, retention=asked)
+        return PutResult(name=name, size=len(data), created=True, retention=asked[0])
 
     def _put_error(self, what: str, exc: botocore.exceptions.ClientError) -> DestinationError:
         code = _code(exc)
