@@ -160,7 +160,7 @@ class KubeControlPlane:
       `ca_bundle_b64` goes into a webhook's `clientConfig.caBundle`
     - `admin_token`: bearer token of user `admin`, group `system:masters`
     - `version`: what `/version` reports, e.g. `v1.37.2`; `version_info` = (1, 37)
-    - `audit_port`, `audit_url`: where the API server sends audit events
+    - `audit_host`, `audit_port`, `audit_url`: where the API server sends audit events
       (`https://127.0.0.1:<audit_port>/audit`, batches of `audit.k8s.io/v1` EventList)
     - `log_paths`: log file per server (`etcd`, `kube-apiserver`, `audit` = the API
       server's own audit log file, handy to see what it would have sent)
@@ -184,6 +184,7 @@ class KubeControlPlane:
         # Certificate for whoever receives the audit webhook (a test's aiohttp server).
         self.audit_receiver_cert = self.ca.issue("audit-receiver", ["127.0.0.1", "localhost"])
         self._sa_keys = write_service_account_keys(workdir / "pki")
+        self.audit_host = "127.0.0.1"
         self.audit_port = free_port()
         self.audit_url = f"https://127.0.0.1:{self.audit_port}/audit"
         self.url = ""
