@@ -126,6 +126,8 @@ def test_check_reads_the_bucket_and_judges_what_fake_gcs_reports(
     assert report.facts["versioning"] is False
     assert not report.ok
     assert "Object Retention is not enabled" in report.summary()
+    assert report.facts["writable"] is None  # the emulator has no testIamPermissions
+    assert any("does not implement testIamPermissions" in n for n in report.notices)
 
 
 def test_server_down_is_a_transient_error_after_retries(

@@ -61,7 +61,11 @@ def check_bucket(dest: GCSDestination, required: RetentionSpec) -> CheckReport:
             )
     except DestinationError as exc:
         facts["writable"] = None
-        notices.append(f"Could not test permissions on {name!r} ({exc}); not judged.")
+        if isinstance(exc.__cause__, gexc.NotFound | gexc.MethodNotImplemented):
+            why = "the server does not implement testIamPermissions (an emulator?)"
+        else:
+            why = str(exc)
+        notices.append(f"Could not test permissions on {name!r}: {why}; not judged.")
 
     period_s = bucket.retention_period
     policy_locked = bool(bucket.retention_policy_locked)
