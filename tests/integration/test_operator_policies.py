@@ -500,3 +500,27 @@ def test_last_checkpoint_is_read_from_the_destination(
     assert seen.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
     row = kube.kubectl("get", "auditpolicy", "ckpt", "-n", operator_namespace).stdout
     assert "<none>" not in row.splitlines()[1]
+
+
+def test_invalid_edit_keeps_the_last_valid_spec_in_force(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    kube = running_operator.kube
+    create_policy(kube, operator_namespace, "kept", file_spec(tmp_path / "trail"))
+    wait_condition(kube, operator_namespace, "kept", "Ready", "True")
+    with kube.api_client() as api:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            operator_namespace,
+            PLURAL,
+            "kept",
+            {"spec": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In"}]}}},
+        )
+    policy = wait_condition(
+        kube, operator_namespace, "kept", "Ready", "False", reason="InvalidSpec"
+    )
+    injecting = condition(policy, "Injecting")
+    assert (injecting["status"], injecting["reason"]) == ("True", "LastValidSpec")
+    pod = create_pod(kube, operator_namespace, {"app": "payments"})
+    assert pod["metadata"]["annotations"][n.ANNOTATION_POLICY] == "kept"

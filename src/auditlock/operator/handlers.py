@@ -6,6 +6,7 @@ operators in one process, and keeps importing this module free of side effects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -71,10 +72,10 @@ def build_registry(
         if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
             ctx.registry.remove(meta.get("namespace", ""), meta.get("name", ""))
             return
-        try:
+        # An invalid edit does not switch auditing off: the last valid version stays in
+        # force (reconcile says so in status).
+        with contextlib.suppress(ValidationError):
             ctx.registry.put(entry_for(raw, ctx.cluster))
-        except ValidationError:
-            ctx.registry.remove(meta.get("namespace", ""), meta.get("name", ""))
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)

@@ -135,15 +135,27 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
     try:
         entry = entry_for(body, ctx.cluster)
     except ValidationError as exc:
-        ctx.registry.remove(namespace, name)
         message = validation_message(exc)
+        last = ctx.registry.get(namespace, name)
+        if last is not None:
+            # Auditing is not switched off by a bad edit: the webhooks keep serving the
+            # last valid generation until the spec is fixed.
+            injecting = c.condition(
+                c.INJECTING,
+                True,
+                "LastValidSpec",
+                f"Pods are injected with generation {last.generation}, the last valid spec.",
+                generation,
+            )
+        else:
+            injecting = c.condition(c.INJECTING, False, "InvalidSpec", message, generation)
         await _status(
             ctx,
             body,
             [
                 c.condition(c.READY, False, "InvalidSpec", message, generation),
                 c.condition(c.DESTINATION_LOCKED, None, "InvalidSpec", message, generation),
-                c.condition(c.INJECTING, False, "InvalidSpec", message, generation),
+                injecting,
             ],
         )
         raise InvalidPolicy(message) from None
