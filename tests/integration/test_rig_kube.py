@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.servers.kube_audit import KubeAuditReceiver
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 
 CHART = Path(__file__).with_name("test_rig_kube_chart")
@@ -414,6 +415,50 @@ async def test_reading_a_secret_delivers_an_audit_event_to_the_webhook(
     assert event["level"] == "Metadata"
     # The policy logs Secrets at Metadata level: the value never leaves the API server.
     assert secret_value not in json.dumps(audit_receiver)
+
+
+def test_rbac_changes_are_audited_with_the_request_body(
+    kube_apiserver: KubeControlPlane,
+    kube_namespace: str,
+    kube_audit_receiver: KubeAuditReceiver,
+) -> None:
+    role: Any = {
+        "metadata": {"name": "secret-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }
+    binding: Any = {
+        "metadata": {"name": "read-secrets"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "secret-reader",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": kube_namespace}],
+    }
+    with kube_apiserver.api_client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_namespaced_role(kube_namespace, role)
+        rbac.create_namespaced_role_binding(kube_namespace, binding)
+
+    def created(resource: str, name: str) -> Callable[[dict[str, Any]], bool]:
+        def match(event: dict[str, Any]) -> bool:
+            ref = event.get("objectRef", {})
+            return (
+                event.get("verb") == "create"
+                and ref.get("resource") == resource
+                and ref.get("namespace") == kube_namespace
+                and ref.get("name") == name
+            )
+
+        return match
+
+    event = kube_audit_receiver.wait_for(created("rolebindings", "read-secrets"))
+    assert event["level"] == "Request"
+    assert event["requestObject"]["roleRef"]["name"] == "secret-reader"
+    assert event["requestObject"]["subjects"][0]["name"] == "default"
+    role_event = kube_audit_receiver.wait_for(created("roles", "secret-reader"))
+    assert role_event["requestObject"]["rules"][0]["resources"] == ["secrets"]
+    assert set(kube_audit_receiver.batches) == {("audit.k8s.io/v1", "EventList")}
 
 
 # -- kubectl and helm -------------------------------------------------------------------

@@ -3,6 +3,8 @@
 - `kube_apiserver` (session): a started KubeControlPlane (tests/servers/kube_controlplane.py)
 - `kube_namespace` (function): a fresh namespace with a `default` ServiceAccount and the
   `kube-root-ca.crt` ConfigMap, deleted after the test
+- `kube_audit_receiver` (function): a KubeAuditReceiver (tests/servers/kube_audit.py)
+  listening on the reserved audit port, collecting what the API server's audit webhook sends
 - `kubectl_path`, `helm_path` (session): the binaries, without starting any server
 
 When a test that used the control plane fails, the tail of the etcd, kube-apiserver and
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.kube_assets import KubeRigError, find_binary
+from tests.servers.kube_audit import KubeAuditReceiver
 from tests.servers.kube_controlplane import KubeControlPlane
 
 # The running control plane of this session, for the report hook below.
@@ -49,6 +52,17 @@ def kube_namespace(kube_apiserver: KubeControlPlane) -> Iterator[str]:
         yield name
     finally:
         kube_apiserver.delete_namespace(name)
+
+
+@pytest.fixture
+def kube_audit_receiver(kube_apiserver: KubeControlPlane) -> Iterator[KubeAuditReceiver]:
+    """Audit events the API server sends while the test runs (plus possibly a few retried
+    from just before: filter by namespace/name)."""
+    receiver = KubeAuditReceiver(kube_apiserver).start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
 
 
 def _binary(name: str) -> Path:
