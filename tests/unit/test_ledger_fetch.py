@@ -35,3 +35,16 @@ def test_no_more_than_ahead_items_are_started_before_they_are_consumed() -> None
     time.sleep(0.05)
     assert len(started) <= 6
     stream.close()
+
+
+def test_inline_mode_has_the_same_results() -> None:
+    def work(n: int) -> int:
+        if n == 3:
+            raise KeyError(n)
+        return -n
+
+    threaded = list(prefetch(work, range(10), workers=3))
+    inline = list(prefetch(work, range(10), workers=0))
+    assert [(i, r if not isinstance(r, Exception) else type(r)) for i, r in threaded] == [
+        (i, r if not isinstance(r, Exception) else type(r)) for i, r in inline
+    ]

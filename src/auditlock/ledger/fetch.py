@@ -24,7 +24,18 @@ AHEAD = 16
 def prefetch(
     fn: Callable[[T], R], items: Iterable[T], *, workers: int = WORKERS, ahead: int = AHEAD
 ) -> Iterator[tuple[T, R | Exception]]:
-    """(item, fn(item) or the exception it raised), in order, at most `ahead` in flight."""
+    """(item, fn(item) or the exception it raised), in order, at most `ahead` in flight.
+
+    With workers=0 everything runs inline, one item at a time (local disks: threads
+    would only add lock traffic)."""
+    if workers <= 0:
+        for item in items:
+            try:
+                value: R | Exception = fn(item)
+            except Exception as exc:
+                value = exc
+            yield item, value
+        return
     source = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger-read") as pool:
         pending: deque[tuple[T, Future[R]]] = deque(

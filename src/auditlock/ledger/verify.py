@@ -44,6 +44,7 @@ MAX_FINDINGS_PER_STREAM = 100
 # Writers compute retain-until from their own clock, stores report write times from
 # theirs: tolerate this much disagreement before calling a lock too short.
 RETENTION_CLOCK_SKEW_NS = 300 * 1_000_000_000
+READ_THREADS = 8  # reads in flight against remote stores (S3, GCS)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class VerifyOptions:
     slack_seconds: float = DEFAULT_SLACK_SECONDS
     require_retention_days: float | None = None
     check_retention: bool = True
+    read_threads: int | None = None  # None: 0 for file:// (local), 8 for remote stores
 
 
 @dataclass
@@ -78,6 +80,10 @@ class _Verifier:
         self.anchors = {key_id(k) for k in options.public_keys}
         self.object_time: dict[str, int] = {}
         self.now_ns = options.now_ns if options.now_ns is not None else time.time_ns()
+        threads = options.read_threads
+        if threads is None:
+            threads = 0 if destination.url.startswith("file:") else READ_THREADS
+        self.threads = threads
         self._stream_findings = 0
 
     # -- driver ---------------------------------------------------------------------------
@@ -224,7 +230,7 @@ class _Verifier:
 
     def _check_retention(self, names: list[str]) -> None:
         days = self.opt.require_retention_days
-        for name, info in prefetch(self.dest.retention, names):
+        for name, info in prefetch(self.dest.retention, names, workers=self.threads):
             if isinstance(info, DestinationError):
                 self._find("retention-unreadable", str(info), object=name)
                 continue
@@ -320,7 +326,9 @@ class _EpochState:
         slack_ns = int(self.v.opt.slack_seconds * 1e9)
         last: SignedCheckpoint | None = None
         get = self.v.dest.get
-        loaded = prefetch(lambda i: decode_checkpoint(get(names[i])), indexes)
+        loaded = prefetch(
+            lambda i: decode_checkpoint(get(names[i])), indexes, workers=self.v.threads
+        )
         for index, signed in loaded:
             name = names[index]
             if isinstance(signed, FormatError | ObjectNotFound):
@@ -542,7 +550,9 @@ class _EventScan:
             wanted.append(seg)
         get = self.e.v.dest.get
         for seg, lines in prefetch(
-            lambda s: decode_segment(get(s.name), compressed=s.compressed), wanted
+            lambda s: decode_segment(get(s.name), compressed=s.compressed),
+            wanted,
+            workers=self.e.v.threads,
         ):
             if isinstance(lines, Exception) and not isinstance(lines, FormatError | ObjectNotFound):
                 raise lines
