@@ -461,6 +461,31 @@ def test_rbac_changes_are_audited_with_the_request_body(
     assert set(kube_audit_receiver.batches) == {("audit.k8s.io/v1", "EventList")}
 
 
+def test_exec_into_a_pod_is_audited_even_without_a_kubelet(
+    kube_apiserver: KubeControlPlane,
+    kube_namespace: str,
+    kube_audit_receiver: KubeAuditReceiver,
+) -> None:
+    with kube_apiserver.api_client() as api:
+        client.CoreV1Api(api).create_namespaced_pod(kube_namespace, _pod("app"))
+    # No node runs the pod, so the exec itself fails; the attempt is what gets audited.
+    tried = kube_apiserver.kubectl(
+        "exec", "-n", kube_namespace, "app", "--", "cat", "/etc/passwd", check=False, timeout=30
+    )
+    assert tried.returncode != 0
+
+    event = kube_audit_receiver.wait_for(
+        lambda e: (
+            e.get("objectRef", {}).get("subresource") == "exec"
+            and e["objectRef"].get("namespace") == kube_namespace
+        )
+    )
+    assert event["objectRef"]["resource"] == "pods" and event["objectRef"]["name"] == "app"
+    assert event["user"]["username"] == "admin"
+    assert "command=cat" in event["requestURI"]
+    assert event["responseStatus"]["code"] >= 400
+
+
 # -- kubectl and helm -------------------------------------------------------------------
 
 
