@@ -185,3 +185,13 @@ def test_opening_a_destination_imports_only_its_own_client(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "", f"{url} imported {out.stdout.strip()}"
+
+
+def test_racing_writers_of_one_name_create_it_once(dest: FileDestination) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: dest.put("raced", b"same", SPEC).created, range(32)))
+    assert results.count(True) == 1
+    assert list(dest.list()) == ["raced"]
+    assert list((dest.root / ".tmp").iterdir()) == []  # no temp file left behind
