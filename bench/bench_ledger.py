@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from auditlock import sinks
@@ -28,6 +30,12 @@ from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock
 from auditlock.ledger.timestamps import format_ns
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.figures import figure
+
+BUILD_TARGET = 200_000  # events/s on one core (issue 3)
+VERIFY_TARGET = 300_000
 
 
 def fixed_event(i: int) -> dict[str, Any]:
@@ -82,6 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dest = sinks.open(f"file://{tmp}/store", fsync=False)
         cpu, wall = build(n, args.segment_events, dest)
+        figure("ledger build (one core)", n / cpu, "events/s", target=BUILD_TARGET)
         print(
             f"build:  {n / cpu:,.0f} events/s on one core "
             f"({cpu:.2f} s CPU, {wall:.2f} s wall; encode+chain+Merkle+sign, storing excluded)"
@@ -93,6 +102,12 @@ def main() -> None:
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             assert report.ok and report.events_verified == n, report.summary()
             label = "with" if retention else "without"
+            figure(
+                f"ledger verify from file:// ({label} retention read-back, one core)",
+                n / cpu,
+                "events/s",
+                target=VERIFY_TARGET if retention else None,
+            )
             print(
                 f"verify: {n / cpu:,.0f} events/s on one core ({cpu:.2f} s CPU, {wall:.2f} s "
                 f"wall; {label} retention read-back of {objects} objects)"
