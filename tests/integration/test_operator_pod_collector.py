@@ -165,3 +165,4 @@ def test_injected_collector_runs_and_its_ledger_verifies(
     assert report.events_verified == 5
     stream = f"{operator_namespace}_{pod['metadata']['name']}"
     assert [s.stream for s in report.streams] == [stream]
+    assert report.streams[0].closed  # SIGTERM wrote the stream-closed checkpoint
