@@ -92,6 +92,7 @@ def test_compressed_packed_forward_with_several_gzip_members() -> None:
         (["t", [["x", {}]]], "bad_time"),
         (["t", T, {}, "not-a-map"], "bad_option"),
         (["t", T, {}, {"chunk": 5}], "bad_option"),
+        (["t", T, {}, {"chunk": "\udcff\udcfe"}], "invalid_utf8"),
         (["t", {"a": 1}], "bad_message"),
         (["t", b"\x93\x01", {}], "bad_entries"),
         (["t", b"abc", {"compressed": "zstd"}], "bad_option"),

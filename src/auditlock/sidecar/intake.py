@@ -41,7 +41,10 @@ class Intake:
         self._log_budget = _RateLimit(per_second=5)
         self.accepting = True
 
-    def prepare(self, input_name: str, entries: list[tuple[str, int, Any]]) -> Prepared:
+    def prepare(
+        self, input_name: str, entries: list[tuple[str, int, Any]], count: bool = True
+    ) -> Prepared:
+        """Run the pipeline over raw entries; `count=False` when re-preparing (a retry)."""
         out = Prepared()
         process = self.pipeline.process
         events = out.events
@@ -55,6 +58,8 @@ class Intake:
                 out.filtered += 1
             else:
                 events.append(event)
+        if not count:
+            return out
         if out.rejected:
             self.count_rejections(input_name, [r for _, r in out.rejected])
         if out.filtered:

@@ -142,8 +142,14 @@ def _option(value: Any) -> dict[str, Any] | None:
     if type(value) is not dict:
         raise ProtocolError("bad_option", "option must be a map")
     chunk = value.get("chunk")
-    if chunk is not None and (type(chunk) is not str or not 0 < len(chunk) <= 256):
-        raise ProtocolError("bad_option", "option chunk must be a short string")
+    if chunk is not None:
+        if type(chunk) is not str or not 0 < len(chunk) <= 256:
+            raise ProtocolError("bad_option", "option chunk must be a short string")
+        if not chunk.isascii():
+            try:
+                chunk.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError("invalid_utf8", "option chunk is not valid UTF-8") from None
     return value
 
 

@@ -164,7 +164,15 @@ class _Connection:
             chunk = option.get("chunk") if option else None
             batch.add(entries, chunk)
         if batch.entries or batch.chunks:
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except (ConnectionClosed, ConnectionError, OSError):
+                raise
+            except Exception as exc:  # a gap in validation: never ack, never crash
+                log.exception("cannot spool events from forward connection %s", self.peer)
+                raise ConnectionClosed(
+                    "internal_error", f"events not stored: {exc!r:.200}"
+                ) from None
         if failure is not None:
             raise failure
 
@@ -180,24 +188,32 @@ class _Connection:
 
     async def _commit(self, batch: _Batch) -> None:
         spool = self.intake.spool
-        # Chunks already durable (a retransmission) or being spooled by another connection.
         waits: list[asyncio.Future[int]] = []
-        fresh_entries: list[tuple[str, int, Any]] = []
-        fresh_chunks: list[str] = []
-        for entries, chunk in batch.groups:
-            if chunk is not None:
-                if spool.seen_chunk(chunk) or chunk in fresh_chunks:
-                    self.metrics.duplicate_chunks.inc()
-                    continue
-                inflight = spool.inflight_chunk(chunk)
-                if inflight is not None:
-                    self.metrics.duplicate_chunks.inc()
-                    waits.append(inflight)
-                    continue
-                fresh_chunks.append(chunk)
-            fresh_entries.extend(entries)
-        prepared: Prepared = self.intake.prepare(INPUT, fresh_entries)
+        first_try = True
         while True:
+            # Drop chunks already durable (a retransmission) and wait for chunks another
+            # connection is spooling right now. Re-checked after every wait for room: a
+            # client that timed out may have retransmitted the chunk on a new connection
+            # meanwhile, and only one of the two may store it. From here to the append
+            # there is no await, so the check and the registration are atomic.
+            waits = []
+            fresh_entries: list[tuple[str, int, Any]] = []
+            fresh_chunks: list[str] = []
+            duplicates = 0
+            for entries, chunk in batch.groups:
+                if chunk is not None:
+                    if spool.seen_chunk(chunk) or chunk in fresh_chunks:
+                        duplicates += 1
+                        continue
+                    inflight = spool.inflight_chunk(chunk)
+                    if inflight is not None:
+                        duplicates += 1
+                        waits.append(inflight)
+                        continue
+                    fresh_chunks.append(chunk)
+                fresh_entries.extend(entries)
+            prepared: Prepared = self.intake.prepare(INPUT, fresh_entries, count=first_try)
+            first_try = False
             try:
                 await self.intake.commit(INPUT, prepared, fresh_chunks)
                 break
@@ -206,6 +222,8 @@ class _Connection:
                     raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
                 # Withhold the ack and stop reading until shipping frees room.
                 await spool.wait_for_room()
+        if duplicates:
+            self.metrics.duplicate_chunks.inc(duplicates)
         for future in waits:
             try:
                 await future
