@@ -289,3 +289,32 @@ def test_close_releases_the_client_and_the_destination_reopens(
     dest.close()
     assert dest.get("a") == b"1"
     dest.close()
+
+
+def test_governance_can_be_bypassed_by_an_admin_but_compliance_cannot(
+    seaweedfs: SeaweedFS, s3_locked_bucket: str
+) -> None:
+    """Why check() warns about Unlocked/GOVERNANCE: an identity allowed to bypass it can
+    delete the object; COMPLIANCE refuses even that identity."""
+    dest = open_s3(seaweedfs, s3_locked_bucket)
+    dest.put("gov", b"x", RetentionSpec(timedelta(days=1), LockMode.UNLOCKED))
+    dest.put("comp", b"x", LOCKED_1D)
+    s3 = seaweedfs.client()
+    gov = s3.head_object(Bucket=s3_locked_bucket, Key="trail/gov")["VersionId"]
+    comp = s3.head_object(Bucket=s3_locked_bucket, Key="trail/comp")["VersionId"]
+    s3.delete_object(
+        Bucket=s3_locked_bucket, Key="trail/gov", VersionId=gov, BypassGovernanceRetention=True
+    )
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(
+            Bucket=s3_locked_bucket,
+            Key="trail/comp",
+            VersionId=comp,
+            BypassGovernanceRetention=True,
+        )
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ObjectNotFound):
+        dest.get("gov")
+    assert dest.get("comp") == b"x"
+    report = dest.check(RetentionSpec(timedelta(days=1), LockMode.UNLOCKED))
+    assert any("BypassGovernanceRetention" in n for n in report.notices)
