@@ -176,3 +176,14 @@ def test_prove_and_verify_proof(store: Path, keys: Path, tmp_path: Path) -> None
     assert code == 1 and "no event" in err
     proof_path.write_text("{")
     assert cli("verify-proof", str(proof_path))[0] == 2
+
+
+def test_planted_object_with_a_huge_number_is_reported_quickly(store: Path, keys: Path) -> None:
+    stream_dir = sorted((store / "streams").iterdir())[0]
+    (stream_dir / "000000" / "ckpt-999999999999.ckpt").write_bytes(b"x")
+    (stream_dir / "999999").mkdir()
+    (stream_dir / "999999" / "seg-999999999998-999999999999.jsonl").write_bytes(b"x\n")
+    code, out, err = verify(store, keys)
+    assert code == 1 and err == ""
+    assert "checkpoints 7-999999999998 are missing" in out
+    assert "epochs 1-999998 have no objects" in out

@@ -201,7 +201,7 @@ class _Verifier:
         summary = StreamSummary(stream=stream, epochs=len(epochs))
         self.report.streams.append(summary)
         numbers = sorted(epochs)
-        missing = sorted(set(range(numbers[-1] + 1)) - set(numbers))
+        missing = _holes(numbers)
         if missing:
             self._find("epoch-missing", f"epochs {missing} have no objects", stream=stream)
         allowed: set[str] | None = self._closure(self.anchors) if self.anchors else None
@@ -318,9 +318,9 @@ class _EpochState:
             self.find("no-checkpoint", "epoch has segments but no checkpoint")
             return
         indexes = sorted(names)
-        gaps = sorted(set(range(indexes[-1] + 1)) - set(indexes))
+        gaps = _holes(indexes)
         if gaps:
-            self.find("checkpoint-missing", f"checkpoints {_ranges(gaps)} are missing")
+            self.find("checkpoint-missing", f"checkpoints {gaps} are missing")
         digests: dict[int, bytes] = {}
         since, until = self.v.opt.since_ns, self.v.opt.until_ns
         slack_ns = int(self.v.opt.slack_seconds * 1e9)
@@ -710,16 +710,17 @@ def _claimed_prev(line: bytes) -> bytes:
         return ZERO_HASH
 
 
-def _ranges(numbers: list[int]) -> str:
+def _holes(present: list[int]) -> str:
+    """The numbers missing from 0..max(present) as ranges ("3, 5-9"); "" if none.
+
+    Works from the sorted list, never materialising 0..max: a corrupt or planted name
+    may carry a huge number."""
     out: list[str] = []
-    start = prev = numbers[0]
-    for n in [*numbers[1:], None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
+    expected = 0
+    for n in present:
+        if n > expected:
+            out.append(str(expected) if n - 1 == expected else f"{expected}-{n - 1}")
+        expected = max(expected, n + 1)
     return ", ".join(out)
 
 
