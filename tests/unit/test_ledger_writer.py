@@ -235,3 +235,13 @@ def test_a_restart_within_an_epoch_is_declared_and_not_a_time_gap(ledger: Ledger
     code, out = ledger.verify()
     assert code == 0, out
     assert "warning: stream s epoch 0" in out and "writer restarted" in out
+
+
+def test_a_planted_segment_after_the_tail_is_not_trusted(ledger: Ledger) -> None:
+    writer = open_writer(ledger)
+    writer.store(feed(writer, events(10)))
+    ledger.write("streams/s/000000/seg-000000000100-999999999999.jsonl", b"junk\n")
+    again = open_writer(ledger)
+    assert again.epoch == 1  # not holding re-fed events back for a segment that cannot be
+    objects = feed(again, events(5, 10))
+    assert any(o.kind == "segment" for o in objects)

@@ -129,6 +129,7 @@ def _adopt(destination: Destination, plan: ResumePlan, segs: list[ObjectName], s
         if seg.first < size or (plan.reserved and seg.first <= plan.reserved[-1][1]):
             raise _Broken(f"segment {seg.name} overlaps events already stored")
         if seg.first > size or plan.reserved:
+            _check_orphan(destination, seg, prefix, stream_b)
             plan.reserved.append((seg.first, seg.last))
             continue
         lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
@@ -147,3 +148,27 @@ def _adopt(destination: Destination, plan: ResumePlan, segs: list[ObjectName], s
         plan.frontier.extend(leaves)
         plan.head = prev
         plan.adopted += len(lines)
+
+
+def _check_orphan(
+    destination: Destination, seg: ObjectName, prefix: bytes, stream_b: bytes
+) -> None:
+    """A segment after a gap is kept (and later re-created) only if it is whole and
+    chains within itself: the writer will hold re-fed events back to match it."""
+    lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
+    if len(lines) != seg.last - seg.first + 1:
+        raise _Broken(f"segment {seg.name} holds {len(lines)} lines")
+    prev: bytes | None = None
+    for offset, line in enumerate(lines):
+        if prev is None:
+            marker = line.rfind(b',"prev":"')
+            try:
+                prev = bytes.fromhex(line[marker + 9 : marker + 73].decode())
+            except (ValueError, UnicodeDecodeError):
+                raise _Broken(f"segment {seg.name} line {offset} is malformed") from None
+        if not (
+            line.startswith(prefix)
+            and line.endswith(line_suffix(stream_b, seg.first + offset, prev))
+        ):
+            raise _Broken(f"segment {seg.name} line {offset} does not chain on")
+        prev = event_hash(line)
