@@ -187,3 +187,29 @@ def test_planted_object_with_a_huge_number_is_reported_quickly(store: Path, keys
     assert code == 1 and err == ""
     assert "checkpoints 7-999999999998 are missing" in out
     assert "epochs 1-999998 have no objects" in out
+
+
+def test_keys_rotate_hands_the_streams_to_a_new_key(
+    store: Path, keys: Path, tmp_path: Path
+) -> None:
+    from auditlock import sinks
+    from auditlock.ledger.keys import Signer, load_private_key
+    from auditlock.ledger.writer import StreamWriter
+
+    new = tmp_path / "new"
+    cli("keys", "generate", "--out", str(new))
+    code, out, err = cli(
+        "keys", "rotate", "--store", f"file://{store}",
+        "--old", str(keys / "signing.key"), "--new", str(new / "signing.pub"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "keys/rotations/" in out
+    dest = sinks.open(f"file://{store}", fsync=False)
+    writer = StreamWriter.resume(
+        dest, "synth-0-0000", Signer(load_private_key(new / "signing.key")), retention=None
+    )
+    writer.store(writer.close())
+    # Trust anchored to the OLD key still verifies the checkpoint signed by the new one.
+    code, out, _ = verify(store, keys)
+    assert code == 0, out
+    assert "synth-0-0000: closed, 2 epoch(s)" in out
