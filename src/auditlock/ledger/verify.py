@@ -440,10 +440,14 @@ class _EpochState:
                     f"first {cp.tree_size} events",
                 )
         covered = max((sc.checkpoint.tree_size for sc in self.valid), default=0)
-        for sc in self.valid:
-            for seg in segs:
-                if seg.last < sc.checkpoint.tree_size and seg.name not in self.v.object_time:
-                    self.v.object_time[seg.name] = sc.checkpoint.time_ns
+        # A segment's signed time is that of the first checkpoint covering it.
+        by_size = sorted(self.valid, key=lambda sc: (sc.checkpoint.tree_size, sc.checkpoint.index))
+        j = 0
+        for seg in sorted(segs, key=lambda s: s.last):
+            while j < len(by_size) and by_size[j].checkpoint.tree_size <= seg.last:
+                j += 1
+            if j < len(by_size):
+                self.v.object_time.setdefault(seg.name, by_size[j].checkpoint.time_ns)
         if covered > stored:
             self.find(
                 "events-missing",
