@@ -6,12 +6,10 @@ operators in one process, and keeps importing this module free of side effects.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from auditlock.operator.capture import ClusterCapture
 from auditlock.operator.reconcile import (
@@ -19,7 +17,6 @@ from auditlock.operator.reconcile import (
     InvalidPolicy,
     RetryLater,
     cleanup,
-    entry_for,
     reconcile,
     refresh,
 )
@@ -63,19 +60,6 @@ def build_registry(
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> Any:
             return connection
-
-    @kopf.on.event(*resource, registry=registry)
-    def track(event: Any, body: kopf.Body, **_: Any) -> None:
-        # Keep the webhooks' registry current on every watch event, before reconcile.
-        raw = _plain(body)
-        meta = raw.get("metadata") or {}
-        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
-            ctx.registry.remove(meta.get("namespace", ""), meta.get("name", ""))
-            return
-        # An invalid edit does not switch auditing off: the last valid version stays in
-        # force (reconcile says so in status).
-        with contextlib.suppress(ValidationError):
-            ctx.registry.put(entry_for(raw, ctx.cluster))
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)

@@ -43,8 +43,13 @@ class PolicyRegistry:
         self._synced = threading.Event()
 
     def put(self, entry: PolicyEntry) -> None:
+        """Add or update; an entry older than the one held (same object, lower
+        generation) is ignored, so a late event never rolls a policy back."""
         with self._lock:
             policies = dict(self._by_namespace.get(entry.namespace, {}))
+            held = policies.get(entry.name)
+            if held is not None and held.uid == entry.uid and held.generation > entry.generation:
+                return
             policies[entry.name] = entry
             self._by_namespace[entry.namespace] = policies
             self._ordered[entry.namespace] = tuple(sorted(policies.values(), key=_order))
@@ -59,6 +64,20 @@ class PolicyRegistry:
             else:
                 self._by_namespace.pop(namespace, None)
                 self._ordered.pop(namespace, None)
+
+    def replace(self, entries: list[PolicyEntry], *, keep: set[tuple[str, str]]) -> None:
+        """Replace everything with a fresh list; `keep` names objects whose current spec
+        is invalid, whose last valid entry (if any) stays."""
+        with self._lock:
+            fresh: dict[str, dict[str, PolicyEntry]] = {}
+            for namespace, policies in self._by_namespace.items():
+                for name, entry in policies.items():
+                    if (namespace, name) in keep:
+                        fresh.setdefault(namespace, {})[name] = entry
+            for entry in entries:
+                fresh.setdefault(entry.namespace, {})[entry.name] = entry
+            self._by_namespace = fresh
+            self._ordered = {ns: tuple(sorted(ps.values(), key=_order)) for ns, ps in fresh.items()}
 
     def get(self, namespace: str, name: str) -> PolicyEntry | None:
         return self._by_namespace.get(namespace, {}).get(name)
@@ -78,6 +97,9 @@ class PolicyRegistry:
 
     def mark_synced(self) -> None:
         self._synced.set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
 
     @property
     def synced(self) -> bool:

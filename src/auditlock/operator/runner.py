@@ -18,7 +18,8 @@ from auditlock.operator.capture import ClusterCapture
 from auditlock.operator.handlers import build_registry
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
-from auditlock.operator.reconcile import Context, entry_for
+from auditlock.operator.policy_watch import PolicyWatch
+from auditlock.operator.reconcile import Context
 from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
@@ -98,7 +99,10 @@ class Operator:
             events=post_event,
             outcomes=lambda reason: outcomes.labels(reason).inc(),
         )
-        await self._preload(ctx)
+        self.policy_watch = PolicyWatch(
+            self.kube, self.registry, cluster=config.cluster, namespaces=config.namespaces
+        )
+        await asyncio.to_thread(self.policy_watch.start)
         if config.capture_enabled:
             self.capture = ClusterCapture(
                 self.registry,
@@ -140,18 +144,10 @@ class Operator:
                 ready_flag=ready_flag,
             )
         finally:
+            self.policy_watch.stop()
             if self.capture is not None:
                 self.capture.close()
             await self.server.stop()
-
-    async def _preload(self, ctx: Context) -> None:
-        """Fill the registry before the webhooks answer, so no pod slips through."""
-        for body in await asyncio.to_thread(self.kube.list_policies):
-            try:
-                self.registry.put(entry_for(body, ctx.cluster))
-            except ValueError:
-                continue  # invalid spec: reconcile reports it in status
-        self.registry.mark_synced()
 
 
 class OperatorThread:
