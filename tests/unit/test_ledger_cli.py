@@ -213,3 +213,17 @@ def test_keys_rotate_hands_the_streams_to_a_new_key(
     code, out, _ = verify(store, keys)
     assert code == 0, out
     assert "synth-0-0000: closed, 2 epoch(s)" in out
+
+
+def test_synth_with_sparse_events_writes_heartbeats_and_verifies(
+    tmp_path: Path, keys: Path
+) -> None:
+    root = tmp_path / "sparse"
+    code, _, err = cli(
+        "synth", "--store", f"file://{root}", "--key", str(keys / "signing.key"),
+        "--events", "40", "--interval-ms", "150000", "--segment-events", "7", "--no-fsync",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = verify(root, keys, "--json")
+    assert code == 0, out
+    assert json.loads(out)["checkpoints_verified"] > 40 * 2  # heartbeats between events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,17 @@ def run(args: argparse.Namespace) -> int:
         report = verify(destination, options)
     except sinks.DestinationError as exc:
         return _usage(str(exc))
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(report.summary())
-    return EXIT_OK if report.ok else EXIT_FINDINGS
+    code = EXIT_OK if report.ok else EXIT_FINDINGS
+    try:
+        if args.json:
+            json.dump(report.to_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(report.summary())
+        sys.stdout.flush()
+    except BrokenPipeError:  # `verify ... | head`: the reader left; the verdict stands
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
 
 
 def _check_exists(destination: Any) -> None:

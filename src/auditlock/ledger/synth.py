@@ -102,20 +102,28 @@ def synthesize(
         for when, event in synthetic_events(
             stream, events, seed=seed, start_ns=start_ns, interval_ns=interval_ns
         ):
-            while writer.heartbeat_due(when):
-                # A heartbeat at the moment it fell due (never later than this event).
-                due = writer.last_checkpoint_ns + writer.heartbeat_ms * 1_000_000
-                clock.now = min(max(due, clock.now), when)
-                _store(writer, writer.heartbeat(), stats)
+            _heartbeats_until(writer, clock, when, stats)
             clock.now = when
             writer.append(event)
             if writer.pending_events >= segment_events:
                 _store(writer, writer.seal(), stats)
-        clock.now += interval_ns
+        end = clock.now + interval_ns
+        _heartbeats_until(writer, clock, end, stats)
+        clock.now = end
         _store(writer, writer.close(), stats)
         stats.streams += 1
         stats.events += events
     return stats
+
+
+def _heartbeats_until(
+    writer: StreamWriter, clock: SimulatedClock, when: int, stats: SynthStats
+) -> None:
+    """The heartbeats a live writer would have written before `when`, each when it fell due."""
+    while writer.heartbeat_due(when):
+        due = writer.last_checkpoint_ns + writer.heartbeat_ms * 1_000_000
+        clock.now = min(max(due, clock.now), when)
+        _store(writer, writer.heartbeat(), stats)
 
 
 class SimulatedClock:
