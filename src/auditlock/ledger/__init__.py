@@ -21,6 +21,10 @@ from auditlock.ledger.errors import (
 from auditlock.ledger.event import AuditEvent, event_json_schema, validate_event
 from auditlock.ledger.keys import Signer, key_id, load_private_key, load_public_key
 from auditlock.ledger.normalize import normalize_event
+from auditlock.ledger.proof import build_proof, check_proof
+from auditlock.ledger.report import Finding, StreamSummary, VerifyReport
+from auditlock.ledger.verify import VerifyOptions
+from auditlock.ledger.verify import verify as verify_ledger
 from auditlock.ledger.writer import ClosedStreamError, PendingObject, StreamWriter
 from auditlock.sinks.base import RetentionSpec
 
@@ -29,6 +33,7 @@ __all__ = [
     "Checkpoint",
     "ClosedStreamError",
     "EventError",
+    "Finding",
     "FormatError",
     "KeyFileError",
     "LedgerError",
@@ -39,8 +44,13 @@ __all__ = [
     "SignedCheckpoint",
     "Signer",
     "StoreError",
+    "StreamSummary",
     "StreamWriter",
+    "VerifyOptions",
+    "VerifyReport",
+    "build_proof",
     "canonical_bytes",
+    "check_proof",
     "decode_checkpoint",
     "event_json_schema",
     "key_id",
@@ -48,4 +58,5 @@ __all__ = [
     "load_public_key",
     "normalize_event",
     "validate_event",
+    "verify_ledger",
 ]
