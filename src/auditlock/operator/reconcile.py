@@ -12,11 +12,13 @@ into a retry with backoff.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from auditlock.operator import conditions as c
@@ -178,6 +180,34 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
             **summary,
         )
 
+    try:
+        await _converge(ctx, body, entry, summary, fail)
+    except ApiException as exc:
+        # RBAC gaps, quota, admission refusals of our own objects: say which call failed.
+        message = (
+            f"The Kubernetes API refused a call of the operator: {exc.status} {exc.reason}"
+            f"{': ' + _api_message(exc) if _api_message(exc) else ''}."
+        )
+        await fail("KubernetesApiError", message)
+        raise RetryLater(message) from None
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def _converge(
+    ctx: Context,
+    body: dict[str, Any],
+    entry: PolicyEntry,
+    summary: dict[str, Any],
+    fail: Callable[..., Awaitable[None]],
+) -> None:
+    namespace, name, _, generation, _ = _meta(body)
+    spec = entry.spec
     # 1. The signing key: created once, never rotated silently, never logged.
     secret_name = n.key_secret_name(name)
     try:
