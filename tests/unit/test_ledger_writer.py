@@ -245,3 +245,19 @@ def test_a_planted_segment_after_the_tail_is_not_trusted(ledger: Ledger) -> None
     assert again.epoch == 1  # not holding re-fed events back for a segment that cannot be
     objects = feed(again, events(5, 10))
     assert any(o.kind == "segment" for o in objects)
+
+
+def test_resume_when_only_segments_of_a_new_epoch_landed(ledger: Ledger) -> None:
+    writer = open_writer(ledger)
+    objects = feed(writer, events(6))
+    writer.store([o for o in objects if o.kind == "segment"])  # crash: no key, no genesis
+    again = open_writer(ledger)
+    assert (again.epoch, again.next_seq) == (0, 6)
+    first = again.heartbeat()
+    kinds = [decode_checkpoint(o.data).checkpoint.kind for o in first if o.kind == "checkpoint"]
+    assert kinds == ["genesis", "seal"]
+    again.store(first)
+    again.store(again.close())
+    code, out = ledger.verify()
+    assert code == 0, out
+    assert "6 events" in out

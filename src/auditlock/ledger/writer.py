@@ -310,7 +310,9 @@ class StreamWriter:
             # checkpoint is downtime the writer declares, not deleted checkpoints.
             kind = "resume" if kind != "close" else kind
             self._resumed = False
-        size = self._frontier.size
+        # A genesis covers no events, even when events adopted at resume are waiting.
+        tree = Frontier() if kind == "genesis" else self._frontier
+        size = tree.size
         checkpoint = Checkpoint(
             stream=self.stream_id,
             epoch=self.epoch,
@@ -318,9 +320,9 @@ class StreamWriter:
             kind=kind,
             prev=self._checkpoint_digest,
             tree_size=size,
-            root=self._frontier.root(),
+            root=tree.root(),
             head=self._head if size else ZERO_HASH,
-            frontier=tuple(self._frontier.nodes),
+            frontier=tuple(tree.nodes),
             time=format_ns(now),
             heartbeat_ms=self.heartbeat_ms,
             key_id=self.key_id,
@@ -329,7 +331,8 @@ class StreamWriter:
         self._checkpoint_index = index
         self._checkpoint_digest = _sha256(body).digest()
         self._checkpoint_time_ns = now
-        self._need_checkpoint = False
+        if kind != "genesis":
+            self._need_checkpoint = False
         return PendingObject(
             checkpoint_name(self.stream_id, self.epoch, index), data, "checkpoint", self.epoch,
             None, size - 1 if size else None, index,
