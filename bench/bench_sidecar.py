@@ -249,7 +249,9 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / (1024 * 1024)
 
 
-def bench_memory(seconds: float, scheme: str) -> dict[str, Any]:
+def bench_memory(
+    seconds: float, scheme: str, delivery: dict[str, Any] | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         if scheme == "gs":
@@ -263,7 +265,7 @@ def bench_memory(seconds: float, scheme: str) -> dict[str, Any]:
             )
         else:
             config = make_config(workdir, ports=True)
-        config["delivery"] = {}
+        config["delivery"] = dict(delivery or {})
         proc = SidecarProcess(workdir, config)
         try:
             proc.start()
@@ -331,7 +333,9 @@ def main() -> None:
     parser.add_argument("what", nargs="?", default="all")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--batch", type=int, help="delivery.batch_max_events (memory run)")
     args = parser.parse_args()
+    delivery = {"batch_max_events": args.batch} if args.batch else {}
     print(f"load average before: {os.getloadavg()}")
     if args.what in ("throughput", "all"):
         print("throughput:", bench_throughput(args.events), flush=True)
@@ -339,7 +343,7 @@ def main() -> None:
         print("latency at 10,000 events/s:", bench_latency(args.seconds), flush=True)
     if args.what in ("memory", "all"):
         for scheme in ("gs", "file"):
-            print("memory:", bench_memory(args.seconds, scheme), flush=True)
+            print("memory:", bench_memory(args.seconds, scheme, delivery), flush=True)
     if args.what in ("ready", "all"):
         for scheme in ("file", "gs"):
             print("ready:", bench_ready(scheme), flush=True)
