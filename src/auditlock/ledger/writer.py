@@ -132,6 +132,7 @@ class StreamWriter:
         self.closed = False
         self._prefix = line_prefix(epoch)
         self._stored_lock = threading.Condition()
+        self._sealed: dict[int, list[PendingObject]] = {}  # unstored checkpoint -> its batch
         self._stored_index = -1 if need_genesis else checkpoint_index
 
     # -- construction --------------------------------------------------------------------
@@ -223,6 +224,9 @@ class StreamWriter:
 
         May hold back events that belong to a segment found after a crash until all of
         its seqs are appended (see module docstring)."""
+        return self._remember(self._seal())
+
+    def _seal(self) -> list[PendingObject]:
         if self.closed:
             raise ClosedStreamError(f"stream {self.stream_id} is closed")
         objects = self._preamble()
@@ -245,10 +249,10 @@ class StreamWriter:
 
     def heartbeat(self) -> list[PendingObject]:
         """A checkpoint now, sealing any appended events first."""
-        objects = self.seal()
+        objects = self._seal()
         if not any(o.kind == "checkpoint" for o in objects):
             objects.append(self._checkpoint("heartbeat"))
-        return objects
+        return self._remember(objects)
 
     def close(self) -> list[PendingObject]:
         """Seal everything and write the final "close" checkpoint; the writer is then done."""
@@ -263,6 +267,19 @@ class StreamWriter:
             objects.extend(self._cut_segments())
         objects.append(self._checkpoint("close"))
         self.closed = True
+        return self._remember(objects)
+
+    def _remember(self, objects: list[PendingObject]) -> list[PendingObject]:
+        """Keep each checkpoint's batch (its segments, and itself) until it is stored, so a
+        later store() can put it if the call that owns it is stuck (see store)."""
+        batch: list[PendingObject] = []
+        with self._stored_lock:
+            for obj in objects:
+                batch.append(obj)
+                if obj.kind == "checkpoint":
+                    assert obj.checkpoint_index is not None
+                    self._sealed[obj.checkpoint_index] = batch
+                    batch = []
         return objects
 
     def _preamble(self) -> list[PendingObject]:
@@ -340,31 +357,55 @@ class StreamWriter:
 
     # -- storing (I/O) -------------------------------------------------------------------
 
-    def store(self, objects: Iterable[PendingObject], *, timeout: float = 300.0) -> None:
-        """Put sealed objects in order, idempotently. Thread-safe.
+    def store(self, objects: Iterable[PendingObject], *, timeout: float = 5.0) -> None:
+        """Put sealed objects in order, idempotently. Thread-safe; never deadlocks.
 
-        A checkpoint is put only after every earlier checkpoint of this writer is stored;
-        if that does not happen within `timeout` seconds StoreError is raised and the
-        call may simply be retried. Destination errors propagate (retry the same call)."""
+        A checkpoint is put only after every earlier checkpoint of this writer is stored.
+        If the earlier one is not stored within `timeout` seconds (its own store call is
+        slow, failing or starved of threads), this call puts the earlier batches itself,
+        in order, from the copies the writer keeps until they are stored; the puts are
+        idempotent, so racing with their own calls is harmless. Destination errors
+        propagate: retry the same call."""
+        put = self.destination.put
         for obj in objects:
-            if obj.kind == "checkpoint":
-                assert obj.checkpoint_index is not None
-                self._wait_turn(obj.checkpoint_index, timeout)
-                self.destination.put(obj.name, obj.data, self.retention)
-                with self._stored_lock:
-                    self._stored_index = max(self._stored_index, obj.checkpoint_index)
-                    self._stored_lock.notify_all()
-            else:
-                self.destination.put(obj.name, obj.data, self.retention)
+            if obj.kind != "checkpoint":
+                put(obj.name, obj.data, self.retention)
+                continue
+            index = obj.checkpoint_index
+            assert index is not None
+            with self._stored_lock:
+                ready = self._stored_lock.wait_for(self._stored_through(index - 1), timeout)
+            if not ready:
+                self._store_earlier(index)
+            put(obj.name, obj.data, self.retention)
+            self._mark_stored(index)
 
-    def _wait_turn(self, index: int, timeout: float) -> None:
+    def _stored_through(self, index: int) -> Callable[[], bool]:
+        return lambda: self._stored_index >= index
+
+    def _store_earlier(self, index: int) -> None:
+        """Put the batches of every unstored checkpoint before `index`, oldest first."""
+        while True:
+            with self._stored_lock:
+                following = self._stored_index + 1
+                batch = self._sealed.get(following)
+            if following >= index:
+                return
+            if batch is None:
+                raise StoreError(
+                    f"checkpoint {following} of stream {self.stream_id} is neither stored "
+                    "nor known to this writer"
+                )
+            for obj in batch:
+                self.destination.put(obj.name, obj.data, self.retention)
+            self._mark_stored(following)
+
+    def _mark_stored(self, index: int) -> None:
         with self._stored_lock:
-            ready = self._stored_lock.wait_for(lambda: self._stored_index >= index - 1, timeout)
-        if not ready:
-            raise StoreError(
-                f"checkpoint {index} of stream {self.stream_id} waited {timeout:.0f}s for "
-                f"checkpoint {index - 1} to be stored; store that batch, then retry"
-            )
+            self._stored_index = max(self._stored_index, index)
+            for done in [i for i in self._sealed if i <= self._stored_index]:
+                del self._sealed[done]
+            self._stored_lock.notify_all()
 
     @property
     def last_checkpoint_ns(self) -> int:
