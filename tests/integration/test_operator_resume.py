@@ -10,13 +10,14 @@ from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
 from tests.integration.test_operator_policies import (
+    create_pod,
     create_policy,
     file_spec,
     get_policy,
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import start_operator
+from tests.servers.auditlock_operator import label_namespace, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 
 
@@ -57,3 +58,23 @@ def test_restarted_operator_resumes_policies(
         assert after["status"]["configHash"] == before["status"]["configHash"]
     finally:
         second.stop()
+
+
+def test_pod_count_follows_pods_without_waiting_for_the_periodic_refresh(
+    auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    kube = auditpolicy_crd
+    label_namespace(kube, kube_namespace)
+    running = start_operator(kube, audit_intake=False, refresh_seconds=600)
+    try:
+        create_policy(kube, kube_namespace, "live", file_spec(tmp_path / "trail"))
+        wait_condition(kube, kube_namespace, "live", "Ready", "True")
+        for _ in range(3):
+            create_pod(kube, kube_namespace, {"app": "payments"})
+        wait_for(
+            "podsInjected == 3 well before the 600 s refresh",
+            lambda: get_policy(kube, kube_namespace, "live")["status"].get("podsInjected") == 3,
+            timeout=10,
+        )
+    finally:
+        running.stop()

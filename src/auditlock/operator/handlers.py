@@ -6,18 +6,21 @@ operators in one process, and keeps importing this module free of side effects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
 from auditlock.operator.capture import ClusterCapture
+from auditlock.operator.names import LABEL_POLICY
 from auditlock.operator.reconcile import (
     Context,
     InvalidPolicy,
     RetryLater,
     cleanup,
     reconcile,
+    recount,
     refresh,
 )
 from auditlock.policy.model import GROUP, PLURAL, VERSION
@@ -71,6 +74,28 @@ def build_registry(
             raise kopf.PermanentError(str(exc)) from None
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
+
+    pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_POLICY: kopf.PRESENT}, registry=registry)
+    async def pod_changed(body: kopf.Body, **_: Any) -> None:
+        # Injected pods carry the policy label: recount that policy, at most once a second
+        # however many of its pods change at once.
+        key = (
+            str(body.get("metadata", {}).get("namespace")),
+            str(body["metadata"]["labels"][LABEL_POLICY]),
+        )
+        if key in pending and not pending[key].done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(1.0)
+            try:
+                await recount(ctx, *key)
+            except Exception as exc:
+                log.info("recount of %s/%s: %s", *key, exc)
+
+        pending[key] = asyncio.create_task(later())
 
     @kopf.on.delete(*resource, registry=registry)
     async def remove(body: kopf.Body, **_: Any) -> None:

@@ -131,6 +131,17 @@ class Kube:
 
     # -- AuditPolicies ------------------------------------------------------------------
 
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
     def list_policies(self) -> list[dict[str, Any]]:
         answer = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         return list(answer.get("items", []))

@@ -275,6 +275,28 @@ async def _converge(
         raise RetryLater(state.message)
 
 
+async def recount(ctx: Context, namespace: str, name: str) -> None:
+    """Pods of a policy changed: update podsInjected/podsStale (the PODS column) now
+    rather than at the next periodic refresh."""
+    entry = ctx.registry.get(namespace, name)
+    body = await asyncio.to_thread(ctx.kube.get_policy, namespace, name)
+    if entry is None or body is None:
+        return
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != _meta(body)[3]:
+        return  # a reconcile is due and will count
+    injected, stale = await count_pods(ctx, namespace, name, entry.config_hash)
+    if (status.get("podsInjected"), status.get("podsStale")) == (injected, stale):
+        return
+    conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
+    conditions.append(
+        c.condition(
+            c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), _meta(body)[3]
+        )
+    )
+    await _status(ctx, body, conditions, podsInjected=injected, podsStale=stale)
+
+
 async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     """The periodic look: pod counts and newest checkpoint, without touching the key or
     the ConfigMap. Re-runs the full reconcile when the last one did not succeed."""
