@@ -54,6 +54,8 @@ class Sidecar:
     def readiness(self) -> tuple[bool, str]:
         if self.state != "running":
             return False, self.state
+        if self.shipper.failed:
+            return False, self.shipper.failed
         if self.shipper.problem:
             return True, f"ready (degraded: {self.shipper.problem})"
         return True, "ready"
@@ -136,6 +138,9 @@ class Sidecar:
         await stop.wait()
         try:
             await asyncio.wait_for(self.stop(), self.config.shutdown_grace_seconds)
+        except RuntimeError as exc:
+            log.error("stopped without closing the stream: %s", exc)
+            return 1
         except TimeoutError:
             log.error(
                 "shutdown took longer than %.0fs; exiting, the spool keeps unshipped events",

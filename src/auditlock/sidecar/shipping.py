@@ -57,6 +57,7 @@ class Shipper:
         self._skip = 0
         self.resumed = False
         self.problem: str | None = None  # last persistent upload failure, for /readyz
+        self.failed: str | None = None  # the shipping loop died (see _runner_done)
 
     # --- start ------------------------------------------------------------------
 
@@ -90,6 +91,17 @@ class Shipper:
         self.metrics.last_seq.set(next_seq - 1)
         self.resumed = True
         self._runner = asyncio.create_task(self._run())
+        self._runner.add_done_callback(self._runner_done)
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bug or a ledger limit: intake keeps spooling (nothing acknowledged is lost)
+        # but nothing ships, so say so loudly and turn /readyz red.
+        self.failed = f"shipping stopped: {task.exception()!r}"
+        log.error(
+            "%s; events stay in the spool until a restart", self.failed, exc_info=task.exception()
+        )
 
     def _open(self) -> None:
         from auditlock import sinks
@@ -215,7 +227,9 @@ class Shipper:
         """Ship everything spooled, then store the stream-closed checkpoint."""
         self._stopping = True
         if self._runner is not None:
-            await self._runner
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self.failed:
+            raise RuntimeError(self.failed)
         await self._wait_uploads()
         if self.writer is not None and not self.writer.closed:
             await self._launch(self.writer.close())

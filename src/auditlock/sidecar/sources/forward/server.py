@@ -222,6 +222,8 @@ class _Connection:
                     raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
                 # Withhold the ack and stop reading until shipping frees room.
                 await spool.wait_for_room()
+                if not spool.full:  # not full but refused: the spool disk failed
+                    await asyncio.sleep(0.5)
         if duplicates:
             self.metrics.duplicate_chunks.inc(duplicates)
         for future in waits:
