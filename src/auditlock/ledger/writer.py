@@ -7,8 +7,9 @@ The pipeline is split so uploads can overlap:
   over it; returns `PendingObject`s (name, bytes, covered seqs). No I/O.
 * `store(objects)` (I/O, may run in a worker thread): puts them, idempotently. Several
   sealed batches may be storing at once; segments land in any order, but checkpoints are
-  put strictly in index order (a checkpoint waits until its predecessor is stored), so
-  the stored checkpoints are always a gapless prefix and each covers stored segments.
+  put strictly in index order (a checkpoint waits briefly for its predecessor, then
+  stores the predecessor's batch itself), so the stored checkpoints are always a gapless
+  prefix and each covers stored segments.
 
 Exactly-once after a crash: line bytes are a pure function of (event, seq, prev), segment
 bytes a pure function of their lines. `resume` reads the destination, continues the chain
