@@ -85,16 +85,22 @@ def _parse(body: bytes) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     pod = request.get("object")
     if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
         raise _BadRequest("AdmissionReview request.object is not a Pod", uid, namespace)
-    if namespace is None:
-        namespace = (pod.get("metadata") or {}).get("namespace")
-        if not isinstance(namespace, str):
-            raise _BadRequest("AdmissionReview request has no namespace", uid, None)
     meta = pod.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise _BadRequest("Pod metadata is not an object", uid, namespace)
-    labels = (meta or {}).get("labels") or {}
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise _BadRequest("Pod labels are not a map of strings", uid, namespace)
+    if namespace is None:
+        namespace = (meta or {}).get("namespace")
+        if not isinstance(namespace, str):
+            raise _BadRequest("AdmissionReview request has no namespace", uid, None)
+    for field in ("labels", "annotations"):
+        value = (meta or {}).get(field) or {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise _BadRequest(f"Pod {field} are not a map of strings", uid, namespace)
+    spec = pod["spec"]
+    for field in ("initContainers", "containers", "volumes"):
+        value = spec.get(field) or []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise _BadRequest(f"Pod spec.{field} is not a list of objects", uid, namespace)
     return uid, namespace, pod, request
 
 
