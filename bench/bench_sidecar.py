@@ -219,11 +219,11 @@ def send_at_rate(
     return sent
 
 
-def bench_latency(seconds: float) -> dict[str, Any]:
+def bench_latency(seconds: float, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         config = make_config(workdir, ports=True)
-        config["delivery"] = {}  # default batching
+        config["delivery"] = dict(delivery or {})  # default batching unless --batch/--delay
         proc = SidecarProcess(workdir, config)
         try:
             proc.start()
@@ -365,14 +365,17 @@ def main() -> None:
     parser.add_argument("what", nargs="?", default="all")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--batch", type=int, help="delivery.batch_max_events (memory run)")
+    parser.add_argument("--batch", type=int, help="delivery.batch_max_events")
+    parser.add_argument("--delay", type=float, help="delivery.max_delay_seconds")
     args = parser.parse_args()
-    delivery = {"batch_max_events": args.batch} if args.batch else {}
+    delivery: dict[str, Any] = {"batch_max_events": args.batch} if args.batch else {}
+    if args.delay:
+        delivery["max_delay_seconds"] = args.delay
     print(f"load average before: {os.getloadavg()}")
     if args.what in ("throughput", "all"):
         print("throughput:", bench_throughput(args.events), flush=True)
     if args.what in ("latency", "all"):
-        print("latency at 10,000 events/s:", bench_latency(args.seconds), flush=True)
+        print("latency at 10,000 events/s:", bench_latency(args.seconds, delivery), flush=True)
     if args.what in ("memory", "all"):
         for scheme in ("gs", "file"):
             print("memory:", bench_memory(args.seconds, scheme, delivery), flush=True)
