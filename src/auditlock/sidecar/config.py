@@ -95,7 +95,8 @@ class AccessProxySource(_Section):
     )
     request_id_headers: list[str] = Field(
         default_factory=lambda: ["x-request-id", "traceparent"],
-        description="correlation headers copied into the event",
+        description="correlation headers: traceparent gives trace_id, the first other one "
+        "present gives request_id",
     )
 
 

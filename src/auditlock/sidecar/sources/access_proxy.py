@@ -62,6 +62,7 @@ class AccessProxy:
         self.port = config.port
         self.upstream = config.upstream.rstrip("/")
         self._identity_headers = [h.lower() for h in config.identity_headers]
+        self._correlation_headers = [h.lower() for h in config.request_id_headers]
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pending: list[tuple[str, int, dict[str, Any]]] = []
@@ -163,13 +164,16 @@ class AccessProxy:
             "target": {"resource": "http", "name": (request.rel_url.raw_path or "/")[:MAX_PATH]},
             "details": details,
         }
-        request_id = request.headers.get("x-request-id")
-        if request_id:
-            record["request_id"] = request_id[:MAX_PATH]
-        traceparent = request.headers.get("traceparent", "")
-        parts = traceparent.split("-")
-        if len(parts) >= 2 and len(parts[1]) == 32:
-            record["trace_id"] = parts[1]
+        for name in self._correlation_headers:
+            value = request.headers.get(name)
+            if not value:
+                continue
+            if name == "traceparent":  # W3C: version-traceid-parentid-flags
+                parts = value.split("-")
+                if len(parts) >= 2 and len(parts[1]) == 32 and "trace_id" not in record:
+                    record["trace_id"] = parts[1]
+            elif "request_id" not in record:
+                record["request_id"] = value[:MAX_PATH]
         self._pending.append((TAG, time.time_ns(), record))
         if len(self._pending) >= FLUSH_EVENTS:
             self._wake.set()
