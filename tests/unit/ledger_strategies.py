@@ -27,7 +27,18 @@ json_values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(names, inner, max_size=4)),
     max_leaves=20,
 )
-details = st.dictionaries(names, json_values, max_size=5)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+# details may nest at most MAX_DEPTH (16) levels, counting itself.
+details = st.dictionaries(names, json_values, max_size=5).filter(lambda d: _depth(d) <= 16)
 
 digits = st.integers(min_value=0, max_value=9)
 
