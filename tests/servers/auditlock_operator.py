@@ -151,6 +151,7 @@ def start_operator(
         cluster="rig",
         kopf_connection=kube.kopf_connection_info(token=token),
         refresh_seconds=refresh_seconds,
+        checkpoint_scan_seconds=refresh_seconds,
         collector_port=collector_port,
         watch_fallback=watch_fallback,
         **overrides,

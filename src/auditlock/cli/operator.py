@@ -106,6 +106,12 @@ def register(subparsers: Any) -> None:
         type=float,
         default=float(_env("AUDITLOCK_REFRESH_SECONDS", "60") or 60),
     )
+    run.add_argument(
+        "--checkpoint-scan-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_CHECKPOINT_SCAN_SECONDS", "300") or 300),
+        help="how often the destination is listed for its newest checkpoint",
+    )
     run.set_defaults(func=_run)
     config = sub.add_parser("webhook-config", help="print the webhook configurations (YAML)")
     config.add_argument("--name", default="auditlock")
@@ -181,6 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         standalone=args.standalone or args.peering is None,
         peering_name=args.peering,
         refresh_seconds=args.refresh_seconds,
+        checkpoint_scan_seconds=args.checkpoint_scan_seconds,
         audit_token=token,
         collector_host=host or "127.0.0.1",
         collector_port=int(port),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -73,7 +74,10 @@ def open_options(spec: AuditPolicySpec, secret_data: dict[str, str] | None) -> d
 
 
 def inspect(
-    spec: AuditPolicySpec, options: dict[str, Any], public_key: tuple[str, bytes] | None
+    spec: AuditPolicySpec,
+    options: dict[str, Any],
+    public_key: tuple[str, bytes] | None,
+    max_age: float = 0.0,
 ) -> DestinationState:
     """Check the destination's lock configuration, publish the public key, find the
     newest checkpoint. Never raises: every failure becomes a reason and one sentence."""
@@ -95,7 +99,7 @@ def inspect(
         if report.ok and public_key is not None:
             _publish_key(destination, spec, public_key, state)
         if report.ok:
-            state.last_checkpoint = _last_checkpoint(destination)
+            state.last_checkpoint = _cached_last_checkpoint(url, destination, max_age)
         return state
     finally:
         destination.close()
@@ -148,11 +152,30 @@ def _publish_key(
         state.facts["public_key"] = f"{KEY_PREFIX}{key_id}.pub"
 
 
+# Finding the newest checkpoint lists the destination's streams/ (segments included), so
+# the periodic refresh reuses a recent answer instead of listing a big bucket every minute.
+_SCANS: dict[str, tuple[float, str | None]] = {}
+SCAN_INTERVAL = 300.0
+MAX_LISTED = 500_000  # a bound on one scan; beyond it the answer may miss newer streams
+
+
+def _cached_last_checkpoint(url: str, destination: sinks.Destination, max_age: float) -> str | None:
+    now = time.monotonic()
+    cached = _SCANS.get(url)
+    if cached is not None and now - cached[0] < max_age:
+        return cached[1]
+    found = _last_checkpoint(destination)
+    _SCANS[url] = (now, found)
+    return found
+
+
 def _last_checkpoint(destination: sinks.Destination) -> str | None:
     """Time of the newest checkpoint: the last one of each stream, by name order."""
     last_per_stream: dict[str, str] = {}
     try:
-        for name in destination.list(STREAMS_PREFIX):
+        for listed, name in enumerate(destination.list(STREAMS_PREFIX)):
+            if listed >= MAX_LISTED:
+                break
             if CHECKPOINT_MARK in name:
                 last_per_stream[name.split("/")[1]] = name
         newest: str | None = None

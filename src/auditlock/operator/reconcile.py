@@ -24,7 +24,12 @@ from pydantic import ValidationError
 from auditlock.operator import conditions as c
 from auditlock.operator import keys
 from auditlock.operator import names as n
-from auditlock.operator.destination import DestinationState, inspect, open_options
+from auditlock.operator.destination import (
+    SCAN_INTERVAL,
+    DestinationState,
+    inspect,
+    open_options,
+)
 from auditlock.operator.kube import Kube
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data
@@ -55,6 +60,9 @@ class Context:
     events: EventSink | None = None
     # Counts reconcile outcomes by Ready reason (a metric in the operator).
     outcomes: Callable[[str], None] | None = None
+    # How old a "newest checkpoint" answer the periodic refresh may reuse (it lists the
+    # destination's streams/, which is costly for a big bucket).
+    checkpoint_scan_seconds: float = SCAN_INTERVAL
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -313,7 +321,9 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
         return
     injected, stale = await count_pods(ctx, namespace, name, entry.config_hash)
     fields: dict[str, Any] = {"podsInjected": injected, "podsStale": stale}
-    state = await inspect_destination(entry.spec, await _secret_data(ctx, entry), None)
+    state = await inspect_destination(
+        entry.spec, await _secret_data(ctx, entry), None, max_age=ctx.checkpoint_scan_seconds
+    )
     if state.last_checkpoint:
         fields["lastCheckpoint"] = state.last_checkpoint
     conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
@@ -331,12 +341,16 @@ async def _secret_data(ctx: Context, entry: PolicyEntry) -> dict[str, str] | Non
 
 
 async def inspect_destination(
-    spec: AuditPolicySpec, secret_data: dict[str, str] | None, public_key: tuple[str, bytes] | None
+    spec: AuditPolicySpec,
+    secret_data: dict[str, str] | None,
+    public_key: tuple[str, bytes] | None,
+    *,
+    max_age: float = 0.0,
 ) -> DestinationState:
     options = open_options(spec, secret_data)
     try:
         return await asyncio.wait_for(
-            asyncio.to_thread(inspect, spec, options, public_key), DESTINATION_TIMEOUT
+            asyncio.to_thread(inspect, spec, options, public_key, max_age), DESTINATION_TIMEOUT
         )
     except TimeoutError:
         url = spec.destination.url

@@ -41,6 +41,7 @@ class OperatorConfig:
     peering_name: str | None = None
     kopf_connection: Any | None = None  # kopf.ConnectionInfo; None: kopf's own login
     refresh_seconds: float = 60.0
+    checkpoint_scan_seconds: float = 300.0
     audit_token: str | None = None
     collector_host: str = "127.0.0.1"
     collector_port: int = 24224
@@ -98,6 +99,7 @@ class Operator:
             config.cluster,
             events=post_event,
             outcomes=lambda reason: outcomes.labels(reason).inc(),
+            checkpoint_scan_seconds=config.checkpoint_scan_seconds,
         )
         self.policy_watch = PolicyWatch(
             self.kube, self.registry, cluster=config.cluster, namespaces=config.namespaces
