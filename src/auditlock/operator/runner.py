@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -189,7 +188,3 @@ class OperatorThread:
     def webhook_ports(self) -> list[int]:
         assert self.operator.server is not None
         return self.operator.server.bound_ports
-
-
-def listener(host: str, port: int, context: ssl.SSLContext | None) -> Listener:
-    return Listener(host, port, context)
