@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.servers.fakegcs",
     "tests.servers.kube",
     "tests.servers.auditlock_operator",
+    "tests.integration.chart_helpers",
 ]

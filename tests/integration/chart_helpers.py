@@ -1,14 +1,20 @@
-"""Shared by the chart tests: render charts/auditlock with the real helm binary."""
+"""Shared by the chart tests: render charts/auditlock with the real helm binary, and
+install it into the real test API server (fixture `chart_release`, registered in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.servers.kube_controlplane import KubeControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "auditlock"
@@ -71,3 +77,80 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+# -- the chart installed into the real test API server ---------------------------------
+
+
+@dataclass
+class InstalledRelease:
+    """charts/auditlock installed by helm into the session's API server."""
+
+    kube: KubeControlPlane
+    helm_path: Path
+    namespace: str
+    values: dict[str, Any]
+    install_output: str
+
+    def helm(self, *args: str) -> str:
+        return helm(
+            self.helm_path,
+            *args,
+            "--namespace",
+            self.namespace,
+            "--kubeconfig",
+            str(self.kube.kubeconfig),
+        )
+
+    def manifest(self) -> list[dict[str, Any]]:
+        """What helm applied (templates; CRDs from crds/ are not part of it)."""
+        return [d for d in yaml.safe_load_all(self.helm("get", "manifest", RELEASE)) if d]
+
+    def service_account(self) -> str:
+        account = next(o for o in self.manifest() if o["kind"] == "ServiceAccount")
+        return str(account["metadata"]["name"])
+
+    def uninstall(self) -> None:
+        """`helm uninstall`; a release already gone is fine."""
+        try:
+            self.helm("uninstall", RELEASE, "--wait", "--timeout", "60s")
+        except HelmError as err:
+            if "not found" not in str(err):
+                raise
+
+    def upgrade(self, values: dict[str, Any]) -> str:
+        self.values = values
+        return self.helm("upgrade", RELEASE, str(CHART), *set_args(values))
+
+
+def install_release(
+    kube: KubeControlPlane, helm_path: Path, values: dict[str, Any] | None = None
+) -> Iterator[InstalledRelease]:
+    """Install into a fresh namespace; uninstall and delete it afterwards.
+
+    The API server here has no nodes, so the operator pods stay Pending and the webhook
+    Service has no endpoints: both webhooks are narrowed to namespaces carrying a label
+    only this release's tests set, or they would refuse (failurePolicy Fail) every pod
+    other tests create in this shared API server.
+    """
+    namespace = kube.create_namespace()
+    merged = {"webhook": {"namespaceMatchLabels": {"auditlock-chart-test": namespace}}}
+    merged.update(values or {})
+    args = ["install", RELEASE, str(CHART), *set_args(merged)]
+    # The AuditPolicy CRD may already exist (other tests apply crds/ directly): adopt it.
+    args += ["--take-ownership", "--namespace", namespace, "--kubeconfig", str(kube.kubeconfig)]
+    output = helm(helm_path, *args)
+    release = InstalledRelease(kube, helm_path, namespace, merged, output)
+    try:
+        yield release
+    finally:
+        try:
+            release.uninstall()
+        finally:
+            kube.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+def chart_release(kube_apiserver: KubeControlPlane, helm_path: Path) -> Iterator[InstalledRelease]:
+    """The chart with default values (plus the test-only webhook narrowing)."""
+    yield from install_release(kube_apiserver, helm_path)

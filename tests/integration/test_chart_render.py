@@ -275,7 +275,13 @@ def test_extra_namespaces_and_labels_narrow_both_webhooks(helm_path: Path) -> No
     for _, hook in _webhooks(objects):
         assert hook["namespaceSelector"]["matchLabels"] == {"audit": "on"}
         values = hook["namespaceSelector"]["matchExpressions"][0]["values"]
-        assert set(values) == {"kube-system", NAMESPACE, "monitoring"}
+        assert set(values) == {
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            NAMESPACE,
+            "monitoring",
+        }
 
 
 # -- TLS --------------------------------------------------------------------------------

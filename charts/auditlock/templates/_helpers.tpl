@@ -112,7 +112,7 @@ namespaceSelector:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values:
-        {{- toYaml (uniq (concat (list "kube-system" .root.Release.Namespace) .root.Values.webhook.excludeNamespaces)) | nindent 8 }}
+        {{- toYaml (uniq (concat (list "kube-system" "kube-public" "kube-node-lease" .root.Release.Namespace) .root.Values.webhook.excludeNamespaces)) | nindent 8 }}
 {{- if .honourSkipLabel }}
 objectSelector:
   matchExpressions:

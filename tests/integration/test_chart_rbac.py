@@ -1,0 +1,300 @@
+"""The chart's RBAC is sufficient and minimal, proven on the real API server.
+
+Sufficient: a representative set of the operator's own integration scenarios
+(tests/integration/test_operator_*.py) runs here unchanged, with the operator
+authenticated as the chart's ServiceAccount (a token minted with the TokenRequest API)
+instead of as admin. This module overrides their `running_operator` fixture; everything
+else about those tests is theirs.
+
+Minimal: the operator's API traffic goes through a recording TLS proxy. After the
+scenarios, every (API group, resource, verb) the chart's ClusterRole grants must have
+been used by the operator, and the operator must have used nothing it was not granted
+(beyond the discovery and /version endpoints every authenticated user may read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+from tests.integration.chart_helpers import InstalledRelease, install_release
+
+# The scenarios re-run as the chart's ServiceAccount. Imported names are collected as
+# tests of this module, where `running_operator` below replaces the admin-token one.
+from tests.integration.test_operator_capture import (  # noqa: F401
+    operator_collector,
+    test_exec_secret_read_and_rolebinding_become_ledger_events,
+)
+from tests.integration.test_operator_policies import (  # noqa: F401
+    test_delete_removes_owned_objects_and_keeps_the_data,
+    test_invalid_policies_are_refused_or_reported_and_others_still_served,
+    test_missing_credentials_secret_is_reported_then_retried,
+    test_policy_on_locked_s3_is_ready_within_5s,
+    test_policy_update_raises_stale_pod_count,
+    test_required_enforcement_refuses_pod_without_collector,
+    test_selected_pod_is_injected_and_others_untouched,
+)
+from tests.servers.auditlock_operator import RunningOperator, start_operator
+from tests.servers.kube_controlplane import KubeControlPlane
+
+# The operator's scenarios start it with the watch fallback on, so the chart is
+# installed with the RBAC that option needs.
+CHART_VALUES = {"operator": {"watchFallback": True}}
+
+Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
+
+
+# -- a recording proxy in front of the API server -----------------------------------------
+
+
+@dataclass
+class RecordingProxy:
+    """HTTPS on 127.0.0.1 -> the real API server; records what each bearer token asks."""
+
+    upstream: str
+    kube: KubeControlPlane
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (token, method, url)
+    url: str = ""
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _runner: web.AppRunner | None = None
+    _session: ClientSession | None = None
+
+    def start(self) -> RecordingProxy:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def main() -> None:
+            assert self._loop is not None
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name="rbac-proxy", daemon=True)
+        self._thread.start()
+        if not ready.wait(15):
+            raise TimeoutError("recording proxy did not start")
+        return self
+
+    async def _serve(self) -> None:
+        pair = self.kube.issue_serving_cert("rbac-recording-proxy")
+        connector = TCPConnector(ssl=self.kube.client_ssl_context())
+        self._session = ClientSession(connector=connector, timeout=ClientTimeout(total=None))
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        # Watches stay open for minutes: do not wait for them when the proxy stops.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", 0, ssl_context=self.kube.server_ssl_context(pair)
+        )
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.url = f"https://127.0.0.1:{port}"
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        self.requests.append((token, request.method, request.path_qs))
+        skip = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        assert self._session is not None
+        body = await request.read()
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=body or None,
+            # Forward exactly what the client sent: the API server reads a body without a
+            # Content-Type as JSON, but refuses aiohttp's default octet-stream.
+            skip_auto_headers=("Content-Type",),
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for key, value in upstream.headers.items():
+                if key.lower() not in skip | {"content-encoding"}:
+                    response.headers[key] = value
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def close() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            if self._session is not None:
+                await self._session.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def permissions_used(self, token: str) -> set[Permission]:
+        used = set()
+        for sent, method, url in list(self.requests):
+            if sent == token:
+                permission = permission_of(method, url)
+                if permission is not None:
+                    used.add(permission)
+        return used
+
+
+def permission_of(method: str, url: str) -> Permission | None:
+    """The RBAC (group, resource, verb) an API request needs; None for non-resource URLs
+    (/version, discovery), which every authenticated user may read."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:2] == ["api", "v1"]:
+        group, rest = "", segments[2:]
+    elif segments[:1] == ["apis"] and len(segments) >= 3:
+        group, rest = segments[1], segments[3:]
+    else:
+        return None
+    if not rest:
+        return None  # discovery of a group version
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource: drop namespaces/<name>
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else "", rest[2:]
+    if sub:
+        resource = f"{resource}/{sub[0]}"
+    query = parse_qs(parts.query)
+    verb = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if name else "deletecollection",
+    }.get(method)
+    if method == "GET":
+        if query.get("watch", [""])[0] in ("true", "1"):
+            verb = "watch"
+        else:
+            verb = "get" if name else "list"
+    if verb is None:
+        raise AssertionError(f"unexpected request {method} {url}")
+    return group, resource, verb
+
+
+def permissions_granted(release: InstalledRelease) -> set[Permission]:
+    role = next(o for o in release.manifest() if o["kind"] == "ClusterRole")
+    granted = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    granted.add((group, resource, verb))
+    return granted
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceAccountRun:
+    release: InstalledRelease
+    proxy: RecordingProxy
+    token: str
+
+
+@pytest.fixture(scope="module")
+def service_account_run(
+    kube_apiserver: KubeControlPlane, helm_path: Path
+) -> Iterator[ServiceAccountRun]:
+    release_iter = install_release(kube_apiserver, helm_path, CHART_VALUES)
+    release = next(release_iter)
+    try:
+        wait_crd_established(kube_apiserver, "auditpolicies.auditlock.io")
+        token = kube_apiserver.service_account_token(release.namespace, release.service_account())
+        proxy = RecordingProxy(upstream=kube_apiserver.url, kube=kube_apiserver).start()
+        try:
+            yield ServiceAccountRun(release, proxy, token)
+        finally:
+            proxy.stop()
+    finally:
+        next(release_iter, None)
+
+
+@pytest.fixture(scope="module")
+def running_operator(service_account_run: ServiceAccountRun) -> Iterator[RunningOperator]:
+    """The operator's scenarios' fixture, but authenticated as the chart's ServiceAccount,
+    coordinated through the chart's ClusterKopfPeering, and talking through the proxy."""
+    run = service_account_run
+    proxied = copy.copy(run.release.kube)
+    proxied.url = run.proxy.url
+    peering = next(o for o in run.release.manifest() if o["kind"] == "ClusterKopfPeering")
+    running = start_operator(
+        proxied,
+        token=run.token,
+        standalone=False,
+        peering_name=peering["metadata"]["name"],
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def wait_crd_established(kube: KubeControlPlane, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        crd: dict[str, Any] = kube.get_json(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        )
+        conditions = crd.get("status", {}).get("conditions", [])
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"CRD {name} not Established within {timeout} s")
+
+
+# -- what the run proves ------------------------------------------------------------------
+
+
+def test_operator_acts_as_the_charts_service_account(
+    running_operator: RunningOperator, service_account_run: ServiceAccountRun
+) -> None:
+    run = service_account_run
+    used = run.proxy.permissions_used(run.token)
+    assert ("auditlock.io", "auditpolicies", "watch") in used
+    # Nothing the operator did went with any other credential.
+    tokens = {token for token, _, _ in run.proxy.requests} - {
+        run.token,
+        run.release.kube.admin_token,
+    }
+    assert not tokens
+    # kopf peering wrote this replica's keep-alive into the chart's peering object.
+    peering = next(o for o in run.release.manifest() if o["kind"] == "ClusterKopfPeering")
+    current = run.release.kube.get_json(
+        f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering['metadata']['name']}"
+    )
+    assert current.get("status"), "no keep-alive from the operator in the peering object"
+
+
+def test_rbac_grants_exactly_what_the_operator_used(
+    running_operator: RunningOperator, service_account_run: ServiceAccountRun
+) -> None:
+    """Runs after the scenarios above (pytest keeps the module's order)."""
+    run = service_account_run
+    used = run.proxy.permissions_used(run.token)
+    granted = permissions_granted(run.release)
+    assert used <= granted, (
+        f"used but not granted (the scenarios should have failed): {used - granted}"
+    )
+    assert granted <= used, f"granted but never used by the operator: {sorted(granted - used)}"
