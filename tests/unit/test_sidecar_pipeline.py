@@ -126,3 +126,14 @@ def test_redaction_replaces_configured_paths_before_spooling() -> None:
     assert event["details"]["password"] == MARKER
     assert event["actor"]["ip"] == MARKER
     assert "hunter2" not in repr(event)
+
+
+def test_redacting_shared_parts_does_not_leak_into_other_events() -> None:
+    p = pipeline(redact=["source.pod", "details.intake.tag"])
+    record = {"category": "access", "action": "a", "actor": "x", "target": "t"}
+    first = p.process("forward", "app.access", NS, dict(record))
+    second = p.process("forward", "app.access", NS, dict(record))
+    assert first is not None and second is not None
+    assert first["source"]["pod"] == MARKER == second["source"]["pod"]
+    assert p.normalize._source["pod"] == "api-1"  # the sidecar's identity is intact
+    assert second["details"]["intake"] == {"input": "forward", "tag": MARKER}

@@ -127,6 +127,17 @@ class Normalizer:
         self._check = _ledger_check()
         self._boot = os.urandom(6).hex()
         self._counter = 0
+        self._intakes: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _intake(self, input_name: str, tag: str) -> dict[str, str]:
+        """details.intake, shared between events of one (input, tag): never mutated."""
+        key = (input_name, tag)
+        found = self._intakes.get(key)
+        if found is None:
+            found = {"input": input_name, "tag": tag}
+            if len(self._intakes) < 1024:  # tags come from clients: bound the cache
+                self._intakes[key] = found
+        return found
 
     def __call__(self, input_name: str, tag: str, time_ns: int, record: Any) -> dict[str, Any]:
         if type(record) is not dict:
@@ -178,10 +189,9 @@ class Normalizer:
         if details is not None and type(details) is not dict:
             raise Rejected("bad_type", "details", "details must be an object")
         details = dict(details) if details else {}
-        for key, value in record.items():
-            if key not in _KNOWN:
-                details[key] = value
-        details["intake"] = {"input": input_name, "tag": tag}
+        for key in record.keys() - _KNOWN:
+            details[key] = record[key]
+        details["intake"] = self._intake(input_name, tag)
         event["details"] = coerce_details(details)
         try:
             return self._check(event)

@@ -20,15 +20,24 @@ class Redactor:
         return bool(self._paths)
 
     def apply(self, event: dict[str, Any]) -> int:
-        """Redact in place; returns how many fields were replaced."""
+        """Redact in place; returns how many fields were replaced.
+
+        Nested objects are copied before they are changed (copy on write): some are
+        shared between events (the sidecar's own `source`, `details.intake`).
+        """
         count = 0
         for parts in self._paths:
-            node: Any = event
+            parent: dict[str, Any] = event
+            found = True
             for part in parts[:-1]:
-                node = node.get(part) if type(node) is dict else None
-                if node is None:
+                child = parent.get(part)
+                if type(child) is not dict:
+                    found = False
                     break
-            if type(node) is dict and parts[-1] in node:
-                node[parts[-1]] = MARKER
+                child = dict(child)
+                parent[part] = child
+                parent = child
+            if found and parts[-1] in parent:
+                parent[parts[-1]] = MARKER
                 count += 1
         return count

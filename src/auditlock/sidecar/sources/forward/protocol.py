@@ -165,9 +165,15 @@ def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
         unpacker.feed(data)
         entries = []
         end = 0
+        append = entries.append
+        tell = unpacker.tell
         for item in unpacker:
-            entries.append(_entry(tag, item))
-            end = unpacker.tell()  # after the last complete entry
+            # _entry() inlined for the common shape: this loop runs once per event.
+            if type(item) is list and len(item) == 2 and type(item[0]) is EventTime:
+                append((tag, int(item[0]), item[1]))
+            else:
+                append(_entry(tag, item))
+            end = tell()  # after the last complete entry
     except ProtocolError:
         raise
     except Exception as exc:  # any msgpack decode error (incl. TypeError: unhashable key)
