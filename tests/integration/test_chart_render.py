@@ -452,6 +452,12 @@ def test_collector_config_is_a_valid_sidecar_config(
     )
     operator_args = pod["containers"][0]["args"]
     assert f"--collector=127.0.0.1:{config.sources.forward.port}" in operator_args
+    from auditlock.cli.main import build_parser
+
+    # The image's PATH resolves `auditlock`; the rest must be a command the CLI accepts.
+    assert collector["command"][0] == "auditlock"
+    parsed = build_parser().parse_args(collector["command"][1:])
+    assert Path(parsed.config).name in config_map["data"]
     assert config.health.port == collector["ports"][0]["containerPort"]
     expected = VARIANTS[name].get("collector", {}).get("destination", {}).get("url")
     assert config.destination.url == (expected or "file:///var/lib/auditlock/ledger")

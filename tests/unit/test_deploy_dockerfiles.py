@@ -169,6 +169,10 @@ def test_entrypoint_is_the_console_script_in_exec_form(image: str) -> None:
     assert scripts["auditlock"] == "auditlock.cli.main:main"
     cmd = json.loads(final.all("CMD")[-1])
     assert cmd[0] == image, f"the {image} image runs `auditlock {image} ...` by default"
+    # ... and that is a command the real CLI accepts.
+    from auditlock.cli.main import build_parser
+
+    assert callable(build_parser().parse_args(cmd).func)
 
 
 def test_dockerignore_sends_only_what_the_build_copies(image: str) -> None:
