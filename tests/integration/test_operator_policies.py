@@ -293,6 +293,10 @@ def test_required_enforcement_refuses_pod_without_collector(
         kube, operator_namespace, "pci", file_spec(tmp_path / "t", enforcement="required")
     )
     wait_condition(kube, operator_namespace, "pci", "Ready", "True")
+    # The fail-closed webhook selects this namespace through the operator's label.
+    with kube.api_client() as api:
+        ns = client.CoreV1Api(api).read_namespace(operator_namespace)
+    assert ns.metadata.labels.get("auditlock.io/enforcement") == "required"
     # Opt-out is ignored under enforcement: required.
     pod = create_pod(kube, operator_namespace, {"app": "payments"}, {n.ANNOTATION_INJECT: "false"})
     assert pod["metadata"]["annotations"][n.ANNOTATION_POLICY] == "pci"

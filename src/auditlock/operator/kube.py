@@ -115,6 +115,14 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    def label_namespace(self, namespace: str, key: str, value: str | None) -> None:
+        """Set (or with None remove) one label on a namespace, if it differs."""
+        current = self.core.read_namespace(namespace)
+        labels = current.metadata.labels or {}
+        if labels.get(key) == value:
+            return
+        self.core.patch_namespace(namespace, {"metadata": {"labels": {key: value}}})
+
     # -- Pods ---------------------------------------------------------------------------
 
     def policy_pod_hashes(self, namespace: str, label_selector: str) -> list[str]:

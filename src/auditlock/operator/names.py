@@ -15,6 +15,12 @@ ANNOTATION_CONFIG_HASH = f"{PREFIX}/config-hash"  # hash of the collector config
 ANNOTATION_INJECT = f"{PREFIX}/inject"  # "false" opts a pod out (unless enforcement: required)
 LABEL_POLICY = f"{PREFIX}/policy"  # lets the operator list a policy's pods cheaply
 
+# On namespaces with at least one `enforcement: required` policy. The validating
+# (fail-closed) webhook selects only these namespaces, so an operator outage blocks pod
+# creation where a policy demands it and nowhere else.
+LABEL_ENFORCED_NAMESPACE = f"{PREFIX}/enforcement"
+ENFORCED = "required"
+
 # On objects the operator creates for a policy.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "auditlock-operator"

@@ -216,6 +216,8 @@ async def _converge(
 ) -> None:
     namespace, name, _, generation, _ = _meta(body)
     spec = entry.spec
+    # 0. Namespaces with a required policy are the ones the fail-closed webhook selects.
+    await mark_enforced_namespace(ctx, namespace)
     # 1. The signing key: created once, never rotated silently, never logged.
     secret_name = n.key_secret_name(name)
     try:
@@ -408,10 +410,23 @@ def _injecting(counts: tuple[int, int] | None) -> str:
     )
 
 
+async def mark_enforced_namespace(ctx: Context, namespace: str) -> None:
+    """Label the namespace while any of its policies says `enforcement: required`; the
+    fail-closed validating webhook selects only labelled namespaces."""
+    required = any(p.required for p in ctx.registry.in_namespace(namespace))
+    await asyncio.to_thread(
+        ctx.kube.label_namespace,
+        namespace,
+        n.LABEL_ENFORCED_NAMESPACE,
+        n.ENFORCED if required else None,
+    )
+
+
 async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     """On delete: remove what the operator created in the cluster. The ledger, its keys
     and the public key in the destination stay untouched (they are under retention)."""
     namespace, name, _, _, _ = _meta(body)
     ctx.registry.remove(namespace, name)
+    await mark_enforced_namespace(ctx, namespace)
     await asyncio.to_thread(ctx.kube.delete, "ConfigMap", namespace, n.config_map_name(name))
     await asyncio.to_thread(ctx.kube.delete, "Secret", namespace, n.key_secret_name(name))

@@ -5,7 +5,10 @@ namespaceSelector; tests register them with a url clientConfig on 127.0.0.1."""
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Any
+
+from auditlock.operator.names import ENFORCED, LABEL_ENFORCED_NAMESPACE
 
 MUTATE_PATH = "/mutate-pods"
 VALIDATE_PATH = "/validate-pods"
@@ -53,8 +56,9 @@ def webhook_configurations(
 
     Injection fails open (`Ignore`): an operator outage must not stop every pod in the
     cluster. Enforcement fails closed (`Fail`): a pod under `enforcement: required` is
-    refused when the operator cannot vouch for it; it only ever denies pods selected by a
-    required policy, so its blast radius is those namespaces.
+    refused when the operator cannot vouch for it. The enforcement webhook selects only
+    namespaces the operator has labelled `auditlock.io/enforcement=required` (those with
+    a required policy), so an outage blocks pods there and nowhere else.
     """
     excluded = sorted(set(SYSTEM_NAMESPACES + (exclude_namespaces or [])))
     namespace_selector: dict[str, Any] = {
@@ -86,6 +90,8 @@ def webhook_configurations(
             }
         ],
     }
+    enforced_selector = copy.deepcopy(namespace_selector)
+    enforced_selector.setdefault("matchLabels", {})[LABEL_ENFORCED_NAMESPACE] = ENFORCED
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -96,6 +102,7 @@ def webhook_configurations(
                 "clientConfig": _client_config(ca_pem, VALIDATE_PATH, url=url, service=service),
                 "failurePolicy": "Fail",
                 **common,
+                "namespaceSelector": enforced_selector,
             }
         ],
     }
