@@ -78,3 +78,23 @@ def test_pod_count_follows_pods_without_waiting_for_the_periodic_refresh(
         )
     finally:
         running.stop()
+
+
+def test_classic_sidecar_mode_for_api_servers_before_1_29(
+    auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The rig is >= 1.29 (native sidecars); `--sidecar-mode classic` injects the way an
+    older API server gets it, and the real API server accepts that pod too."""
+    kube = auditpolicy_crd
+    label_namespace(kube, kube_namespace)
+    running = start_operator(kube, audit_intake=False, sidecar_mode="classic")
+    try:
+        create_policy(kube, kube_namespace, "classic", file_spec(tmp_path / "trail"))
+        wait_condition(kube, kube_namespace, "classic", "Ready", "True")
+        pod = create_pod(kube, kube_namespace, {"app": "payments"})
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        assert names == ["app", n.COLLECTOR_CONTAINER]
+        assert not pod["spec"].get("initContainers")
+        assert "restartPolicy" not in pod["spec"]["containers"][1]
+    finally:
+        running.stop()
