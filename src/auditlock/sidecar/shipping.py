@@ -62,8 +62,47 @@ class Shipper:
     # --- start ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the destination and resume the stream (blocking I/O, in a thread)."""
-        await asyncio.to_thread(self._open)
+        """Open the destination and resume the stream (blocking I/O, in a thread).
+
+        A destination that is unreachable right now (TransientError) does not stop the
+        sidecar: intake starts anyway (events wait in the spool) and shipping keeps
+        trying to resume in the background. Anything else (a bad key file, a malformed
+        URL, a spool that does not fit the stream) fails the start with its message.
+        """
+        from auditlock.sinks.base import TransientError
+
+        try:
+            await asyncio.to_thread(self._open)
+        except TransientError as exc:
+            self.problem = f"destination unreachable, retrying: {exc}"
+            log.warning("cannot resume the stream yet (%s); intake runs, shipping retries", exc)
+            self._runner = asyncio.create_task(self._resume_later())
+            self._runner.add_done_callback(self._runner_done)
+            return
+        self._resumed()
+
+    async def _resume_later(self) -> None:
+        from auditlock.sinks.base import TransientError
+
+        delay = self.delivery.retry_initial_seconds
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.delivery.retry_max_seconds)
+            try:
+                await asyncio.to_thread(self._open)
+            except TransientError as exc:
+                self.problem = f"destination unreachable, retrying: {exc}"
+                continue
+            self.problem = None
+            log.info("destination reachable again: stream resumed")
+            await self._run_after_resume()
+            return
+
+    async def _run_after_resume(self) -> None:
+        self._resumed(start_runner=False)
+        await self._run()
+
+    def _resumed(self, start_runner: bool = True) -> None:
         writer = self.writer
         self.epoch = int(writer.epoch)
         next_seq = int(writer.next_seq)
@@ -90,8 +129,9 @@ class Shipper:
             )
         self.metrics.last_seq.set(next_seq - 1)
         self.resumed = True
-        self._runner = asyncio.create_task(self._run())
-        self._runner.add_done_callback(self._runner_done)
+        if start_runner:
+            self._runner = asyncio.create_task(self._run())
+            self._runner.add_done_callback(self._runner_done)
 
     def _runner_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -227,7 +267,13 @@ class Shipper:
         """Ship everything spooled, then store the stream-closed checkpoint."""
         self._stopping = True
         if self._runner is not None:
+            if not self.resumed:
+                # Never reached the destination: nothing to drain, the spool keeps it all.
+                self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
+        if not self.resumed:
+            log.warning("stopping without reaching the destination; events stay in the spool")
+            return
         if self.failed:
             raise RuntimeError(self.failed)
         await self._wait_uploads()

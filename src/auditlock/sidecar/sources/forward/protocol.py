@@ -163,7 +163,7 @@ def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
     unpacker = new_unpacker(max(max_frame_bytes, len(data)))
     try:
         unpacker.feed(data)
-        entries = []
+        entries: list[Entry] = []
         end = 0
         append = entries.append
         tell = unpacker.tell

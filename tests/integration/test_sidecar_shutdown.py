@@ -1,0 +1,96 @@
+"""Start-up and shutdown while the destination (SeaweedFS, S3 Object Lock) is down.
+
+- Destination unreachable at start: the sidecar still starts, acknowledges events into
+  its spool, and ships them once the destination is back (after a restart here).
+- SIGTERM while the destination is down: the process exits within the grace period
+  (code 1), and the next start ships everything the spool held.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_sidecar_crash import RetransmittingClient, chunk_frame
+from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.sidecar import (
+    ledger_events,
+    make_config,
+    open_store,
+    sidecar_process,
+    verify_ledger,
+)
+
+GRACE = 3.0
+
+
+def send(client: RetransmittingClient, first: int, count: int) -> None:
+    for start in range(first, first + count, 500):
+        chunk = f"chunk-{start}"
+        client.send(chunk, chunk_frame(start, 500, chunk), 500)
+
+
+@pytest.mark.slow
+def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own: SeaweedFS) -> None:
+    bucket = seaweedfs_own.make_bucket(object_lock=True)
+    url = f"s3://{bucket}/trail"
+    options = seaweedfs_own.destination_options()
+    config = make_config(
+        tmp_path,
+        url,
+        ports=True,
+        destination={"retention_days": 1, "lock_mode": "Unlocked", "options": options},
+        delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 1.0},
+        shutdown_grace_seconds=GRACE,
+    )
+    seaweedfs_own.stop()
+    with sidecar_process(tmp_path, config) as sidecar:
+        # 1. Down at start: intake still runs and acknowledges into the spool.
+        sidecar.start(timeout=60)
+        client = RetransmittingClient(sidecar.forward_port)
+        send(client, 0, 5000)
+        assert "degraded" in _readyz(sidecar)
+        assert sidecar.terminate() == 0, sidecar.tail()  # nothing to drain: quick
+        client.close()
+
+        # 2. Back up: the restart ships the spooled events.
+        seaweedfs_own.start()
+        sidecar.start()
+        client = RetransmittingClient(sidecar.forward_port)
+        send(client, 5000, 1000)
+        deadline = time.monotonic() + 60
+        while "ledger_last_seq 5999.0" not in sidecar.metrics():
+            assert time.monotonic() < deadline, sidecar.tail()
+            time.sleep(0.2)
+
+        # 3. Down again, then SIGTERM: exit within the grace period, spool keeps events.
+        seaweedfs_own.stop()
+        send(client, 6000, 1000)
+        started = time.monotonic()
+        code = sidecar.terminate(timeout=GRACE + 30)
+        took = time.monotonic() - started
+        client.close()
+        assert code == 1, sidecar.tail()
+        assert took < GRACE + 2.0, f"shutdown took {took:.1f}s with a {GRACE}s grace period"
+
+        # 4. Back up: everything arrives exactly once, the stream closes cleanly.
+        seaweedfs_own.start()
+        sidecar.start()
+        assert sidecar.terminate() == 0, sidecar.tail()
+
+    store = open_store(url, **options)
+    numbers = [e["event"]["details"]["n"] for e in ledger_events(store)]
+    assert len(numbers) == len(set(numbers))
+    assert sorted(numbers) == list(range(7000))
+    report = verify_ledger(store, tmp_path / "key.pub.pem")
+    assert all(s.closed for s in report.streams)
+
+
+def _readyz(sidecar: object) -> str:
+    import urllib.request
+
+    url = f"{sidecar.health_url}/readyz"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
