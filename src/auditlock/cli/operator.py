@@ -137,7 +137,12 @@ def _webhook_config(args: argparse.Namespace) -> int:
         namespace, _, name = ref.partition("/")
         service = {"namespace": namespace, "name": name, "port": int(port or 443)}
     docs = webhook_configurations(
-        args.name, args.ca_file.read_bytes(), url=args.url, service=service
+        args.name,
+        args.ca_file.read_bytes(),
+        url=args.url,
+        service=service,
+        # The operator's own pods must never wait on the operator.
+        exclude_namespaces=[service["namespace"]] if service else [],
     )
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return EXIT_OK
