@@ -21,7 +21,7 @@ from auditlock.sidecar.spool.spool import Spool, SpoolFull
 
 log = logging.getLogger("auditlock.sidecar.intake")
 
-__all__ = ["Intake", "Prepared", "SpoolFull"]
+__all__ = ["Intake", "Prepared", "RateLimit", "SpoolFull"]
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Intake:
         self.pipeline = pipeline
         self.spool = spool
         self.metrics = metrics
-        self._log_budget = _RateLimit(per_second=5)
+        self._log_budget = RateLimit(per_second=5)
         self.accepting = True
 
     def prepare(
@@ -122,14 +122,22 @@ class Intake:
         return number
 
 
-class _RateLimit:
+class RateLimit:
+    """At most `per_second` log lines; counts what it held back (`suppressed`)."""
+
     def __init__(self, per_second: float) -> None:
         self._interval = 1.0 / per_second
         self._next = 0.0
+        self.suppressed = 0
 
     def allow(self) -> bool:
         now = time.monotonic()
         if now < self._next:
+            self.suppressed += 1
             return False
         self._next = now + self._interval
         return True
+
+    def take_suppressed(self) -> int:
+        count, self.suppressed = self.suppressed, 0
+        return count

@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from auditlock.sidecar.config import ForwardSource
-from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
+from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
@@ -54,6 +54,8 @@ class ForwardServer:
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], _Connection] = {}
         self._closing = False
+        # A flood of bad connections must not flood the log: 20 lines/s, then a count.
+        self.close_log_budget = RateLimit(per_second=20)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -126,7 +128,18 @@ class _Connection:
                 await self._on_data(data)
             except ConnectionClosed as exc:
                 self.metrics.connections_closed.labels(exc.reason).inc()
-                log.warning("closing forward connection %s: %s", self.peer, exc)
+                budget = self.server.close_log_budget
+                if budget.allow():
+                    held = budget.take_suppressed()
+                    log.warning(
+                        "closing forward connection %s: %s%s",
+                        self.peer,
+                        exc,
+                        f" ({held} more closed since the last message, reasons in "
+                        "auditlock_sidecar_forward_connections_closed_total)"
+                        if held
+                        else "",
+                    )
                 return
             except (ConnectionError, OSError) as exc:
                 log.info("forward connection %s lost: %s", self.peer, exc)
