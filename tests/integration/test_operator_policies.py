@@ -528,3 +528,43 @@ def test_invalid_edit_keeps_the_last_valid_spec_in_force(
     assert (injecting["status"], injecting["reason"]) == ("True", "LastValidSpec")
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
     assert pod["metadata"]["annotations"][n.ANNOTATION_POLICY] == "kept"
+
+
+def test_key_rotation_is_signed_by_the_old_key(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    from auditlock import sinks
+    from auditlock.ledger import load_public_key
+    from auditlock.ledger.rotation import decode_rotation
+
+    kube = running_operator.kube
+    trail = tmp_path / "trail"
+    create_policy(kube, operator_namespace, "rot", file_spec(trail))
+    old = wait_condition(kube, operator_namespace, "rot", "Ready", "True")["status"]
+    with kube.api_client() as api:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, operator_namespace, PLURAL, "rot",
+            {"metadata": {"annotations": {n.ANNOTATION_ROTATE_KEY: "2026-11-29"}}},
+        )  # fmt: skip
+
+    def rotated() -> str | None:
+        key = get_policy(kube, operator_namespace, "rot")["status"]["keyFingerprint"]
+        return key if key != old["keyFingerprint"] else None
+
+    new_key = wait_for("a new key fingerprint", rotated, timeout=15)
+    destination = sinks.open(f"file://{trail}")
+    record = decode_rotation(
+        destination.get(f"keys/rotations/{old['keyFingerprint']}-{new_key}.json")
+    )
+    record.verify_with(load_public_key(destination.get(f"keys/{old['keyFingerprint']}.pub")))
+    assert record.new_key_id == new_key
+    assert destination.get(f"keys/{new_key}.pub").startswith(b"-----BEGIN PUBLIC KEY")
+    with kube.api_client() as api:
+        secret = client.CoreV1Api(api).read_namespaced_secret(
+            n.key_secret_name("rot"), operator_namespace
+        )
+    assert secret.metadata.annotations[n.ANNOTATION_ROTATED_FOR] == "2026-11-29"
+    # The same annotation value does not rotate again.
+    time.sleep(3)
+    status = get_policy(kube, operator_namespace, "rot")["status"]
+    assert status["keyFingerprint"] == new_key

@@ -28,6 +28,7 @@ from auditlock.policy.model import GROUP, PLURAL, VERSION
 log = logging.getLogger("auditlock.operator")
 
 MAX_BACKOFF = 300.0
+KOPF_PREFIX = f"kopf.{GROUP}"
 
 
 def backoff(retry: int) -> float:
@@ -49,9 +50,13 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Progress and diff-base in annotations: the CRD's status schema is ours alone.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        # kopf leaves annotations under its own prefix out of the diff, so it gets one
+        # that our user-facing annotations (auditlock.io/rotate-key) do not share.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=KOPF_PREFIX
+        )
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
+            prefix=KOPF_PREFIX, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING
         settings.scanning.disabled = True

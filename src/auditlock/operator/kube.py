@@ -80,7 +80,6 @@ class Kube:
             "type": "Opaque",
             "metadata": {"name": name, **meta},
             "data": data,
-            "immutable": True,
         }
         try:
             self.core.create_namespaced_secret(namespace, body)
@@ -89,6 +88,17 @@ class Kube:
                 return False
             raise
         return True
+
+    def secret_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        return (secret.metadata.annotations or {}).get(key)
+
+    def replace_secret_data(
+        self, namespace: str, name: str, data: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        self.core.patch_namespaced_secret(
+            name, namespace, {"metadata": {"annotations": annotations}, "data": data}
+        )
 
     def apply_config_map(
         self, namespace: str, name: str, data: dict[str, str], meta: dict[str, Any]

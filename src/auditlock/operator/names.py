@@ -21,6 +21,12 @@ LABEL_POLICY = f"{PREFIX}/policy"  # lets the operator list a policy's pods chea
 LABEL_ENFORCED_NAMESPACE = f"{PREFIX}/enforcement"
 ENFORCED = "required"
 
+# Key rotation: set (or change) this annotation on an AuditPolicy to any new value; the
+# operator makes a new key, stores a rotation record signed by the old key beside the
+# data, and records the value it acted on in the key Secret's annotation.
+ANNOTATION_ROTATE_KEY = f"{PREFIX}/rotate-key"
+ANNOTATION_ROTATED_FOR = f"{PREFIX}/rotated-for"
+
 # On objects the operator creates for a policy.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "auditlock-operator"

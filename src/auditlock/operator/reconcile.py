@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +30,13 @@ from auditlock.operator.destination import (
     DestinationState,
     inspect,
     open_options,
+    retention_spec,
 )
 from auditlock.operator.kube import Kube
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data
 from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, parse_spec
+from auditlock.sinks import DestinationError
 
 log = logging.getLogger("auditlock.operator.reconcile")
 
@@ -241,6 +244,26 @@ async def _converge(
             await fail("CredentialsSecretMissing", message)
             raise RetryLater(message)
 
+    # 2b. Key rotation, when the policy asks for it with a new annotation value.
+    requested = (body["metadata"].get("annotations") or {}).get(n.ANNOTATION_ROTATE_KEY)
+    if requested:
+        done = await asyncio.to_thread(
+            ctx.kube.secret_annotation, namespace, secret_name, n.ANNOTATION_ROTATED_FOR
+        )
+        if done != requested:
+            try:
+                material = await asyncio.to_thread(
+                    _rotate, ctx, spec, secret_data, namespace, secret_name, material, requested
+                )
+            except (DestinationError, OSError) as exc:
+                message = (
+                    f"The signing key was not rotated: the rotation record could not be "
+                    f"stored in {spec.destination.url} ({exc})."
+                )
+                await fail("KeyRotationFailed", message)
+                raise RetryLater(message) from None
+            summary["keyFingerprint"] = material.fingerprint
+
     # 3. The collector configuration.
     data, digest = config_map_data(spec, cluster=ctx.cluster)
     config_map = n.config_map_name(name)
@@ -386,6 +409,42 @@ def _ensure_key(
         return material
     # Someone else created it between our read and create: use theirs.
     return keys.from_secret_data(ctx.kube.read_secret(namespace, secret_name), secret_name)
+
+
+def _rotate(
+    ctx: Context,
+    spec: AuditPolicySpec,
+    secret_data: dict[str, str] | None,
+    namespace: str,
+    secret_name: str,
+    old: keys.SigningKeyMaterial,
+    requested: str,
+) -> keys.SigningKeyMaterial:
+    """New key; the rotation record (signed by the old key) is stored beside the data
+    before the Secret changes, so no event is ever signed by a key nobody vouched for."""
+    from auditlock import sinks
+    from auditlock.ledger import load_private_key, load_public_key
+    from auditlock.ledger.keys import Signer
+    from auditlock.ledger.rotation import publish_rotation
+
+    new = keys.generate()
+    destination = sinks.open(spec.destination.url, **open_options(spec, secret_data))
+    try:
+        publish_rotation(
+            destination,
+            Signer(load_private_key(old.private_pem)),
+            load_public_key(new.public_pem),
+            retention=retention_spec(spec),
+            time_ns=time.time_ns(),
+        )
+    finally:
+        destination.close()
+    ctx.kube.replace_secret_data(
+        namespace, secret_name, new.secret_data(), {n.ANNOTATION_ROTATED_FOR: requested}
+    )
+    log.info("rotated the signing key of %s/%s: %s -> %s", namespace, secret_name,
+             old.fingerprint, new.fingerprint)  # fmt: skip
+    return new
 
 
 def _credentials_secret(spec: AuditPolicySpec) -> str | None:
