@@ -59,13 +59,17 @@ def render(
     namespace: str = NAMESPACE,
     include_crds: bool = True,
     kube_version: str | None = None,
+    api_versions: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """`helm template` -> the list of rendered objects."""
+    """`helm template` -> the list of rendered objects. `api_versions` are what the
+    offline render pretends the API server serves (`.Capabilities.APIVersions`)."""
     args = ["template", RELEASE, str(CHART), "--namespace", namespace, *set_args(values)]
     if include_crds:
         args.append("--include-crds")
     if kube_version:
         args += ["--kube-version", kube_version]
+    for api_version in api_versions:
+        args += ["--api-versions", api_version]
     return [d for d in yaml.safe_load_all(helm(helm_path, *args)) if d]
 
 

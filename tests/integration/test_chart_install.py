@@ -4,6 +4,8 @@ signing key and audit token, and the examples are valid against the installed CR
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +131,52 @@ def test_operator_identity_is_the_bound_service_account(chart_release: Installed
     assert can("patch", "auditpolicies.auditlock.io", "-A")
     assert can("create", "secrets", "-n", "default")
     assert can("watch", "pods", "-A")
+    assert can("patch", "namespaces")
     # What it must not do, for example:
     assert not can("list", "secrets", "-A"), "secret listing only with watchFallback"
     assert not can("update", "secrets", "-n", "default")
     assert not can("create", "pods", "-n", "default")
     assert not can("delete", "auditpolicies.auditlock.io", "-A")
     assert not can("create", "clusterrolebindings")
+
+
+def test_operator_may_change_only_the_enforcement_label_of_a_namespace(
+    chart_release: InstalledRelease,
+) -> None:
+    """RBAC grants namespace patch; the chart's ValidatingAdmissionPolicy narrows it to
+    the one label the operator sets."""
+    from auditlock.operator.names import ENFORCED, LABEL_ENFORCED_NAMESPACE
+
+    kube = chart_release.kube
+    installed = {o["kind"] for o in chart_release.manifest()}
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= installed
+    target = kube.create_namespace()
+    user = f"system:serviceaccount:{chart_release.namespace}:{chart_release.service_account()}"
+    try:
+
+        def label(*args: str) -> subprocess.CompletedProcess[str]:
+            return kube.kubectl("label", "namespace", target, *args, "--as", user, check=False)
+
+        # The policy needs a moment to be loaded by the API server after install.
+        deadline = time.monotonic() + 20
+        while True:
+            refused = label("pod-security.kubernetes.io/enforce=privileged")
+            if refused.returncode != 0 or time.monotonic() > deadline:
+                break
+            label("pod-security.kubernetes.io/enforce-")  # undo, try again
+            time.sleep(0.5)
+        assert refused.returncode != 0
+        assert "may change only the auditlock.io/enforcement label" in refused.stderr
+        assert label(f"{LABEL_ENFORCED_NAMESPACE}={ENFORCED}").returncode == 0
+        wrong = label("--overwrite", f"{LABEL_ENFORCED_NAMESPACE}=off")
+        assert wrong.returncode != 0 and 'may only be set to "required"' in wrong.stderr
+        annotated = kube.kubectl("annotate", "namespace", target, "x=y", "--as", user, check=False)
+        assert annotated.returncode != 0 and "annotations or spec" in annotated.stderr
+        assert label(f"{LABEL_ENFORCED_NAMESPACE}-").returncode == 0
+        # Anyone else (here: admin) is not affected by the guard.
+        assert kube.kubectl("label", "namespace", target, "team=a").returncode == 0
+    finally:
+        kube.delete_namespace(target)
 
 
 @pytest.mark.parametrize(

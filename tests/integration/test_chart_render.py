@@ -97,10 +97,18 @@ def test_helm_lint_strict_is_clean(helm_path: Path, values: str, tmp_path: Path)
     assert "[WARNING]" not in out and "[ERROR]" not in out
 
 
+# What an API server of 1.30 or newer serves, and the chart renders only there.
+VAP = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+VAP_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 @pytest.fixture(scope="module")
 def all_variants(helm_path: Path) -> dict[str, list[dict[str, Any]]]:
-    # The chart does not branch on .Capabilities, so one render serves every version.
-    return {name: render(helm_path, values) for name, values in VARIANTS.items()}
+    # Apart from the namespace-label guard (rendered where the API serves it), the chart
+    # does not branch on the cluster version, so one render serves every version.
+    rendered = {name: render(helm_path, values) for name, values in VARIANTS.items()}
+    rendered["defaults+vap"] = render(helm_path, api_versions=(VAP,))
+    return rendered
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
@@ -109,10 +117,12 @@ def test_every_object_validates_against_the_kubernetes_schema(
 ) -> None:
     # Objects identical across variants are validated once (validation is the slow part).
     unique: dict[str, tuple[str, dict[str, Any]]] = {}
+    served_vap = int(version.split(".")[1]) >= 30
     for name, objects in all_variants.items():
         for obj in objects:
-            if obj["kind"] not in CUSTOM_KINDS:
-                unique.setdefault(json.dumps(obj, sort_keys=True), (name, obj))
+            if obj["kind"] in CUSTOM_KINDS or (obj["kind"] in VAP_KINDS and not served_vap):
+                continue
+            unique.setdefault(json.dumps(obj, sort_keys=True), (name, obj))
     assert len(unique) > 25
     for name, obj in unique.values():
         try:
@@ -131,6 +141,24 @@ def test_chart_does_not_depend_on_the_cluster_version(helm_path: Path) -> None:
         return [o for o in objects if o["kind"] not in generated]
 
     assert stable(SUPPORTED[0]) == stable(SUPPORTED[-1])
+
+
+def test_namespace_label_guard_only_where_the_api_serves_it(helm_path: Path) -> None:
+    assert not by_kind(render(helm_path), "ValidatingAdmissionPolicy")
+    objects = render(helm_path, api_versions=(VAP,))
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f'"system:serviceaccount:{NAMESPACE}:{account}"' in condition["expression"]
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["namespaces"]
+    # The RBAC grant it narrows.
+    rules = one(objects, "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch"]} in rules
 
 
 def test_kopf_peering_object_matches_its_crd(default_objects: list[dict[str, Any]]) -> None:
@@ -267,13 +295,25 @@ def test_only_the_injection_webhook_honours_the_skip_label(
     assert hooks["ValidatingWebhookConfiguration"]["objectSelector"] == {}
 
 
+def test_enforcement_webhook_selects_only_namespaces_with_a_required_policy(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    from auditlock.operator.names import ENFORCED, LABEL_ENFORCED_NAMESPACE
+
+    hooks = dict(_webhooks(default_objects))
+    validating = hooks["ValidatingWebhookConfiguration"]["namespaceSelector"]
+    assert validating["matchLabels"] == {LABEL_ENFORCED_NAMESPACE: ENFORCED}
+    assert "matchLabels" not in hooks["MutatingWebhookConfiguration"]["namespaceSelector"]
+
+
 def test_extra_namespaces_and_labels_narrow_both_webhooks(helm_path: Path) -> None:
     objects = render(
         helm_path,
         {"webhook": {"excludeNamespaces": ["monitoring"], "namespaceMatchLabels": {"audit": "on"}}},
     )
-    for _, hook in _webhooks(objects):
-        assert hook["namespaceSelector"]["matchLabels"] == {"audit": "on"}
+    for kind, hook in _webhooks(objects):
+        labels = hook["namespaceSelector"]["matchLabels"]
+        assert labels.items() >= {"audit": "on"}.items(), kind
         values = hook["namespaceSelector"]["matchExpressions"][0]["values"]
         assert set(values) == {
             "kube-system",

@@ -79,8 +79,9 @@ app.kubernetes.io/component: operator
 
 {{/* What the mutating and validating webhooks share. Called with a dict: root (the chart
 context), path (the operator's URL path for this webhook), caBundle (base64, or empty
-when cert-manager injects it) and honourSkipLabel (whether webhook.skipLabel=skip pods are
-left out). */}}
+when cert-manager injects it), honourSkipLabel (whether webhook.skipLabel=skip pods are
+left out) and matchLabels (namespace labels this webhook requires, besides
+webhook.namespaceMatchLabels). */}}
 {{- define "auditlock.webhookCommon" -}}
 admissionReviewVersions: [v1]
 sideEffects: None
@@ -102,7 +103,8 @@ rules:
     resources: [pods]
     scope: Namespaced
 namespaceSelector:
-  {{- with .root.Values.webhook.namespaceMatchLabels }}
+  {{- $labels := merge (dict) (.matchLabels | default dict) .root.Values.webhook.namespaceMatchLabels }}
+  {{- with $labels }}
   matchLabels:
     {{- toYaml . | nindent 4 }}
   {{- end }}
