@@ -38,6 +38,7 @@ from tests.integration.test_operator_capture import (  # noqa: F401
 from tests.integration.test_operator_policies import (  # noqa: F401
     test_delete_removes_owned_objects_and_keeps_the_data,
     test_invalid_policies_are_refused_or_reported_and_others_still_served,
+    test_key_rotation_is_signed_by_the_old_key,
     test_missing_credentials_secret_is_reported_then_retried,
     test_policy_on_locked_s3_is_ready_within_5s,
     test_policy_update_raises_stale_pod_count,

@@ -402,10 +402,11 @@ def test_secret_list_watch_only_with_the_watch_fallback(helm_path: Path) -> None
         role = one(render(helm_path, values), "ClusterRole")
         return {v for r in role["rules"] if "secrets" in r["resources"] for v in r["verbs"]}
 
-    assert secret_verbs({}) == {"get", "create", "delete"}
+    assert secret_verbs({}) == {"get", "create", "patch", "delete"}
     assert secret_verbs({"operator": {"watchFallback": True}}) == {
         "get",
         "create",
+        "patch",
         "delete",
         "list",
         "watch",
