@@ -77,6 +77,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="no kopf peering (one replica); the default unless --peering is given",
     )
+    run.add_argument(
+        "--priority",
+        default=_env("AUDITLOCK_PRIORITY", "0"),
+        help="kopf peering priority: an integer, or 'random' so that several replicas get "
+        "different ones (kopf pauses every replica that sees a live peer of equal "
+        "priority; the highest leads, the others take over when it is gone)",
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument(
         "--peering",
@@ -178,6 +185,17 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigException, OSError) as exc:
         print(f"auditlock operator: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.priority == "random":
+        import secrets
+
+        priority = secrets.randbelow(2**31)
+    else:
+        try:
+            priority = int(args.priority)
+        except ValueError:
+            print(f"auditlock operator: --priority {args.priority!r} is not an integer "
+                  "or 'random'", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
     host, _, port = args.collector.rpartition(":")
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
     config = OperatorConfig(
@@ -191,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.standalone or args.peering is None,
         peering_name=args.peering,
+        priority=priority,
         refresh_seconds=args.refresh_seconds,
         checkpoint_scan_seconds=args.checkpoint_scan_seconds,
         audit_token=token,

@@ -52,9 +52,7 @@ def build_registry(
         # Progress and diff-base in annotations: the CRD's status schema is ours alone.
         # kopf leaves annotations under its own prefix out of the diff, so it gets one
         # that our user-facing annotations (auditlock.io/rotate-key) do not share.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix=KOPF_PREFIX
-        )
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=KOPF_PREFIX, key="last-handled-configuration"
         )

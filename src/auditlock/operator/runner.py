@@ -38,6 +38,7 @@ class OperatorConfig:
     namespaces: list[str] = field(default_factory=list)  # empty: every namespace
     standalone: bool = True
     peering_name: str | None = None
+    priority: int = 0  # kopf peering: the live replica with the highest priority leads
     kopf_connection: Any | None = None  # kopf.ConnectionInfo; None: kopf's own login
     refresh_seconds: float = 60.0
     checkpoint_scan_seconds: float = 300.0
@@ -139,6 +140,7 @@ class Operator:
                 registry=kopf_registry,
                 standalone=config.standalone,
                 peering_name=config.peering_name,
+                priority=config.priority,
                 clusterwide=not config.namespaces,
                 namespaces=config.namespaces,
                 stop_flag=stop_flag,
