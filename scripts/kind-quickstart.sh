@@ -19,7 +19,8 @@ APP_NAMESPACE="${APP_NAMESPACE:-auditlock-demo}"
 AUDIT_CLUSTER_IP="10.96.0.200"
 AUDIT_TOKEN="auditlock-kind-demo-token"
 # The demo S3 store (examples/demo/seaweedfs.yaml) also keeps the operator's own trail.
-S3_ENDPOINT="http://seaweedfs.auditlock-storage.svc.cluster.local:8333"
+# Its fixed ClusterIP (examples/demo/seaweedfs.yaml): an IP endpoint means path-style S3.
+S3_ENDPOINT="http://10.96.0.201:8333"
 # How long the sample app runs before the trail is verified: longer than the collector's
 # checkpoint interval (one minute), so at least one signed checkpoint is stored.
 SETTLE_SECONDS="${SETTLE_SECONDS:-90}"

@@ -188,3 +188,20 @@ def test_doc_and_script_build_the_images_the_chart_is_told_to_use() -> None:
         assert f"--set image.{image}.repository=auditlock/{image}" in script
         assert f"auditlock/{image}:dev" in DOC.read_text()
     assert "kind load docker-image" in script
+
+
+def test_demo_s3_endpoint_is_the_fixed_service_ip_everywhere() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "demo" / "seaweedfs.yaml").read_text()))
+    service = next(d for d in docs if d["kind"] == "Service")
+    ip = ipaddress.ip_address(service["spec"]["clusterIP"])
+    assert ip in ipaddress.ip_network(_kind()["networking"]["serviceSubnet"])
+    server = urlsplit(_audit_kubeconfig()["clusters"][0]["cluster"]["server"]).hostname
+    assert str(ip) != server, "two Services cannot share a ClusterIP"
+    endpoint = f"http://{ip}:{service['spec']['ports'][0]['port']}"
+    policy = yaml.safe_load((ROOT / "examples" / "auditpolicy-s3.yaml").read_text())
+    assert policy["spec"]["destination"]["s3"]["endpoint"] == endpoint
+    job = yaml.safe_load((ROOT / "examples" / "demo" / "create-bucket-job.yaml").read_text())
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["S3_ENDPOINT"] == endpoint
+    assert f'S3_ENDPOINT="{endpoint}"' in SCRIPT.read_text()
+    assert f"endpoint_url={endpoint}" in DOC.read_text()
