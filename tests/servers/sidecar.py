@@ -193,18 +193,14 @@ def open_store(url: str, **options: Any) -> Any:
 
 def ledger_events(store: Any) -> list[dict[str, Any]]:
     """Every event line in every segment of the store, in (stream, epoch, seq) order."""
-    from auditlock.ledger.names import parse_name
     from auditlock.ledger.segment import decode_segment
 
     lines: list[dict[str, Any]] = []
     for name in store.list("streams/"):
         if "/seg-" not in name:
             continue
-        parsed = parse_name(name)
         for line in decode_segment(store.get(name), compressed=name.endswith(".gz")):
-            entry = json.loads(line)
-            lines.append(entry)
-        del parsed
+            lines.append(json.loads(line))
     lines.sort(key=lambda e: (e["stream"], e["epoch"], e["seq"]))
     return lines
 
