@@ -92,7 +92,9 @@ async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
     assert before > 3
     spool.join_stream(0, 0)
     spool.release(40, 200, 0)
+    await spool.settle()
     assert len(spool.segment_paths()) == 1  # only the tail segment stays
+    assert sum(1 for p in os.listdir(tmp_path) if p.startswith("seg-")) == 1  # files gone
     spool.close()
     again = make(tmp_path, segment_bytes=2048)
     assert again.released == 40 and again.released_next_seq == 200

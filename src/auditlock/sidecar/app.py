@@ -119,6 +119,7 @@ class Sidecar:
         await self.spool.flush()
         log.info("stopping: shipping what is spooled and closing the stream")
         await self.shipper.drain_and_close()
+        await self.spool.settle()
         self.spool.close()
         await self.health.stop()
         if self._trimmer is not None:

@@ -110,6 +110,8 @@ class Spool:
         self._room = asyncio.Event()
         self._closed = False
         self.full = False  # refusing appends until shipping frees room
+        self._doomed: list[_Segment] = []  # released segment files not yet deleted
+        self._persister: asyncio.Task[None] | None = None
         self.oldest_unreleased_ns: int | None = None
         self._record_times: OrderedDict[int, int] = OrderedDict()
 
@@ -345,7 +347,12 @@ class Spool:
         self._write_state()
 
     def release(self, number: int, next_seq: int, epoch: int) -> None:
-        """Records up to `number` are stored under lock, up to ledger `next_seq` of `epoch`."""
+        """Records up to `number` are stored under lock, up to ledger `next_seq` of `epoch`.
+
+        Memory is updated at once (the space counts as free); the state file and the
+        deletion of fully released segment files follow in a worker thread, in that
+        order, so the event loop never waits for their fsyncs. `settle()` waits for them.
+        """
         if number <= self.released and next_seq == self.released_next_seq:
             return
         self.released = max(self.released, number)
@@ -354,33 +361,64 @@ class Spool:
         for done in [n for n in self._record_times if n <= number]:
             del self._record_times[done]
         self._update_oldest()
-        self._write_state()
-        self._compact_released()
+        self._doomed.extend(self._take_released_segments())
         self._set_room()
+        if self._persister is None or self._persister.done():
+            self._persister = asyncio.create_task(self._persist_loop())
 
-    def _write_state(self) -> None:
+    async def _persist_loop(self) -> None:
+        while True:
+            state = self._state()
+            doomed, self._doomed = self._doomed, []
+            await asyncio.to_thread(self._persist, state, doomed)
+            if state == self._state() and not self._doomed:
+                return
+
+    async def settle(self) -> None:
+        """Wait until every release is persisted (state file written, files deleted)."""
+        while self._persister is not None and not self._persister.done():
+            await asyncio.shield(self._persister)
+
+    def _state(self) -> dict[str, int | None]:
+        return {
+            "released": self.released,
+            "next_seq": self.released_next_seq,
+            "epoch": self.released_epoch,
+        }
+
+    def _persist(self, state: dict[str, int | None], doomed: list[_Segment]) -> None:
+        # State first: a crash after it and before the deletions only leaves released
+        # files behind, which the next open() deletes. The reverse order could lose data.
+        self._write_state(state)
+        self._delete_segments(doomed)
+
+    def _write_state(self, state: dict[str, int | None] | None = None) -> None:
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as handle:
-            state = {
-                "released": self.released,
-                "next_seq": self.released_next_seq,
-                "epoch": self.released_epoch,
-            }
-            json.dump(state, handle)
+            json.dump(state or self._state(), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(self.directory)
 
-    def _compact_released(self) -> None:
-        # Never delete the tail segment: it is the one being appended to.
+    def _take_released_segments(self) -> list[_Segment]:
+        # Never the tail segment: it is the one being appended to.
+        taken = []
         while len(self._segments) > 1 and self._segments[0].last <= self.released:
-            segment = self._segments.pop(0)
-            if segment.chunks:
-                self._append_chunk_log(segment.chunks)
+            taken.append(self._segments.pop(0))
+        return taken
+
+    def _delete_segments(self, segments: list[_Segment]) -> None:
+        chunks = [c for segment in segments for c in segment.chunks]
+        if chunks:
+            self._append_chunk_log(chunks)
+        for segment in segments:
             segment.path.unlink(missing_ok=True)
         self._rewrite_chunk_log_if_long()
+
+    def _compact_released(self) -> None:
+        self._delete_segments(self._take_released_segments())
 
     def _append_chunk_log(self, chunks: list[str]) -> None:
         with open(self.directory / "chunks.log", "a", encoding="utf-8") as handle:
