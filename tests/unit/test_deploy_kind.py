@@ -205,3 +205,21 @@ def test_demo_s3_endpoint_is_the_fixed_service_ip_everywhere() -> None:
     assert env["S3_ENDPOINT"] == endpoint
     assert f'S3_ENDPOINT="{endpoint}"' in SCRIPT.read_text()
     assert f"endpoint_url={endpoint}" in DOC.read_text()
+
+
+def test_verify_step_uses_the_operators_key_secret_and_the_real_cli() -> None:
+    from auditlock.cli.main import build_parser
+    from auditlock.operator import names
+
+    script = SCRIPT.read_text()
+    policy = yaml.safe_load((ROOT / "examples" / "auditpolicy-s3.yaml").read_text())
+    secret = names.key_secret_name(policy["metadata"]["name"])
+    jsonpath = "{.data." + names.PUBLIC_KEY_FILE.replace(".", "\\.") + "}"
+    for text in (script, DOC.read_text()):
+        assert f"auditlock-demo {secret}" in text or f"{secret} \\" in text
+        assert jsonpath in text
+    s3 = policy["spec"]["destination"]["s3"]
+    url = f"s3://{s3['bucket']}/{s3['prefix']}"
+    assert f'verify "{url}?endpoint=' in script
+    args = build_parser().parse_args(["verify", url, "--public-key", "key.pem"])
+    assert callable(args.func)
