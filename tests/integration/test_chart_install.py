@@ -56,6 +56,7 @@ def test_install_creates_every_object(chart_release: InstalledRelease) -> None:
         "Secret",
         "ConfigMap",
         "ClusterKopfPeering",
+        "PodDisruptionBudget",
     }
     for obj in manifest:
         stored = read_object(kube, obj, namespace)

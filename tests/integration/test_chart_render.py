@@ -54,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "minimal": {
+        "operator": {"replicas": 1},
         "peering": {"enabled": False},
         "auditIntake": {"enabled": False},
         "webhook": {"validating": {"enabled": False}},
@@ -187,9 +188,11 @@ def test_values_schema_rejects_bad_values(helm_path: Path) -> None:
             render(helm_path, values)
 
 
-def test_more_than_one_replica_is_refused_with_the_reason(helm_path: Path) -> None:
-    with pytest.raises(HelmError, match="no per-replica priority option"):
-        render(helm_path, {"operator": {"replicas": 2}})
+def test_several_replicas_without_peering_are_refused_with_the_reason(helm_path: Path) -> None:
+    with pytest.raises(HelmError, match=r"needs peering\.enabled=true"):
+        render(helm_path, {"peering": {"enabled": False}})
+    objects = render(helm_path, {"peering": {"enabled": False}, "operator": {"replicas": 1}})
+    assert one(objects, "Deployment")["spec"]["replicas"] == 1
 
 
 # -- CRDs -------------------------------------------------------------------------------
@@ -425,6 +428,8 @@ def test_operator_runs_with_peering_and_its_mounted_tls(
     assert args[:2] == ["operator", "run"]
     peering = one(default_objects, "ClusterKopfPeering")["metadata"]["name"]
     assert f"--peering={peering}" in args
+    # Replicas need distinct peering priorities, or kopf pauses them all.
+    assert "--priority=random" in args
     assert "--tls-cert-file=/var/run/auditlock/tls/tls.crt" in args
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
         operator["env"]
@@ -434,6 +439,7 @@ def test_operator_runs_with_peering_and_its_mounted_tls(
 
     parsed = build_parser().parse_args(args)
     assert parsed.peering == peering
+    assert parsed.priority == "random"
     assert parsed.webhook_port == operator["ports"][0]["containerPort"]
 
 
@@ -540,11 +546,28 @@ def test_generated_secrets_are_fresh_per_render_but_well_formed(helm_path: Path)
 # -- PDB, NetworkPolicy, NOTES ----------------------------------------------------------
 
 
-def test_no_pdb_over_a_single_replica(default_objects: list[dict[str, Any]]) -> None:
-    assert one(default_objects, "Deployment")["spec"]["replicas"] == 1
-    assert not by_kind(default_objects, "PodDisruptionBudget")
-    strategy = one(default_objects, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+def test_replicas_are_kept_available_by_a_pdb(default_objects: list[dict[str, Any]]) -> None:
+    deployment = one(default_objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pdb = one(default_objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    # Rollouts start the new pod before stopping an old one: the webhooks stay served.
+    strategy = deployment["spec"]["strategy"]["rollingUpdate"]
     assert strategy == {"maxUnavailable": 0, "maxSurge": 1}
+    # Replicas prefer different nodes.
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_no_pdb_over_a_single_replica(helm_path: Path) -> None:
+    # It would block every node drain.
+    objects = render(helm_path, {"operator": {"replicas": 1}})
+    assert not by_kind(objects, "PodDisruptionBudget")
+    assert not by_kind(
+        render(helm_path, {"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget"
+    )
 
 
 def test_network_policy_admits_only_the_served_ports(helm_path: Path) -> None:
