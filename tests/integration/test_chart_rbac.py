@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,10 @@ from tests.integration.test_operator_capture import (  # noqa: F401
     operator_collector,
     test_exec_secret_read_and_rolebinding_become_ledger_events,
 )
+from tests.integration.test_operator_peering import _mutate
 from tests.integration.test_operator_policies import (  # noqa: F401
+    create_policy,
+    file_spec,
     test_delete_removes_owned_objects_and_keeps_the_data,
     test_invalid_policies_are_refused_or_reported_and_others_still_served,
     test_key_rotation_is_signed_by_the_old_key,
@@ -44,6 +48,8 @@ from tests.integration.test_operator_policies import (  # noqa: F401
     test_policy_update_raises_stale_pod_count,
     test_required_enforcement_refuses_pod_without_collector,
     test_selected_pod_is_injected_and_others_untouched,
+    wait_condition,
+    wait_for,
 )
 from tests.servers.auditlock_operator import RunningOperator, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -295,6 +301,52 @@ def test_operator_acts_as_the_charts_service_account(
         f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering['metadata']['name']}"
     )
     assert current.get("status"), "no keep-alive from the operator in the peering object"
+
+
+def test_two_replicas_as_the_service_account_one_leads_both_admit(
+    running_operator: RunningOperator,
+    service_account_run: ServiceAccountRun,
+    kube_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The chart's high-availability shape: replicas with the chart's peering object and
+    distinct random priorities (what `--priority random` draws), as its ServiceAccount."""
+    run = service_account_run
+    kube = run.release.kube
+    proxied = copy.copy(kube)
+    proxied.url = run.proxy.url
+    peering = next(o for o in run.release.manifest() if o["kind"] == "ClusterKopfPeering")
+    name = peering["metadata"]["name"]
+    replicas = [
+        start_operator(
+            proxied,
+            token=run.token,
+            audit_intake=False,
+            register=False,
+            watch_fallback=False,
+            standalone=False,
+            peering_name=name,
+            priority=secrets.randbelow(2**31),
+        )
+        for _ in range(2)
+    ]
+    try:
+        create_policy(kube, kube_namespace, "ha", file_spec(tmp_path / "trail"))
+        wait_condition(kube, kube_namespace, "ha", "Ready", "True", timeout=20)
+        status = kube.get_json(f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}").get("status", {})
+        live = [p["priority"] for p in status.values() if p.get("lifetime", 0) > 0]
+        assert len(live) >= 3 and len(set(live)) == len(live), status  # + the module's one
+        for replica in replicas:
+            answer = wait_for(
+                "the replica admits with the policy's injection",
+                lambda r=replica: (
+                    (a := _mutate(r.webhook_url, kube, kube_namespace)).get("patch") and a
+                ),
+            )
+            assert answer["allowed"] is True
+    finally:
+        for replica in replicas:
+            replica.stop()
 
 
 def test_rbac_grants_exactly_what_the_operator_used(
