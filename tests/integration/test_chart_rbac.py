@@ -337,13 +337,15 @@ def test_two_replicas_as_the_service_account_one_leads_both_admit(
         live = [p["priority"] for p in status.values() if p.get("lifetime", 0) > 0]
         assert len(live) >= 3 and len(set(live)) == len(live), status  # + the module's one
         for replica in replicas:
-            answer = wait_for(
-                "the replica admits with the policy's injection",
-                lambda r=replica: (
-                    (a := _mutate(r.webhook_url, kube, kube_namespace)).get("patch") and a
-                ),
+
+            def injects(url: str = replica.webhook_url) -> dict[str, object] | None:
+                answer = _mutate(url, kube, kube_namespace)
+                return answer if answer.get("patch") else None
+
+            assert (
+                wait_for("the replica admits with the policy's injection", injects)["allowed"]
+                is True
             )
-            assert answer["allowed"] is True
     finally:
         for replica in replicas:
             replica.stop()
