@@ -352,6 +352,21 @@ def test_generated_tls_is_a_ca_signed_cert_for_the_services(
     assert volumes["tls"]["secret"]["secretName"] == secret["metadata"]["name"]
 
 
+def test_a_fixed_audit_ip_is_in_the_certificate(helm_path: Path) -> None:
+    # The API server calls the audit intake by IP (no cluster DNS on its node).
+    objects = render(helm_path, {"auditIntake": {"clusterIP": "10.96.0.200"}})
+    secret = next(s for s in by_kind(objects, "Secret") if s["type"] == "kubernetes.io/tls")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.96.0.200"]
+    managed = render(
+        helm_path,
+        {"auditIntake": {"clusterIP": "10.96.0.200"}, "tls": {"certManager": {"enabled": True}}},
+    )
+    serving = next(c for c in by_kind(managed, "Certificate") if not c["spec"].get("isCA"))
+    assert serving["spec"]["ipAddresses"] == ["10.96.0.200"]
+
+
 def test_cert_manager_issues_the_same_secret_and_injects_the_ca(helm_path: Path) -> None:
     objects = render(helm_path, VARIANTS["cert-manager"])
     assert not [s for s in by_kind(objects, "Secret") if s["type"] == "kubernetes.io/tls"]
