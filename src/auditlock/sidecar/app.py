@@ -182,8 +182,16 @@ def setup_logging(level: str) -> None:
 
 
 def main(config: SidecarConfig) -> int:
+    """Run the sidecar process until SIGTERM; never returns (exits the process)."""
     setup_logging(config.log_level)
     memory.limit_arenas()  # before any worker thread exists
+    code = 1
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(Sidecar(config).run())
-    return 1
+        code = asyncio.run(Sidecar(config).run())
+    # Exit now: a destination call stuck in an upload thread must not hold the process
+    # past its grace period (the interpreter would join that thread). Everything that
+    # matters is fsynced (spool) or stored (closed checkpoint) at this point.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -28,6 +28,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -51,6 +53,9 @@ class Shipper:
         self._records: deque[tuple[int, int]] = deque()
         self._stored_tree = 0  # events covered by the newest stored checkpoint
         self._slots = asyncio.Semaphore(self.delivery.uploads_in_flight)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.delivery.uploads_in_flight + 1, thread_name_prefix="upload"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
@@ -58,6 +63,11 @@ class Shipper:
         self.resumed = False
         self.problem: str | None = None  # last persistent upload failure, for /readyz
         self.failed: str | None = None  # the shipping loop died (see _runner_done)
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Destination I/O runs on the shipper's own threads: uploads stuck on a dead
+        destination must never starve the spool's fsyncs (asyncio's default executor)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     # --- start ------------------------------------------------------------------
 
@@ -72,7 +82,7 @@ class Shipper:
         from auditlock.sinks.base import TransientError
 
         try:
-            await asyncio.to_thread(self._open)
+            await self._in_thread(self._open)
         except TransientError as exc:
             self.problem = f"destination unreachable, retrying: {exc}"
             log.warning("cannot resume the stream yet (%s); intake runs, shipping retries", exc)
@@ -89,7 +99,7 @@ class Shipper:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.delivery.retry_max_seconds)
             try:
-                await asyncio.to_thread(self._open)
+                await self._in_thread(self._open)
             except TransientError as exc:
                 self.problem = f"destination unreachable, retrying: {exc}"
                 continue
@@ -225,7 +235,7 @@ class Shipper:
             while True:
                 started = time.monotonic()
                 try:
-                    await asyncio.to_thread(self.writer.store, objects)
+                    await self._in_thread(self.writer.store, objects)
                 except Exception as exc:
                     self.metrics.uploads.labels("error").inc()
                     self.problem = f"upload failed, retrying: {exc}"
@@ -281,7 +291,8 @@ class Shipper:
             await self._launch(self.writer.close())
             await self._wait_uploads()
         if self.destination is not None:
-            await asyncio.to_thread(self.destination.close)
+            await self._in_thread(self.destination.close)
+        self._executor.shutdown(wait=False)
 
     async def _wait_uploads(self) -> None:
         while self._tasks:
