@@ -274,6 +274,7 @@ class Chain:
             container_name=COLLECTOR,
             workdir=self.workdir / "pod-orders-0",
             extra_path=[str(Path(sys.executable).parent)],
+            image_paths=sorted({ROOT, Path(sys.prefix), Path(sys.base_prefix)}),
         )
         run.prepare()
         # The app's ConfigMap volume is projected for the collector's read-only mount.

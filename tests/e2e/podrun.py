@@ -86,6 +86,9 @@ class ContainerRun:
     container_name: str
     workdir: Path
     extra_path: list[str] = field(default_factory=list)
+    # Host folders that play the image's part (the installed auditlock): kept visible
+    # even when a volume is mounted over a folder that contains them.
+    image_paths: list[Path] = field(default_factory=list)
     volumes: dict[str, Path] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -214,19 +217,25 @@ class ContainerRun:
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
         argv = [expand(a, self.env) for a in argv]
         mounts = [
-            (self.volumes[m["name"]], m["mountPath"]) for m in container.get("volumeMounts") or []
+            (str(self.volumes[m["name"]]), str(m["mountPath"]))
+            for m in container.get("volumeMounts") or []
         ]
-        # A mount that hides the source of another (e.g. /tmp over a pytest tmp dir) must
-        # come last, or the later bind would look for its source inside the new mount.
-        sources = [str(src) for src, _ in mounts]
-        mounts.sort(key=lambda m: any(s.startswith(m[1].rstrip("/") + "/") for s in sources))
-        script = ["set -e"]
-        for src, dst in mounts:
+        script = ["set -e", "keep=$(mktemp -d /run/podrun.XXXXXX)"]
+        for i, (src, dst) in enumerate(mounts):
             mountpoint = Path(dst)
             if not mountpoint.exists():
                 mountpoint.mkdir(parents=True)
                 self.created_mountpoints.append(mountpoint)
+            # A mount like /tmp can hide host paths the process still needs: the
+            # installed program ("the image": the venv, the source tree) and the sources
+            # of later mounts. Park them before mounting and re-expose them after.
+            needed = [str(p) for p in self.image_paths] + [s for s, _ in mounts[i + 1 :]]
+            hidden = [p for p in needed if p.startswith(dst.rstrip("/") + "/")]
+            for j, path in enumerate(hidden):
+                script += [f'mkdir -p "$keep/{i}-{j}"', f"mount --bind '{path}' \"$keep/{i}-{j}\""]
             script.append(f"mount --bind '{src}' '{dst}'")
+            for j, path in enumerate(hidden):
+                script += [f"mkdir -p '{path}'", f"mount --bind \"$keep/{i}-{j}\" '{path}'"]
         script.append('exec "$@"')
         env = {
             "PATH": os.pathsep.join([*self.extra_path, "/usr/local/bin", "/usr/bin", "/bin"]),
