@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench.figures import figure  # noqa: E402
+
 
 def _policy_registry(count: int = 20) -> Any:
     from auditlock.operator.registry import PolicyEntry, PolicyRegistry
@@ -242,6 +244,9 @@ def bench_admission(
         f"{len(latencies) / elapsed:.0f} req/s  (target p99 <= 15 ms: "
         f"{'PASS' if p99 <= 15 else 'MISS'})"
     )
+    if not baseline:
+        figure(f"admission p50 (c={concurrency})", p50, "ms", better="lower")
+        figure(f"admission p99 (c={concurrency})", p99, "ms", target=15, better="lower")
 
 
 def bench_policies(count: int) -> None:
@@ -299,6 +304,7 @@ def bench_policies(count: int) -> None:
                 f"policies: {count} AuditPolicies applied together (create calls took "
                 f"{applied:.2f} s): all Ready after {took:.2f} s"
             )
+            figure(f"{count} policies applied together: all Ready", took, "s", better="lower")
         finally:
             running.thread.stop()
 
