@@ -45,6 +45,7 @@ from tests.servers.fakegcs import FakeGCS
 from tests.servers.sidecar import SidecarProcess, make_config
 
 from auditlock.sidecar.sources.forward import protocol
+from bench.figures import figure
 
 CHUNK = 1000
 
@@ -373,17 +374,36 @@ def main() -> None:
         delivery["max_delay_seconds"] = args.delay
     print(f"load average before: {os.getloadavg()}")
     if args.what in ("throughput", "all"):
-        print("throughput:", bench_throughput(args.events), flush=True)
+        result = bench_throughput(args.events)
+        print("throughput:", result, flush=True)
+        figure(
+            "Forward with acks -> signed segments in file://, per sidecar CPU-second",
+            result["events_per_cpu_s"],
+            "events/s",
+            target=50_000,
+        )
     if args.what in ("latency", "all"):
-        print("latency at 10,000 events/s:", bench_latency(args.seconds, delivery), flush=True)
+        result = bench_latency(args.seconds, delivery)
+        print("latency at 10,000 events/s:", result, flush=True)
+        figure("p99 sent -> durable in store at 10,000 events/s", result["p99_ms"], "ms",
+               target=1000, better="lower")  # fmt: skip
     if args.what in ("memory", "all"):
         for scheme in ("gs", "file"):
-            print("memory:", bench_memory(args.seconds, scheme, delivery), flush=True)
+            result = bench_memory(args.seconds, scheme, delivery)
+            print("memory:", result, flush=True)
+            target_idle, target_busy = (48, 64) if scheme == "gs" else (None, None)
+            figure(f"RSS idle, {scheme}://", result["idle_rss_mib"], "MiB",
+                   target=target_idle, better="lower")  # fmt: skip
+            figure(f"RSS at 10,000 events/s, {scheme}://", result["peak_rss_mib"], "MiB",
+                   target=target_busy, better="lower")  # fmt: skip
     if args.what == "profile":
         bench_profile()
     if args.what in ("ready", "all"):
         for scheme in ("file", "gs"):
-            print("ready:", bench_ready(scheme), flush=True)
+            result = bench_ready(scheme)
+            print("ready:", result, flush=True)
+            figure(f"ready after start, {scheme}:// (median)", result["median_s"], "s",
+                   target=1.5, better="lower")  # fmt: skip
 
 
 if __name__ == "__main__":
