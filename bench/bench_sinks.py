@@ -15,12 +15,9 @@ servers share this machine's cores with the client, so absolute figures are a fl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -33,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ser
 import psutil
 from tests.servers.fakegcs import FakeGCS
 from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.tcp_proxy import LoopbackProxy
 
 from auditlock import sinks
 from auditlock.sinks import Destination, LockMode, RetentionSpec
@@ -40,48 +38,6 @@ from bench.figures import figure
 
 SPEC = RetentionSpec(timedelta(days=1), LockMode.LOCKED)
 SIZES = {"64KiB": 64 * 1024, "1MiB": 1024 * 1024}
-
-
-class DelayProxy:
-    """127.0.0.1 TCP proxy adding `delay` seconds before each server->client chunk: a
-    simulated round trip to a remote object store, where uploads are latency-bound."""
-
-    def __init__(self, upstream_port: int, delay: float) -> None:
-        self.upstream_port, self.delay = upstream_port, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(
-                target=self._pump, args=(upstream, client, self.delay), daemon=True
-            ).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while chunk := src.recv(262144):
-                if delay:
-                    time.sleep(delay)
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -141,8 +97,8 @@ def main() -> int:
         s3_endpoint, gs_endpoint = weed.endpoint, gcs.endpoint
         if args.latency_ms:
             delay = args.latency_ms / 1000
-            s3_proxy = DelayProxy(int(weed.endpoint.rsplit(":", 1)[1]), delay)
-            gs_proxy = DelayProxy(gcs.port, delay)
+            s3_proxy = LoopbackProxy(int(weed.endpoint.rsplit(":", 1)[1]), delay=delay)
+            gs_proxy = LoopbackProxy(gcs.port, delay=delay)
             stack.callback(s3_proxy.close)
             stack.callback(gs_proxy.close)
             s3_endpoint, gs_endpoint = s3_proxy.endpoint, gs_proxy.endpoint
