@@ -11,7 +11,6 @@ the test and the demo judge the same facts.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -436,15 +435,15 @@ class Chain:
         raise TimeoutError("no matching cluster-level event reached the operator's trail")
 
     def public_key_file(self) -> Path:
-        """The policy's public key, from its Secret (the auditor gets it from status/bucket)."""
-        from kubernetes import client
+        """The policy's public key as an auditor gets it: from the policy's status (no
+        Secret access needed), checked against the fingerprint published beside it."""
+        from auditlock.ledger.keys import key_id, load_public_key
 
-        with self._kube().api_client() as api:
-            secret = client.CoreV1Api(api).read_namespaced_secret(
-                f"auditlock-key-{POLICY}", self.namespace
-            )
+        status = self.policy_status()
         path = self.workdir / "orders.pub.pem"
-        path.write_bytes(base64.b64decode(secret.data["ed25519.pub.pem"]))
+        path.write_text(status["publicKey"])
+        if key_id(load_public_key(path)) != status["keyFingerprint"]:
+            raise AssertionError("status.publicKey does not match status.keyFingerprint")
         return path
 
     def verify(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:

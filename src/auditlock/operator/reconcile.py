@@ -229,6 +229,7 @@ async def _converge(
         await fail("SigningKeyInvalid", f"{exc}; delete it to have a new key generated.")
         raise RetryLater(str(exc)) from None
     summary["keyFingerprint"] = material.fingerprint
+    summary["publicKey"] = material.public_pem.decode()
     summary["keySecret"] = secret_name
 
     # 2. Credentials the destination needs.
@@ -263,6 +264,7 @@ async def _converge(
                 await fail("KeyRotationFailed", message)
                 raise RetryLater(message) from None
             summary["keyFingerprint"] = material.fingerprint
+            summary["publicKey"] = material.public_pem.decode()
 
     # 3. The collector configuration.
     data, digest = config_map_data(spec, cluster=ctx.cluster)

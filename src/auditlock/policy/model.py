@@ -421,6 +421,11 @@ class AuditPolicyStatus(_Model):
         description="Key id of the policy's Ed25519 signing key: SHA-256 of the raw public "
         "key, hex.",
     )
+    public_key: str | None = Field(
+        default=None,
+        description="The policy's Ed25519 public key (PEM SubjectPublicKeyInfo): what an "
+        "auditor passes to `auditlock verify --public-key`. Also stored beside the data.",
+    )
     key_secret: str | None = Field(
         default=None, description="Name of the Secret holding the signing key."
     )
