@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import google.api_core.exceptions as gexc
 import google.auth.exceptions
 import requests.exceptions
-from google.cloud import storage
 
 from auditlock.sinks.base import (
     CheckReport,
@@ -51,8 +50,19 @@ from auditlock.sinks.base import (
     PutResult,
     RetentionSpec,
 )
+from auditlock.sinks.gcs_json import SCOPES, GCSHTTPError, JsonApi, format_time, parse_time
 from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
 from auditlock.sinks.retry import RetryPolicy, call_with_retries
+
+if TYPE_CHECKING:
+    import google.api_core.exceptions as gexc
+    from google.cloud import storage
+
+# The sink's own calls go through gcs_json (google-auth + google-resumable-media), so a
+# sidecar never imports google-cloud-storage, google-api-core or protobuf (~8 MiB RSS).
+# `GCSDestination.client` (google.cloud.storage.Client) is still there for `check` and
+# callers that want the whole client library; errors from it are handled alike.
+_API_CORE = "google.api_core.exceptions"
 
 _QUERY_KEYS = {"endpoint", "project"}
 GCS_MODE = {LockMode.LOCKED: "Locked", LockMode.UNLOCKED: "Unlocked"}
@@ -67,9 +77,12 @@ def server_message(exc: gexc.GoogleAPICallError) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Throttling (429), server errors (5xx), timeouts and dropped connections."""
-    if isinstance(exc, gexc.TooManyRequests | gexc.ServerError):
-        return not isinstance(exc, gexc.MethodNotImplemented)
+    """Throttling (429), server errors (5xx but 501), timeouts and dropped connections."""
+    if isinstance(exc, GCSHTTPError):
+        return exc.code == 429 or (500 <= exc.code < 600 and exc.code != 501)
+    api_core = sys.modules.get(_API_CORE)  # only the full client raises these
+    if api_core is not None and isinstance(exc, api_core.TooManyRequests | api_core.ServerError):
+        return not isinstance(exc, api_core.MethodNotImplemented)
     return isinstance(
         exc,
         requests.exceptions.ConnectionError
@@ -79,6 +92,16 @@ def is_transient(exc: BaseException) -> bool:
         | ConnectionError
         | TimeoutError,
     )
+
+
+def http_status(exc: BaseException) -> tuple[int, str] | None:
+    """(status code, the API's message) of an HTTP error answer, from either client."""
+    if isinstance(exc, GCSHTTPError):
+        return exc.code, exc.message
+    api_core = sys.modules.get(_API_CORE)
+    if api_core is not None and isinstance(exc, api_core.GoogleAPICallError):
+        return int(exc.code or 0), server_message(exc)
+    return None
 
 
 class GCSDestination(Destination):
@@ -121,16 +144,29 @@ class GCSDestination(Destination):
         self._credentials_info = credentials_info
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        # One client per thread: the client's HTTP session is not documented thread-safe.
+        # One session (and client) per thread: neither is documented thread-safe.
         self._local = threading.local()
+        self._apis: list[JsonApi] = []
         self._clients: list[storage.Client] = []
         self._clients_lock = threading.Lock()
-        self._bucket_meta: storage.Bucket | None = None
+        self._bucket_meta: dict[str, Any] | None = None
 
     # -- plumbing --------------------------------------------------------------------
 
     @property
+    def api(self) -> JsonApi:
+        """This thread's JSON API session: what put/get/list/retention use."""
+        api: JsonApi | None = getattr(self._local, "api", None)
+        if api is None:
+            api = JsonApi(self._new_credentials(), self.endpoint, self.timeout)
+            self._local.api = api
+            with self._clients_lock:
+                self._apis.append(api)
+        return api
+
+    @property
     def client(self) -> storage.Client:
+        """This thread's google.cloud.storage.Client (imports the library on first use)."""
         client: storage.Client | None = getattr(self._local, "client", None)
         if client is None:
             client = self._new_client()
@@ -140,14 +176,56 @@ class GCSDestination(Destination):
         return client
 
     def close(self) -> None:
-        """Close every thread's client (their HTTP sessions)."""
+        """Close every thread's sessions and clients."""
         with self._clients_lock:
+            apis, self._apis = self._apis, []
             clients, self._clients = self._clients, []
+        for api in apis:
+            api.close()
         for client in clients:
             client.close()
         self._local = threading.local()
 
+    def _new_credentials(self) -> Any:
+        """The credentials google.cloud.storage.Client would use, same precedence."""
+        import google.auth
+        import google.auth.credentials
+
+        try:
+            if self._credentials_file:
+                from google.oauth2 import service_account
+
+                return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                    self._credentials_file, scopes=SCOPES
+                )
+            if self.anonymous:
+                return google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+            if self._credentials_info is not None:
+                from google.oauth2 import service_account
+
+                return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                    self._credentials_info, scopes=SCOPES
+                )
+            if self._credentials is not None:
+                return google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
+                    self._credentials, SCOPES
+                )
+            credentials, _project = google.auth.default(scopes=SCOPES)
+            return credentials
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise self._no_credentials(exc) from exc
+        except (OSError, ValueError) as exc:
+            raise DestinationError(f"gs://{self.bucket_name}: cannot create client: {exc}") from exc
+
+    def _no_credentials(self, exc: Exception) -> DestinationError:
+        return DestinationError(
+            f"gs://{self.bucket_name}: no Google credentials found ({exc}); set "
+            "GOOGLE_APPLICATION_CREDENTIALS or use workload identity"
+        )
+
     def _new_client(self) -> storage.Client:
+        from google.cloud import storage
+
         options = {"api_endpoint": self.endpoint} if self.endpoint else None
         try:
             if self._credentials_file:
@@ -171,10 +249,7 @@ class GCSDestination(Destination):
                 client_options=options,
             )
         except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise DestinationError(
-                f"gs://{self.bucket_name}: no Google credentials found ({exc}); set "
-                "GOOGLE_APPLICATION_CREDENTIALS or use workload identity"
-            ) from exc
+            raise self._no_credentials(exc) from exc
         except (OSError, ValueError) as exc:
             raise DestinationError(f"gs://{self.bucket_name}: cannot create client: {exc}") from exc
 
@@ -188,10 +263,12 @@ class GCSDestination(Destination):
     def _call(self, what: str, fn: Any) -> Any:
         try:
             return call_with_retries(fn, is_transient=is_transient, policy=self.retry, what=what)
-        except gexc.GoogleAPICallError as exc:
-            raise self._permanent(what, exc) from exc
         except google.auth.exceptions.GoogleAuthError as exc:
             raise self._auth_error(what, exc) from exc
+        except Exception as exc:
+            if http_status(exc) is None:
+                raise
+            raise self._permanent(what, exc) from exc
 
     def _auth_error(self, what: str, exc: Exception) -> DestinationError:
         return DestinationError(
@@ -199,20 +276,20 @@ class GCSDestination(Destination):
             "GOOGLE_APPLICATION_CREDENTIALS / workload identity for this pod"
         )
 
-    def _permanent(self, what: str, exc: gexc.GoogleAPICallError) -> DestinationError:
-        message = server_message(exc)
-        if isinstance(exc, gexc.NotFound):
+    def _permanent(self, what: str, exc: BaseException) -> DestinationError:
+        code, message = http_status(exc) or (0, str(exc))
+        if code == 404:
             if "bucket" in str(message).lower():
                 return DestinationError(f"{what}: bucket {self.bucket_name!r} does not exist")
             return ObjectNotFound(f"{what}: no such object in gs://{self.bucket_name}")
-        if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
+        if code in (401, 403):
             return DestinationError(
-                f"{what}: access denied by gs://{self.bucket_name} ({exc.code}: {message}); "
+                f"{what}: access denied by gs://{self.bucket_name} ({code}: {message}); "
                 "check the credentials and the identity's storage.objects.* permissions"
             )
-        if isinstance(exc, gexc.PreconditionFailed):
+        if code == 412:
             return DestinationError(f"{what}: precondition failed (412): {message}")
-        return DestinationError(f"{what}: GCS error {exc.code}: {message}")
+        return DestinationError(f"{what}: GCS error {code}: {message}")
 
     # -- writing ---------------------------------------------------------------------
 
@@ -222,32 +299,29 @@ class GCSDestination(Destination):
         asked: list[ObjectRetention | None] = [None]  # the lock of the attempt that landed
 
         def upload() -> None:
-            blob = self.bucket.blob(key)
+            metadata: dict[str, Any] = {}
             if retention is not None:
                 # Per attempt, so a retried upload is locked for the whole period.
                 now = datetime.now(UTC)
                 until = retention.retain_until(now)
-                blob.retention.mode = GCS_MODE[retention.mode]
-                blob.retention.retain_until_time = until
+                metadata["retention"] = {
+                    "mode": GCS_MODE[retention.mode],
+                    "retainUntilTime": format_time(until),
+                }
                 asked[0] = ObjectRetention(retention.mode, until, retention.legal_hold, now)
-            blob.upload_from_string(
-                data,
-                content_type="application/octet-stream",
-                if_generation_match=0,
-                checksum="md5",
-                timeout=self.timeout,
-                retry=None,  # ours, in retry.py
-            )
+            self.api.upload(self.bucket_name, key, data, metadata, "application/octet-stream")
 
         try:
             call_with_retries(upload, is_transient=is_transient, policy=self.retry, what=what)
-        except gexc.PreconditionFailed:
-            return self._already_there(name, key, data, retention)
-        except gexc.NotFound as exc:
-            # An upload cannot miss an object; only the bucket can be missing.
-            raise DestinationError(f"{what}: bucket {self.bucket_name!r} does not exist") from exc
-        except gexc.GoogleAPICallError as exc:
-            if isinstance(exc, gexc.BadRequest) and retention is not None:
+        except GCSHTTPError as exc:
+            if exc.code == 412:  # the name exists (create-only upload)
+                return self._already_there(name, key, data, retention)
+            if exc.code == 404:
+                # An upload cannot miss an object; only the bucket can be missing.
+                raise DestinationError(
+                    f"{what}: bucket {self.bucket_name!r} does not exist"
+                ) from exc
+            if exc.code == 400 and retention is not None:
                 diagnosis = self._diagnose_bucket()
                 if diagnosis:
                     raise DestinationError(f"{what}: {diagnosis}") from exc
@@ -262,13 +336,10 @@ class GCSDestination(Destination):
         """Set a temporary hold (our legal hold). The JSON API ignores `temporaryHold` in
         an upload's metadata, so it is a patch after the upload; a retried put re-applies
         it if the process died in between."""
-
-        def patch() -> None:
-            blob = self.bucket.blob(key)
-            blob.temporary_hold = True
-            blob.patch(timeout=self.timeout, retry=None)
-
-        self._call(f"set hold on gs://{self.bucket_name}/{key}", patch)
+        self._call(
+            f"set hold on gs://{self.bucket_name}/{key}",
+            lambda: self.api.patch_object(self.bucket_name, key, {"temporaryHold": True}),
+        )
 
     def _already_there(
         self, name: str, key: str, data: bytes, retention: RetentionSpec | None
@@ -288,12 +359,14 @@ class GCSDestination(Destination):
 
     def _diagnose_bucket(self) -> str | None:
         try:
-            bucket = self.client.get_bucket(self.bucket_name, timeout=self.timeout, retry=None)
-        except gexc.NotFound:
-            return f"bucket {self.bucket_name!r} does not exist"
+            bucket = self.api.get_bucket(self.bucket_name)
+        except GCSHTTPError as exc:
+            if exc.code == 404:
+                return f"bucket {self.bucket_name!r} does not exist"
+            return None
         except Exception:
             return None
-        if bucket.object_retention_mode != "Enabled":
+        if (bucket.get("objectRetention") or {}).get("mode") != "Enabled":
             return (
                 f"bucket {self.bucket_name!r} refused per-object retention because Object "
                 "Retention is not enabled on it; create the bucket with "
@@ -305,15 +378,10 @@ class GCSDestination(Destination):
 
     def get(self, name: str) -> bytes:
         key = self._key(name)
-
-        def download() -> bytes:
-            data: bytes = self.bucket.blob(key).download_as_bytes(
-                checksum="md5", timeout=self.timeout, retry=None
-            )
-            return data
-
-        result: bytes = self._call(f"get gs://{self.bucket_name}/{key}", download)
-        return result
+        data: bytes = self._call(
+            f"get gs://{self.bucket_name}/{key}", lambda: self.api.download(self.bucket_name, key)
+        )
+        return data
 
     def list(self, prefix: str = "") -> Iterator[str]:
         root = self.prefix + "/" if self.prefix else ""
@@ -322,17 +390,7 @@ class GCSDestination(Destination):
         while True:
 
             def page(token: str | None = token) -> tuple[list[str], str | None]:
-                it = self.client.list_blobs(
-                    self.bucket_name,
-                    prefix=root + prefix,
-                    page_token=token,
-                    max_results=1000,
-                    fields="items(name),nextPageToken",
-                    timeout=self.timeout,
-                    retry=None,
-                )
-                first = next(iter(it.pages))
-                return [b.name for b in first], it.next_page_token
+                return self.api.list_page(self.bucket_name, root + prefix, token, 1000)
 
             names, token = self._call(what, page)
             for n in names:
@@ -343,23 +401,22 @@ class GCSDestination(Destination):
     def retention(self, name: str) -> ObjectRetention:
         key = self._key(name)
         what = f"read retention of gs://{self.bucket_name}/{key}"
-
-        def fetch() -> storage.Blob | None:
-            return self.bucket.get_blob(key, timeout=self.timeout, retry=None)
-
-        blob = self._call(what, fetch)
+        blob: dict[str, Any] | None = self._call(
+            what, lambda: self.api.get_object(self.bucket_name, key)
+        )
         if blob is None:
             raise ObjectNotFound(f"{what}: no such object")
-        hold = bool(blob.temporary_hold or blob.event_based_hold)
+        hold = bool(blob.get("temporaryHold") or blob.get("eventBasedHold"))
         # Two locks may hold the object: its own retention and the bucket's retention
         # policy (`retentionExpirationTime`). Report the strongest: the latest Locked one,
         # else the latest of any.
         locks: list[tuple[LockMode, datetime]] = []
-        own_mode = FROM_GCS_MODE.get(blob.retention.mode or "")
-        own_until: datetime | None = blob.retention.retain_until_time
+        own = blob.get("retention") or {}
+        own_mode = FROM_GCS_MODE.get(own.get("mode") or "")
+        own_until = parse_time(own.get("retainUntilTime"))
         if own_mode is not None and own_until is not None:
             locks.append((own_mode, own_until.astimezone(UTC)))
-        bucket_until: datetime | None = blob.retention_expiration_time
+        bucket_until = parse_time(blob.get("retentionExpirationTime"))
         own_is_stronger = bool(
             locks
             and locks[0][0] is LockMode.LOCKED
@@ -372,7 +429,7 @@ class GCSDestination(Destination):
         locked = [lock for lock in locks if lock[0] is LockMode.LOCKED]
         best = max(locked or locks, key=lambda lock: lock[1], default=None)
         mode, until = best if best is not None else (own_mode, own_until)
-        created: datetime | None = blob.time_created
+        created = parse_time(blob.get("timeCreated"))
         return ObjectRetention(
             mode=mode,
             retain_until=until,
@@ -384,9 +441,9 @@ class GCSDestination(Destination):
         if self._bucket_meta is None:
             self._bucket_meta = self._call(
                 f"read bucket gs://{self.bucket_name}",
-                lambda: self.client.get_bucket(self.bucket_name, timeout=self.timeout, retry=None),
+                lambda: self.api.get_bucket(self.bucket_name),
             )
-        return bool(self._bucket_meta.retention_policy_locked)
+        return bool((self._bucket_meta.get("retentionPolicy") or {}).get("isLocked"))
 
     # -- checking --------------------------------------------------------------------
 
