@@ -3,6 +3,15 @@
 Same rules as `AuditEvent` (event.py), written out by hand because the sidecar handles tens
 of thousands of events per second. tests/unit/test_ledger_event.py checks with hypothesis
 that this function and the model accept the same events and return the same dicts.
+
+Every fast path below only *accepts*: it recognises the common shape (plain ASCII strings,
+small integers) and otherwise hands the value to the general check, which applies the full
+rules and names the first problem. So errors come from one place and stay identical.
+
+A caller that stamps the same `source` on every event (the sidecar: its own identity)
+validates it once with `check_source` and passes the result as `checked_source`; an event
+whose `source` *is* that object (identity, not equality) skips re-checking it. Any other
+`source`, even an equal one, is checked as usual.
 """
 
 from __future__ import annotations
@@ -12,10 +21,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from auditlock.ledger.canonical import MAX_SAFE_INTEGER
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import ACTOR_KINDS, CATEGORIES, ID_PATTERN, OUTCOMES
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import (
+    MAX_DEPTH,
     MAX_SHORT,
     ValueProblem,
     check_json,
@@ -48,10 +59,30 @@ _CORRELATION = ("request_id", "trace_id")
 _MEMBERS: dict[tuple[str, ...], frozenset[str]] = {
     m: frozenset(m) for m in (_ACTOR, _TARGET, _SOURCE, _CORRELATION)
 }
+_ACTOR_SET = _MEMBERS[_ACTOR]
+_TARGET_SET = _MEMBERS[_TARGET]
+_CORRELATION_SET = _MEMBERS[_CORRELATION]
 
 
-def normalize_event(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate `raw` and return the normalized event dict; raise EventError(path, reason)."""
+def check_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalized `source` object, validated once; raise EventError(path, reason).
+
+    Pass the result to `normalize_event(..., checked_source=...)` on every event that
+    carries exactly this object. Do not mutate it afterwards: events share it.
+    """
+    value = _part({"source": source}, "source", _SOURCE, required=True)
+    assert value is not None
+    return _strings(value, "source", _SOURCE)
+
+
+def normalize_event(
+    raw: Mapping[str, Any], checked_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate `raw` and return the normalized event dict; raise EventError(path, reason).
+
+    `checked_source`: a result of `check_source`; used as is when `raw["source"]` is that
+    very object (see the module docstring).
+    """
     if type(raw) is not dict:
         raise EventError([("", "an event must be a JSON object")])
     if not raw.keys() <= _TOP:
@@ -69,16 +100,26 @@ def normalize_event(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["time"] = normalize_time(when)
     except ValueError as exc:
         raise EventError([("time", str(exc))]) from None
-    out["category"] = _choice(raw, "category", _CATEGORIES, CATEGORIES)
+    category = raw.get("category")
+    if type(category) is str and category in _CATEGORIES:
+        out["category"] = category
+    else:
+        out["category"] = _choice(raw, "category", _CATEGORIES, CATEGORIES)
     action = raw.get("action")
     if type(action) is str and action.isascii() and 0 < len(action) <= MAX_SHORT:
         out["action"] = action
     else:
         out["action"] = _short(raw, "action", "action", required=True)
-    out["outcome"] = _choice(raw, "outcome", _OUTCOMES, OUTCOMES)
+    outcome = raw.get("outcome")
+    if type(outcome) is str and outcome in _OUTCOMES:
+        out["outcome"] = outcome
+    else:
+        out["outcome"] = _choice(raw, "outcome", _OUTCOMES, OUTCOMES)
 
-    actor = _part(raw, "actor", _ACTOR, required=True)
-    assert actor is not None
+    actor = raw.get("actor")
+    if type(actor) is not dict or not actor.keys() <= _ACTOR_SET:
+        actor = _part(raw, "actor", _ACTOR, required=True)
+        assert actor is not None
     kind = actor.get("kind")
     if type(kind) is not str or kind not in _ACTOR_KINDS:
         _fail("actor.kind", kind, f"must be one of {', '.join(ACTOR_KINDS)}")
@@ -98,26 +139,88 @@ def normalize_event(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise EventError([("actor.ip", str(exc))]) from None
     out["actor"] = actor_out
 
-    target = _part(raw, "target", _TARGET, required=True)
-    assert target is not None
-    out["target"] = _strings(target, "target", _TARGET, required=("resource",))
-    source = _part(raw, "source", _SOURCE, required=True)
-    assert source is not None
-    out["source"] = _strings(source, "source", _SOURCE)
-    correlation = _part(raw, "correlation", _CORRELATION, required=False)
+    target = raw.get("target")
+    fast = _plain_strings(target, _TARGET_SET)
+    if fast is not None and "resource" in fast:
+        out["target"] = fast
+    else:
+        target = _part(raw, "target", _TARGET, required=True)
+        assert target is not None
+        out["target"] = _strings(target, "target", _TARGET, required=("resource",))
+    source = raw.get("source")
+    if source is not None and source is checked_source:
+        out["source"] = checked_source
+    else:
+        source = _part(raw, "source", _SOURCE, required=True)
+        assert source is not None
+        out["source"] = _strings(source, "source", _SOURCE)
+    correlation = raw.get("correlation")
     if correlation is not None:
-        out["correlation"] = _strings(correlation, "correlation", _CORRELATION)
+        fast = _plain_strings(correlation, _CORRELATION_SET)
+        if fast is not None:
+            out["correlation"] = fast
+        else:
+            correlation = _part(raw, "correlation", _CORRELATION, required=False)
+            assert correlation is not None
+            out["correlation"] = _strings(correlation, "correlation", _CORRELATION)
     details = raw.get("details")
     if details is not None:
         if type(details) is not dict:
             _fail("details", details, "must be a JSON object")
-        try:
-            check_json(details)
-        except ValueProblem as exc:
-            path = f"details.{exc.path}" if exc.path else "details"
-            raise EventError([(path, exc.reason)]) from None
+        if not _plain_json(details, 0):
+            try:
+                check_json(details)
+            except ValueProblem as exc:
+                path = f"details.{exc.path}" if exc.path else "details"
+                raise EventError([(path, exc.reason)]) from None
         out["details"] = details
     return out
+
+
+def _plain_strings(part: Any, members: frozenset[str]) -> dict[str, Any] | None:
+    """A copy of `part` if it is an object of known members whose values are all plain
+    ASCII strings of 1..MAX_SHORT characters (always valid); else None (check in full)."""
+    if type(part) is not dict or not part.keys() <= members:
+        return None
+    for value in part.values():
+        if type(value) is not str or not value.isascii() or not 0 < len(value) <= MAX_SHORT:
+            return None
+    return dict(part)
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """True if `value` is certainly inside the accepted JSON value space: ASCII names and
+    strings, safe integers, booleans, null, nesting within MAX_DEPTH. False means "not
+    sure": check_json then decides and names the problem. No path strings are built."""
+    if type(value) is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        items: Any = value.values()
+        for key in value:
+            if type(key) is not str or not key.isascii():
+                return False
+    elif type(value) is list:
+        if depth >= MAX_DEPTH:
+            return False
+        items = value
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return False
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is bool or item is None:
+            continue
+        elif kind is dict or kind is list:
+            if not _plain_json(item, depth + 1):
+                return False
+        else:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,16 +22,20 @@ The sidecar fills `source` from its own identity (downward API) and records the 
 channel in details.intake {"input", "tag"}. Floats are not allowed in ledger events
 (canonical bytes must be unambiguous), so float values in details become their decimal
 string; binary values that are UTF-8 text become strings. This runs once per event on
-the hot path: plain dict code here, the ledger's own fast checker after it.
+the hot path: plain dict code here, the ledger's own fast checker after it. The identity
+is checked by the ledger once at start (`check_source`) and the checked object is shared
+by every event, so the per-event check skips it (an identity the ledger refuses is not
+pre-checked: then every event is refused with the ledger's reason, as before).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
 from typing import Any
 
 from auditlock.ledger.errors import EventError
+from auditlock.ledger.normalize import check_source, normalize_event
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.sidecar.config import CATEGORIES, SourceIdentity
 
@@ -62,18 +66,6 @@ class Rejected(Exception):
         super().__init__(message)
         self.reason = reason
         self.field = field
-
-
-def _ledger_check() -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The ledger's fast normalizer when present, else its pydantic validator."""
-    try:
-        from auditlock.ledger.normalize import normalize_event
-
-        return normalize_event
-    except ImportError:  # pragma: no cover - only while the ledger module is absent
-        from auditlock.ledger.event import validate_event
-
-        return validate_event
 
 
 class _TimeFormatter:
@@ -123,8 +115,13 @@ def coerce_details(value: Any, depth: int = 0) -> Any:
 class Normalizer:
     def __init__(self, identity: SourceIdentity) -> None:
         self._source = {key: value for key, value in identity.model_dump().items() if value}
+        self._checked_source: dict[str, Any] | None = None
+        # An identity the ledger refuses stays unchecked: each event is refused with the
+        # ledger's reason for it.
+        with contextlib.suppress(EventError):
+            self._source = self._checked_source = check_source(self._source)
         self._format_time = _TimeFormatter()
-        self._check = _ledger_check()
+        self._check = normalize_event
         self._boot = os.urandom(6).hex()
         self._counter = 0
         self._intakes: dict[tuple[str, str], dict[str, str]] = {}
@@ -189,12 +186,17 @@ class Normalizer:
         if details is not None and type(details) is not dict:
             raise Rejected("bad_type", "details", "details must be an object")
         details = dict(details) if details else {}
-        for key in record.keys() - _KNOWN:
-            details[key] = record[key]
+        for key in record:
+            if key not in _KNOWN:
+                details[key] = record[key]
+        # details.intake is ours (plain strings): set it after coercion, which then need
+        # not walk it. A sender's own "intake" member is replaced unseen, as it always was.
+        details.pop("intake", None)
+        coerce_details(details)
         details["intake"] = self._intake(input_name, tag)
-        event["details"] = coerce_details(details)
+        event["details"] = details
         try:
-            return self._check(event)
+            return self._check(event, self._checked_source)
         except EventError as exc:
             path, reason = exc.problems[0] if exc.problems else ("", str(exc))
             raise Rejected(_reason_label(path, reason), path or "event", str(exc)) from None
