@@ -29,7 +29,7 @@ class PolicyFilter:
             return False
         if self._include and not any(_matches(event, f, v) for f, v in self._include):
             return False
-        return not any(_matches(event, f, v) for f, v in self._exclude)
+        return not (self._exclude and any(_matches(event, f, v) for f, v in self._exclude))
 
 
 def _matches(event: dict[str, Any], field: str, values: frozenset[str]) -> bool:

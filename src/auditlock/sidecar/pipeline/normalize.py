@@ -125,6 +125,7 @@ class Normalizer:
         self._boot = os.urandom(6).hex()
         self._counter = 0
         self._intakes: dict[tuple[str, str], dict[str, str]] = {}
+        self._tag_categories: dict[str, str] = {}
 
     def _intake(self, input_name: str, tag: str) -> dict[str, str]:
         """details.intake, shared between events of one (input, tag): never mutated."""
@@ -141,7 +142,11 @@ class Normalizer:
             raise Rejected("bad_record", "record", "record must be a JSON object / msgpack map")
         category = record.get("category")
         if category is None:
-            category = tag.rsplit(".", 1)[-1]
+            category = self._tag_categories.get(tag)
+            if category is None:
+                category = tag.rsplit(".", 1)[-1]
+                if category in _CATEGORY_SET and len(self._tag_categories) < 1024:
+                    self._tag_categories[tag] = category  # tags come from clients: bounded
             if category not in _CATEGORY_SET:
                 raise Rejected(
                     "missing_field",
@@ -192,7 +197,11 @@ class Normalizer:
         # details.intake is ours (plain strings): set it after coercion, which then need
         # not walk it. A sender's own "intake" member is replaced unseen, as it always was.
         details.pop("intake", None)
-        coerce_details(details)
+        for value in details.values():
+            kind = type(value)
+            if kind is float or kind is bytes or kind is dict or kind is list:
+                coerce_details(details)
+                break
         details["intake"] = self._intake(input_name, tag)
         event["details"] = details
         try:
