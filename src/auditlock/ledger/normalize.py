@@ -91,44 +91,37 @@ def normalize_event(
     if not raw.keys() <= _TOP:
         extra = raw.keys() - _TOP
         raise EventError([(sorted(map(str, extra))[0], "unknown member")])
-    out: dict[str, Any] = {}
+    # Checks run in field order (the first problem is the one reported); the result is
+    # built at the end in one go.
     event_id = raw.get("id")
     if type(event_id) is not str or not _ID.match(event_id):
         _fail("id", event_id, f"must be a string matching {ID_PATTERN}")
-    out["id"] = event_id
     when = raw.get("time")
     if type(when) is not str:
         raise EventError([("time", "missing (required)" if when is None else "must be a string")])
-    if (
+    if not (
         len(when) == 30
         and when[:20] == _canonical_second[0]
         and when[29] == "Z"
         and when.isascii()
         and when[20:29].isdigit()
-    ):
-        out["time"] = when  # canonical: a second already seen canonical + nine digits + Z
-    else:
+    ):  # else canonical: a second already seen in canonical form + nine digits + Z
         try:
-            out["time"] = normalized = normalize_time(when)
+            normalized = normalize_time(when)
         except ValueError as exc:
             raise EventError([("time", str(exc))]) from None
         if normalized == when:
             _canonical_second[0] = when[:20]
+        when = normalized
     category = raw.get("category")
-    if type(category) is str and category in _CATEGORIES:
-        out["category"] = category
-    else:
-        out["category"] = _choice(raw, "category", _CATEGORIES, CATEGORIES)
+    if type(category) is not str or category not in _CATEGORIES:
+        category = _choice(raw, "category", _CATEGORIES, CATEGORIES)
     action = raw.get("action")
-    if type(action) is str and action.isascii() and 0 < len(action) <= MAX_SHORT:
-        out["action"] = action
-    else:
-        out["action"] = _short(raw, "action", "action", required=True)
+    if type(action) is not str or not action.isascii() or not 0 < len(action) <= MAX_SHORT:
+        action = _short(raw, "action", "action", required=True)
     outcome = raw.get("outcome")
-    if type(outcome) is str and outcome in _OUTCOMES:
-        out["outcome"] = outcome
-    else:
-        out["outcome"] = _choice(raw, "outcome", _OUTCOMES, OUTCOMES)
+    if type(outcome) is not str or outcome not in _OUTCOMES:
+        outcome = _choice(raw, "outcome", _OUTCOMES, OUTCOMES)
 
     actor = raw.get("actor")
     if type(actor) is not dict or not actor.keys() <= _ACTOR_SET:
@@ -137,46 +130,38 @@ def normalize_event(
     kind = actor.get("kind")
     if type(kind) is not str or kind not in _ACTOR_KINDS:
         _fail("actor.kind", kind, f"must be one of {', '.join(ACTOR_KINDS)}")
-    actor_out: dict[str, Any] = {"kind": kind}
     name = actor.get("name")
-    if type(name) is str and name.isascii() and 0 < len(name) <= MAX_SHORT:
-        actor_out["name"] = name
-    else:
-        actor_out["name"] = _short(actor, "name", "actor.name", required=True)
+    if type(name) is not str or not name.isascii() or not 0 < len(name) <= MAX_SHORT:
+        name = _short(actor, "name", "actor.name", required=True)
     ip = actor.get("ip")
-    if ip is not None:
+    if ip is None:
+        actor_out = {"kind": kind, "name": name}
+    else:
         if type(ip) is not str:
             _fail("actor.ip", ip, "must be a string")
         try:
-            actor_out["ip"] = _cached_ip(ip)
+            actor_out = {"kind": kind, "name": name, "ip": _cached_ip(ip)}
         except ValueError as exc:
             raise EventError([("actor.ip", str(exc))]) from None
-    out["actor"] = actor_out
 
     target = raw.get("target")
-    fast = _plain_strings(target, _TARGET_SET)
-    if fast is not None and "resource" in fast:
-        out["target"] = fast
-    else:
+    target_out = _plain_strings(target, _TARGET_SET)
+    if target_out is None or "resource" not in target_out:
         target = _part(raw, "target", _TARGET, required=True)
         assert target is not None
-        out["target"] = _strings(target, "target", _TARGET, required=("resource",))
+        target_out = _strings(target, "target", _TARGET, required=("resource",))
     source = raw.get("source")
-    if source is not None and source is checked_source:
-        out["source"] = checked_source
-    else:
+    if source is None or source is not checked_source:
         source = _part(raw, "source", _SOURCE, required=True)
         assert source is not None
-        out["source"] = _strings(source, "source", _SOURCE)
+        source = _strings(source, "source", _SOURCE)
     correlation = raw.get("correlation")
     if correlation is not None:
-        fast = _plain_strings(correlation, _CORRELATION_SET)
-        if fast is not None:
-            out["correlation"] = fast
-        else:
+        correlation_out = _plain_strings(correlation, _CORRELATION_SET)
+        if correlation_out is None:
             correlation = _part(raw, "correlation", _CORRELATION, required=False)
             assert correlation is not None
-            out["correlation"] = _strings(correlation, "correlation", _CORRELATION)
+            correlation_out = _strings(correlation, "correlation", _CORRELATION)
     details = raw.get("details")
     if details is not None:
         if type(details) is not dict:
@@ -187,6 +172,19 @@ def normalize_event(
             except ValueProblem as exc:
                 path = f"details.{exc.path}" if exc.path else "details"
                 raise EventError([(path, exc.reason)]) from None
+    out = {
+        "id": event_id,
+        "time": when,
+        "category": category,
+        "action": action,
+        "outcome": outcome,
+        "actor": actor_out,
+        "target": target_out,
+        "source": source,
+    }
+    if correlation is not None:
+        out["correlation"] = correlation_out
+    if details is not None:
         out["details"] = details
     return out
 
@@ -206,35 +204,41 @@ def _plain_json(value: Any, depth: int) -> bool:
     """True if `value` is certainly inside the accepted JSON value space: ASCII names and
     strings, safe integers, booleans, null, nesting within MAX_DEPTH. False means "not
     sure": check_json then decides and names the problem. No path strings are built."""
+    if depth >= MAX_DEPTH:
+        return False
     if type(value) is dict:
-        if depth >= MAX_DEPTH:
-            return False
-        items: Any = value.values()
-        for key in value:
+        for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 return False
-    elif type(value) is list:
-        if depth >= MAX_DEPTH:
-            return False
-        items = value
-    else:
-        return False
-    for item in items:
-        kind = type(item)
-        if kind is str:
-            if not item.isascii():
+            kind = type(item)
+            if kind is str:
+                if not item.isascii():
+                    return False
+            elif kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    return False
+            elif kind is dict or kind is list:
+                if not _plain_json(item, depth + 1):
+                    return False
+            elif kind is not bool and item is not None:
                 return False
-        elif kind is int:
-            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+        return True
+    if type(value) is list:
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if not item.isascii():
+                    return False
+            elif kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    return False
+            elif kind is dict or kind is list:
+                if not _plain_json(item, depth + 1):
+                    return False
+            elif kind is not bool and item is not None:
                 return False
-        elif kind is bool or item is None:
-            continue
-        elif kind is dict or kind is list:
-            if not _plain_json(item, depth + 1):
-                return False
-        else:
-            return False
-    return True
+        return True
+    return False
 
 
 @functools.lru_cache(maxsize=4096)

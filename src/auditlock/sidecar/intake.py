@@ -45,19 +45,8 @@ class Intake:
         self, input_name: str, entries: list[tuple[str, int, Any]], count: bool = True
     ) -> Prepared:
         """Run the pipeline over raw entries; `count=False` when re-preparing (a retry)."""
-        out = Prepared()
-        process = self.pipeline.process
-        events = out.events
-        for index, (tag, time_ns, record) in enumerate(entries):
-            try:
-                event = process(input_name, tag, time_ns, record)
-            except Rejected as exc:
-                out.rejected.append((index, exc))
-                continue
-            if event is None:
-                out.filtered += 1
-            else:
-                events.append(event)
+        events, rejected, filtered = self.pipeline.process_all(input_name, entries)
+        out = Prepared(events, rejected, filtered)
         if not count:
             return out
         if out.rejected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditlock.ledger.event import CATEGORIES
 from auditlock.sidecar.config import MatchRule, PipelineConfig
 
 
@@ -23,6 +24,11 @@ class PolicyFilter:
         self._categories = frozenset(config.categories)
         self._include = [(r.field, frozenset(r.values)) for r in config.include]
         self._exclude = [(r.field, frozenset(r.values)) for r in config.exclude]
+        # Every category selected and no rules (the default): every valid event is kept
+        # (normalize has checked its category), so the hot path can skip `keep`.
+        self.keeps_everything = (
+            self._categories >= frozenset(CATEGORIES) and not self._include and not self._exclude
+        )
 
     def keep(self, event: dict[str, Any]) -> bool:
         if event["category"] not in self._categories:
