@@ -27,6 +27,7 @@ Retries: 429, 5xx, timeouts and dropped connections, with backoff and jitter (re
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -63,6 +64,14 @@ if TYPE_CHECKING:
 # `GCSDestination.client` (google.cloud.storage.Client) is still there for `check` and
 # callers that want the whole client library; errors from it are handled alike.
 _API_CORE = "google.api_core.exceptions"
+
+# google-cloud-storage is still the `gcs` extra (`client`, `check`): without it this
+# module does not load, so sinks.open names the extra to install, as before. (find_spec
+# alone would answer from sys.modules; importing the namespace package first does not.)
+import google.cloud  # noqa: E402 - a namespace package: nothing is executed
+
+if importlib.util.find_spec("google.cloud.storage") is None:
+    raise ModuleNotFoundError("No module named 'google.cloud.storage'", name="google.cloud.storage")
 
 _QUERY_KEYS = {"endpoint", "project"}
 GCS_MODE = {LockMode.LOCKED: "Locked", LockMode.UNLOCKED: "Unlocked"}
