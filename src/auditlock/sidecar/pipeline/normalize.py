@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.normalize import check_source, normalize_event
 from auditlock.ledger.timestamps import normalize_time
+from auditlock.ledger.values import ValueProblem, check_json
 from auditlock.sidecar.config import CATEGORIES, SourceIdentity
 
 _CATEGORY_SET = frozenset(CATEGORIES)
@@ -76,8 +78,6 @@ class _TimeFormatter:
         self._prefix = ""
 
     def __call__(self, time_ns: int) -> str:
-        import time
-
         second, nanos = divmod(time_ns, 1_000_000_000)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
@@ -124,15 +124,21 @@ class Normalizer:
         self._check = normalize_event
         self._boot = os.urandom(6).hex()
         self._counter = 0
-        self._intakes: dict[tuple[str, str], dict[str, str]] = {}
+        self._intakes: dict[tuple[str, str], tuple[dict[str, str], bool]] = {}
         self._tag_categories: dict[str, str] = {}
 
-    def _intake(self, input_name: str, tag: str) -> dict[str, str]:
-        """details.intake, shared between events of one (input, tag): never mutated."""
+    def _intake(self, input_name: str, tag: str) -> tuple[dict[str, str], bool]:
+        """details.intake, shared between events of one (input, tag): never mutated; and
+        whether the ledger accepts it (checked here once, not on every event)."""
         key = (input_name, tag)
         found = self._intakes.get(key)
         if found is None:
-            found = {"input": input_name, "tag": tag}
+            intake = {"input": input_name, "tag": tag}
+            try:
+                check_json(intake)
+                found = (intake, True)
+            except ValueProblem:
+                found = (intake, False)
             if len(self._intakes) < 1024:  # tags come from clients: bound the cache
                 self._intakes[key] = found
         return found
@@ -166,14 +172,22 @@ class Normalizer:
                 when = normalize_time(when)
             except ValueError as exc:
                 raise Rejected("bad_value", "time", f"time: {exc}") from None
+        actor = record.get("actor")
+        if type(actor) is str:
+            actor = {"kind": "user", "name": actor}
+        elif type(actor) is dict and "kind" not in actor and "name" in actor:
+            actor = {"kind": "user", **actor}
+        target = record.get("target")
+        if type(target) is str:
+            target = {"resource": target}
         event: dict[str, Any] = {
             "id": event_id,
             "time": when,
             "category": category,
             "action": record.get("action"),
             "outcome": record.get("outcome", "unknown"),
-            "actor": _actor(record.get("actor")),
-            "target": _target(record.get("target")),
+            "actor": actor,
+            "target": target,
             "source": self._source,
         }
         correlation = record.get("correlation")
@@ -194,35 +208,27 @@ class Normalizer:
         for key in record:
             if key not in _KNOWN:
                 details[key] = record[key]
-        # details.intake is ours (plain strings): set it after coercion, which then need
-        # not walk it. A sender's own "intake" member is replaced unseen, as it always was.
+        # details.intake is ours, checked once per (input, tag): it is set after coercion
+        # and after the ledger check, which then need not walk it. A sender's own "intake"
+        # member is replaced unseen, as it always was.
         details.pop("intake", None)
         for value in details.values():
             kind = type(value)
             if kind is float or kind is bytes or kind is dict or kind is list:
                 coerce_details(details)
                 break
-        details["intake"] = self._intake(input_name, tag)
+        intake, intake_checked = self._intake(input_name, tag)
+        if not intake_checked:
+            details["intake"] = intake  # the ledger check below names its problem
         event["details"] = details
         try:
-            return self._check(event, self._checked_source)
+            out = self._check(event, self._checked_source)
         except EventError as exc:
             path, reason = exc.problems[0] if exc.problems else ("", str(exc))
             raise Rejected(_reason_label(path, reason), path or "event", str(exc)) from None
-
-
-def _actor(value: Any) -> Any:
-    if type(value) is str:
-        return {"kind": "user", "name": value}
-    if type(value) is dict and "kind" not in value and "name" in value:
-        return {"kind": "user", **value}
-    return value
-
-
-def _target(value: Any) -> Any:
-    if type(value) is str:
-        return {"resource": value}
-    return value
+        if intake_checked:
+            out["details"]["intake"] = intake  # the very `details` object checked above
+        return out
 
 
 def _reason_label(path: str, reason: str) -> str:
