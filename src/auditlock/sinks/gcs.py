@@ -23,6 +23,12 @@ name exists; we read it and compare bytes (same = idempotent success, else Objec
 Uploads send an MD5 of the bytes, so a truncated upload is refused by the server.
 Retries: 429, 5xx, timeouts and dropped connections, with backoff and jitter (retry.py);
 403, 404 and 412 are never retried.
+
+Client: the sink's calls (upload, download, list, object and bucket metadata, hold) go
+through gcs_json.py - google-auth's AuthorizedSession and google-resumable-media, the
+pieces google-cloud-storage is built on, with the same URLs and fields - so a sidecar
+never imports google-cloud-storage, google-api-core or protobuf. `GCSDestination.client`
+is a google.cloud.storage.Client with the same settings (used by `check`).
 """
 
 from __future__ import annotations
