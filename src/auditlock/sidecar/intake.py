@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.metrics import Metrics
-from auditlock.sidecar.pipeline import Pipeline, Rejected
+from auditlock.sidecar.pipeline import Pipeline, Processed, Rejected
 from auditlock.sidecar.spool.spool import Spool, SpoolFull
 
 log = logging.getLogger("auditlock.sidecar.intake")
@@ -24,13 +22,7 @@ log = logging.getLogger("auditlock.sidecar.intake")
 __all__ = ["Intake", "Prepared", "RateLimit", "SpoolFull"]
 
 
-@dataclass
-class Prepared:
-    """Events ready to spool, plus what was refused (index into the input, rejection)."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
-    filtered: int = 0
+Prepared = Processed  # events (canonical bytes), rejected, filtered, unstorable
 
 
 class Intake:
@@ -45,8 +37,7 @@ class Intake:
         self, input_name: str, entries: list[tuple[str, int, Any]], count: bool = True
     ) -> Prepared:
         """Run the pipeline over raw entries; `count=False` when re-preparing (a retry)."""
-        events, rejected, filtered = self.pipeline.process_all(input_name, entries)
-        out = Prepared(events, rejected, filtered)
+        out = self.pipeline.process_all(input_name, entries)
         if not count:
             return out
         if out.rejected:
@@ -71,25 +62,6 @@ class Intake:
                 first.field,
             )
 
-    def pack(self, input_name: str, prepared: Prepared, chunks: list[str]) -> bytes:
-        """Pack the spool payload; events without canonical bytes are rejected one by one."""
-        try:
-            return self.spool.pack(prepared.events, chunks)
-        except (TypeError, ValueError, OverflowError):
-            pass
-        good: list[dict[str, Any]] = []
-        bad: list[Rejected] = []
-        for event in prepared.events:
-            try:
-                canonical_bytes(event)
-            except (TypeError, ValueError, OverflowError) as exc:
-                bad.append(Rejected("bad_value", "record", f"value cannot be stored: {exc}"))
-            else:
-                good.append(event)
-        prepared.events = good
-        self.count_rejections(input_name, bad)
-        return self.spool.pack(good, chunks)
-
     async def commit(self, input_name: str, prepared: Prepared, chunks: list[str]) -> int | None:
         """Spool the prepared events durably; None when there was nothing to store.
 
@@ -97,11 +69,12 @@ class Intake:
         """
         if not self.accepting:
             raise SpoolFull("the sidecar is shutting down")
+        if prepared.unstorable:  # counted once, when the rest is committed
+            self.count_rejections(input_name, prepared.unstorable)
+            prepared.unstorable = []
         if not prepared.events and not chunks:
             return None
-        payload = self.pack(input_name, prepared, chunks)
-        if not prepared.events and not chunks:
-            return None
+        payload = self.spool.pack_encoded(prepared.events, chunks)
         try:
             number = await self.spool.append_packed(payload, chunks)
         except SpoolFull:

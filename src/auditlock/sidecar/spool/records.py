@@ -44,7 +44,11 @@ def encode(number: int, payload: bytes) -> bytes:
 
 def pack_payload(chunks: list[str], spooled_ns: int, events: list[dict[str, Any]]) -> bytes:
     """Raises TypeError (orjson.JSONEncodeError) for a value without canonical bytes."""
-    encoded = [canonical_bytes(event) for event in events]
+    return pack_encoded(chunks, spooled_ns, [canonical_bytes(event) for event in events])
+
+
+def pack_encoded(chunks: list[str], spooled_ns: int, encoded: list[bytes]) -> bytes:
+    """A payload from events already in canonical bytes."""
     data: bytes = msgpack.packb([chunks, spooled_ns, encoded], use_bin_type=True)
     return data
 

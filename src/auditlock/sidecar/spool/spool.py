@@ -42,6 +42,7 @@ from auditlock.sidecar.spool.records import (
     TornRecord,
     decode_payload,
     encode,
+    pack_encoded,
     pack_payload,
     read_record,
 )
@@ -238,6 +239,10 @@ class Spool:
     def pack(self, events: list[dict[str, Any]], chunks: list[str]) -> bytes:
         """Pack a record payload (raises on values msgpack cannot encode)."""
         return pack_payload(chunks, time.time_ns(), events)
+
+    def pack_encoded(self, encoded: list[bytes], chunks: list[str]) -> bytes:
+        """Pack a record payload from events already in canonical bytes."""
+        return pack_encoded(chunks, time.time_ns(), encoded)
 
     async def append(self, events: list[dict[str, Any]], chunks: list[str] | None = None) -> int:
         """Spool `events` durably; returns the record number once fsynced."""
