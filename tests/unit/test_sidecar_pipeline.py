@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.normalize import normalize_event
 from auditlock.sidecar.config import MatchRule, PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline import Pipeline, Rejected
@@ -137,3 +138,79 @@ def test_redacting_shared_parts_does_not_leak_into_other_events() -> None:
     assert first["source"]["pod"] == MARKER == second["source"]["pod"]
     assert p.normalize._source["pod"] == "api-1"  # the sidecar's identity is intact
     assert second["details"]["intake"] == {"input": "forward", "tag": MARKER}
+
+
+def test_the_identity_is_checked_once_and_shared_by_every_event() -> None:
+    p = pipeline()
+    record = {"category": "access", "action": "a", "actor": "x", "target": "t"}
+    first = p.process("forward", "app.access", NS, dict(record))
+    second = p.process("forward", "app.access", NS, dict(record))
+    assert first is not None and second is not None
+    assert first["source"] is second["source"] is p.normalize._checked_source
+
+
+def test_an_identity_the_ledger_refuses_rejects_every_event_with_its_reason() -> None:
+    p = Pipeline(PipelineConfig(), SourceIdentity(cluster="c1", pod="p" * 1025))
+    assert p.normalize._checked_source is None  # not pre-checked: each event is
+    record = {"category": "access", "action": "a", "actor": "x", "target": "t"}
+    for _ in range(2):
+        with pytest.raises(Rejected) as caught:
+            p.process("forward", "app.access", NS, dict(record))
+        assert (caught.value.reason, caught.value.field) == ("bad_value", "source.pod")
+
+
+def test_a_record_cannot_bring_its_own_source_or_intake() -> None:
+    record = {
+        "category": "access",
+        "action": "a",
+        "actor": "x",
+        "target": "t",
+        "source": {"pod": "evil"},
+        "details": {"intake": {"input": "forged"}},
+    }
+    event = pipeline().process("forward", "app.access", NS, record)
+    assert event is not None
+    assert event["source"]["pod"] == "api-1"
+    assert event["details"]["intake"] == {"input": "forward", "tag": "app.access"}
+
+
+def test_an_intake_tag_the_ledger_refuses_is_named() -> None:
+    record = {"category": "access", "action": "a", "actor": "x", "target": "t"}
+    p = pipeline()
+    for _ in range(2):  # the second time from the (input, tag) cache
+        with pytest.raises(Rejected) as caught:
+            p.process("forward", "app.\udcff", NS, dict(record))
+        assert (caught.value.reason, caught.value.field) == ("invalid_utf8", "details.intake.tag")
+
+
+def test_process_all_gives_canonical_bytes_rejections_and_filtered() -> None:
+    p = pipeline(categories=["access", "data"])
+    good = {"category": "access", "action": "a", "actor": "x", "target": "t", "id": "e-1"}
+    entries = [
+        ("app.access", NS, dict(good)),
+        ("app.access", NS, {"category": "access", "actor": "x", "target": "t"}),
+        ("app.alert", NS, {"action": "a", "actor": "x", "target": "t"}),
+    ]
+    out = p.process_all("forward", entries)
+    expected = p.process("forward", "app.access", NS, dict(good))
+    assert out.events == [canonical_bytes(expected)]
+    assert [(i, r.field) for i, r in out.rejected] == [(1, "action")]
+    assert out.filtered == 1 and out.unstorable == []
+
+
+def test_process_all_refuses_an_event_without_canonical_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = pipeline()
+    # A gap in validation (the normalizer passes something orjson cannot encode).
+    monkeypatch.setattr(p, "normalize", lambda *args: {"category": "access", "x": object()})
+    out = p.process_all("forward", [("app.access", NS, {})])
+    assert out.events == [] and out.rejected == []
+    assert [(r.reason, r.field) for r in out.unstorable] == [("bad_value", "record")]
+
+
+def test_the_filter_is_skipped_only_when_it_keeps_everything() -> None:
+    assert pipeline().filter.keeps_everything
+    assert not pipeline(categories=["access"]).filter.keeps_everything
+    assert not pipeline(exclude=[MatchRule(field="action", values=["x"])]).filter.keeps_everything
+    assert not pipeline(include=[MatchRule(field="action", values=["x"])]).filter.keeps_everything
