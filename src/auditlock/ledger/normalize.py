@@ -91,12 +91,41 @@ def normalize_event(
     if not raw.keys() <= _TOP:
         extra = raw.keys() - _TOP
         raise EventError([(sorted(map(str, extra))[0], "unknown member")])
+    get = raw.get
+    return normalize_members(
+        get("id"),
+        get("time"),
+        get("category"),
+        get("action"),
+        get("outcome"),
+        get("actor"),
+        get("target"),
+        get("source"),
+        get("correlation"),
+        get("details"),
+        checked_source,
+    )
+
+
+def normalize_members(
+    event_id: Any,
+    when: Any,
+    category: Any,
+    action: Any,
+    outcome: Any,
+    actor: Any,
+    target: Any,
+    source: Any,
+    correlation: Any,
+    details: Any,
+    checked_source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`normalize_event` for an event given member by member (None: absent), for a caller
+    that assembles events (the sidecar) and need not build a dict to be taken apart."""
     # Checks run in field order (the first problem is the one reported); the result is
-    # built at the end in one go.
-    event_id = raw.get("id")
+    # built at the end in one go. Slow paths hand a one-member dict to the helpers.
     if type(event_id) is not str or not _ID.match(event_id):
         _fail("id", event_id, f"must be a string matching {ID_PATTERN}")
-    when = raw.get("time")
     if type(when) is not str:
         raise EventError([("time", "missing (required)" if when is None else "must be a string")])
     if not (
@@ -113,19 +142,15 @@ def normalize_event(
         if normalized == when:
             _canonical_second[0] = when[:20]
         when = normalized
-    category = raw.get("category")
     if type(category) is not str or category not in _CATEGORIES:
-        category = _choice(raw, "category", _CATEGORIES, CATEGORIES)
-    action = raw.get("action")
+        category = _choice({"category": category}, "category", _CATEGORIES, CATEGORIES)
     if type(action) is not str or not action.isascii() or not 0 < len(action) <= MAX_SHORT:
-        action = _short(raw, "action", "action", required=True)
-    outcome = raw.get("outcome")
+        action = _short({"action": action}, "action", "action", required=True)
     if type(outcome) is not str or outcome not in _OUTCOMES:
-        outcome = _choice(raw, "outcome", _OUTCOMES, OUTCOMES)
+        outcome = _choice({"outcome": outcome}, "outcome", _OUTCOMES, OUTCOMES)
 
-    actor = raw.get("actor")
     if type(actor) is not dict or not actor.keys() <= _ACTOR_SET:
-        actor = _part(raw, "actor", _ACTOR, required=True)
+        actor = _part({"actor": actor}, "actor", _ACTOR, required=True)
         assert actor is not None
     kind = actor.get("kind")
     if type(kind) is not str or kind not in _ACTOR_KINDS:
@@ -144,25 +169,23 @@ def normalize_event(
         except ValueError as exc:
             raise EventError([("actor.ip", str(exc))]) from None
 
-    target = raw.get("target")
     target_out = _plain_strings(target, _TARGET_SET)
     if target_out is None or "resource" not in target_out:
-        target = _part(raw, "target", _TARGET, required=True)
+        target = _part({"target": target}, "target", _TARGET, required=True)
         assert target is not None
         target_out = _strings(target, "target", _TARGET, required=("resource",))
-    source = raw.get("source")
     if source is None or source is not checked_source:
-        source = _part(raw, "source", _SOURCE, required=True)
+        source = _part({"source": source}, "source", _SOURCE, required=True)
         assert source is not None
         source = _strings(source, "source", _SOURCE)
-    correlation = raw.get("correlation")
     if correlation is not None:
         correlation_out = _plain_strings(correlation, _CORRELATION_SET)
         if correlation_out is None:
-            correlation = _part(raw, "correlation", _CORRELATION, required=False)
+            correlation = _part(
+                {"correlation": correlation}, "correlation", _CORRELATION, required=False
+            )
             assert correlation is not None
             correlation_out = _strings(correlation, "correlation", _CORRELATION)
-    details = raw.get("details")
     if details is not None:
         if type(details) is not dict:
             _fail("details", details, "must be a JSON object")

@@ -22,7 +22,8 @@ The sidecar fills `source` from its own identity (downward API) and records the 
 channel in details.intake {"input", "tag"}. Floats are not allowed in ledger events
 (canonical bytes must be unambiguous), so float values in details become their decimal
 string; binary values that are UTF-8 text become strings. This runs once per event on
-the hot path: plain dict code here, the ledger's own fast checker after it. The identity
+the hot path: plain dict code here, the ledger's own fast checker after it (given the
+members one by one: no intermediate event dict). The identity
 is checked by the ledger once at start (`check_source`) and the checked object is shared
 by every event, so the per-event check skips it (an identity the ledger refuses is not
 pre-checked: then every event is refused with the ledger's reason, as before).
@@ -36,7 +37,7 @@ import time
 from typing import Any
 
 from auditlock.ledger.errors import EventError
-from auditlock.ledger.normalize import check_source, normalize_event
+from auditlock.ledger.normalize import check_source, normalize_members
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import ValueProblem, check_json
 from auditlock.sidecar.config import CATEGORIES, SourceIdentity
@@ -121,7 +122,6 @@ class Normalizer:
         with contextlib.suppress(EventError):
             self._source = self._checked_source = check_source(self._source)
         self._format_time = _TimeFormatter()
-        self._check = normalize_event
         self._boot = os.urandom(6).hex()
         self._counter = 0
         self._intakes: dict[tuple[str, str], tuple[dict[str, str], bool]] = {}
@@ -180,16 +180,6 @@ class Normalizer:
         target = record.get("target")
         if type(target) is str:
             target = {"resource": target}
-        event: dict[str, Any] = {
-            "id": event_id,
-            "time": when,
-            "category": category,
-            "action": record.get("action"),
-            "outcome": record.get("outcome", "unknown"),
-            "actor": actor,
-            "target": target,
-            "source": self._source,
-        }
         correlation = record.get("correlation")
         request_id = record.get("request_id")
         trace_id = record.get("trace_id")
@@ -199,8 +189,6 @@ class Normalizer:
                 correlation["request_id"] = request_id
             if trace_id is not None:
                 correlation["trace_id"] = trace_id
-        if correlation is not None:
-            event["correlation"] = correlation
         details = record.get("details")
         if details is not None and type(details) is not dict:
             raise Rejected("bad_type", "details", "details must be an object")
@@ -220,9 +208,20 @@ class Normalizer:
         intake, intake_checked = self._intake(input_name, tag)
         if not intake_checked:
             details["intake"] = intake  # the ledger check below names its problem
-        event["details"] = details
         try:
-            out = self._check(event, self._checked_source)
+            out = normalize_members(
+                event_id,
+                when,
+                category,
+                record.get("action"),
+                record.get("outcome", "unknown"),
+                actor,
+                target,
+                self._source,
+                correlation,
+                details,
+                self._checked_source,
+            )
         except EventError as exc:
             path, reason = exc.problems[0] if exc.problems else ("", str(exc))
             raise Rejected(_reason_label(path, reason), path or "event", str(exc)) from None
