@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import google.auth.exceptions
+import google.cloud  # a namespace package: executes nothing (see the check below)
 import requests.exceptions
 
 from auditlock.sinks.base import (
@@ -73,9 +74,7 @@ _API_CORE = "google.api_core.exceptions"
 
 # google-cloud-storage is still the `gcs` extra (`client`, `check`): without it this
 # module does not load, so sinks.open names the extra to install, as before. (find_spec
-# alone would answer from sys.modules; importing the namespace package first does not.)
-import google.cloud  # noqa: E402 - a namespace package: nothing is executed
-
+# alone would answer from sys.modules, hence `import google.cloud` above.)
 if importlib.util.find_spec("google.cloud.storage") is None:
     raise ModuleNotFoundError("No module named 'google.cloud.storage'", name="google.cloud.storage")
 
