@@ -338,12 +338,23 @@ def bench_profile(events: int = 100_000) -> None:
         proc = SidecarProcess(workdir, make_config(workdir, ports=True, delivery={}))
         out = workdir / "sidecar.prof"
         with open(proc.log_path, "ab") as log:
+            # The sidecar's main() ends with os._exit (see app.py), which would skip
+            # cProfile's dump; so profile Sidecar.run() itself and dump before exiting.
+            script = (
+                "import asyncio, cProfile, sys\n"
+                "from auditlock.sidecar.app import Sidecar\n"
+                "from auditlock.sidecar.config import load_config\n"
+                "profiler = cProfile.Profile()\n"
+                "profiler.enable()\n"
+                "asyncio.run(Sidecar(load_config(sys.argv[1])).run())\n"
+                "profiler.disable()\n"
+                "profiler.dump_stats(sys.argv[2])\n"
+            )
             proc.proc = subprocess.Popen(
-                [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "auditlock.sidecar",
-                 "--config", str(proc.config_path)],
+                [sys.executable, "-c", script, str(proc.config_path), str(out)],
                 stdout=log,
                 stderr=log,
-            )  # fmt: skip
+            )
         try:
             while not proc.ready():
                 time.sleep(0.05)
