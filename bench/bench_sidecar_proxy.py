@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ser
 
 from tests.servers.sidecar import SidecarProcess, free_port, make_config
 
+from bench.figures import figure
+
 APP = textwrap.dedent(
     """
     import sys
@@ -104,6 +106,8 @@ def main() -> None:
         "added_p99_ms": round(pct(proxied, 0.99) - pct(direct, 0.99), 3),
     }
     print("access proxy:", result)
+    figure("access proxy added latency, p50", result["added_p50_ms"], "ms", better="lower")
+    figure("access proxy added latency, p99", result["added_p99_ms"], "ms", better="lower")
 
 
 if __name__ == "__main__":

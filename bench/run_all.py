@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     # uploads overlap (on loopback the two cores, not the network, are the limit).
     "bench_sinks.py": (["--latency-ms", "50"], ["--latency-ms", "50", "--seconds", "1"]),
     "bench_sidecar.py": ([], ["--events", "100000", "--seconds", "8"]),
+    "bench_sidecar_proxy.py": ([], ["--requests", "500"]),
     "bench_operator.py": ([], ["--requests", "500", "--policies", "10"]),
 }
 
@@ -93,7 +95,8 @@ def main() -> int:
             )
         print(f"  done in {seconds:.0f} s", flush=True)
     header = [
-        f"machine: {platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}), "
+        f"machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {os.getloadavg()[0]:.1f} at the end), "
         f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         + (" (--quick)" if args.quick else ""),
         "",
