@@ -229,39 +229,30 @@ def _plain_json(value: Any, depth: int) -> bool:
     sure": check_json then decides and names the problem. No path strings are built."""
     if depth >= MAX_DEPTH:
         return False
+    items: Any
     if type(value) is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str or not key.isascii():
                 return False
-            kind = type(item)
-            if kind is str:
-                if not item.isascii():
-                    return False
-            elif kind is int:
-                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                    return False
-            elif kind is dict or kind is list:
-                if not _plain_json(item, depth + 1):
-                    return False
-            elif kind is not bool and item is not None:
+        items = value.values()
+    elif type(value) is list:
+        items = value
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
                 return False
-        return True
-    if type(value) is list:
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                if not item.isascii():
-                    return False
-            elif kind is int:
-                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                    return False
-            elif kind is dict or kind is list:
-                if not _plain_json(item, depth + 1):
-                    return False
-            elif kind is not bool and item is not None:
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                 return False
-        return True
-    return False
+        elif kind is dict or kind is list:
+            if not _plain_json(item, depth + 1):
+                return False
+        elif kind is not bool and item is not None:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)
