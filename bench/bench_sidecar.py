@@ -252,22 +252,27 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / (1024 * 1024)
 
 
+def config_for(scheme: str, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """A sidecar config on free ports writing to file://, or to gs:// on a fake-gcs-server
+    that lives as long as `stack`."""
+    if scheme != "gs":
+        return make_config(workdir, ports=True)
+    gcs = stack.enter_context(FakeGCS.started(workdir / "gcs"))
+    bucket = gcs.make_bucket()
+    return make_config(
+        workdir,
+        f"gs://{bucket}/trail",
+        ports=True,
+        destination={"options": gcs.destination_options()},
+    )
+
+
 def bench_memory(
     seconds: float, scheme: str, delivery: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        if scheme == "gs":
-            gcs = stack.enter_context(FakeGCS.started(workdir / "gcs"))
-            bucket = gcs.make_bucket()
-            config = make_config(
-                workdir,
-                f"gs://{bucket}/trail",
-                ports=True,
-                destination={"options": gcs.destination_options()},
-            )
-        else:
-            config = make_config(workdir, ports=True)
+        config = config_for(scheme, workdir, stack)
         config["delivery"] = dict(delivery or {})
         proc = SidecarProcess(workdir, config)
         try:
@@ -302,17 +307,7 @@ def bench_memory(
 def bench_ready(scheme: str, runs: int = 5) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        if scheme == "gs":
-            gcs = stack.enter_context(FakeGCS.started(workdir / "gcs"))
-            bucket = gcs.make_bucket()
-            config = make_config(
-                workdir,
-                f"gs://{bucket}/t",
-                ports=True,
-                destination={"options": gcs.destination_options()},
-            )
-        else:
-            config = make_config(workdir, ports=True)
+        config = config_for(scheme, workdir, stack)
         proc = SidecarProcess(workdir, config)
         times = []
         try:
