@@ -36,7 +36,6 @@ from tests.integration.test_operator_capture import (  # noqa: F401
     operator_collector,
     test_exec_secret_read_and_rolebinding_become_ledger_events,
 )
-from tests.integration.test_operator_peering import _mutate
 from tests.integration.test_operator_policies import (  # noqa: F401
     create_policy,
     file_spec,
@@ -51,7 +50,7 @@ from tests.integration.test_operator_policies import (  # noqa: F401
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import RunningOperator, start_operator
+from tests.servers.auditlock_operator import RunningOperator, post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 
 SCENARIOS = {name for name in dir() if name.startswith("test_")}
@@ -339,7 +338,7 @@ def test_two_replicas_as_the_service_account_one_leads_both_admit(
         for replica in replicas:
 
             def injects(url: str = replica.webhook_url) -> dict[str, object] | None:
-                answer = _mutate(url, kube, kube_namespace)
+                answer = post_pod_review(url, kube, kube_namespace)
                 return answer if answer.get("patch") else None
 
             assert (

@@ -4,7 +4,6 @@ cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import ssl
@@ -19,6 +18,7 @@ from tests.integration.test_operator_policies import (
     wait_condition,
     wait_for,
 )
+from tests.servers.auditlock_operator import post_pod_review
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,29 +60,9 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
             )
             create_policy(kube, kube_namespace, "cli", file_spec(tmp_path / "trail"))
             wait_condition(kube, kube_namespace, "cli", "Ready", "True", timeout=15)
-            review = {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "request": {
-                    "uid": "u-cli",
-                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "namespace": kube_namespace,
-                    "operation": "CREATE",
-                    "object": {
-                        "metadata": {"name": "p", "labels": {"app": "payments"}},
-                        "spec": {"containers": [{"name": "app", "image": "a"}]},
-                    },
-                },
-            }
-            request = urllib.request.Request(
-                f"https://127.0.0.1:{webhook_port}/mutate-pods",
-                data=json.dumps(review).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            context = ssl.create_default_context(cafile=str(kube.ca_path))
-            with urllib.request.urlopen(request, timeout=5, context=context) as response:
-                answer = json.load(response)
-            assert answer["response"]["uid"] == "u-cli" and "patch" in answer["response"]
+            answer = post_pod_review(f"https://127.0.0.1:{webhook_port}", kube, kube_namespace,
+                                     uid="u-cli")  # fmt: skip
+            assert answer["uid"] == "u-cli" and "patch" in answer
             # The plain health port never serves the webhooks.
             assert _get(f"http://127.0.0.1:{health_port}/mutate-pods") in (404, 405, 0)
             proc.send_signal(signal.SIGTERM)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -18,7 +15,7 @@ from tests.integration.test_operator_policies import (
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import start_operator
+from tests.servers.auditlock_operator import post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,32 +51,6 @@ def _install_peering(kube: KubeControlPlane, name: str) -> None:
                 raise
 
 
-def _mutate(url: str, kube: KubeControlPlane, namespace: str) -> dict[str, object]:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "object": {
-                "metadata": {"name": "p", "labels": {"app": "payments"}},
-                "spec": {"containers": [{"name": "app", "image": "a"}]},
-            },
-        },
-    }
-    request = urllib.request.Request(
-        f"{url}/mutate-pods",
-        data=json.dumps(review).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    context = ssl.create_default_context(cafile=str(kube.ca_path))
-    with urllib.request.urlopen(request, timeout=5, context=context) as response:
-        answer: dict[str, object] = json.load(response)["response"]
-        return answer
-
-
 def test_two_peered_replicas_one_leads_both_serve_webhooks(
     auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
 ) -> None:
@@ -110,7 +81,7 @@ def test_two_peered_replicas_one_leads_both_serve_webhooks(
             answer = wait_for(
                 "the replica's registry has the policy",
                 lambda r=replica: (
-                    (a := _mutate(r.webhook_url, kube, kube_namespace)).get("patch") and a
+                    (a := post_pod_review(r.webhook_url, kube, kube_namespace)).get("patch") and a
                 ),
             )
             assert answer["allowed"] is True

@@ -163,6 +163,40 @@ def start_operator(
     return RunningOperator(thread, url, collector_port, kube)
 
 
+def post_pod_review(
+    url: str, kube: KubeControlPlane, namespace: str, uid: str = "u"
+) -> dict[str, Any]:
+    """POST a Pod CREATE AdmissionReview to `url`/mutate-pods over TLS (the rig's CA) and
+    return its `response`: what the API server would get from the webhook."""
+    import json
+    import ssl
+    import urllib.request
+
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "object": {
+                "metadata": {"name": "p", "labels": {"app": "payments"}},
+                "spec": {"containers": [{"name": "app", "image": "a"}]},
+            },
+        },
+    }
+    request = urllib.request.Request(
+        f"{url}/mutate-pods",
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=str(kube.ca_path))
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
+        answer: dict[str, Any] = json.load(response)["response"]
+        return answer
+
+
 @pytest.fixture(scope="session")
 def auditpolicy_crd(kube_apiserver: KubeControlPlane) -> KubeControlPlane:
     apply_crd(kube_apiserver)
