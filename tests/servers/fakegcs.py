@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.managed import ManagedServer
 from tests.servers.seaweedfs import ServerStartError, free_ports, log_tail
 
 PROJECT = "auditlock-test"
@@ -65,7 +66,7 @@ def fake_gcs_binary() -> Path:
 
 
 @dataclass
-class FakeGCS:
+class FakeGCS(ManagedServer):
     workdir: Path
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -77,21 +78,6 @@ class FakeGCS:
     @property
     def log_path(self) -> Path:
         return self.workdir / "fake-gcs-server.log"
-
-    @property
-    def pid(self) -> int | None:
-        """The server process id while running (benchmarks read its CPU time)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    @classmethod
-    @contextlib.contextmanager
-    def started(cls, workdir: Path) -> Iterator[FakeGCS]:
-        server = cls(workdir)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start on `port`, or on a free port; if another process grabs that port before

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.servers.managed import ManagedServer
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -107,7 +109,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 @dataclass
-class SeaweedFS:
+class SeaweedFS(ManagedServer):
     """One `weed mini` process; stop() and start() keep its ports and data directory."""
 
     workdir: Path
@@ -133,21 +135,6 @@ class SeaweedFS:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The server process id while running (benchmarks read its CPU time)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    @classmethod
-    @contextlib.contextmanager
-    def started(cls, workdir: Path) -> Iterator[SeaweedFS]:
-        server = cls(workdir)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start (or restart on the same ports and data). Free ports are picked on the
