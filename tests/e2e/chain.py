@@ -20,9 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -513,11 +512,12 @@ class Chain:
         return self.s3
 
     def _health_url(self) -> str:
+        """Where the injected container says its health port is."""
         assert self.collector is not None
-        for container in [self.collector.container]:
-            for port in container.get("ports") or []:
-                return f"http://127.0.0.1:{port['containerPort']}"
-        raise RuntimeError("collector declares no health port")
+        ports = self.collector.container.get("ports") or []
+        if not ports:
+            raise RuntimeError("collector declares no health port")
+        return f"http://127.0.0.1:{ports[0]['containerPort']}"
 
     def _stop_collector(self) -> None:
         if self.collector is not None:
@@ -549,13 +549,3 @@ def _flip_event_byte(data: bytes, *, compressed: bool, decode: Callable[..., Any
     changed = raw[:at] + (b"X" if raw[at : at + 1] != b"X" else b"Y") + raw[at + 1 :]
     list(decode(gzip.compress(changed) if compressed else changed, compressed=compressed))
     return gzip.compress(changed, mtime=0) if compressed else changed
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-@contextlib.contextmanager
-def chain(workdir: Path, narrate: Narrate = _quiet) -> Iterator[Chain]:
-    with Chain(workdir, narrate) as c:
-        yield c

@@ -7,6 +7,7 @@ podrun.py), fluent-logger and HTTP as the app, and the `auditlock verify` comman
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 
@@ -91,4 +92,5 @@ def test_collector_stops_cleanly_and_the_stream_is_closed(chain: Chain) -> None:
     key = chain.public_key_file()
     result = chain.verify(chain.pod_prefix, "--public-key", str(key), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"closed": true' in result.stdout.replace("\n", " ") or "closed" in result.stdout
+    streams = {s["stream"]: s for s in json.loads(result.stdout)["streams"]}
+    assert streams[chain.pod_stream()]["closed"] is True
