@@ -1,16 +1,21 @@
 """The sidecar with a gs:// destination keeps its imports small (its RSS budget is 48 MiB).
 
-A real sidecar process (`python -m auditlock.sidecar`, as in the container) ships an
-event to fake-gcs-server; then it is asked, by SIGUSR1, to write down `sys.modules`.
-What the gs:// sink no longer needs must not be there: google-cloud-storage,
-google-api-core and protobuf (~8 MiB together), and the ledger's verifier and proofs
-(auditlock.ledger exports lazily). (auditlock.ledger.event still comes in through
-ledger/normalize.py, which takes its vocabulary constants from the event model.)
+A real sidecar process (`python -m auditlock.sidecar`, as in the container) validates
+its config and execs the lean collector (handoff.py), which ships an event to
+fake-gcs-server; then the collector is asked, by SIGUSR1, to write down `sys.modules`.
+What it does not need must not be there:
+
+* google-cloud-storage, google-api-core and protobuf (~8 MiB together): the gs:// sink
+  uses google-auth and google-resumable-media directly;
+* pydantic and the event model (~8 MiB): the front end validated the config;
+* charset-normalizer (~5 MiB): requests falls back to UTF-8 without it;
+* the ledger's verifier and proofs (auditlock.ledger exports lazily).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,25 +27,27 @@ from pathlib import Path
 from tests.servers.fakegcs import FakeGCS
 from tests.servers.sidecar import ROOT, make_config
 
-# Runs the sidecar exactly as `python -m auditlock.sidecar --config FILE`, plus a SIGUSR1
-# handler that writes the loaded module names to a file.
-PROBE = """
-import json, runpy, signal, sys
-config, out = sys.argv[1], sys.argv[2]
-def dump(*_):
+# A sitecustomize on PYTHONPATH runs in every interpreter the sidecar starts, including
+# the collector it execs into: it installs a SIGUSR1 handler that writes the loaded
+# module names (and whether this is the collector) to $MODULES_OUT.
+SITECUSTOMIZE = """
+import json, os, signal, sys
+def _dump(*_):
+    out = os.environ["MODULES_OUT"]
     with open(out + ".tmp", "w") as f:
-        json.dump(sorted(sys.modules), f)
-    import os
+        json.dump({"argv": sys.argv, "modules": sorted(k for k, v in sys.modules.items() if v)}, f)
     os.replace(out + ".tmp", out)
-signal.signal(signal.SIGUSR1, dump)
-sys.argv = ["auditlock.sidecar", "--config", config]
-runpy.run_module("auditlock.sidecar", run_name="__main__", alter_sys=True)
+signal.signal(signal.SIGUSR1, _dump)
 """
 
 NOT_IMPORTED = (
     "google.cloud.storage",
     "google.api_core",
     "google.protobuf",
+    "pydantic",
+    "pydantic_core",
+    "charset_normalizer",
+    "auditlock.ledger.event",
     "auditlock.ledger.verify",
     "auditlock.ledger.proof",
 )
@@ -93,12 +100,18 @@ def test_sidecar_with_gcs_does_not_import_the_full_client(
     config_path = tmp_path / "sidecar.json"
     config_path.write_text(json.dumps(config))
     modules_path = tmp_path / "modules.json"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(os.environ, MODULES_OUT=str(modules_path))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
     log = (tmp_path / "sidecar.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", PROBE, str(config_path), str(modules_path)],
+        [sys.executable, "-m", "auditlock.sidecar", "--config", str(config_path)],
         stdout=log,
         stderr=log,
         cwd=ROOT,
+        env=env,
     )
     log.close()
     try:
@@ -118,7 +131,10 @@ def test_sidecar_with_gcs_does_not_import_the_full_client(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    modules = set(json.loads(modules_path.read_text()))
+    dump = json.loads(modules_path.read_text())
+    assert dump["argv"][1:] == ["--validated-config-fd", dump["argv"][2]]  # the collector
+    modules = set(dump["modules"])
+    assert "character detection" not in (tmp_path / "sidecar.log").read_text()  # no warning
     assert "auditlock.sinks.gcs" in modules  # the gs:// sink did the shipping
     loaded = sorted(
         m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_IMPORTED)

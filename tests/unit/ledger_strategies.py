@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER
-from auditlock.ledger.event import ACTOR_KINDS, CATEGORIES, OUTCOMES
+from auditlock.ledger.vocabulary import ACTOR_KINDS, CATEGORIES, OUTCOMES
 
 # Any Unicode scalar value (no surrogates), including controls, U+2028, astral planes.
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)

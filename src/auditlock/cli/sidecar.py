@@ -27,7 +27,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from auditlock.sidecar.config import ConfigError, load_config
+    from auditlock.sidecar.config import ConfigError, config_json, load_config
 
     try:
         config = load_config(args.config)
@@ -35,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"auditlock sidecar: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(config.model_dump_json(indent=2))
+        print(config_json(config, indent=2).decode())
         return 0
+    from auditlock.sidecar.handoff import exec_collector
+
+    exec_collector(config)  # on Linux, does not return
     from auditlock.sidecar.app import main
 
     return main(config)

@@ -23,11 +23,7 @@ from auditlock.ledger.values import (
     check_short,
     normalize_ip,
 )
-
-CATEGORIES = ("access", "authorization", "data", "configuration", "alert")
-OUTCOMES = ("success", "failure", "unknown")
-ACTOR_KINDS = ("user", "serviceaccount", "system", "anonymous")
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+from auditlock.ledger.vocabulary import ID_PATTERN
 
 Short = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_short)]
 Time = Annotated[

@@ -23,7 +23,6 @@ from typing import Any
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER
 from auditlock.ledger.errors import EventError
-from auditlock.ledger.event import ACTOR_KINDS, CATEGORIES, ID_PATTERN, OUTCOMES
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import (
     MAX_DEPTH,
@@ -33,6 +32,7 @@ from auditlock.ledger.values import (
     check_short,
     normalize_ip,
 )
+from auditlock.ledger.vocabulary import ACTOR_KINDS, CATEGORIES, ID_PATTERN, OUTCOMES
 
 _ID = re.compile(ID_PATTERN.rstrip("$") + r"\Z")
 _CATEGORIES = frozenset(CATEGORIES)

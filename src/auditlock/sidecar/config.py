@@ -1,4 +1,5 @@
-"""The sidecar's configuration: one file, one pydantic model, environment overrides.
+"""The sidecar's configuration: one file, one model validated by pydantic, environment
+overrides.
 
 The operator renders this file from an AuditPolicy and mounts it into the collector
 container; `auditlock sidecar --config FILE` reads it. Every field has a default that
@@ -24,10 +25,14 @@ import copy
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from annotated_types import Ge, Gt, Le
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 ENV_PREFIX = "AUDITLOCK_SIDECAR__"
 
@@ -41,144 +46,166 @@ _ALL_CATEGORIES: tuple[Category, ...] = (
 )
 CATEGORIES: tuple[str, ...] = _ALL_CATEGORIES
 
+Port = Annotated[int, Ge(0), Le(65535)]  # 0 picks a free port (tests)
+Positive = Annotated[float, Gt(0)]
 
-class _Section(BaseModel):
-    # Unknown keys are a typo in a rendered file: refuse them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid")
+# The sections are plain frozen dataclasses, validated by pydantic at the boundary
+# (`config_from_dict`). The long-running collector process reads an already validated
+# file into the same classes without importing pydantic (handoff.py), which keeps
+# about 8 MiB of pydantic out of the pod's memory limit. Unknown keys are a typo in a
+# rendered file: every section refuses them.
+_FORBID_EXTRA = {"extra": "forbid"}
 
 
-class ForwardSource(_Section):
+@dataclass(frozen=True, slots=True)
+class ForwardSource:
     """Fluentd Forward protocol intake (fluent-logger, Fluent Bit, Fluentd out_forward)."""
 
+    __pydantic_config__ = _FORBID_EXTRA
+
     enabled: bool = True
-    host: str = Field("127.0.0.1", description="listen address; keep it loopback")
-    port: int = Field(24224, ge=0, le=65535, description="0 picks a free port (tests)")
-    shared_key: str | None = Field(
-        None, description="when set, clients must pass the HELO/PING/PONG handshake"
-    )
-    self_hostname: str = Field("auditlock-sidecar", description="our name in PONG")
-    max_frame_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="largest message; bigger closes the connection"
-    )
-    chunk_memory: int = Field(
-        200_000, ge=1000, description="recent chunk ids remembered to drop retransmissions"
-    )
+    host: str = "127.0.0.1"  # keep it loopback
+    port: Port = 24224
+    shared_key: str | None = None  # when set, clients must pass HELO/PING/PONG
+    self_hostname: str = "auditlock-sidecar"  # our name in PONG
+    max_frame_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024  # bigger closes the connection
+    chunk_memory: Annotated[int, Ge(1000)] = 200_000  # recent chunk ids, to drop retransmissions
 
 
-class HttpSource(_Section):
+@dataclass(frozen=True, slots=True)
+class HttpSource:
     """JSON over HTTP: POST /v1/events with an object, an array or NDJSON."""
+
+    __pydantic_config__ = _FORBID_EXTRA
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(8686, ge=0, le=65535)
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    port: Port = 8686
+    max_body_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024
 
 
-class ConfigFilesSource(_Section):
+@dataclass(frozen=True, slots=True)
+class ConfigFilesSource:
     """Watches mounted files (ConfigMap/Secret volumes); records hashes, never contents."""
 
+    __pydantic_config__ = _FORBID_EXTRA
+
     enabled: bool = False
-    paths: list[str] = Field(default_factory=list, description="files or directories")
-    poll_seconds: float = Field(2.0, gt=0)
+    paths: list[str] = field(default_factory=list)  # files or directories
+    poll_seconds: Positive = 2.0
 
 
-class AccessProxySource(_Section):
+@dataclass(frozen=True, slots=True)
+class AccessProxySource:
     """HTTP reverse proxy in front of the app's port that records access events."""
 
+    __pydantic_config__ = _FORBID_EXTRA
+
     enabled: bool = False
-    host: str = Field("0.0.0.0", description="the proxy is what Services point at")
-    port: int = Field(8080, ge=0, le=65535)
-    upstream: str = Field("http://127.0.0.1:8081", description="the app's real port")
-    identity_headers: list[str] = Field(
-        default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"],
-        description="headers whose value is recorded as a claimed, unverified identity",
+    host: str = "0.0.0.0"  # the proxy is what Services point at
+    port: Port = 8080
+    upstream: str = "http://127.0.0.1:8081"  # the app's real port
+    # Headers whose value is recorded as a claimed, unverified identity.
+    identity_headers: list[str] = field(
+        default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"]
     )
-    request_id_headers: list[str] = Field(
-        default_factory=lambda: ["x-request-id", "traceparent"],
-        description="correlation headers: traceparent gives trace_id, the first other one "
-        "present gives request_id",
-    )
+    # Correlation headers: traceparent gives trace_id, the first other one present gives
+    # request_id.
+    request_id_headers: list[str] = field(default_factory=lambda: ["x-request-id", "traceparent"])
 
 
-class Sources(_Section):
-    forward: ForwardSource = Field(default_factory=ForwardSource)
-    http: HttpSource = Field(default_factory=HttpSource)
-    config_files: ConfigFilesSource = Field(default_factory=ConfigFilesSource)
-    access_proxy: AccessProxySource = Field(default_factory=AccessProxySource)
+@dataclass(frozen=True, slots=True)
+class Sources:
+    __pydantic_config__ = _FORBID_EXTRA
+
+    forward: ForwardSource = field(default_factory=ForwardSource)
+    http: HttpSource = field(default_factory=HttpSource)
+    config_files: ConfigFilesSource = field(default_factory=ConfigFilesSource)
+    access_proxy: AccessProxySource = field(default_factory=AccessProxySource)
 
 
-class MatchRule(_Section):
+@dataclass(frozen=True, slots=True)
+class MatchRule:
     """Matches when the value at `field` (dotted path) equals one of `values`."""
+
+    __pydantic_config__ = _FORBID_EXTRA
 
     field: str
     values: list[str]
 
 
-class PipelineConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
     """Policy filter and redaction applied before an event is spooled."""
 
-    categories: list[Category] = Field(
-        default_factory=lambda: list(_ALL_CATEGORIES), description="categories kept"
-    )
-    include: list[MatchRule] = Field(
-        default_factory=list, description="when non-empty, keep only events matching one"
-    )
-    exclude: list[MatchRule] = Field(default_factory=list, description="drop matching events")
-    redact: list[str] = Field(
-        default_factory=list,
-        description="dotted field paths replaced by '[REDACTED]' (e.g. attributes.password)",
-    )
+    __pydantic_config__ = _FORBID_EXTRA
+
+    categories: list[Category] = field(default_factory=lambda: list(_ALL_CATEGORIES))
+    include: list[MatchRule] = field(default_factory=list)  # non-empty: keep only matches
+    exclude: list[MatchRule] = field(default_factory=list)  # drop matching events
+    # Dotted field paths replaced by '[REDACTED]' (e.g. attributes.password).
+    redact: list[str] = field(default_factory=list)
 
 
-class SpoolConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
     """The write-ahead spool: every event is fsynced here before it is acknowledged."""
 
+    __pydantic_config__ = _FORBID_EXTRA
+
     dir: Path = Path("/var/lib/auditlock/spool")
-    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, description="intake pushes back")
-    segment_bytes: int = Field(16 * 1024 * 1024, ge=16 * 1024)
+    max_bytes: Annotated[int, Ge(64 * 1024)] = 256 * 1024 * 1024  # full: intake pushes back
+    segment_bytes: Annotated[int, Ge(16 * 1024)] = 16 * 1024 * 1024
 
 
-class DeliveryConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
     """How events become ledger segments and reach the destination."""
 
-    batch_max_events: int = Field(5000, ge=1, description="seal a segment at this many events")
-    max_delay_seconds: float = Field(0.25, gt=0, description="seal at least this often")
-    uploads_in_flight: int = Field(4, ge=1, le=64)
-    retry_initial_seconds: float = Field(0.2, gt=0)
-    retry_max_seconds: float = Field(10.0, gt=0)
-    heartbeat_seconds: float = Field(60.0, gt=0, description="checkpoint when idle")
+    __pydantic_config__ = _FORBID_EXTRA
+
+    batch_max_events: Annotated[int, Ge(1)] = 5000  # seal a segment at this many events
+    max_delay_seconds: Positive = 0.25  # seal at least this often
+    uploads_in_flight: Annotated[int, Ge(1), Le(64)] = 4
+    retry_initial_seconds: Positive = 0.2
+    retry_max_seconds: Positive = 10.0
+    heartbeat_seconds: Positive = 60.0  # checkpoint when idle
 
 
-class DestinationConfig(_Section):
-    url: str = Field(description="gs://bucket/prefix, s3://bucket/prefix or file:///path")
-    retention_days: float = Field(365.0, gt=0)
+@dataclass(frozen=True, slots=True)
+class DestinationConfig:
+    __pydantic_config__ = _FORBID_EXTRA
+
+    url: str  # gs://bucket/prefix, s3://bucket/prefix or file:///path
+    retention_days: Positive = 365.0
     lock_mode: Literal["Locked", "Unlocked"] = "Locked"
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="passed to the destination (endpoint, region, ...)"
-    )
+    options: dict[str, Any] = field(default_factory=dict)  # endpoint, region, ...
 
 
-class StreamConfig(_Section):
-    id: str = Field(
-        description="one stream per sidecar: <namespace>_<pod> (letters, digits, '.', '_', '-')"
-    )
-    signing_key_file: Path = Field(description="Ed25519 private key (PEM)")
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    __pydantic_config__ = _FORBID_EXTRA
 
-    @field_validator("id")
-    @classmethod
-    def _id_is_a_stream_name(cls, value: str) -> str:
+    # One stream per sidecar: <namespace>_<pod> (letters, digits, '.', '_', '-').
+    id: str
+    signing_key_file: Path  # Ed25519 private key (PEM)
+
+    def __post_init__(self) -> None:
         from auditlock.ledger.names import check_stream_id
 
-        if "/" in value:
+        if "/" in self.id:
             raise ValueError(
-                f"stream id {value[:80]!r} contains '/': ledger stream ids are one path "
+                f"stream id {self.id[:80]!r} contains '/': ledger stream ids are one path "
                 "segment; use <namespace>_<pod> (underscore cannot occur in either name)"
             )
-        return check_stream_id(value)
+        check_stream_id(self.id)
 
 
-class SourceIdentity(_Section):
+@dataclass(frozen=True, slots=True)
+class SourceIdentity:
     """Where this sidecar runs; copied into every event's `source` (downward API)."""
+
+    __pydantic_config__ = _FORBID_EXTRA
 
     cluster: str = ""
     namespace: str = ""
@@ -187,27 +214,32 @@ class SourceIdentity(_Section):
     node: str = ""
 
 
-class HealthConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
     """/healthz, /readyz and /metrics. Not loopback: the kubelet and Prometheus call it."""
 
+    __pydantic_config__ = _FORBID_EXTRA
+
     host: str = "0.0.0.0"  # probes come from the node
-    port: int = Field(9880, ge=0, le=65535)
+    port: Port = 9880
 
 
-class SidecarConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
     """The whole sidecar configuration file."""
+
+    __pydantic_config__ = _FORBID_EXTRA
 
     destination: DestinationConfig
     stream: StreamConfig
-    source: SourceIdentity = Field(default_factory=SourceIdentity)
-    sources: Sources = Field(default_factory=Sources)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    spool: SpoolConfig = Field(default_factory=SpoolConfig)
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    shutdown_grace_seconds: float = Field(
-        20.0, gt=0, description="finish within this after SIGTERM (below the pod's grace)"
-    )
+    source: SourceIdentity = field(default_factory=SourceIdentity)
+    sources: Sources = field(default_factory=Sources)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    # Finish within this after SIGTERM (keep it below the pod's grace period).
+    shutdown_grace_seconds: Positive = 20.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -232,13 +264,32 @@ def config_from_dict(
     merged = apply_env_overrides(
         copy.deepcopy(dict(data)), os.environ if environ is None else environ
     )
+    from pydantic import ValidationError
+
     try:
-        return SidecarConfig.model_validate(merged)
+        return _adapter().validate_python(merged)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid sidecar config {where}: {problems}") from None
+
+
+def config_json(config: SidecarConfig, indent: int | None = None) -> bytes:
+    """The validated config as JSON (what `--check` prints and the handoff passes on)."""
+    return _adapter().dump_json(config, indent=indent)
+
+
+def _adapter() -> TypeAdapter[SidecarConfig]:
+    from pydantic import TypeAdapter
+
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(SidecarConfig)
+    return _ADAPTER
+
+
+_ADAPTER: TypeAdapter[SidecarConfig] | None = None
 
 
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

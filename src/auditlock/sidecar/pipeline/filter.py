@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditlock.ledger.event import CATEGORIES
+from auditlock.ledger.vocabulary import CATEGORIES
 from auditlock.sidecar.config import MatchRule, PipelineConfig
 
 

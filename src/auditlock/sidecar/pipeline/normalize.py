@@ -32,6 +32,7 @@ pre-checked: then every event is refused with the ledger's reason, as before).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from typing import Any
@@ -115,7 +116,7 @@ def coerce_details(value: Any, depth: int = 0) -> Any:
 
 class Normalizer:
     def __init__(self, identity: SourceIdentity) -> None:
-        self._source = {key: value for key, value in identity.model_dump().items() if value}
+        self._source = {key: value for key, value in dataclasses.asdict(identity).items() if value}
         self._checked_source: dict[str, Any] | None = None
         # An identity the ledger refuses stays unchecked: each event is refused with the
         # ledger's reason for it.
