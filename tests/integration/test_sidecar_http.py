@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from auditlock.sidecar.sources.http_intake import HttpIntake
-from tests.servers.sidecar import ledger_events, make_config, open_store, running_sidecar
+from tests.servers.sidecar import (
+    SidecarProcess,
+    ledger_events,
+    make_config,
+    open_store,
+    running_sidecar,
+    sidecar_process,
+    verify_ledger,
+)
 
 
 def event(n: int, **extra: Any) -> dict[str, Any]:
@@ -80,3 +92,70 @@ async def test_body_over_the_limit_gets_413(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as client:
             answer = await client.post(url, json=event(0, blob="x" * 10_000))
             assert answer.status == 413
+
+
+def post(port: int, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events", json.dumps(body).encode(), headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
+    tmp_path: Path,
+) -> None:
+    # The retry a client makes after a lost 202: the same batch with the same key, to the
+    # same sidecar, to a restarted one (SIGKILL: from the spool's records) and after the
+    # records were shipped and released (from chunks.log).
+    config = make_config(tmp_path, ports=True)
+    with sidecar_process(tmp_path, config) as sidecar:
+        sidecar.start()
+        batch = [event(n) for n in range(3)]
+        assert post(sidecar.http_port, batch, "batch-1") == (202, {"accepted": 3, "filtered": 0})
+        duplicate = (202, {"accepted": 0, "filtered": 0, "duplicate": True})
+        with ThreadPoolExecutor(4) as pool:  # concurrent resends: one stored, all 202
+            answers = list(pool.map(lambda _: post(sidecar.http_port, batch, "batch-1"), range(4)))
+        assert answers == [duplicate] * 4
+        racing = [event(n) for n in (10, 11)]  # first sends racing each other: one stores
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: post(sidecar.http_port, racing, "race"), range(4)))
+        assert sorted(map(str, answers)) == sorted(
+            map(str, [(202, {"accepted": 2, "filtered": 0})] + [duplicate] * 3)
+        )
+        sidecar.kill()
+        sidecar.start()
+        assert post(sidecar.http_port, batch, "batch-1") == duplicate
+        assert post(sidecar.http_port, [event(3)], "batch-2")[0] == 202
+        assert post(sidecar.http_port, [event(4)], None)[0] == 202
+        assert post(sidecar.http_port, [event(4)], None)[0] == 202  # no key: stored again
+        wait_until_shipped(sidecar, 8)
+        assert sidecar.terminate() == 0
+        sidecar.start()  # every record released: the keys now come from chunks.log
+        assert not list((tmp_path / "spool").glob("seg-*.spool"))[1:]
+        assert post(sidecar.http_port, batch, "batch-1") == duplicate
+        assert post(sidecar.http_port, [event(3)], "batch-2") == duplicate
+        assert "auditlock_sidecar_http_duplicate_requests_total 2.0" in sidecar.metrics()
+        status, answer = post(sidecar.http_port, batch, "has space")
+        assert status == 400 and "Idempotency-Key" in answer["error"]
+        assert sidecar.terminate() == 0
+    store = open_store(config["destination"]["url"])
+    names = [e["event"]["target"]["name"] for e in ledger_events(store)]
+    assert names == ["inv-0", "inv-1", "inv-2", "inv-10", "inv-11", "inv-3", "inv-4", "inv-4"]
+    verify_ledger(store, tmp_path / "key.pub.pem")
+
+
+def wait_until_shipped(sidecar: SidecarProcess, events: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    store = open_store(sidecar.config["destination"]["url"])
+    while time.monotonic() < deadline:
+        if len(ledger_events(store)) >= events:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{events} events not shipped after {timeout}s")

@@ -102,6 +102,31 @@ async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
     assert again.reader(again.released).read(100) == []
 
 
+async def test_chunk_ids_with_newlines_survive_release_and_restart(tmp_path: Path) -> None:
+    # A Forward chunk id is any short string. One with a newline must be remembered as
+    # itself after its segment is released, and must not plant other ids ("a", "b").
+    odd = ["a\nb", 'say "hi"', "Ünïcode ✓", "http:key-1"]
+    spool = make(tmp_path, segment_bytes=2048)
+    for i, chunk in enumerate(odd * 10):
+        await spool.append(events(5, i * 5), chunks=[f"{chunk}-{i}"])
+    spool.join_stream(0, 0)
+    spool.release(40, 200, 0)
+    await spool.settle()
+    spool.close()
+    again = make(tmp_path, segment_bytes=2048)
+    assert all(again.seen_chunk(f"{c}-{i}") for i, c in enumerate(odd * 10))
+    assert not again.seen_chunk("a") and not again.seen_chunk("b-0")
+
+
+async def test_chunk_log_from_before_json_lines_and_a_torn_line_are_read(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "chunks.log").write_text('plain-old-id\n"json-id"\n"torn')
+    spool = make(tmp_path)
+    assert spool.seen_chunk("plain-old-id") and spool.seen_chunk("json-id")
+    assert not spool.seen_chunk('"torn') and not spool.seen_chunk("torn")
+
+
 async def test_full_spool_refuses_appends_until_release(tmp_path: Path) -> None:
     spool = make(tmp_path, max_bytes=64 * 1024, segment_bytes=16 * 1024)
     numbers = []

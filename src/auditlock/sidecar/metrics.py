@@ -45,6 +45,11 @@ class Metrics:
             "Retransmitted Forward chunks recognised and not stored twice",
             registry=r,
         )
+        self.duplicate_requests = Counter(
+            f"{NS}_http_duplicate_requests",
+            "HTTP intake requests whose Idempotency-Key was already stored (not stored twice)",
+            registry=r,
+        )
         self.pushback = Counter(
             f"{NS}_pushback",
             "Times intake refused or delayed input: spool full",

@@ -11,6 +11,15 @@ Answers:
 
 All-or-nothing per request: a client that gets 400 can resend the corrected batch without
 creating duplicates.
+
+Retries without duplicates: a request may carry an `Idempotency-Key` header (1-255
+visible ASCII characters, unique per batch, e.g. a UUID). The spool remembers the key
+with the events, like a Forward chunk id, across restarts and for the last
+`sources.forward.chunk_memory` keys. A request whose key is already durable stores
+nothing and answers `202 {"accepted": 0, "filtered": 0, "duplicate": true}`; one whose
+key another request is committing right now waits for that commit. So a client that
+lost a 202 (timeout, connection reset, sidecar restart) resends the same batch with
+the same key and the trail holds it once. Without the header, a resend is stored again.
 """
 
 from __future__ import annotations
@@ -31,10 +40,22 @@ log = logging.getLogger("auditlock.sidecar.http")
 INPUT = "http"
 TAG = "http"
 RETRY_AFTER_SECONDS = 1
+IDEMPOTENCY_HEADER = "idempotency-key"
+KEY_PREFIX = "http:"  # keeps HTTP keys apart from Forward chunk ids in the spool
 
 
 class BadBody(Exception):
     pass
+
+
+def idempotency_chunk(headers: dict[str, str]) -> str | None:
+    """The spool chunk id for the request's Idempotency-Key, None without one."""
+    key = headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 0 < len(key) < 256 or not all("!" <= c <= "~" for c in key):
+        raise BadBody("Idempotency-Key must be 1-255 visible ASCII characters (e.g. a UUID)")
+    return KEY_PREFIX + key
 
 
 def parse_body(body: bytes) -> list[Any]:
@@ -88,23 +109,39 @@ class HttpIntake:
         body = request.body
         self.intake.metrics.bytes_in.labels(INPUT).inc(len(body))
         try:
+            chunk = idempotency_chunk(request.headers)
+        except BadBody as exc:
+            self.intake.metrics.events_rejected.labels(INPUT, "bad_idempotency_key").inc()
+            return _json(400, {"error": str(exc), "errors": []})
+        try:
             items = parse_body(body)
         except BadBody as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_json").inc()
             return _json(400, {"error": str(exc), "errors": []})
+        if chunk is not None and await self._already_stored(chunk):
+            self.intake.metrics.duplicate_requests.inc()
+            return _json(202, {"accepted": 0, "filtered": 0, "duplicate": True})
         now = time.time_ns()
         prepared = self.intake.prepare(INPUT, [(TAG, now, item) for item in items])
         if prepared.rejected:
             return _json(400, _rejections(prepared.rejected))
+        # No await from the check above to the spool registering the key (synchronously,
+        # in append_packed): a concurrent request with the same key sees it in flight.
         try:
-            await self.intake.commit(INPUT, prepared, [])
+            await self.intake.commit(INPUT, prepared, [chunk] if chunk is not None else [])
         except SpoolFull as exc:
-            return _json(
-                503,
-                {"error": f"{exc}; retry after {RETRY_AFTER_SECONDS}s"},
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return _unavailable(str(exc))
         return _json(202, {"accepted": len(prepared.events), "filtered": prepared.filtered})
+
+    async def _already_stored(self, chunk: str) -> bool:
+        """True when a request with this key is durable, waiting for one in flight."""
+        spool = self.intake.spool
+        while (inflight := spool.inflight_chunk(chunk)) is not None:
+            try:
+                await inflight
+            except Exception:  # that commit failed; ours may still succeed
+                break
+        return spool.seen_chunk(chunk)
 
 
 def _rejections(rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
@@ -118,6 +155,14 @@ def _rejections(rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
         f"field {first['field']}: {first['message']}",
         "errors": errors,
     }
+
+
+def _unavailable(reason: str) -> Response:
+    return _json(
+        503,
+        {"error": f"{reason}; retry after {RETRY_AFTER_SECONDS}s"},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:

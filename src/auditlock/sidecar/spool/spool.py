@@ -17,7 +17,8 @@ Files in the spool directory:
 
     seg-<first record number>.spool   records (see records.py)
     state.json                        {"released", "next_seq", "epoch"}, replaced atomically
-    chunks.log                        one chunk id per line, of released records
+    chunks.log                        chunk ids of released records, one JSON string per
+                                      line (a client's id may contain a newline)
 
 The spool never holds more than `max_bytes` of segment files: `append` raises
 `SpoolFull` instead, and sources push back (Forward withholds acks, HTTP answers 503).
@@ -187,9 +188,15 @@ class Spool:
         if not path.exists():
             return
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for chunk in lines[-self.chunk_memory :]:
-            if chunk:
-                self._remember_chunk(chunk)
+        for line in lines[-self.chunk_memory :]:
+            if not line.startswith('"'):
+                if line:  # written before ids were JSON-encoded
+                    self._remember_chunk(line)
+                continue
+            try:
+                self._remember_chunk(json.loads(line))
+            except ValueError:
+                log.warning("chunks.log: skipping a damaged line (torn write?)")
 
     def _open_tail(self) -> None:
         if self._segments and self._segments[-1].size < self.segment_bytes:
@@ -427,7 +434,7 @@ class Spool:
 
     def _append_chunk_log(self, chunks: list[str]) -> None:
         with open(self.directory / "chunks.log", "a", encoding="utf-8") as handle:
-            handle.write("".join(f"{c}\n" for c in chunks))
+            handle.write("".join(f"{json.dumps(c)}\n" for c in chunks))
             handle.flush()
             os.fsync(handle.fileno())
 
