@@ -268,7 +268,7 @@ def config_for(scheme: str, workdir: Path, stack: contextlib.ExitStack) -> dict[
 
 
 def bench_memory(
-    seconds: float, scheme: str, delivery: dict[str, Any] | None = None
+    seconds: float, scheme: str, delivery: dict[str, Any] | None = None, idle_seconds: float = 5
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
@@ -277,7 +277,7 @@ def bench_memory(
         proc = SidecarProcess(workdir, config)
         try:
             proc.start()
-            time.sleep(5)
+            time.sleep(idle_seconds)  # > 60 s includes an idle heartbeat checkpoint
             idle = rss_mib(proc.pid)
             peak = idle
             stop = threading.Event()
@@ -372,6 +372,9 @@ def main() -> None:
     parser.add_argument("what", nargs="?", default="all")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument(
+        "--idle-seconds", type=float, default=5, help="memory: wait this long before 'idle'"
+    )
     parser.add_argument("--batch", type=int, help="delivery.batch_max_events")
     parser.add_argument("--delay", type=float, help="delivery.max_delay_seconds")
     args = parser.parse_args()
@@ -395,7 +398,7 @@ def main() -> None:
                target=1000, better="lower")  # fmt: skip
     if args.what in ("memory", "all"):
         for scheme in ("gs", "file"):
-            result = bench_memory(args.seconds, scheme, delivery)
+            result = bench_memory(args.seconds, scheme, delivery, args.idle_seconds)
             print("memory:", result, flush=True)
             target_idle, target_busy = (48, 64) if scheme == "gs" else (None, None)
             figure(f"RSS idle, {scheme}://", result["idle_rss_mib"], "MiB",
