@@ -318,3 +318,15 @@ def test_governance_can_be_bypassed_by_an_admin_but_compliance_cannot(
     assert dest.get("comp") == b"x"
     report = dest.check(RetentionSpec(timedelta(days=1), LockMode.UNLOCKED))
     assert any("BypassGovernanceRetention" in n for n in report.notices)
+
+
+def test_path_addressing_reaches_a_store_known_by_host_name(
+    seaweedfs: SeaweedFS, s3_locked_bucket: str
+) -> None:
+    # In a cluster an S3-compatible store is a Service name (seaweedfs.storage:8333), and
+    # <bucket>.seaweedfs.storage does not resolve: the policy's addressingStyle: path.
+    by_name = seaweedfs.endpoint.replace("127.0.0.1", "localhost")
+    options = {**seaweedfs.destination_options(), "endpoint_url": by_name}
+    dest = sinks.open(f"s3://{s3_locked_bucket}/named", **options, addressing_style="path")
+    dest.put("x", b"by host name", LOCKED_1D)
+    assert dest.get("x") == b"by host name"

@@ -201,3 +201,35 @@ def test_config_hash_changes_with_the_spec() -> None:
     b = parse_spec({**a.model_dump(by_alias=True, exclude_none=True), "retention": {"days": 31}})
     assert config_map_data(a)[1] != config_map_data(b)[1]
     assert config_map_data(a)[1] == config_map_data(a)[1]
+
+
+def test_s3_location_reaches_the_collector_and_the_operators_check_alike() -> None:
+    from auditlock.operator.destination import open_options
+
+    spec = parse_spec(
+        {
+            "selector": {"matchLabels": {"app": "payments"}},
+            "destination": {
+                "s3": {
+                    "bucket": "audit",
+                    "endpoint": "http://seaweedfs.storage:8333",
+                    "region": "us-east-1",
+                    "addressingStyle": "path",
+                }
+            },
+            "retention": {"days": 30},
+        }
+    )
+    where = {
+        "endpoint_url": "http://seaweedfs.storage:8333",
+        "region": "us-east-1",
+        "addressing_style": "path",
+    }
+    assert render(spec)["destination"]["options"] == where
+    assert {k: v for k, v in open_options(spec, None).items() if k != "retry"} == where
+    default = parse_spec({**spec.model_dump(by_alias=True, exclude_none=True),
+                          "destination": {"s3": {"bucket": "audit"}}})  # fmt: skip
+    assert "addressing_style" not in render(default)["destination"]["options"]
+    with pytest.raises(Exception, match="addressingStyle"):
+        parse_spec({"selector": {}, "destination": {"s3": {"bucket": "audit",
+                    "addressingStyle": "dns"}}, "retention": {"days": 1}})  # fmt: skip

@@ -54,22 +54,30 @@ def open_options(spec: AuditPolicySpec, secret_data: dict[str, str] | None) -> d
         # The operator only looks: fail fast and let its own backoff retry, instead of
         # riding out a minute-long outage inside one reconcile like the sidecar does.
         options["retry"] = CHECK_RETRY
+    options.update(location_options(spec))
     decoded = {k: base64.b64decode(v).decode() for k, v in (secret_data or {}).items()}
-    if spec.destination.s3 is not None:
-        s3 = spec.destination.s3
+    if spec.destination.s3 is not None and "AWS_ACCESS_KEY_ID" in decoded:
+        options["access_key_id"] = decoded["AWS_ACCESS_KEY_ID"]
+        options["secret_access_key"] = decoded.get("AWS_SECRET_ACCESS_KEY", "")
+    elif spec.destination.gcs is not None and "key.json" in decoded:
+        options["credentials_info"] = json.loads(decoded["key.json"])
+    return options
+
+
+def location_options(spec: AuditPolicySpec) -> dict[str, Any]:
+    """How to reach the destination, without credentials: the same for the operator's
+    check and the collector's config file (which gets its credentials from env/files)."""
+    options: dict[str, Any] = {}
+    s3, gcs = spec.destination.s3, spec.destination.gcs
+    if s3 is not None:
         if s3.endpoint:
             options["endpoint_url"] = s3.endpoint
         if s3.region:
             options["region"] = s3.region
-        if "AWS_ACCESS_KEY_ID" in decoded:
-            options["access_key_id"] = decoded["AWS_ACCESS_KEY_ID"]
-            options["secret_access_key"] = decoded.get("AWS_SECRET_ACCESS_KEY", "")
-    elif spec.destination.gcs is not None:
-        gcs = spec.destination.gcs
-        if gcs.endpoint:
-            options["endpoint"] = gcs.endpoint
-        if "key.json" in decoded:
-            options["credentials_info"] = json.loads(decoded["key.json"])
+        if s3.addressing_style != "auto":
+            options["addressing_style"] = s3.addressing_style
+    elif gcs is not None and gcs.endpoint:
+        options["endpoint"] = gcs.endpoint
     return options
 
 

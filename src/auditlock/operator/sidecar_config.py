@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from auditlock.operator.destination import location_options
 from auditlock.operator.names import CONFIG_FILE, HEALTH_PORT, KEY_FILE, KEY_MOUNT, SPOOL_MOUNT
 from auditlock.policy.model import AuditPolicySpec
 
@@ -28,7 +29,7 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         "url": spec.destination.url,
         "retention_days": spec.retention.days,
         "lock_mode": spec.retention.mode,
-        "options": _destination_options(spec),
+        "options": location_options(spec),
     }
     sources = spec.sources
     config: dict[str, Any] = {
@@ -70,19 +71,6 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         "health": {"port": HEALTH_PORT},
     }
     return config
-
-
-def _destination_options(spec: AuditPolicySpec) -> dict[str, Any]:
-    dest = spec.destination
-    options: dict[str, Any] = {}
-    if dest.s3 is not None:
-        if dest.s3.endpoint:
-            options["endpoint_url"] = dest.s3.endpoint
-        if dest.s3.region:
-            options["region"] = dest.s3.region
-    elif dest.gcs is not None and dest.gcs.endpoint:
-        options["endpoint"] = dest.gcs.endpoint
-    return options
 
 
 def render_yaml(spec: AuditPolicySpec, *, cluster: str = "") -> str:

@@ -217,6 +217,12 @@ class S3Destination(_Model):
     endpoint: str | None = Field(
         default=None, description="S3 endpoint URL for S3-compatible stores; unset for AWS."
     )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="How requests name the bucket: `path` (endpoint/bucket/key, for "
+        "S3-compatible stores reached by a Service name), `virtual` (bucket.endpoint/key), "
+        "or `auto`, the S3 client's own choice.",
+    )
     credentials_secret: SecretRef | None = Field(
         default=None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; unset means "
