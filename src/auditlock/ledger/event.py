@@ -11,7 +11,7 @@ form.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,7 +23,7 @@ from auditlock.ledger.values import (
     check_short,
     normalize_ip,
 )
-from auditlock.ledger.vocabulary import ID_PATTERN
+from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
 Short = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_short)]
 Time = Annotated[
@@ -64,7 +64,7 @@ class _Part(BaseModel):
 class Actor(_Part):
     """Who did it."""
 
-    kind: Literal["user", "serviceaccount", "system", "anonymous"]
+    kind: ActorKind
     name: Short
     ip: Ip | None = Field(default=None, description="source IP address of the request")
 
@@ -107,9 +107,9 @@ class AuditEvent(_Part):
 
     id: str = Field(pattern=ID_PATTERN, description="unique id of the event within its stream")
     time: Time
-    category: Literal["access", "authorization", "data", "configuration", "alert"]
+    category: Category
     action: Short = Field(description="what was done, e.g. get, exec, patch, delete")
-    outcome: Literal["success", "failure", "unknown"]
+    outcome: Outcome
     actor: Actor
     target: Target
     source: Source

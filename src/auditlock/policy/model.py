@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from auditlock.ledger.vocabulary import CATEGORIES, Category
+
 GROUP = "auditlock.io"
 VERSION = "v1alpha1"
 KIND = "AuditPolicy"
@@ -24,14 +26,6 @@ SINGULAR = "auditpolicy"
 SHORT_NAMES = ("ap", "auditpol")
 API_VERSION = f"{GROUP}/{VERSION}"
 
-Category = Literal["access", "authorization", "data", "configuration", "alert"]
-ALL_CATEGORIES: tuple[Category, ...] = (
-    "access",
-    "authorization",
-    "data",
-    "configuration",
-    "alert",
-)
 
 # Kubernetes resource quantity, e.g. "100m", "64Mi", "1". Checked loosely here; the API
 # server checks the container's resources strictly when the injected pod is created.
@@ -347,7 +341,7 @@ class AuditPolicySpec(_Model):
     )
     sources: Sources = Field(default_factory=Sources, description="Where events come from.")
     categories: list[Category] = Field(
-        default_factory=lambda: list(ALL_CATEGORIES),
+        default_factory=lambda: list(CATEGORIES),
         description="SOC 2 event categories kept: access, authorization, data, "
         "configuration, alert. Others are dropped.",
     )

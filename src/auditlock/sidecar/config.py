@@ -31,20 +31,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le
 
+from auditlock.ledger.vocabulary import CATEGORIES, Category
+
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
 ENV_PREFIX = "AUDITLOCK_SIDECAR__"
-
-Category = Literal["access", "authorization", "data", "configuration", "alert"]
-_ALL_CATEGORIES: tuple[Category, ...] = (
-    "access",
-    "authorization",
-    "data",
-    "configuration",
-    "alert",
-)
-CATEGORIES: tuple[str, ...] = _ALL_CATEGORIES
 
 Port = Annotated[int, Ge(0), Le(65535)]  # 0 picks a free port (tests)
 Positive = Annotated[float, Gt(0)]
@@ -142,7 +134,7 @@ class PipelineConfig:
 
     __pydantic_config__ = _FORBID_EXTRA
 
-    categories: list[Category] = field(default_factory=lambda: list(_ALL_CATEGORIES))
+    categories: list[Category] = field(default_factory=lambda: list(CATEGORIES))
     include: list[MatchRule] = field(default_factory=list)  # non-empty: keep only matches
     exclude: list[MatchRule] = field(default_factory=list)  # drop matching events
     # Dotted field paths replaced by '[REDACTED]' (e.g. attributes.password).

@@ -41,7 +41,8 @@ from auditlock.ledger.errors import EventError
 from auditlock.ledger.normalize import check_source, normalize_members
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import ValueProblem, check_json
-from auditlock.sidecar.config import CATEGORIES, SourceIdentity
+from auditlock.ledger.vocabulary import CATEGORIES
+from auditlock.sidecar.config import SourceIdentity
 
 _CATEGORY_SET = frozenset(CATEGORIES)
 _KNOWN = frozenset(
