@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -82,3 +84,17 @@ def test_missing_client_library_names_the_extra_to_install(
     monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(DestinationError, match=rf"pip install 'auditlock\[{extra}\]'"):
         sinks.open(url)
+
+
+def test_missing_aws_credentials_say_how_to_give_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    dest = sinks.open("s3://b/p?endpoint=http://127.0.0.1:9&region=us-east-1")
+    for call in (lambda: dest.get("x"), lambda: dest.put("x", b"y", None)):
+        with pytest.raises(DestinationError, match="no AWS credentials found; set AWS_ACCESS"):
+            call()

@@ -54,7 +54,19 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 S3_MODE = {LockMode.LOCKED: "COMPLIANCE", LockMode.UNLOCKED: "GOVERNANCE"}
+
 FROM_S3_MODE = {v: k for k, v in S3_MODE.items()}
+
+
+def _client_side_error(what: str, exc: botocore.exceptions.BotoCoreError) -> DestinationError:
+    """A botocore failure that is not the server's answer (retries are over by now)."""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return DestinationError(
+            f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod an IAM role"
+        )
+    return DestinationError(f"{what}: {exc}")
+
 
 _TRANSIENT_CODES = {
     "SlowDown",
@@ -192,15 +204,10 @@ class S3Destination(Destination):
             return call_with_retries(
                 lambda: fn(**kwargs), is_transient=is_transient, policy=self.retry, what=what
             )
-        except botocore.exceptions.NoCredentialsError as exc:
-            raise DestinationError(
-                f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod an IAM role"
-            ) from exc
         except botocore.exceptions.ClientError as exc:
             raise self._permanent(what, exc) from exc
         except botocore.exceptions.BotoCoreError as exc:
-            raise DestinationError(f"{what}: {exc}") from exc
+            raise _client_side_error(what, exc) from exc
 
     def _permanent(self, what: str, exc: botocore.exceptions.ClientError) -> DestinationError:
         code, status = _code(exc), _status(exc)
@@ -262,13 +269,8 @@ class S3Destination(Destination):
             ):
                 return self._already_there(name, key, data)
             raise self._put_error(what, exc) from exc
-        except botocore.exceptions.NoCredentialsError as exc:
-            raise DestinationError(
-                f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod an IAM role"
-            ) from exc
         except botocore.exceptions.BotoCoreError as exc:
-            raise DestinationError(f"{what}: {exc}") from exc
+            raise _client_side_error(what, exc) from exc
         if not self.conditional_put and self.get(name) != data:
             # Check-then-put race (module docstring): someone else's bytes are now latest.
             raise ObjectConflict(
