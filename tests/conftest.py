@@ -1,6 +1,7 @@
 """Shared fixtures. Each real server has its own module under tests/servers/."""
 
 pytest_plugins: list[str] = [
+    "tests.servers.managed",
     "tests.servers.seaweedfs",
     "tests.servers.fakegcs",
     "tests.servers.kube",

@@ -28,12 +28,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers.managed import ManagedServer
-from tests.servers.seaweedfs import ServerStartError, free_ports, log_tail
+from tests.servers.managed import ManagedServer, log_tail
+from tests.servers.seaweedfs import ServerStartError, free_ports
 
 PROJECT = "auditlock-test"
 START_TIMEOUT_S = 30.0
@@ -67,6 +67,7 @@ def fake_gcs_binary() -> Path:
 
 @dataclass
 class FakeGCS(ManagedServer):
+    label: ClassVar[str] = "fake-gcs-server"
     workdir: Path
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -182,16 +183,3 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
 @pytest.fixture
 def gcs_bucket(fake_gcs: FakeGCS) -> str:
     return fake_gcs.make_bucket()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attach the fake-gcs-server log of a failed test to its report."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, FakeGCS):
-                report.sections.append(
-                    (f"fake-gcs-server log {value.log_path}", log_tail(value.log_path, 80))
-                )

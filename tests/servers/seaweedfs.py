@@ -30,11 +30,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from tests.servers.managed import ManagedServer
+from tests.servers.managed import ManagedServer, log_tail
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -101,16 +101,11 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass
 class SeaweedFS(ManagedServer):
     """One `weed mini` process; stop() and start() keep its ports and data directory."""
+
+    label: ClassVar[str] = "SeaweedFS"
 
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
@@ -304,16 +299,3 @@ def seaweedfs_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedF
 @pytest.fixture
 def s3_locked_bucket(seaweedfs: SeaweedFS) -> str:
     return seaweedfs.make_bucket(object_lock=True)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attach the SeaweedFS log of a failed test to its report."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    if report.failed:
-        for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, SeaweedFS):
-                report.sections.append(
-                    (f"SeaweedFS log {value.log_path}", log_tail(value.log_path, 80))
-                )
