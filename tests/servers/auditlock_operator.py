@@ -72,32 +72,17 @@ def apply_crd(kube: KubeControlPlane, timeout: float = 30.0) -> None:
 
 
 def register_webhooks(kube: KubeControlPlane, url: str, name: str = WEBHOOK_NAME) -> None:
+    """(Re)create the webhook configurations under `name`, pointing at `url`."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     mutating, validating = webhook_configurations(
         name, kube.ca_pem, url=url, timeout_seconds=5, namespace_labels=TEST_NAMESPACE_LABEL
     )
+    unregister_webhooks(kube, name)
     with kube.api_client() as api:
         adm = client.AdmissionregistrationV1Api(api)
-        for body, create, delete in (
-            (
-                mutating,
-                adm.create_mutating_webhook_configuration,
-                adm.delete_mutating_webhook_configuration,
-            ),
-            (
-                validating,
-                adm.create_validating_webhook_configuration,
-                adm.delete_validating_webhook_configuration,
-            ),
-        ):
-            try:
-                delete(name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-            create(body)
+        adm.create_mutating_webhook_configuration(mutating)
+        adm.create_validating_webhook_configuration(validating)
 
 
 def unregister_webhooks(kube: KubeControlPlane, name: str = WEBHOOK_NAME) -> None:

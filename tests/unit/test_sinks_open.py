@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auditlock import sinks
 from auditlock.sinks import DestinationError
 from auditlock.sinks.gcs import GCSDestination
 from auditlock.sinks.s3 import S3Destination
+from tests.unit.test_sinks_gcs_json import EMAIL, service_account_info
 
 
 def test_unknown_option_is_a_destination_error_naming_it() -> None:
@@ -44,23 +43,10 @@ def test_url_without_bucket_is_refused(url: str) -> None:
 
 
 def test_gcs_service_account_info_builds_credentials_without_network() -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "client_email": "trail-writer@acme.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-        "project_id": "acme",
-    }
-    dest = sinks.open("gs://bkt/p", credentials_info=info)
+    dest = sinks.open("gs://bkt/p", credentials_info=service_account_info())
     assert isinstance(dest, GCSDestination) and not dest.anonymous
     creds = dest.client._credentials
-    assert creds.service_account_email == "trail-writer@acme.iam.gserviceaccount.com"
+    assert creds.service_account_email == EMAIL == "trail-writer@acme.iam.gserviceaccount.com"
 
 
 def test_gcs_emulator_env_means_anonymous(monkeypatch: pytest.MonkeyPatch) -> None:
