@@ -99,3 +99,28 @@ def test_sidecar_config_is_frozen() -> None:
     assert isinstance(config, SidecarConfig)
     with pytest.raises(AttributeError):
         config.spool.max_bytes = 1  # type: ignore[misc]
+
+
+def test_front_end_runs_the_collector_itself_when_exec_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from auditlock.sidecar import handoff
+
+    opened: list[int] = []
+    real_memfd = os.memfd_create
+
+    def memfd(name: str, flags: int = 0) -> int:
+        opened.append(real_memfd(name, flags))
+        return opened[-1]
+
+    def refuse(path: str, argv: list[str]) -> None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(os, "memfd_create", memfd)
+    monkeypatch.setattr(os, "execv", refuse)
+    handoff.exec_collector(config_from_dict(EVERY_SECTION, environ={}))  # returns
+    assert "running the collector in the front end's process" in capsys.readouterr().err
+    with pytest.raises(OSError):
+        os.fstat(opened[0])  # the memfd was closed, not leaked

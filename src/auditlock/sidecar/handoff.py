@@ -39,7 +39,12 @@ def exec_collector(config: SidecarConfig) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "auditlock.sidecar.handoff", FD_OPTION, str(fd)]
-    os.execv(sys.executable, argv)
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as exc:  # e.g. the interpreter path is gone: run in this process
+        os.close(fd)
+        print(f"auditlock sidecar: cannot exec {sys.executable}: {exc}; running the "
+              "collector in the front end's process", file=sys.stderr)  # fmt: skip
 
 
 def config_from_validated(data: dict[str, Any]) -> SidecarConfig:
