@@ -1,4 +1,4 @@
-"""The package layout promised by DESIGN.md."""
+"""The package layout described in docs/architecture.md."""
 
 import importlib
 import operator
@@ -19,7 +19,7 @@ def test_stdlib_operator_is_not_shadowed() -> None:
     assert operator.itemgetter(1)([0, 7]) == 7
 
 
-def test_subpackages_named_in_design_exist() -> None:
+def test_subpackages_named_in_architecture_exist() -> None:
     names = {m.name for m in pkgutil.iter_modules(auditlock.__path__)}
     assert {"policy", "ledger", "sinks", "sidecar", "operator", "cli"} <= names
     for name in names - {"__main__"}:

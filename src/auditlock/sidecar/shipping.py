@@ -6,7 +6,7 @@
 
 A batch is sealed when it holds `batch_max_events` events or its oldest event has waited
 `max_delay_seconds`. When no events flow, the writer's heartbeat checkpoint keeps the
-stream's tail provable (DESIGN.md: at least one checkpoint a minute).
+stream's tail provable (docs/architecture.md: at least one checkpoint a minute).
 
 Release is driven by checkpoints, which the writer stores strictly in order: each record
 remembers the writer's `next_seq` after its last event, and is released once a stored
