@@ -179,7 +179,7 @@ def test_oldest_policy_injects_when_two_select() -> None:
 def test_rendered_config_is_valid_for_the_sidecar() -> None:
     config_mod = pytest.importorskip("auditlock.sidecar.config")
     spec = _entry(
-        filters={"exclude": [{"field": "actor.user", "values": ["system:kube-proxy"]}]},
+        filters={"exclude": [{"field": "actor.name", "values": ["system:kube-proxy"]}]},
         redaction={"fields": ["details.password"]},
         delivery={"batchSize": 50, "maxDelayMs": 200, "spoolLimitMiB": 64},
     ).spec

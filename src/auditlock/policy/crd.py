@@ -46,6 +46,7 @@ _KEPT = (
     "minProperties",
     "maxProperties",
     "required",
+    "x-kubernetes-validations",
 )
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

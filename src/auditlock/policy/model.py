@@ -11,12 +11,13 @@ destination" via min/maxProperties) live in the schema; everything else is check
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from auditlock.ledger.vocabulary import CATEGORIES, Category
+from auditlock.policy import paths
 
 GROUP = "auditlock.io"
 VERSION = "v1alpha1"
@@ -150,10 +151,35 @@ class Sources(_Model):
     )
 
 
+# Field paths are checked twice with the same words (policy/paths.py): by CEL in the CRD,
+# so `kubectl apply` refuses a bad one, and here, for API servers without CEL.
+FieldPath = Annotated[
+    str,
+    AfterValidator(paths.check_path),
+    Field(
+        min_length=1,
+        max_length=paths.MAX_PATH_LENGTH,
+        description="Dotted path of an event field (e.g. actor.name, target.resource) or "
+        "a path under details, where the fields an app sends beyond the event schema are "
+        f"stored (e.g. {paths.EXAMPLE}).",
+        json_schema_extra={"x-kubernetes-validations": paths.cel_path_rules()},
+    ),
+]
+RedactionPath = Annotated[
+    str,
+    AfterValidator(paths.check_redaction_path),
+    Field(
+        min_length=1,
+        max_length=paths.MAX_PATH_LENGTH,
+        json_schema_extra={"x-kubernetes-validations": paths.cel_redaction_rules()},
+    ),
+]
+
+
 class FieldMatch(_Model):
     """A test on one event field: its text equals one of `values`."""
 
-    field: str = Field(min_length=1, description="Dotted path of an event field, e.g. actor.user.")
+    field: FieldPath
     values: list[str] = Field(
         min_length=1, description="The field matches when its text equals one of these."
     )
@@ -164,20 +190,25 @@ class Filters(_Model):
 
     include: list[FieldMatch] = Field(
         default_factory=list,
+        max_length=paths.MAX_PATHS,
         description="When non-empty, only events matching at least one entry are kept.",
     )
     exclude: list[FieldMatch] = Field(
-        default_factory=list, description="Events matching any entry are dropped."
+        default_factory=list,
+        max_length=paths.MAX_PATHS,
+        description="Events matching any entry are dropped.",
     )
 
 
 class Redaction(_Model):
     """What is removed from events before they are hashed and stored."""
 
-    fields: list[str] = Field(
+    fields: list[RedactionPath] = Field(
         default_factory=list,
-        description="Dotted event field paths (e.g. details.password) whose values are "
-        "replaced by [REDACTED] before the event is hashed and stored.",
+        max_length=paths.MAX_PATHS,
+        description="Dotted event field paths whose values are replaced by [REDACTED] "
+        "before the event is hashed and stored: actor.name, target.*, correlation.* or a "
+        f"path under details, where an app's own fields are stored (e.g. {paths.EXAMPLE}).",
     )
 
 

@@ -137,7 +137,8 @@ class PipelineConfig:
     categories: list[Category] = field(default_factory=lambda: list(CATEGORIES))
     include: list[MatchRule] = field(default_factory=list)  # non-empty: keep only matches
     exclude: list[MatchRule] = field(default_factory=list)  # drop matching events
-    # Dotted field paths replaced by '[REDACTED]' (e.g. attributes.password).
+    # Dotted field paths replaced by '[REDACTED]' (e.g. details.password: an app's own
+    # fields are stored under details).
     redact: list[str] = field(default_factory=list)
 
 

@@ -2,7 +2,7 @@
 
 Redaction happens before the event is hashed, so the trail never holds the value; the
 marker records that something was there. Paths address the normalized event, e.g.
-`attributes.password` or `actor.email`.
+`details.password` or `actor.name` (policy/paths.py says which paths a policy may name).
 """
 
 from __future__ import annotations
