@@ -1,11 +1,12 @@
 """Cluster-level capture: API server audit events and watched changes, for namespaces
 under a policy, sent with `fluent-logger` to the operator's own collector sidecar.
 
-One pipeline, used twice (docs/architecture.md, "The event's path"): the collector next to the operator spools, chains,
-signs and ships these events exactly like an app pod's collector does. Sending happens
-in one background thread (fluent-logger blocks); the webhook answers the API server as
-soon as the events are queued. A collector that is down is retried with backoff; the
-queue is bounded and what overflows is counted, never silently dropped.
+One pipeline, used twice (docs/architecture.md, "The event's path"): the collector next
+to the operator spools, chains, signs and ships these events exactly like an app pod's
+collector does. Sending happens in one background thread (fluent-logger blocks); the
+webhook answers the API server as soon as the events are queued. A collector that is
+down is retried with backoff; the queue is bounded and what overflows is counted, never
+silently dropped.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def build_registry(
     return registry
 
 
-# The watch fallback's resources (docs/architecture.md, "Sources the operator owns": ConfigMaps, Secrets, Roles, RoleBindings).
+# The watch fallback's resources (docs/architecture.md, "Sources the operator owns":
+# ConfigMaps, Secrets, Roles, RoleBindings).
 WATCHED_RESOURCES = (
     ("ConfigMap", "", "configmaps"),
     ("Secret", "", "secrets"),
