@@ -3,7 +3,8 @@
 docs/FORMAT.md is the specification; the modules follow it section by section:
 values/event/normalize (Events), canonical (canonical bytes), lines (Lines and the hash
 chain), merkle (Merkle trees), segment (Segments), checkpoint (Checkpoints), keys and
-rotation (Keys), names (Objects), writer/resume (Writing and resuming), verify (the
+rotation (Keys), names and newest (Objects; a stream's newest checkpoint), writer/resume
+(Writing and resuming), abandon (closing a stream whose writer is gone), verify (the
 verification algorithm), proof (inclusion proofs).
 
 The names below are exported lazily (PEP 562 module `__getattr__`): importing one

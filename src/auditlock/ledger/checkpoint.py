@@ -30,7 +30,10 @@ from auditlock.ledger.names import check_stream_id
 from auditlock.ledger.timestamps import parse_ns
 
 FORMAT = "auditlock/checkpoint/v1"
-KINDS = ("genesis", "seal", "heartbeat", "resume", "close")
+KINDS = ("genesis", "seal", "heartbeat", "resume", "close", "abandon")
+# Kinds that end an epoch: `close` by its writer, `abandon` by the operator for a writer
+# that is gone for good (docs/FORMAT.md, "Abandoned streams").
+CLOSING_KINDS = ("close", "abandon")
 _FIELDS = frozenset(
     (
         "format",
@@ -87,7 +90,12 @@ class Checkpoint:
 
     @property
     def closed(self) -> bool:
-        return self.kind == "close"
+        """The epoch ends here: nothing may follow (a clean close or an abandonment)."""
+        return self.kind in CLOSING_KINDS
+
+    @property
+    def abandoned(self) -> bool:
+        return self.kind == "abandon"
 
     @functools.cached_property
     def time_ns(self) -> int:

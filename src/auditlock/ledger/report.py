@@ -45,10 +45,18 @@ class StreamSummary:
     epochs: int = 0
     events: int = 0
     checkpoints: int = 0
-    closed: bool = False
+    closed: bool = False  # the newest epoch ends with its writer's `close`
+    abandoned: bool = False  # ... with an `abandon`: the writer is gone for good
     first_checkpoint_time: str | None = None
     last_checkpoint_time: str | None = None
     key_ids: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.closed else "closed-abandoned" if self.abandoned else "open"
+
+
+STREAM_STATES = ("closed", "closed-abandoned", "open")
 
 
 @dataclass
@@ -83,22 +91,30 @@ class VerifyReport:
             "checkpoints_verified": self.checkpoints_verified,
             "findings": [asdict(f) for f in self.findings],
             "warnings": [asdict(w) for w in self.warnings],
-            "streams": [asdict(s) for s in self.streams],
+            "stream_counts": self.stream_counts(),
+            "streams": [{**asdict(s), "state": s.state} for s in self.streams],
             "objects": [asdict(o) for o in self.objects],
         }
 
+    def stream_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STREAM_STATES, 0)
+        for s in self.streams:
+            counts[s.state] += 1
+        return counts
+
     def summary(self) -> str:
-        closed = sum(1 for s in self.streams if s.closed)
+        counts = self.stream_counts()
+        abandoned = counts["closed-abandoned"]
         lines = [
             f"{'PASS' if self.ok else 'FAIL'}: {self.url}: {len(self.streams)} streams "
-            f"({closed} closed, {len(self.streams) - closed} open), "
+            f"({counts['closed']} closed, "
+            f"{f'{abandoned} closed-abandoned, ' if abandoned else ''}{counts['open']} open), "
             f"{self.events_verified} events and {self.checkpoints_verified} checkpoints verified",
             f"trust: {self.trust}",
         ]
         for s in self.streams:
-            state = "closed" if s.closed else "open"
             lines.append(
-                f"  stream {s.stream}: {state}, {s.epochs} epoch(s), {s.events} events, "
+                f"  stream {s.stream}: {s.state}, {s.epochs} epoch(s), {s.events} events, "
                 f"{s.checkpoints} checkpoints, last checkpoint {s.last_checkpoint_time}"
             )
         if self.objects:

@@ -23,7 +23,8 @@ from auditlock.ledger.errors import FormatError, SignatureError
 from auditlock.ledger.keys import Signer, verify
 from auditlock.ledger.lines import ZERO_HASH, event_hash, line_prefix, line_suffix
 from auditlock.ledger.merkle import Frontier
-from auditlock.ledger.names import ObjectName, parse_name, stream_prefix
+from auditlock.ledger.names import ObjectName
+from auditlock.ledger.newest import list_stream
 from auditlock.ledger.segment import decode_segment
 from auditlock.sinks.base import Destination, DestinationError
 
@@ -44,38 +45,29 @@ class ResumePlan:
     previous_key_id: str = ""
 
 
-class _Broken(Exception):
+class ResumeBroken(Exception):
     """The tail cannot be continued; the message says why (logged)."""
 
 
-class _Closed(_Broken):
+class _Closed(ResumeBroken):
     """The newest epoch ended with a close checkpoint: the normal way to a new epoch."""
 
 
 def plan_resume(destination: Destination, stream: str, signer: Signer) -> ResumePlan:
-    checkpoints: dict[int, dict[int, str]] = {}
-    segments: dict[int, list[ObjectName]] = {}
-    for name in destination.list(stream_prefix(stream)):
-        parsed = parse_name(name)
-        if parsed is None or parsed.stream != stream:
-            continue
-        if parsed.kind == "checkpoint":
-            checkpoints.setdefault(parsed.epoch, {})[parsed.index] = name
-        else:
-            segments.setdefault(parsed.epoch, []).append(parsed)
-    epochs = set(checkpoints) | set(segments)
-    if not epochs:
+    objects = list_stream(destination, stream)
+    checkpoints, segments = objects.checkpoints, objects.segments
+    epoch = objects.newest_epoch
+    if epoch is None:
         return ResumePlan(epoch=0, need_genesis=True)
-    epoch = max(epochs)
     previous_digest = _last_digest(destination, checkpoints, epoch)
     try:
         if epoch not in checkpoints:
             plan = ResumePlan(epoch=epoch, need_genesis=True, checkpoint_digest=previous_digest)
         else:
             plan = _continue_from(destination, checkpoints[epoch], epoch, stream, signer)
-        _adopt(destination, plan, sorted(segments.get(epoch, []), key=lambda s: s.first), stream)
+        adopt_segments(destination, plan, segments.get(epoch, []), stream)
         return plan
-    except (_Broken, FormatError, SignatureError, DestinationError) as exc:
+    except (ResumeBroken, FormatError, SignatureError, DestinationError) as exc:
         digest = _last_digest(destination, checkpoints, epoch + 1)
         level = logging.INFO if isinstance(exc, _Closed) else logging.WARNING
         log.log(level, "stream %s: starting epoch %d: %s", stream, epoch + 1, exc)
@@ -101,7 +93,7 @@ def _continue_from(
     signed: SignedCheckpoint = decode_checkpoint(destination.get(by_index[last]))
     cp = signed.checkpoint
     if cp.stream != stream or cp.epoch != epoch or cp.index != last:
-        raise _Broken(f"checkpoint {by_index[last]} does not match its name")
+        raise ResumeBroken(f"checkpoint {by_index[last]} does not match its name")
     if cp.key_id == signer.key_id:
         verify(signer.public, signed.signature, signed.body, by_index[last])
     if cp.closed:
@@ -118,23 +110,27 @@ def _continue_from(
     )
 
 
-def _adopt(destination: Destination, plan: ResumePlan, segs: list[ObjectName], stream: str) -> None:
-    """Extend the plan with stored segments that chain on from its head."""
+def adopt_segments(
+    destination: Destination, plan: ResumePlan, segs: list[ObjectName], stream: str
+) -> None:
+    """Extend the plan with stored segments that chain on from its head; segments after
+    a gap go to `plan.reserved`. Raises `ResumeBroken` at the first segment that
+    overlaps or does not chain on (what came before it stays adopted)."""
     stream_b = stream.encode()
     prefix = line_prefix(plan.epoch)
-    for seg in segs:
+    for seg in sorted(segs, key=lambda s: s.first):
         size = plan.frontier.size
         if seg.last < size:
             continue  # covered by the checkpoint
         if seg.first < size or (plan.reserved and seg.first <= plan.reserved[-1][1]):
-            raise _Broken(f"segment {seg.name} overlaps events already stored")
+            raise ResumeBroken(f"segment {seg.name} overlaps events already stored")
         if seg.first > size or plan.reserved:
             _check_orphan(destination, seg, prefix, stream_b)
             plan.reserved.append((seg.first, seg.last))
             continue
         lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
         if len(lines) != seg.last - seg.first + 1:
-            raise _Broken(f"segment {seg.name} holds {len(lines)} lines")
+            raise ResumeBroken(f"segment {seg.name} holds {len(lines)} lines")
         prev = plan.head if size else ZERO_HASH
         leaves = []
         for offset, line in enumerate(lines):
@@ -142,7 +138,7 @@ def _adopt(destination: Destination, plan: ResumePlan, segs: list[ObjectName], s
                 line.startswith(prefix)
                 and line.endswith(line_suffix(stream_b, size + offset, prev))
             ):
-                raise _Broken(f"segment {seg.name} line {offset} does not chain on")
+                raise ResumeBroken(f"segment {seg.name} line {offset} does not chain on")
             prev = event_hash(line)
             leaves.append(prev)
         plan.frontier.extend(leaves)
@@ -157,7 +153,7 @@ def _check_orphan(
     chains within itself: the writer will hold re-fed events back to match it."""
     lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
     if len(lines) != seg.last - seg.first + 1:
-        raise _Broken(f"segment {seg.name} holds {len(lines)} lines")
+        raise ResumeBroken(f"segment {seg.name} holds {len(lines)} lines")
     prev: bytes | None = None
     for offset, line in enumerate(lines):
         if prev is None:
@@ -165,10 +161,10 @@ def _check_orphan(
             try:
                 prev = bytes.fromhex(line[marker + 9 : marker + 73].decode())
             except (ValueError, UnicodeDecodeError):
-                raise _Broken(f"segment {seg.name} line {offset} is malformed") from None
+                raise ResumeBroken(f"segment {seg.name} line {offset} is malformed") from None
         if not (
             line.startswith(prefix)
             and line.endswith(line_suffix(stream_b, seg.first + offset, prev))
         ):
-            raise _Broken(f"segment {seg.name} line {offset} does not chain on")
+            raise ResumeBroken(f"segment {seg.name} line {offset} does not chain on")
         prev = event_hash(line)

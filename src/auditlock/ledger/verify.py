@@ -25,6 +25,7 @@ from datetime import UTC
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from auditlock.ledger.abandon import abandon_notes
 from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, SignatureError
 from auditlock.ledger.fetch import prefetch
@@ -307,7 +308,8 @@ class _EpochState:
             if summary.first_checkpoint_time is None:
                 summary.first_checkpoint_time = self.valid[0].checkpoint.time
             summary.last_checkpoint_time = self.valid[-1].checkpoint.time
-            summary.closed = self.valid[-1].checkpoint.closed
+            summary.closed = self.valid[-1].checkpoint.kind == "close"
+            summary.abandoned = self.valid[-1].checkpoint.abandoned
         self.v.report.checkpoints_verified += len(self.valid)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -398,7 +400,10 @@ class _EpochState:
                     until is None or before.time_ns <= until
                 )
                 allowed_gap = before.heartbeat_ms * 1_000_000 + slack_ns
-                if in_window and cp.time_ns - before.time_ns > allowed_gap and cp.kind == "resume":
+                late = in_window and cp.time_ns - before.time_ns > allowed_gap
+                if cp.abandoned:
+                    self.v.report.warnings.extend(abandon_notes(before, cp, name))
+                elif late and cp.kind == "resume":
                     self.v._warn(
                         "restart",
                         f"writer restarted: no checkpoints from {before.time} to {cp.time}",
@@ -406,7 +411,7 @@ class _EpochState:
                         epoch=self.epoch,
                         object=name,
                     )
-                elif in_window and cp.time_ns - before.time_ns > allowed_gap:
+                elif late:
                     gap_s = (cp.time_ns - before.time_ns) / 1e9
                     self.find(
                         "time-gap",
