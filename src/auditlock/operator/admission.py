@@ -9,7 +9,6 @@ could be affected (fail closed) and allowed unchanged otherwise (fail open) - ne
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -201,10 +200,13 @@ def internal_error_answer(webhook: str, body: bytes, registry: PolicyRegistry) -
     """The answer when a handler itself failed: like an unparseable request."""
     uid, namespace = "", None
     try:
-        request = json.loads(body).get("request") or {}
-        uid = str(request.get("uid") or "")
-        namespace = request.get("namespace") if isinstance(request.get("namespace"), str) else None
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        review = orjson.loads(body)
+        request = review.get("request") if isinstance(review, dict) else None
+        if isinstance(request, dict):
+            uid = str(request.get("uid") or "")
+            found = request.get("namespace")
+            namespace = found if isinstance(found, str) else None
+    except ValueError:  # orjson.JSONDecodeError, also for nesting deeper than 1024
         pass
     name = "injection" if webhook == "mutate" else "enforcement"
     error = _BadRequest("internal error while handling it (see operator log)", uid, namespace)

@@ -19,7 +19,14 @@ RBAC = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"
 READ_VERBS = frozenset({"get", "list", "watch"})
 
 
-def _actor(user: dict[str, Any], source_ips: list[Any] | None) -> dict[str, Any]:
+def _object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else {}: the audit intake reads what the API
+    server sends, but a token holder can send anything, and a wrong type must be out of
+    scope or a missing field, never an exception."""
+    return value if isinstance(value, dict) else {}
+
+
+def _actor(user: dict[str, Any], source_ips: Any) -> dict[str, Any]:
     name = str(user.get("username") or "")
     if name == "system:anonymous" or not name:
         kind = "anonymous"
@@ -31,8 +38,8 @@ def _actor(user: dict[str, Any], source_ips: list[Any] | None) -> dict[str, Any]
     else:
         kind = "user"
     actor: dict[str, Any] = {"kind": kind, "name": name}
-    if source_ips:
-        actor["ip"] = str(source_ips[0])
+    if isinstance(source_ips, list) and source_ips:
+        actor["ip"] = str(source_ips[0])[:64]
     return actor
 
 
@@ -58,7 +65,7 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
     if not isinstance(ref, dict):
         return None
     namespace = ref.get("namespace")
-    if namespace not in namespaces:
+    if not isinstance(namespace, str) or namespace not in namespaces:
         return None
     resource = str(ref.get("resource") or "")
     subresource = str(ref.get("subresource") or "")
@@ -67,7 +74,7 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
     if category is None:
         return None
     audit_id = str(event.get("auditID") or "")
-    code = (event.get("responseStatus") or {}).get("code")
+    code = _object(event.get("responseStatus")).get("code")
     outcome = ("success" if code < 400 else "failure") if isinstance(code, int) else "unknown"
     action = subresource if subresource in LONG_RUNNING else verb
     target: dict[str, Any] = {"resource": resource, "namespace": namespace}
@@ -85,7 +92,7 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
         details["status_code"] = code
     if event.get("userAgent"):
         details["user_agent"] = str(event["userAgent"])[:512]
-    groups = (event.get("user") or {}).get("groups")
+    groups = _object(event.get("user")).get("groups")
     if isinstance(groups, list):
         details["groups"] = [str(g) for g in groups][:32]
     if ref.get("apiGroup"):
@@ -95,7 +102,7 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
         "category": category,
         "action": action,
         "outcome": outcome,
-        "actor": _actor(event.get("user") or {}, event.get("sourceIPs")),
+        "actor": _actor(_object(event.get("user")), event.get("sourceIPs")),
         "target": target,
         "details": details,
     }

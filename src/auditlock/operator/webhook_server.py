@@ -16,8 +16,8 @@ p99 stays in single-digit milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
 import ssl
 from collections.abc import Callable
@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.client_exceptions import ClientPayloadError
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from auditlock.operator import admission
@@ -37,6 +39,59 @@ log = logging.getLogger("auditlock.operator.webhooks")
 MAX_BODY = 16 * 1024 * 1024  # an AdmissionReview of a large pod; audit batches of 100 events
 
 AuditSink = Callable[[list[dict[str, Any]]], int]  # returns how many events were accepted
+
+
+class BodyRefused(Exception):
+    """A request body that could not be read: too large, or malformed framing."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(request: web.Request, seconds: float) -> bytes:
+    """The whole body, or BodyRefused(413 / 408 / 400) with a message for the client."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyRefused(413, f"request body is larger than {MAX_BODY} bytes") from None
+    except TimeoutError:
+        # Also what ends a body whose chunked framing broke after the handler started
+        # reading: aiohttp's parser then drops the payload without failing it.
+        raise BodyRefused(408, f"request body not received within {seconds:g} s") from None
+    except (HttpProcessingError, ClientPayloadError, ConnectionError) as exc:
+        raise BodyRefused(400, f"malformed request body: {exc.__class__.__name__}") from None
+
+
+def parse_event_list(body: bytes) -> list[Any]:
+    """The items of an `audit.k8s.io/v1` EventList; ValueError says what was wrong.
+
+    orjson refuses nesting deeper than 1024 levels with a JSONDecodeError (a ValueError),
+    where the standard library would raise RecursionError on 100,000-deep input."""
+    payload = orjson.loads(body)
+    items = payload.get("items") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("not an audit.k8s.io EventList (no items list)")
+    return items
+
+
+class _QuietMalformedHttp(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every malformed request it answers 400; a
+    client's bad framing is not an operator error. Log one WARNING line and count it."""
+
+    def __init__(self, on_malformed: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_malformed = on_malformed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            self._on_malformed()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg}: {exc.__class__.__name__} (answered {exc.code})"
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 @dataclass
@@ -56,6 +111,9 @@ class WebhookServer:
     audit_sink: AuditSink | None = None
     audit_token: str | None = None  # when set, /audit needs `Authorization: Bearer <token>`
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The API server sends a whole AdmissionReview or EventList at once; a body that
+    # trickles in for longer is refused (408) rather than holding a handler open.
+    body_timeout: float = 10.0
     _runners: list[web.AppRunner] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -74,6 +132,20 @@ class WebhookServer:
         self.stats = admission.AdmissionStats(
             on_count=lambda hook, outcome: self._admission.labels(hook, outcome).inc()
         )
+        self._malformed = Counter(
+            "auditlock_operator_http_malformed_requests",
+            "Requests refused by the HTTP parser (bad framing, oversize lines), answered 400.",
+            registry=self.metrics,
+        )
+        self._refused = Counter(
+            "auditlock_operator_http_refused_bodies",
+            "Request bodies refused before parsing, by path and HTTP status.",
+            ["path", "status"],
+            registry=self.metrics,
+        )
+        # One logger per server, so its filter and counter are this server's.
+        self._http_log = logging.getLogger(f"auditlock.operator.http.{id(self):x}")
+        self._http_log.addFilter(_QuietMalformedHttp(self._malformed.inc))
         self.bound_ports: list[int] = []
 
     def app(self, *, webhooks: bool = True) -> web.Application:
@@ -88,8 +160,10 @@ class WebhookServer:
         return app
 
     async def start(self) -> None:
-        tls_runner = web.AppRunner(self.app(webhooks=True), access_log=None)
-        plain_runner = web.AppRunner(self.app(webhooks=False), access_log=None)
+        tls_runner = web.AppRunner(self.app(webhooks=True), access_log=None, logger=self._http_log)
+        plain_runner = web.AppRunner(
+            self.app(webhooks=False), access_log=None, logger=self._http_log
+        )
         for runner in (tls_runner, plain_runner):
             await runner.setup()
             self._runners.append(runner)
@@ -109,8 +183,16 @@ class WebhookServer:
             await runner.cleanup()
         self._runners.clear()
 
+    def _refuse(self, request: web.Request, refused: BodyRefused) -> web.Response:
+        self._refused.labels(request.path, str(refused.status)).inc()
+        log.warning("%s: %s", request.path, refused)
+        return web.json_response({"error": str(refused)}, status=refused.status)
+
     async def _answer(self, request: web.Request, webhook: str) -> web.Response:
-        body = await request.read()
+        try:
+            body = await read_body(request, self.body_timeout)
+        except BodyRefused as refused:
+            return self._refuse(request, refused)
         try:
             if webhook == "mutate":
                 review = admission.mutate(body, self.registry, self.injection, self.stats)
@@ -131,15 +213,17 @@ class WebhookServer:
 
     async def _audit_intake(self, request: web.Request) -> web.Response:
         if self.audit_token is not None:
-            supplied = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(supplied, f"Bearer {self.audit_token}"):
+            # Compared as bytes: hmac.compare_digest refuses non-ASCII str (a TypeError,
+            # which would be a 500); aiohttp decodes header bytes as UTF-8 with
+            # surrogateescape, so encoding back recovers what was sent.
+            supplied = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(supplied, f"Bearer {self.audit_token}".encode()):
                 self._audit.labels(outcome="unauthorized").inc()
                 return web.json_response({"error": "audit intake needs a bearer token"}, status=401)
         try:
-            payload = json.loads(await request.read())
-            items = payload.get("items") if isinstance(payload, dict) else None
-            if not isinstance(items, list):
-                raise ValueError("not an audit.k8s.io EventList")
+            items = parse_event_list(await read_body(request, self.body_timeout))
+        except BodyRefused as refused:
+            return self._refuse(request, refused)
         except ValueError as exc:
             self._audit.labels(outcome="unparseable").inc()
             log.warning("audit webhook body refused: %s", exc)
