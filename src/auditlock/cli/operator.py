@@ -119,6 +119,13 @@ def register(subparsers: Any) -> None:
         default=float(_env("AUDITLOCK_CHECKPOINT_SCAN_SECONDS", "300") or 300),
         help="how often the destination is listed for its newest checkpoint",
     )
+    run.add_argument(
+        "--abandon-grace-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_ABANDON_GRACE_SECONDS", "300") or 300),
+        help="close the stream of a pod that is gone for good after this long (an "
+        "'abandon' checkpoint, docs/operator.md); 0 never closes them",
+    )
     run.set_defaults(func=_run)
     config = sub.add_parser("webhook-config", help="print the webhook configurations (YAML)")
     config.add_argument("--name", default="auditlock")
@@ -216,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         collector_host=host or "127.0.0.1",
         collector_port=int(port),
         watch_fallback=args.watch_fallback,
+        abandon_grace_seconds=args.abandon_grace_seconds or None,
     )
     asyncio.run(Operator(config).run())
     return EXIT_OK

@@ -15,13 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from auditlock import sinks
+from auditlock.ledger.newest import StreamTip, newest_checkpoints
 from auditlock.policy.model import AuditPolicySpec
 from auditlock.sinks.retry import RetryPolicy
 
 KEY_PREFIX = "keys/"
 CHECK_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, deadline=5.0)
-STREAMS_PREFIX = "streams/"
-CHECKPOINT_MARK = "/ckpt-"
 
 
 @dataclass
@@ -35,6 +34,7 @@ class DestinationState:
     reason: str
     message: str
     last_checkpoint: str | None = None
+    tips: dict[str, StreamTip] | None = None  # each stream's newest checkpoint, when listed
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,7 +107,8 @@ def inspect(
         if report.ok and public_key is not None:
             _publish_key(destination, spec, public_key, state)
         if report.ok:
-            state.last_checkpoint = _cached_last_checkpoint(url, destination, max_age)
+            state.tips = _cached_tips(url, destination, max_age)
+            state.last_checkpoint = _newest_time(state.tips)
         return state
     finally:
         destination.close()
@@ -160,38 +161,29 @@ def _publish_key(
         state.facts["public_key"] = f"{KEY_PREFIX}{key_id}.pub"
 
 
-# Finding the newest checkpoint lists the destination's streams/ (segments included), so
+# Finding the newest checkpoints lists the destination's streams/ (segments included), so
 # the periodic refresh reuses a recent answer instead of listing a big bucket every minute.
-_SCANS: dict[str, tuple[float, str | None]] = {}
+_SCANS: dict[str, tuple[float, dict[str, StreamTip] | None]] = {}
 SCAN_INTERVAL = 300.0
 MAX_LISTED = 500_000  # a bound on one scan; beyond it the answer may miss newer streams
 
 
-def _cached_last_checkpoint(url: str, destination: sinks.Destination, max_age: float) -> str | None:
+def _cached_tips(
+    url: str, destination: sinks.Destination, max_age: float
+) -> dict[str, StreamTip] | None:
     now = time.monotonic()
     cached = _SCANS.get(url)
     if cached is not None and now - cached[0] < max_age:
         return cached[1]
-    found = _last_checkpoint(destination)
+    try:
+        found: dict[str, StreamTip] | None = newest_checkpoints(destination, limit=MAX_LISTED)
+    except (sinks.DestinationError, OSError):
+        found = None
     _SCANS[url] = (now, found)
     return found
 
 
-def _last_checkpoint(destination: sinks.Destination) -> str | None:
-    """Time of the newest checkpoint: the last one of each stream, by name order."""
-    last_per_stream: dict[str, str] = {}
-    try:
-        for listed, name in enumerate(destination.list(STREAMS_PREFIX)):
-            if listed >= MAX_LISTED:
-                break
-            if CHECKPOINT_MARK in name:
-                last_per_stream[name.split("/")[1]] = name
-        newest: str | None = None
-        for name in last_per_stream.values():
-            body = destination.get(name).split(b"\n", 1)[0]
-            time = json.loads(body).get("time")
-            if isinstance(time, str) and (newest is None or time > newest):
-                newest = time
-    except (sinks.DestinationError, ValueError, OSError):
-        return None
-    return newest
+def _newest_time(tips: dict[str, StreamTip] | None) -> str | None:
+    """Time of the newest checkpoint of all streams (stored time form sorts as time)."""
+    times = [t.signed.checkpoint.time for t in (tips or {}).values() if t.signed is not None]
+    return max(times, default=None)

@@ -7,11 +7,13 @@ loop (and the webhooks sharing it) never waits on the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from auditlock.operator.names import COLLECTOR_CONTAINER
 from auditlock.policy.model import GROUP, PLURAL, VERSION
 
 
@@ -30,6 +32,15 @@ class ServerVersion:
         """Native sidecars (restartPolicy: Always init containers) are on by default
         from Kubernetes 1.29."""
         return (self.major, self.minor) >= (1, 29)
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the abandonment sweep needs to know about a pod that exists."""
+
+    uid: str
+    created: datetime | None
+    collector: bool  # carries the auditlock-collector container
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -146,6 +157,20 @@ class Kube:
                 continue
             hashes.append((pod.metadata.annotations or {}).get("auditlock.io/config-hash", ""))
         return hashes
+
+    def pods_by_name(self, namespace: str) -> dict[str, PodFacts]:
+        """Every pod of the namespace (any label, any phase), by name."""
+        pods = self.core.list_namespaced_pod(namespace)
+        facts = {}
+        for pod in pods.items:
+            spec = pod.spec
+            containers = [*(spec.init_containers or []), *(spec.containers or [])]
+            facts[pod.metadata.name] = PodFacts(
+                uid=str(pod.metadata.uid or ""),
+                created=pod.metadata.creation_timestamp,
+                collector=any(c.name == COLLECTOR_CONTAINER for c in containers),
+            )
+        return facts
 
     # -- AuditPolicies ------------------------------------------------------------------
 

@@ -22,9 +22,11 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from auditlock.ledger.newest import StreamTip
 from auditlock.operator import conditions as c
 from auditlock.operator import keys
 from auditlock.operator import names as n
+from auditlock.operator.abandonment import AbandonWatch, close_abandoned
 from auditlock.operator.destination import (
     SCAN_INTERVAL,
     DestinationState,
@@ -66,6 +68,10 @@ class Context:
     # How old a "newest checkpoint" answer the periodic refresh may reuse (it lists the
     # destination's streams/, which is costly for a big bucket).
     checkpoint_scan_seconds: float = SCAN_INTERVAL
+    # Closes the streams of pods that are gone for good; None: never.
+    abandon: AbandonWatch | None = None
+    # Counts abandonment attempts by outcome (a metric in the operator).
+    abandon_outcomes: Callable[[str], None] | None = None
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -353,11 +359,53 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     )
     if state.last_checkpoint:
         fields["lastCheckpoint"] = state.last_checkpoint
+    if ctx.abandon is not None and state.tips is not None:
+        await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
     conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
     conditions.append(
         c.condition(c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation)
     )
     await _status(ctx, body, conditions, **fields)
+
+
+async def _close_abandoned(
+    ctx: Context,
+    watch: AbandonWatch,
+    entry: PolicyEntry,
+    body: dict[str, Any],
+    tips: dict[str, StreamTip],
+) -> None:
+    """Close the streams of this policy's namespace whose pods are gone for good."""
+    pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
+    due = watch.due(entry.spec.destination.url, entry.namespace, tips, pods)
+    if not due:
+        return
+    secret = n.key_secret_name(entry.name)
+    material = keys.from_secret_data(
+        await asyncio.to_thread(ctx.kube.read_secret, entry.namespace, secret), secret
+    )
+
+    def report(stream: str, outcome: str, message: str) -> None:
+        if ctx.abandon_outcomes is not None:
+            ctx.abandon_outcomes(outcome)
+        level = logging.INFO if outcome == "abandoned" else logging.WARNING
+        log.log(level, "stream %s: %s: %s", stream, outcome, message)
+        if ctx.events is not None and outcome in ("abandoned", "unusable", "foreign-key"):
+            kind, reason = (
+                ("Normal", "StreamAbandoned")
+                if outcome == "abandoned"
+                else ("Warning", "StreamNotAbandoned")
+            )
+            ctx.events(body, kind, reason, f"Stream {stream}: {message}.")
+
+    await close_abandoned(
+        watch,
+        spec=entry.spec,
+        due=due,
+        secret_data=await _secret_data(ctx, entry),
+        material=material,
+        report=report,
+    )
 
 
 async def _secret_data(ctx: Context, entry: PolicyEntry) -> dict[str, str] | None:

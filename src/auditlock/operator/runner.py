@@ -13,6 +13,7 @@ from typing import Any, Literal
 import kopf
 from prometheus_client import CollectorRegistry, Counter
 
+from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.capture import ClusterCapture
 from auditlock.operator.handlers import build_registry
 from auditlock.operator.injection import InjectionSettings
@@ -47,6 +48,8 @@ class OperatorConfig:
     collector_port: int = 24224
     capture_enabled: bool = True
     watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
+    # Close the streams of pods gone for good after this long (None: never).
+    abandon_grace_seconds: float | None = DEFAULT_GRACE_SECONDS
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -93,6 +96,13 @@ class Operator:
             ["reason"],
             registry=self.metrics,
         )
+        abandoned = Counter(
+            "auditlock_operator_streams_abandoned",
+            "Attempts to close the stream of a pod gone for good, by outcome.",
+            ["outcome"],
+            registry=self.metrics,
+        )
+        grace = config.abandon_grace_seconds
         ctx = Context(
             self.kube,
             self.registry,
@@ -100,6 +110,8 @@ class Operator:
             events=post_event,
             outcomes=lambda reason: outcomes.labels(reason).inc(),
             checkpoint_scan_seconds=config.checkpoint_scan_seconds,
+            abandon=AbandonWatch(grace_seconds=grace) if grace else None,
+            abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
         )
         self.policy_watch = PolicyWatch(
             self.kube, self.registry, cluster=config.cluster, namespaces=config.namespaces
