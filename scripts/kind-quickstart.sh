@@ -2,7 +2,8 @@
 # auditlock on a local kind cluster, end to end: create the cluster (API server audit ->
 # operator), build and load both images, install the chart, start a demo S3 store with
 # Object Lock, apply an AuditPolicy and a sample app, then verify the locked trail
-# offline with `auditlock verify`. docs/quickstart-kind.md explains each step.
+# offline with `auditlock verify` and check with `auditlock count` that the app's
+# events are in it. docs/quickstart-kind.md explains each step.
 #
 # Needs: docker, kind, kubectl, helm, and `auditlock` (uv sync in this repository puts it
 # in .venv/bin). Run from anywhere; it works from the repository root.
@@ -109,7 +110,7 @@ kubectl -n "$APP_NAMESPACE" exec deployment/orders -c app -- python -c 'print("h
 sleep "$SETTLE_SECONDS"
 kubectl get auditpolicies -n "$APP_NAMESPACE"
 
-step "8/8 verify the locked trail offline"
+step "8/8 verify the locked trail offline and check that the events arrived"
 workdir="$(mktemp -d)"
 pf_pid=""
 cleanup() {
@@ -127,9 +128,14 @@ for _ in $(seq 1 30); do
     sleep 1
 done
 # The endpoint rides in the URL (sinks.open understands ?endpoint=&region=).
-AWS_ACCESS_KEY_ID=AUDITLOCKDEMO AWS_SECRET_ACCESS_KEY=auditlock-demo-secret \
-    "$AUDITLOCK" verify "s3://auditlock-demo/orders?endpoint=http://127.0.0.1:18333&region=us-east-1" \
-    --public-key "$workdir/orders.pub.pem"
+trail="s3://auditlock-demo/orders?endpoint=http://127.0.0.1:18333&region=us-east-1"
+export AWS_ACCESS_KEY_ID=AUDITLOCKDEMO AWS_SECRET_ACCESS_KEY=auditlock-demo-secret
+"$AUDITLOCK" verify "$trail" --public-key "$workdir/orders.pub.pem" ||
+    fail "the trail did not verify (the findings are above)"
+# verify also passes on heartbeat checkpoints alone; count fails unless every category
+# the sample app sends has events in the trail.
+"$AUDITLOCK" count "$trail" --require access --require data ||
+    fail "events are missing from the trail: kubectl logs -n $APP_NAMESPACE deployment/orders -c auditlock-collector"
 
 echo
 echo "Done. Explore with: kubectl get auditpolicies -A; kubectl describe auditpolicy -n $APP_NAMESPACE orders"

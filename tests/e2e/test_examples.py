@@ -2,8 +2,8 @@
 process with its real fluent-logger client, beside a real collector configured from an
 example AuditPolicy exactly as the operator renders it (operator/sidecar_config.py), in
 a network namespace of their own like a pod's. The test reads what was stored, not a
-PASS line: categories and counts, redaction, and that the card number's bytes are in
-no stored object."""
+PASS line: categories and counts, redaction, that the card number's bytes are in no
+stored object, and that the kind quickstart's `auditlock count` check passes on it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from auditlock.operator.sidecar_config import render_yaml
 from auditlock.policy.model import parse_spec
 from auditlock.policy.paths import MARKER
 from tests.servers.sidecar import cli_verify, ledger_events, open_store
+from tests.unit.test_deploy_kind import quickstart_count_args
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -165,3 +166,15 @@ def test_sample_app_events_are_stored_as_the_example_policy_says(
 
     verified = cli_verify(f"file://{store}", tmp_path / "key" / PUBLIC_KEY_FILE)
     assert verified is not None and verified.returncode == 0, verified and verified.stdout
+    # The quickstart's event check, with its own arguments, on this real trail.
+    counted = subprocess.run(
+        [sys.executable, "-m", "auditlock", "count", f"file://{store}", *quickstart_count_args()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert counted.returncode == 0, counted.stdout + counted.stderr
+    assert f"  access         {ROUNDS}\n" in counted.stdout
+    assert f"  data           {data_rounds}\n" in counted.stdout

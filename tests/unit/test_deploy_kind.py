@@ -220,6 +220,44 @@ def test_verify_step_uses_the_operators_key_secret_and_the_real_cli() -> None:
         assert jsonpath in text
     s3 = policy["spec"]["destination"]["s3"]
     url = f"s3://{s3['bucket']}/{s3['prefix']}"
-    assert f'verify "{url}?endpoint=' in script
+    assert f'trail="{url}?endpoint=' in script and '"$AUDITLOCK" verify "$trail"' in script
     args = build_parser().parse_args(["verify", url, "--public-key", "key.pem"])
     assert callable(args.func)
+
+
+def quickstart_count_args() -> list[str]:
+    """The arguments after `count "$trail"` in the script's event check."""
+    match = re.search(r'^"\$AUDITLOCK" count "\$trail" (.+?) \|\|$', SCRIPT.read_text(), re.M)
+    assert match, "scripts/kind-quickstart.sh runs `auditlock count` on the verified trail"
+    return match.group(1).split()
+
+
+def sample_app_categories() -> set[str]:
+    """The categories examples/sample-app.yaml's code emits (the tag of each emit call)."""
+    import ast
+
+    docs = yaml.safe_load_all((ROOT / "examples" / "sample-app.yaml").read_text())
+    config_map = next(d for d in docs if d and d["kind"] == "ConfigMap")
+    tree = ast.parse(config_map["data"]["emit.py"])
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", "") == "emit"
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+def test_quickstart_checks_every_category_the_sample_app_sends_after_verify() -> None:
+    from auditlock.cli.main import build_parser
+
+    script = SCRIPT.read_text()
+    args = build_parser().parse_args(["count", "s3://b/p", *quickstart_count_args()])
+    assert set(args.require) == sample_app_categories() == {"access", "data"}
+    assert callable(args.func)
+    verify_at = script.index('"$AUDITLOCK" verify "$trail"')
+    assert verify_at < script.index('"$AUDITLOCK" count "$trail"')
+    for command in ("verify", "count"):
+        line = next(x for x in script.splitlines() if f'"$AUDITLOCK" {command} ' in x)
+        assert line.rstrip().endswith("||"), f"a failing {command} must fail the script"
+    assert 'trail="s3://auditlock-demo/orders?endpoint=' in script

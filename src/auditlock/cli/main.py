@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "synth",
     "verify",
     "prove",
+    "count",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O).
