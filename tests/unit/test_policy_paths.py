@@ -126,6 +126,17 @@ def test_an_app_field_outside_details_is_refused_with_the_details_hint() -> None
     assert "so this is probably details.attributes.card_number" in text
 
 
+def test_the_operator_reports_the_same_words_in_the_policy_status() -> None:
+    """For API servers without CEL: reconcile's InvalidSpec message."""
+    from auditlock.operator.reconcile import validation_message
+
+    with pytest.raises(ValidationError) as refused:
+        parse_spec(_spec(redaction={"fields": ["attributes.card_number"]}))
+    message = validation_message(refused.value)
+    problem = paths.redaction_problem("attributes.card_number")
+    assert message == f"spec.redaction.fields.0: {problem}."
+
+
 def test_a_misspelt_member_field_is_refused_without_the_details_hint() -> None:
     with pytest.raises(ValidationError) as refused:
         parse_spec(_spec(filters={"include": [{"field": "actor.user", "values": ["alice"]}]}))

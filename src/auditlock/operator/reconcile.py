@@ -89,7 +89,8 @@ def validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
     more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}."
+    message = str(first["msg"]).removeprefix("Value error, ")  # pydantic's, not ours
+    return f"{where}: {message}{more}."
 
 
 def entry_for(body: dict[str, Any], cluster: str = "") -> PolicyEntry:
