@@ -8,7 +8,10 @@ on a shared machine; wall-clock time is printed beside them. Prints events/s for
           signed per segment; pure CPU, nothing stored (storing is the sink's benchmark)
   verify  `auditlock.ledger.verify` of the same ledger written to a file:// store:
           listing, reading, hashing every line, chain, Merkle roots, signatures, and the
-          per-object retention read-back; once more without the retention read-back
+          per-object retention read-back; once more without the retention read-back.
+          Both include the line rules (every event decoded, validated and re-encoded)
+  rules   the line rules alone (auditlock.ledger.line_rules) over the same segments, to
+          show what they cost inside verify
 Targets (issue 3): build >= 200,000 events/s, verify >= 300,000 events/s.
 """
 
@@ -25,7 +28,10 @@ from typing import Any
 from auditlock import sinks
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.keys import Signer, generate
+from auditlock.ledger.line_rules import LineRules
+from auditlock.ledger.lines import line_prefix
 from auditlock.ledger.normalize import normalize_event
+from auditlock.ledger.segment import decode_segment
 from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock
 from auditlock.ledger.timestamps import format_ns
 from auditlock.ledger.verify import VerifyOptions, verify
@@ -112,6 +118,29 @@ def main() -> None:
                 f"verify: {n / cpu:,.0f} events/s on one core ({cpu:.2f} s CPU, {wall:.2f} s "
                 f"wall; {label} retention read-back of {objects} objects)"
             )
+        cpu = line_rules_alone(dest, n)
+        figure("ledger line rules alone (one core)", n / cpu, "events/s")
+        print(
+            f"rules:  {n / cpu:,.0f} events/s on one core ({cpu:.2f} s CPU; decode, validate "
+            "and re-encode every event, the part of verify's time the line rules take)"
+        )
+
+
+def line_rules_alone(dest: Any, n: int) -> float:
+    """CPU seconds of LineRules.check over every segment (reading them not counted)."""
+    rules = LineRules()
+    prefix_len = len(line_prefix(0))
+    cpu = 0.0
+    for name in dest.list("streams/"):
+        if "/seg-" not in name:
+            continue
+        lines = decode_segment(dest.get(name), compressed=name.endswith(".gz"))
+        found: list[object] = []
+        c0 = time.process_time()
+        rules.check("bench", lines, 0, prefix_len, found.append, found.append)  # type: ignore[arg-type]
+        cpu += time.process_time() - c0
+        assert not found, found[:3]
+    return cpu
 
 
 if __name__ == "__main__":

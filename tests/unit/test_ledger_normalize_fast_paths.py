@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import validate_event
-from auditlock.ledger.normalize import _plain_json, check_source, normalize_event
+from auditlock.ledger.normalize import check_source, normalize_event, plain_json
 from auditlock.ledger.values import ValueProblem, check_json
 
 from .ledger_strategies import bad_values, events, json_values, times
@@ -184,17 +184,17 @@ def test_times_after_a_canonical_one_agree_with_the_model(when: str, at: int, ch
 
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(json_values, st.dictionaries(st.text(max_size=3), bad_values, max_size=3)))
-def test_plain_json_never_accepts_what_check_json_refuses(value: Any) -> None:
+def testplain_json_never_accepts_what_check_json_refuses(value: Any) -> None:
     for candidate in (value, {"x": value}, [value]):
-        if _plain_json(candidate, 0):
+        if plain_json(candidate, 0):
             check_json(candidate)  # must not raise
 
 
-def test_plain_json_respects_the_depth_limit() -> None:
+def testplain_json_respects_the_depth_limit() -> None:
     deep: Any = 1
     for _ in range(16):
         deep = {"a": deep}
-    assert _plain_json(deep, 0)  # 16 levels, counting itself
-    assert not _plain_json({"a": deep}, 0)
+    assert plain_json(deep, 0)  # 16 levels, counting itself
+    assert not plain_json({"a": deep}, 0)
     with pytest.raises(ValueProblem):
         check_json({"a": deep})

@@ -189,7 +189,7 @@ def normalize_members(
     if details is not None:
         if type(details) is not dict:
             _fail("details", details, "must be a JSON object")
-        if not _plain_json(details, 0):
+        if not plain_json(details, 0):
             try:
                 check_json(details)
             except ValueProblem as exc:
@@ -223,7 +223,7 @@ def _plain_strings(part: Any, members: frozenset[str]) -> dict[str, Any] | None:
     return dict(part)
 
 
-def _plain_json(value: Any, depth: int) -> bool:
+def plain_json(value: Any, depth: int) -> bool:
     """True if `value` is certainly inside the accepted JSON value space: ASCII names and
     strings, safe integers, booleans, null, nesting within MAX_DEPTH. False means "not
     sure": check_json then decides and names the problem. No path strings are built."""
@@ -248,7 +248,7 @@ def _plain_json(value: Any, depth: int) -> bool:
             if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                 return False
         elif kind is dict or kind is list:
-            if not _plain_json(item, depth + 1):
+            if not plain_json(item, depth + 1):
                 return False
         elif kind is not bool and item is not None:
             return False

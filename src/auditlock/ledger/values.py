@@ -52,10 +52,21 @@ def check_name(value: str) -> None:
 
 
 def normalize_ip(value: str) -> str:
+    """The canonical text of an IP address (docs/FORMAT.md, "Events"): IPv4 dotted decimal;
+    IPv6 as RFC 5952 section 4 (lowercase, no leading zeros, the longest run of two or more
+    zero groups as `::`, the first on a tie), and an IPv4-mapped address (::ffff:0:0/96)
+    as RFC 5952 section 5's `::ffff:` + dotted IPv4. Python's own text differs by version
+    for mapped addresses (3.11 prints ::ffff:102:304, 3.13 ::ffff:1.2.3.4), so it is
+    written out here. A zone id (`%eth0`) is refused: it names an interface of one host."""
+    if "%" in value:
+        raise ValueError(f"{value[:64]!r}: zone ids (%...) are not accepted in an IP address")
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value[:64]!r} is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
 
 
 def check_json(value: Any, path: str = "", depth: int = 0) -> None:

@@ -31,6 +31,7 @@ from auditlock.ledger.errors import FormatError, KeyFileError, SignatureError
 from auditlock.ledger.fetch import prefetch
 from auditlock.ledger.keys import key_id, load_public_key
 from auditlock.ledger.keys import verify as verify_signature
+from auditlock.ledger.line_rules import LineRules
 from auditlock.ledger.lines import ZERO_HASH, line_prefix
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import ObjectName, parse_name
@@ -86,6 +87,7 @@ class _Verifier:
             threads = 0 if destination.url.startswith("file:") else READ_THREADS
         self.threads = threads
         self._stream_findings = 0
+        self.line_rules = LineRules()
 
     # -- driver ---------------------------------------------------------------------------
 
@@ -587,6 +589,7 @@ class _EventScan:
             if seg.first + skip != self.frontier.size:
                 tainted, prev = True, None  # gap or overlap (already reported by names)
             leaves, prev, bad = self._scan(lines, skip, seg.first + skip, prev)
+            self._check_events(seg, lines[skip:] if skip else lines, seg.first + skip)
             events += len(lines) - skip
             if bad:
                 tainted = True
@@ -601,6 +604,18 @@ class _EventScan:
                 tainted = False
         self.e.v.report.events_verified += events
         return events
+
+    def _check_events(self, seg: ObjectName, lines: list[bytes], first: int) -> None:
+        """The event inside each line is exactly the canonical form of a valid event."""
+        e = self.e
+
+        def find(seq: int, code: str, message: str) -> None:
+            e.find(code, message, first_seq=seq, object=seg.name)
+
+        def warn(seq: int, code: str, message: str) -> None:
+            e.v._warn(code, message, stream=e.stream, epoch=e.epoch, first_seq=seq, object=seg.name)
+
+        e.v.line_rules.check(e.stream, lines, first, len(self.prefix), find, warn)
 
     def _scan(
         self, lines: list[bytes], skip: int, seq: int, prev: bytes | None

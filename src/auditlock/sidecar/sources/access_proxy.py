@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from auditlock.ledger.values import normalize_ip
 from auditlock.sidecar.config import AccessProxySource
 from auditlock.sidecar.intake import Intake, SpoolFull
 
@@ -143,8 +144,9 @@ class AccessProxy:
             if identity
             else {"kind": "anonymous", "name": "anonymous"}
         )
-        if _is_ip(client):
-            actor["ip"] = client
+        ip = _client_ip(client)
+        if ip is not None:
+            actor["ip"] = ip
         details: dict[str, Any] = {
             "status": status,
             "duration_ns": duration_ns,
@@ -202,11 +204,10 @@ class AccessProxy:
                 return
 
 
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
+def _client_ip(text: str) -> str | None:
+    """The client address in the ledger's canonical form; None if it is not one the
+    format accepts (a Unix socket peer, or a link-local address with a zone id)."""
     try:
-        ipaddress.ip_address(text)
+        return normalize_ip(text)
     except ValueError:
-        return False
-    return True
+        return None

@@ -1,0 +1,314 @@
+"""The per-line rules of docs/FORMAT.md sections 3-5 that byte comparisons cannot see.
+
+verify.py checks each line's envelope bytes (prefix `{"epoch":E,"event":` and suffix
+`,"prev":...,"seq":N,"stream":...}`), which pins epoch, position, chain and stream. What
+sits between them must be exactly the canonical bytes of a valid event. `LineRules.check`
+decides that for every line, fast:
+
+1. decode the event bytes with a typed msgspec decoder built from the event vocabulary
+   (vocabulary.py, values.py): exactly the allowed members with the allowed types, strings
+   of 1..MAX_SHORT code points, no `null` for an absent member, the id pattern, the stored
+   time form; it refuses malformed JSON, trailing bytes (an extra envelope member), and
+   lone surrogates;
+2. check what a type cannot say: a real calendar date, the canonical IP text, and the
+   value rules inside `details` (the fast normalizer's `plain_json`, then `check_json`);
+3. re-encode canonically and compare bytes: this catches member order, escapes,
+   whitespace, `-0`, and duplicate member names (the decoder keeps one of them, so the
+   re-encoding is shorter; first-wins and last-wins parsers would read different events).
+
+A line failing any step is diagnosed slowly, with the pydantic model of event.py naming
+the member, so the reason an auditor reads comes from the same rules as intake's.
+
+`id` uniqueness: the source assigns ids and the writer cannot remember every id of a
+stream, so a repeat is reported as a warning (`duplicate-id`), never a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
+from auditlock.ledger.errors import EventError
+from auditlock.ledger.event import validate_event
+from auditlock.ledger.normalize import plain_json
+from auditlock.ledger.timestamps import normalize_time
+from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
+from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
+
+# (seq, code, message): what `check` reports for one line.
+Problem = tuple[int, str, str]
+Report = Callable[[int, str, str], None]
+
+_Short = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT)]
+# `id` and `time` patterns are checked for a whole segment at once (one regex call over
+# the joined values): per-value pattern constraints in the decoder cost more than the
+# JSON parsing itself.
+_ID = ID_PATTERN.removeprefix("^").removesuffix("$")
+_IDS = re.compile(f"(?:{_ID}\n)*{_ID}\\Z")
+_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z"
+_TIMES = re.compile(f"(?:{_TIME}\n)*{_TIME}\\Z")
+_MARK = b',"prev":"'
+# The lead bytes of the UTF-8 characters above U+FFFF (five single-byte searches are much
+# faster than one character-class regex).
+_ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
+
+
+def _has_astral(data: bytes) -> bool:
+    return not data.isascii() and any(lead in data for lead in _ASTRAL_LEADS)
+
+
+def _json_values(levels: int) -> Any:
+    """The type of a JSON value inside `details` with at most `levels` more levels of
+    nesting: FORMAT.md's number and depth rules, checked by the decoder itself."""
+    scalar: Any = str | bool | Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+    value: Any = scalar | None
+    for _ in range(levels):
+        value = scalar | list[value] | dict[str, value] | None
+    return value
+
+
+# `details` is level 1 of MAX_DEPTH; the values inside it may nest MAX_DEPTH - 1 more.
+if TYPE_CHECKING:
+    _Details = dict[str, Any]
+else:
+    _Details = dict[str, _json_values(MAX_DEPTH - 1)]
+
+
+# Fields in sorted order, so the encoder writes RFC 8785 member order without sorting.
+class _Actor(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    ip: _Short | UnsetType = UNSET
+    kind: ActorKind
+    name: _Short
+
+
+class _Target(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    name: _Short | UnsetType = UNSET
+    namespace: _Short | UnsetType = UNSET
+    resource: _Short
+
+
+class _Source(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    cluster: _Short | UnsetType = UNSET
+    container: _Short | UnsetType = UNSET
+    namespace: _Short | UnsetType = UNSET
+    node: _Short | UnsetType = UNSET
+    pod: _Short | UnsetType = UNSET
+
+
+class _Correlation(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    request_id: _Short | UnsetType = UNSET
+    trace_id: _Short | UnsetType = UNSET
+
+
+class _Event(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    action: _Short
+    actor: _Actor
+    category: Category
+    correlation: _Correlation | UnsetType = UNSET
+    details: _Details | UnsetType = UNSET
+    id: str
+    outcome: Outcome
+    source: _Source
+    target: _Target
+    time: str
+
+
+_decode = msgspec.json.Decoder(_Event).decode
+_decode_list = msgspec.json.Decoder(list[_Event]).decode
+_encode = msgspec.json.Encoder(order="sorted").encode
+_ENVELOPE = frozenset(("epoch", "event", "prev", "seq", "stream"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_is_canonical(text: str) -> bool:
+    try:
+        return normalize_ip(text) == text
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def _second_is_valid(text: str) -> bool:
+    """`YYYY-MM-DDTHH:MM:SS` of a time already shaped like the stored form is real."""
+    try:
+        return normalize_time(text + ".000000000Z") == text + ".000000000Z"
+    except ValueError:
+        return False
+
+
+def _details_ok(details: dict[str, Any]) -> bool:
+    if plain_json(details, 0):  # the common case: ASCII, small integers, shallow
+        return True
+    try:
+        check_json(details)
+    except ValueProblem:
+        return False
+    return True
+
+
+class LineRules:
+    """Checks the event inside each line; remembers the ids of the current stream."""
+
+    def __init__(self) -> None:
+        self._stream: str | None = None
+        self._ids: set[str] = set()
+
+    def check(
+        self,
+        stream: str,
+        lines: Sequence[bytes],
+        first_seq: int,
+        prefix_len: int,
+        find: Report,
+        warn: Report,
+    ) -> None:
+        """Check lines[i] (seq first_seq + i); `find` problems, `warn` repeated ids.
+
+        Lines without the envelope's `,"prev":"` marker are left to verify's structural
+        diagnosis; streams must come one after the other (ids are kept per stream)."""
+        if stream != self._stream:
+            self._stream, self._ids = stream, set()
+        if not lines:
+            return
+        # Fast path, the whole segment at once: the events joined as one JSON array are
+        # decoded in one call and re-encoded in one call; equal bytes mean every event is
+        # canonical and well-typed. Any doubt: line by line, to name the line.
+        ends = [line.rfind(_MARK) for line in lines]
+        if min(ends) >= prefix_len:
+            events = [ln[prefix_len:e] for ln, e in zip(lines, ends, strict=True)]
+            joined = b"[" + b",".join(events) + b"]"
+            try:
+                parsed = _decode_list(joined)
+            except msgspec.MsgspecError:
+                parsed = []
+            if (
+                len(parsed) == len(lines)
+                and _encode(parsed) == joined
+                and _valid(parsed, astral=_has_astral(joined))
+            ):
+                ids = [p.id for p in parsed]
+                unique = set(ids)
+                if len(unique) == len(ids) and self._ids.isdisjoint(unique):
+                    self._ids |= unique
+                    return
+        self._check_slowly(lines, first_seq, prefix_len, find, warn)
+
+    def _check_slowly(
+        self, lines: Sequence[bytes], seq: int, prefix_len: int, find: Report, warn: Report
+    ) -> None:
+        ids = self._ids
+        for line in lines:
+            end = line.rfind(_MARK)
+            if end < prefix_len:
+                seq += 1
+                continue
+            event = line[prefix_len:end]
+            parsed: _Event | None
+            try:
+                parsed = _decode(event)
+                ok = _encode(parsed) == event and _valid([parsed], astral=True)
+            except msgspec.MsgspecError:
+                parsed, ok = None, False
+            if not ok:
+                problem = diagnose(line, event)
+                if problem is not None:
+                    find(seq, *problem)
+            if parsed is not None:
+                if parsed.id in ids:
+                    warn(seq, "duplicate-id", f"event id {parsed.id!r} was used before")
+                else:
+                    ids.add(parsed.id)
+            seq += 1
+
+
+def _valid(events: list[_Event], *, astral: bool) -> bool:
+    """The rules the types cannot express, for decoded events (one regex call per rule
+    for all of them). `astral`: the bytes hold characters above U+FFFF, which may be in a
+    member name inside `details` (refused) rather than in a value (allowed)."""
+    if not _IDS.match("\n".join([e.id for e in events])):
+        return False
+    times = [e.time for e in events]
+    if not _TIMES.match("\n".join(times)):
+        return False
+    if not all(map(_second_is_valid, {t[:19] for t in times})):
+        return False
+    ips = {e.actor.ip for e in events}
+    ips.discard(UNSET)
+    if not all(map(_ip_is_canonical, ips)):
+        return False
+    if astral:
+        return all(_details_ok(d) for e in events if not isinstance(d := e.details, UnsetType))
+    return True
+
+
+def diagnose(line: bytes, event: bytes) -> tuple[str, str] | None:
+    """(code, reason) of a line whose event failed the fast check; None if it is fine
+    after all (`plain_json` only says "not sure" for unusual but valid details)."""
+    try:
+        envelope = json.loads(line, object_pairs_hook=_no_duplicates)
+    except _DuplicateMember as dup:
+        return "line-not-canonical", (
+            f"member {dup.name!r} appears twice in one object (JSON parsers disagree which "
+            "one counts)"
+        )
+    except (ValueError, RecursionError):
+        return "line-not-canonical", "the event is not a single JSON value"
+    if not isinstance(envelope, dict) or envelope.keys() != _ENVELOPE:
+        extra = sorted(envelope.keys() - _ENVELOPE) if isinstance(envelope, dict) else []
+        what = f"extra member {extra[0]!r}" if extra else "not the envelope of section 5"
+        return "line-not-canonical", f"line is not the canonical envelope ({what})"
+    raw = envelope["event"]
+    if not isinstance(raw, dict):
+        return "event-invalid", "event: an event must be a JSON object"
+    details = raw.get("details")
+    if isinstance(details, dict):  # first, for a message naming the member's full path
+        try:
+            check_json(details)
+        except ValueProblem as exc:
+            return "event-invalid", f"details{'.' if exc.path else ''}{exc.path}: {exc.reason}"
+    try:
+        stored = validate_event(raw)
+    except EventError as exc:
+        path, reason = exc.problems[0]
+        return "event-invalid", f"{path or 'event'}: {reason}"
+    if stored != raw:
+        return "event-invalid", f"{_first_difference(raw, stored)} is not in its stored form"
+    if canonical_bytes(stored) != event:
+        return "line-not-canonical", (
+            "event bytes are not its RFC 8785 form (member order, escapes or whitespace)"
+        )
+    return None
+
+
+class _DuplicateMember(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateMember(key)
+        out[key] = value
+    return out
+
+
+def _first_difference(raw: Any, stored: Any, path: str = "") -> str:
+    """The path of the first member where the stored form differs from what is there."""
+    if isinstance(raw, dict) and isinstance(stored, dict):
+        for key in sorted(raw.keys() | stored.keys()):
+            if raw.get(key, UNSET) != stored.get(key, UNSET):
+                where = f"{path}.{key}" if path else key
+                if raw.get(key) is None:
+                    return f"{where} (null: an absent member is omitted)"
+                return _first_difference(raw.get(key), stored.get(key), where)
+    return path or "event"
