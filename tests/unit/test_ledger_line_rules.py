@@ -254,5 +254,5 @@ def test_ip_is_stored_in_rfc_5952_form(given: str, stored: str) -> None:
 
 @pytest.mark.parametrize("given", ["fe80::1%eth0", "010.0.0.1", "1.2.3", "::ffff:1.2.3.256"])
 def test_ip_forms_the_format_refuses(given: str) -> None:
-    with pytest.raises(EventError, match="actor.ip"):
+    with pytest.raises(EventError, match=r"actor\.ip"):
         normalize_event(_with("actor.ip", given))
