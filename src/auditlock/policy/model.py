@@ -153,12 +153,11 @@ class Sources(_Model):
 
 # Field paths are checked twice with the same words (policy/paths.py): by CEL in the CRD,
 # so `kubectl apply` refuses a bad one, and here, for API servers without CEL.
+_PathText = Annotated[str, Field(min_length=1, max_length=paths.MAX_PATH_LENGTH)]
 FieldPath = Annotated[
-    str,
+    _PathText,
     AfterValidator(paths.check_path),
     Field(
-        min_length=1,
-        max_length=paths.MAX_PATH_LENGTH,
         description="Dotted path of an event field (e.g. actor.name, target.resource) or "
         "a path under details, where the fields an app sends beyond the event schema are "
         f"stored (e.g. {paths.EXAMPLE}).",
@@ -166,13 +165,9 @@ FieldPath = Annotated[
     ),
 ]
 RedactionPath = Annotated[
-    str,
+    _PathText,
     AfterValidator(paths.check_redaction_path),
-    Field(
-        min_length=1,
-        max_length=paths.MAX_PATH_LENGTH,
-        json_schema_extra={"x-kubernetes-validations": paths.cel_redaction_rules()},
-    ),
+    Field(json_schema_extra={"x-kubernetes-validations": paths.cel_redaction_rules()}),
 ]
 
 
