@@ -33,6 +33,10 @@ async def test_configmap_update_is_recorded_with_hashes_only(tmp_path: Path) -> 
     )
     async with running_sidecar(config) as sidecar:
         watcher = sidecar.source(ConfigFileWatcher)
+        for _ in range(200):  # the baseline scan runs in the background after start
+            if watcher.scans >= 1:
+                break
+            await asyncio.sleep(0.05)
         volume.publish({"app.yaml": "mode: unsafe\n", "token": "top-secret-value"})
         scans = watcher.scans
         for _ in range(200):  # two more scans: the change is certainly seen and spooled

@@ -169,6 +169,17 @@ class SidecarProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def peak_rss(self) -> int:
+        """The collector's peak resident memory so far (VmHWM), in bytes."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        (line,) = (x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the collector has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

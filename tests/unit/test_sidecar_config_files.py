@@ -94,3 +94,46 @@ def test_single_watched_file_and_missing_paths(tmp_path: Path) -> None:
     plain.write_text("a=2")
     (record,) = diff(first, scanner.scan())
     assert record["action"] == "config.file.modified"
+
+
+def test_configmap_subdirectories_resolve_inside_the_volume(tmp_path: Path) -> None:
+    """ConfigMap items with paths (`conf/app.yaml`) are a link `conf -> ..data/conf` to a
+    directory: the links stay inside the volume, so they are followed."""
+    volume = ConfigMapVolume(tmp_path / "cm")
+    volume.publish({"conf/app.yaml": "a: 1\n", "top": "t"})
+    snapshot = Scanner([str(volume.root)]).scan()
+    assert snapshot[f"{volume.root}/conf/app.yaml"]["sha256"] == sha("a: 1\n")
+    assert snapshot[f"{volume.root}/top"]["sha256"] == sha("t")
+    assert not any("skipped" in entry for entry in snapshot.values())
+
+
+def test_a_watched_file_that_links_out_of_its_folder_is_not_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (tmp_path / "watched").mkdir()
+    link = tmp_path / "watched" / "settings"
+    link.symlink_to(outside / "secret")
+    (record,) = diff(None, Scanner([str(link)]).scan())
+    assert record["action"] == "config.file.skipped"
+    assert record["details"] == {"path": str(link), "reason": "outside_volume"}
+    assert sha("s") not in repr(record)
+
+
+def test_a_file_that_grows_past_the_cap_while_read_is_not_hashed(tmp_path: Path) -> None:
+    plain = tmp_path / "settings.ini"
+    plain.write_text("a=1")
+    scanner = Scanner([str(plain)], max_file_bytes=10)
+    first = scanner.scan()
+    plain.write_text("a=" + "1" * 20)
+    second = scanner.scan()
+    (record,) = diff(first, second)
+    assert record["action"] == "config.file.skipped"
+    assert record["details"]["reason"] == "too_large"
+    assert record["details"]["old_sha256"] == sha("a=1")
+    assert diff(second, scanner.scan()) == []  # reported once, not at every scan
+    plain.write_text("a=2")
+    (record,) = diff(second, scanner.scan())
+    assert record["action"] == "config.file.modified"
+    assert record["details"]["old_reason"] == "too_large"
+    assert record["details"]["new_sha256"] == sha("a=2")

@@ -97,7 +97,12 @@ class Sidecar:
             from auditlock.sidecar.sources.config_files import ConfigFileWatcher
 
             self.sources.append(
-                ConfigFileWatcher(sources.config_files, self.intake, self.config.spool.dir)
+                ConfigFileWatcher(
+                    sources.config_files,
+                    self.intake,
+                    self.config.spool.dir,
+                    private=[self.config.stream.signing_key_file],
+                )
             )
         if sources.access_proxy.enabled:
             from auditlock.sidecar.sources.access_proxy import AccessProxy

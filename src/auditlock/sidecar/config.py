@@ -87,6 +87,11 @@ class ConfigFilesSource:
     enabled: bool = False
     paths: list[str] = field(default_factory=list)  # files or directories
     poll_seconds: Positive = 2.0
+    # Entries (files and directories) examined per scan; past it the rest is reported
+    # as skipped. Bounds the scan's memory and time whatever a folder holds.
+    max_files: Annotated[int, Ge(1)] = 10_000
+    # Larger files are reported as skipped, not hashed (ConfigMaps and Secrets hold 1 MiB).
+    max_file_bytes: Annotated[int, Ge(1)] = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,13 @@ class Metrics:
             ["input"],
             registry=r,
         )
+        self.config_files_skipped = Counter(
+            f"{NS}_config_files_skipped",
+            "Watched entries not hashed (FIFO, link leaving the volume, too large, past the "
+            "file cap, ...), counted when first seen or when the reason changes",
+            ["reason"],
+            registry=r,
+        )
         self.uploads = Counter(f"{NS}_uploads", "Object uploads by result", ["result"], registry=r)
         self.redacted = Counter(f"{NS}_fields_redacted", "Fields replaced by redaction", registry=r)
         self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Bytes held in the spool", registry=r)

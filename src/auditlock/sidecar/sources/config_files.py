@@ -3,17 +3,23 @@
 Kubernetes updates ConfigMap and Secret volumes atomically: the files live in a
 timestamped directory (`..2026_11_29_15_04_05.123`), `..data` is a symlink to it, and
 each visible name is a symlink `name -> ..data/name`. An update writes a new timestamped
-directory and swaps `..data` with one rename. This watcher therefore resolves every
-visible name through its symlinks and hashes what it points at; entries whose names
-start with `..` are the volume's machinery and are skipped.
+directory and swaps `..data` with one rename. The scan (config_scan.py) therefore
+resolves every visible name through its symlinks, within the volume, and hashes what it
+points at; entries whose names start with `..` are the volume's machinery and are skipped.
 
-Every `poll_seconds` the watched paths are scanned (in a worker thread) and compared to
+Every `poll_seconds` the watched paths are scanned (in a worker thread; the first scan
+too, so a slow or hostile folder delays neither readiness nor shutdown) and compared to
 the previous scan. Each difference becomes a `configuration` event:
 
     action   config.file.created | config.file.modified | config.file.deleted
              | config.file.observed (first scan ever: the baseline)
+             | config.file.skipped (not hashed: a FIFO, a link leaving the volume, too
+               large, past the file cap, ...; outcome `failure`, `details.reason`)
     target   {"resource": "file", "name": "/etc/app/settings.yaml"}
-    details  {"path", "old_sha256", "new_sha256", "size", "volume_revision"}
+    details  {"path", "old_sha256", "new_sha256", "size", "volume_revision", "reason"}
+
+A skipped entry is reported when it first appears or its reason changes (event, log
+line, `config_files_skipped_total{reason}`), not at every scan.
 
 The last scan is kept in the spool directory (`config_files.json`), so changes made while
 the sidecar was down are reported on the next start, and a restart does not repeat
@@ -24,16 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from auditlock.sidecar.config import ConfigFilesSource
 from auditlock.sidecar.intake import Intake, SpoolFull
+from auditlock.sidecar.sources.config_scan import Entry, Scanner, Snapshot, Stopped
+
+__all__ = ["ConfigFileWatcher", "Scanner", "Snapshot", "diff"]
 
 log = logging.getLogger("auditlock.sidecar.config_files")
 
@@ -41,71 +50,9 @@ INPUT = "config_files"
 TAG = "config_files.configuration"
 STATE_FILE = "config_files.json"
 ACTOR = {"kind": "system", "name": "auditlock-config-watcher"}
-
-Snapshot = dict[str, dict[str, Any]]  # path -> {"sha256", "size", "revision"}
-
-
-class Scanner:
-    """Hashes the files under the watched paths; caches by (inode, size, mtime)."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = [Path(p) for p in paths]
-        self._cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
-
-    def scan(self) -> Snapshot:
-        out: Snapshot = {}
-        for root in self.paths:
-            if root.is_dir():
-                revision = _revision(root)
-                for path in _visible_files(root):
-                    self._add(out, path, revision)
-            elif root.exists():
-                self._add(out, root, _revision(root.parent))
-        return out
-
-    def _add(self, out: Snapshot, path: Path, revision: str | None) -> None:
-        try:
-            stat = os.stat(path)  # follows symlinks: the content behind ..data
-            key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            cached = self._cache.get(str(path))
-            if cached is not None and cached[0] == key:
-                digest = cached[1]
-            else:
-                digest = _sha256(path)
-                self._cache[str(path)] = (key, digest)
-        except (FileNotFoundError, NotADirectoryError):
-            return  # vanished between listing and reading: the next scan reports it
-        except OSError as exc:
-            log.warning("cannot read watched file %s: %s", path, exc.strerror)
-            return
-        entry: dict[str, Any] = {"sha256": digest, "size": stat.st_size}
-        if revision:
-            entry["revision"] = revision
-        out[str(path)] = entry
-
-
-def _visible_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".."))
-        found.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith(".."))
-    return found
-
-
-def _revision(directory: Path) -> str | None:
-    """The `..data` target of a ConfigMap/Secret volume (its revision), if it is one."""
-    try:
-        return os.readlink(directory / "..data")
-    except OSError:
-        return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+COMMIT_EVENTS = 1000  # events per spool commit: bounds the pipeline's memory per step
+STOP_WAIT_SECONDS = 2.0  # a scan under way may finish (and be recorded) within this
+LOGGED_SKIPS = 20  # per scan; the rest are counted in one line
 
 
 def diff(old: Snapshot | None, new: Snapshot) -> list[dict[str, Any]]:
@@ -113,34 +60,46 @@ def diff(old: Snapshot | None, new: Snapshot) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if old is None:
         for path, entry in sorted(new.items()):
-            records.append(_record("config.file.observed", path, None, entry))
+            action = "config.file.skipped" if "skipped" in entry else "config.file.observed"
+            records.append(_record(action, path, None, entry))
         return records
     for path in sorted(old.keys() | new.keys()):
         before, after = old.get(path), new.get(path)
-        if before is None and after is not None:
+        if after is None:
+            if before is not None:
+                records.append(_record("config.file.deleted", path, before, None))
+        elif "skipped" in after:
+            if before is None or before.get("skipped") != after["skipped"]:
+                records.append(_record("config.file.skipped", path, before, after))
+        elif before is None:
             records.append(_record("config.file.created", path, None, after))
-        elif after is None and before is not None:
-            records.append(_record("config.file.deleted", path, before, None))
-        elif before is not None and after is not None and before["sha256"] != after["sha256"]:
+        elif before.get("sha256") != after["sha256"]:
             records.append(_record("config.file.modified", path, before, after))
     return records
 
 
-def _record(
-    action: str, path: str, before: dict[str, Any] | None, after: dict[str, Any] | None
-) -> dict[str, Any]:
+def _record(action: str, path: str, before: Entry | None, after: Entry | None) -> dict[str, Any]:
     details: dict[str, Any] = {"path": path}
     if before is not None:
-        details["old_sha256"] = before["sha256"]
+        if "sha256" in before:
+            details["old_sha256"] = before["sha256"]
+        elif after is not None and "skipped" not in after:
+            details["old_reason"] = before["skipped"]  # hashed again after being skipped
+    outcome = "success"
     if after is not None:
-        details["new_sha256"] = after["sha256"]
-        details["size"] = after["size"]
-        if after.get("revision"):
-            details["volume_revision"] = after["revision"]
+        if "skipped" in after:
+            outcome = "failure"
+            details.update((k, v) for k, v in after.items() if k != "skipped")
+            details["reason"] = after["skipped"]
+        else:
+            details["new_sha256"] = after["sha256"]
+            details["size"] = after["size"]
+            if after.get("revision"):
+                details["volume_revision"] = after["revision"]
     return {
         "category": "configuration",
         "action": action,
-        "outcome": "success",
+        "outcome": outcome,
         "actor": ACTOR,
         "target": {"resource": "file", "name": path},
         "details": details,
@@ -148,50 +107,95 @@ def _record(
 
 
 class ConfigFileWatcher:
-    def __init__(self, config: ConfigFilesSource, intake: Intake, state_dir: Path) -> None:
+    def __init__(
+        self,
+        config: ConfigFilesSource,
+        intake: Intake,
+        state_dir: Path,
+        private: list[Path] | None = None,
+    ) -> None:
+        """`private`: the collector's own files (signing key, spool), never read."""
         self.config = config
         self.intake = intake
-        self.scanner = Scanner(config.paths)
+        self.scanner = Scanner(
+            config.paths,
+            max_files=config.max_files,
+            max_file_bytes=config.max_file_bytes,
+            private=[*(private or []), Path(state_dir)],
+        )
         self.state_path = Path(state_dir) / STATE_FILE
         self._task: asyncio.Task[None] | None = None
         self._previous: Snapshot | None = None
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._stop_scan = threading.Event()
         self.scans = 0
 
     async def start(self) -> None:
-        self._previous = await asyncio.to_thread(self._load_state)
-        await self.poll_once()
+        """Returns at once: the first scan runs in the background like every other."""
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            # A scan under way is let finish briefly so a change it saw is recorded.
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("config file scan still running at shutdown: abandoned")
+            self._stop_scan.set()  # the worker thread ends at its next file or block
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.poll_seconds)
+        self._previous = await asyncio.to_thread(self._load_state)
+        while True:  # at least one scan, even when asked to stop at once
             try:
                 await self.poll_once()
             except SpoolFull:
                 log.warning("spool full: configuration changes will be recorded on a later scan")
+            except Stopped:
+                return
             except Exception:
                 log.exception("config file scan failed")
+            if self._closing:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
     async def poll_once(self) -> int:
         """Scan, spool the differences, then remember the scan. Returns events spooled."""
-        snapshot = await asyncio.to_thread(self.scanner.scan)
+        previous = self._previous
+        snapshot, records = await asyncio.to_thread(self._scan_and_diff, previous)
         self.scans += 1
-        records = diff(self._previous, snapshot)
-        if records:
-            now = time.time_ns()
-            prepared = self.intake.prepare(INPUT, [(TAG, now, r) for r in records])
+        self._report_skips(records)
+        now = time.time_ns()
+        for start in range(0, len(records), COMMIT_EVENTS):
+            batch = records[start : start + COMMIT_EVENTS]
+            prepared = self.intake.prepare(INPUT, [(TAG, now, r) for r in batch])
             await self.intake.commit(INPUT, prepared, [])
         # Only after the events are durable: a crash before this re-reports the change.
-        if records or self._previous is None:
+        if records or previous is None:
             await asyncio.to_thread(self._save_state, snapshot)
         self._previous = snapshot
         return len(records)
+
+    def _scan_and_diff(self, previous: Snapshot | None) -> tuple[Snapshot, list[dict[str, Any]]]:
+        snapshot = self.scanner.scan(self._stop_scan)
+        return snapshot, diff(previous, snapshot)
+
+    def _report_skips(self, records: list[dict[str, Any]]) -> None:
+        skipped = [r["details"] for r in records if r["action"] == "config.file.skipped"]
+        counter = self.intake.metrics.config_files_skipped
+        for details in skipped:
+            counter.labels(details["reason"]).inc()
+        for details in skipped[:LOGGED_SKIPS]:
+            log.warning("config file %s not hashed: %s", details["path"], details["reason"])
+        if len(skipped) > LOGGED_SKIPS:
+            log.warning("%d more config file(s) not hashed", len(skipped) - LOGGED_SKIPS)
 
     def _load_state(self) -> Snapshot | None:
         try:
