@@ -187,6 +187,22 @@ class SidecarProcess:
             return ""
 
 
+MEMORY_LIMIT = 128 * 1024 * 1024  # the collector container's default memory limit
+
+
+def terminate_promptly(sidecar: SidecarProcess, within: float = 5.0) -> int:
+    """SIGTERM; asserts a clean exit within `within` seconds and a peak RSS under the
+    container's default memory limit. Returns that peak (bytes)."""
+    peak = sidecar.peak_rss()
+    started = time.monotonic()
+    code = sidecar.terminate(timeout=60)
+    exit_after = time.monotonic() - started
+    assert code == 0, sidecar.tail()
+    assert exit_after < within, f"exit took {exit_after:.1f}s after SIGTERM"
+    assert peak < MEMORY_LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
+    return peak
+
+
 @contextmanager
 def sidecar_process(workdir: Path, config: dict[str, Any]) -> Iterator[SidecarProcess]:
     proc = SidecarProcess(workdir, config)
