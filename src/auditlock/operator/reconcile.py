@@ -360,13 +360,19 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     )
     if state.last_checkpoint:
         fields["lastCheckpoint"] = state.last_checkpoint
-    if ctx.abandon is not None and state.tips is not None:
-        await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
     conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
     conditions.append(
         c.condition(c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation)
     )
     await _status(ctx, body, conditions, **fields)
+    if ctx.abandon is not None and state.tips is not None:
+        try:
+            await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
+        except (ApiException, keys.KeySecretError) as exc:
+            # Status is already written; the next refresh looks again.
+            log.warning("abandoned streams of %s/%s not looked at: %s", namespace, name, exc)
+            if ctx.abandon_outcomes is not None:
+                ctx.abandon_outcomes("kube-error")
 
 
 async def _close_abandoned(
