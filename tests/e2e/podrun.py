@@ -286,6 +286,17 @@ class ContainerRun:
             return "(no log)"
 
 
+def answers_ok(url: str) -> bool:
+    """True when `url` answers 200 now (a readiness probe, as the kubelet runs it)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def bind_to_node(kube: Any, namespace: str, pod_name: str, node_name: str) -> dict[str, Any]:
     """Do the scheduler's job: make sure `node_name` exists and bind the Pod to it.
     Returns the Pod as stored afterwards."""

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from fluent import sender
@@ -30,7 +29,7 @@ from auditlock.ledger.keys import load_public_key
 from auditlock.ledger.newest import StreamTip, newest_checkpoint
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
-from tests.e2e.podrun import ContainerRun, bind_to_node
+from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
 from tests.integration.test_operator_policies import (
     create_pod,
     create_policy,
@@ -122,12 +121,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
         def ready() -> bool:
             assert run is not None and run.proc is not None
             assert run.proc.poll() is None, run.log_tail()
-            try:
-                url = f"http://127.0.0.1:{health_port}/readyz"
-                with urllib.request.urlopen(url, timeout=1) as answer:
-                    return bool(answer.status == 200)
-            except OSError:
-                return False
+            return answers_ok(f"http://127.0.0.1:{health_port}/readyz")
 
         wait_for("the collector ready", ready, timeout=30)
         store = sinks.open(url, **seaweedfs.destination_options())

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from auditlock import sinks
 from auditlock.ledger import load_public_key
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
+from tests.e2e.podrun import answers_ok
 from tests.integration.test_operator_policies import (
     create_pod,
     create_policy,
@@ -132,12 +132,7 @@ def test_injected_collector_runs_and_its_ledger_verifies(
             probe = container["readinessProbe"]["httpGet"]["path"]
 
             def ready() -> bool:
-                try:
-                    url = f"http://127.0.0.1:{health_port}{probe}"
-                    with urllib.request.urlopen(url, timeout=1) as response:
-                        return bool(response.status == 200)
-                except OSError:
-                    return False
+                return answers_ok(f"http://127.0.0.1:{health_port}{probe}")
 
             wait_for(f"collector {probe}", ready, timeout=30)
             app = sender.FluentSender("app", host="127.0.0.1", port=forward_port)
