@@ -11,6 +11,7 @@ import copy
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -53,10 +54,8 @@ def _stored_bytes(directory: Path) -> dict[Path, bytes]:
     return found
 
 
-def _run_pod(
-    tmp_path: Path, spec: dict[str, Any], records: int
-) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
-    """Collector (config rendered from `spec`) + the sample app in one network namespace."""
+def _sample_app_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The sample app's command and env, its ConfigMap volume projected under tmp_path."""
     config_map, deployment = _sample_app()
     app_dir = tmp_path / "app"  # the ConfigMap volume, mounted at /app in the Deployment
     app_dir.mkdir()
@@ -68,6 +67,14 @@ def _run_pod(
         sys.executable if part == "python" else part.replace(mount["mountPath"], str(app_dir))
         for part in container["command"]
     ]
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    return command, {**env, "EMIT_INTERVAL_SECONDS": "0", "EMIT_COUNT": str(ROUNDS)}
+
+
+def _run_pod(
+    tmp_path: Path, spec: dict[str, Any], records: int, command: list[str], app_env: dict[str, str]
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Collector (config rendered from `spec`) + an app in one network namespace."""
     key_dir = tmp_path / "key"  # the key Secret's volume
     key_dir.mkdir()
     key = generate()
@@ -77,11 +84,9 @@ def _run_pod(
     config_path = tmp_path / "sidecar.yaml"
     config_path.write_text(rendered)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOCK_SIDECAR__")}
-    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    env.update(app_env)
     env.update(
         {
-            "EMIT_INTERVAL_SECONDS": "0",
-            "EMIT_COUNT": str(ROUNDS),
             # What the injection webhook sets from the downward API, and where the pod's
             # volumes are on this machine.
             "AUDITLOCK_SIDECAR__STREAM__ID": "auditlock-demo_orders-7f9c-abcde",
@@ -139,7 +144,8 @@ def test_sample_app_events_are_stored_as_the_example_policy_says(
         store = tmp_path / "store"
     spec["destination"] = {"file": {"path": str(store)}}
     data_rounds = ROUNDS // 5
-    summary, result = _run_pod(tmp_path, spec, records=ROUNDS + data_rounds)
+    command, app_env = _sample_app_command(tmp_path)
+    summary, result = _run_pod(tmp_path, spec, ROUNDS + data_rounds, command, app_env)
     detail = f"{summary}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert summary["app"] == 0 and summary["collector"] == 0, detail
     assert summary["rejected"] == 0 and summary["filtered"] == 0, detail
@@ -178,3 +184,30 @@ def test_sample_app_events_are_stored_as_the_example_policy_says(
     assert counted.returncode == 0, counted.stdout + counted.stderr
     assert f"  access         {ROUNDS}\n" in counted.stdout
     assert f"  data           {data_rounds}\n" in counted.stdout
+
+
+def _readme_block(language: str, marker: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_readme_policy_and_client_snippets_store_what_they_say(tmp_path: Path) -> None:
+    """README's AuditPolicy and its fluent-logger snippet, run as written (only the
+    destination is local): the event is stored, nothing rejected."""
+    policy = yaml.safe_load(_readme_block("yaml", "kind: AuditPolicy"))
+    spec = policy["spec"]
+    store = tmp_path / "store"
+    spec["destination"] = {"file": {"path": str(store)}}
+    snippet = _readme_block("python", "FluentSender")
+    app = tmp_path / "readme_snippet.py"
+    app.write_text(snippet + "log.close()\n")
+    summary, result = _run_pod(tmp_path, spec, 1, [sys.executable, str(app)], {})
+    detail = f"{summary}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert summary["app"] == 0 and summary["collector"] == 0, detail
+    assert (summary["received"], summary["rejected"]) == (1, 0), detail
+    (line,) = ledger_events(open_store(f"file://{store}"))
+    event = line["event"]
+    assert (event["category"], event["action"]) == ("data", "order.refund")
+    assert event["actor"] == {"kind": "user", "name": "alice", "ip": "10.1.2.3"}
+    assert event["correlation"] == {"request_id": "req-9f2"}
