@@ -72,3 +72,24 @@ def test_unreadable_or_invalid_file_is_a_config_error(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps(MINIMAL))
     assert load_config(good, environ={}).stream.id == "shop_api-1"
+
+
+def test_pipeline_paths_follow_the_policy_rules() -> None:
+    """A hand-written file gets the AuditPolicy's path check (docs/operator.md)."""
+    bad = {
+        **MINIMAL,
+        "pipeline": {
+            "include": [{"field": "actor.user", "values": ["alice"]}],
+            "redact": ["details.password", "attributes.card_number", "actor.ip"],
+        },
+    }
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict(bad, environ={})
+    text = str(refused.value)
+    assert "pipeline.include.0.field: actor.user is not an event field" in text
+    assert "pipeline.redact.1: attributes.card_number is not an event field" in text
+    assert "so this is probably details.attributes.card_number" in text
+    assert "pipeline.redact.2: actor.ip cannot be redacted" in text
+    assert "pipeline.redact.0" not in text
+    good = {**MINIMAL, "pipeline": {"redact": ["details.attributes.card_number"]}}
+    assert config_from_dict(good, environ={}).pipeline.redact == ["details.attributes.card_number"]

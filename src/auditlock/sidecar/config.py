@@ -267,12 +267,35 @@ def config_from_dict(
     from pydantic import ValidationError
 
     try:
-        return _adapter().validate_python(merged)
+        config = _adapter().validate_python(merged)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid sidecar config {where}: {problems}") from None
+    path_problems = _pipeline_path_problems(config.pipeline)
+    if path_problems:
+        raise ConfigError(f"invalid sidecar config {where}: {'; '.join(path_problems)}")
+    return config
+
+
+def _pipeline_path_problems(pipeline: PipelineConfig) -> list[str]:
+    """The AuditPolicy's path rules (docs/operator.md, "Field paths"), for a file written
+    by hand: a redaction path that names nothing would store the secret under a lock.
+    Checked here in the front end; the collector never imports the event model."""
+    from auditlock.policy.paths import path_problem, redaction_problem
+
+    found: list[str] = []
+    for section in ("include", "exclude"):
+        for i, rule in enumerate(getattr(pipeline, section)):
+            problem = path_problem(rule.field)
+            if problem:
+                found.append(f"pipeline.{section}.{i}.field: {problem}")
+    for i, path in enumerate(pipeline.redact):
+        problem = redaction_problem(path)
+        if problem:
+            found.append(f"pipeline.redact.{i}: {problem}")
+    return found
 
 
 def config_json(config: SidecarConfig, indent: int | None = None) -> bytes:
