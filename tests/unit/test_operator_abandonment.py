@@ -137,3 +137,20 @@ def test_an_attempt_that_cannot_succeed_is_not_repeated_for_the_same_tip(ledger:
     assert _due(watch2, tips, {}) == []
     clock2.now += 60
     assert _due(watch2, tips, {}) == [f"{NS}_orders-0"]
+
+
+def test_a_stream_whose_tail_was_deleted_is_reported_and_never_closed(ledger: Ledger) -> None:
+    """Someone able to delete objects (an unlocked bucket) removes the newest checkpoint
+    while the pod is gone: closing the stream now would seal the truncation."""
+    watch, clock = _watch()
+    _due(watch, _tips(ledger), {})
+    stream = f"{NS}_orders-0"
+    newest = ledger.checkpoints(stream)[-1]
+    ledger.delete(newest)
+    for _ in range(3):
+        clock.now += 60
+        assert _due(watch, _tips(ledger), {}) == []
+    [rollback] = watch.rollbacks()
+    assert rollback.tip.stream == stream and rollback.seen == (0, int(newest[-17:-5]))
+    assert rollback.tip.index == rollback.seen[1] - 1
+    assert watch.rollbacks() == []  # each truncated tip is reported once

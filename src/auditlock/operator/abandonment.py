@@ -52,14 +52,32 @@ class _Absence:
     tip: str  # the newest checkpoint then; a newer one restarts the wait
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """A stream whose newest checkpoint is older than one the operator saw before: its
+    tail was deleted. Never closed as abandoned (that would seal the truncation)."""
+
+    tip: StreamTip
+    seen: tuple[int, int]  # (epoch, index) of the newest checkpoint seen before
+
+
 @dataclass
 class AbandonWatch:
-    """Per destination and stream: since when its writer has looked gone."""
+    """Per destination and stream: since when its writer has looked gone, and the newest
+    checkpoint ever seen (so a truncated tail is reported, not sealed)."""
 
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     clock: Callable[[], float] = time.monotonic
     _absent: dict[tuple[str, str], _Absence] = field(default_factory=dict)
     _given_up: set[tuple[str, str, str]] = field(default_factory=set)
+    _highest: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    _rollbacks: list[Rollback] = field(default_factory=list)
+    _reported: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def rollbacks(self) -> list[Rollback]:
+        """Streams found rolled back since the last call (each tip once)."""
+        found, self._rollbacks = self._rollbacks, []
+        return found
 
     def due(
         self, url: str, namespace: str, tips: dict[str, StreamTip], pods: dict[str, PodFacts]
@@ -71,7 +89,9 @@ class AbandonWatch:
         seen: set[tuple[str, str]] = set()
         ready = []
         for stream, tip in tips.items():
-            if not stream.startswith(prefix) or tip.signed is None:
+            if not stream.startswith(prefix) or not self._moved_forward(url, tip):
+                continue
+            if tip.signed is None:
                 continue
             if tip.signed.checkpoint.closed or (url, stream, tip.name) in self._given_up:
                 continue
@@ -88,6 +108,18 @@ class AbandonWatch:
             if key not in seen:
                 del self._absent[key]  # its writer is back (or its stream is closed)
         return ready
+
+    def _moved_forward(self, url: str, tip: StreamTip) -> bool:
+        key = (url, tip.stream)
+        position = (tip.epoch, tip.index)
+        highest = self._highest.get(key)
+        if highest is not None and position < highest:
+            if (url, tip.stream, tip.name) not in self._reported:
+                self._reported.add((url, tip.stream, tip.name))
+                self._rollbacks.append(Rollback(tip, highest))
+            return False
+        self._highest[key] = position
+        return True
 
     def settled(self, url: str, tip: StreamTip, result: AbandonResult) -> None:
         """Forget a stream after an attempt; an attempt that cannot succeed for this tip

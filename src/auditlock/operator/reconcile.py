@@ -385,6 +385,18 @@ async def _close_abandoned(
     """Close the streams of this policy's namespace whose pods are gone for good."""
     pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
     due = watch.due(entry.spec.destination.url, entry.namespace, tips, pods)
+    for rollback in watch.rollbacks():
+        epoch, index = rollback.seen
+        message = (
+            f"Stream {rollback.tip.stream}: its newest checkpoint is {rollback.tip.name}, but "
+            f"the operator saw checkpoint {index} of epoch {epoch} before: the tail was "
+            "deleted; the stream is not closed as abandoned."
+        )
+        log.warning("%s", message)
+        if ctx.abandon_outcomes is not None:
+            ctx.abandon_outcomes("rolled-back")
+        if ctx.events is not None:
+            ctx.events(body, "Warning", "StreamRolledBack", message)
     if not due:
         return
     secret = n.key_secret_name(entry.name)
