@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from auditlock.sidecar.spool.chunk_ids import forward_key, http_key
 from auditlock.sidecar.spool.records import HEADER
 from auditlock.sidecar.spool.spool import Spool, SpoolFull
 
@@ -68,18 +69,27 @@ async def test_torn_tail_is_truncated_and_earlier_records_survive(tmp_path: Path
 
 
 async def test_corrupted_checksum_in_tail_is_detected(tmp_path: Path) -> None:
+    # A flipped byte in a complete record is damage, not a torn write: reported with the
+    # file and offset, the record counted as lost, its number never used again.
     spool = make(tmp_path, segment_bytes=1 << 20)
     for i in range(3):
         await spool.append(events(1, i))
     spool.close()
     (tail,) = spool.segment_paths()
     data = bytearray(tail.read_bytes())
+    last_record_at = 2 * (len(data) // 3)
     data[-3] ^= 0xFF
     tail.write_bytes(bytes(data))
     again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 20)
     report = again.open()
-    assert again.committed == 2
-    assert "checksum" in report.problems[0]
+    assert report.problems == []  # not a silent repair
+    (damage,) = report.damage
+    assert damage.file == tail.name and damage.offset == last_record_at
+    assert "checksum" in damage.reason and damage.lost_records == 1
+    assert again.committed == 3 and again.gaps == [(3, 3)]
+    assert await again.append(events(1, 3)) == 4
+    records = again.reader(0).read(100)
+    assert [(r.number, r.gap_before) for r in records] == [(1, 0), (2, 0), (4, 1)]
 
 
 async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
@@ -121,10 +131,12 @@ async def test_chunk_ids_with_newlines_survive_release_and_restart(tmp_path: Pat
 async def test_chunk_log_from_before_json_lines_and_a_torn_line_are_read(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "chunks.log").write_text('plain-old-id\n"json-id"\n"torn')
+    # The ids of that log were Forward chunk ids, or HTTP keys K written as "http:K".
+    (tmp_path / "chunks.log").write_text('plain-old-id\n"json-id"\n"http:key-1"\n"torn')
     spool = make(tmp_path)
-    assert spool.seen_chunk("plain-old-id") and spool.seen_chunk("json-id")
-    assert not spool.seen_chunk('"torn') and not spool.seen_chunk("torn")
+    assert spool.seen_chunk(forward_key("plain-old-id")) and spool.seen_chunk(forward_key("json-id"))
+    assert spool.seen_chunk(http_key("key-1")) and not spool.seen_chunk(forward_key("http:key-1"))
+    assert not spool.seen_chunk(forward_key('"torn')) and not spool.seen_chunk(forward_key("torn"))
 
 
 async def test_full_spool_refuses_appends_until_release(tmp_path: Path) -> None:

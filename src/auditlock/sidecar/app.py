@@ -29,7 +29,7 @@ from auditlock.sidecar.intake import Intake
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline
 from auditlock.sidecar.shipping import Shipper
-from auditlock.sidecar.spool.spool import Spool
+from auditlock.sidecar.spool.spool import RecoveryReport, Spool
 
 log = logging.getLogger("auditlock.sidecar")
 
@@ -57,8 +57,12 @@ class Sidecar:
             return False, self.state
         if self.shipper.failed:
             return False, self.shipper.failed
+        if self.spool.broken:
+            return False, f"spool disk failed: {self.spool.broken}"
         if self.shipper.problem:
             return True, f"ready (degraded: {self.shipper.problem})"
+        if self.spool.full:
+            return True, "ready (degraded: spool full, intake pushes back until shipping frees it)"
         return True, "ready"
 
     def refresh(self) -> None:
@@ -68,20 +72,41 @@ class Sidecar:
         self._trimmer = asyncio.create_task(memory.trim_forever())
         await self.health.start()
         self.state = "recovering spool"
-        report = await asyncio.to_thread(self.spool.open)
-        log.info(
-            "spool recovered: %d segment(s), %d record(s), %d not yet stored%s",
-            report.segments,
-            report.records,
-            report.unreleased_records,
-            f"; {len(report.problems)} problem(s)" if report.problems else "",
-        )
+        await self._open_spool()
         self.state = "resuming ledger stream"
         await self.shipper.start()
         self.state = "starting sources"
         await self._start_sources()
         self.state = "running"
         log.info("sidecar ready in %.2fs", time.monotonic() - self.started_at)
+
+    async def _open_spool(self) -> None:
+        self.spool.on_write_error = self.metrics.spool_write_errors.inc
+        try:
+            report = await asyncio.to_thread(self.spool.open)
+        except OSError as exc:
+            raise StartupError(f"cannot open the spool in {self.config.spool.dir}: {exc}") from None
+        for problem in report.problems:
+            log.warning("spool recovery: %s", problem)
+        log.info(
+            "spool recovered: %d segment(s), %d record(s), %d not yet stored%s",
+            report.segments,
+            report.records,
+            report.unreleased_records,
+            f"; {len(report.damage)} damage(s) found" if report.damage else "",
+        )
+        if report.damage:
+            await self._report_damage(report)
+
+    async def _report_damage(self, report: RecoveryReport) -> None:
+        """Log, count and record in the trail (a signed `alert` event) what damage cost."""
+        for damage in report.damage:
+            log.error("spool damaged: %s", damage)
+            self.metrics.spool_damage.inc()
+        self.metrics.spool_records_lost.inc(report.lost_records)
+        event = spool_damage_event(str(self.config.spool.dir), report)
+        prepared = self.intake.prepare(SPOOL_INPUT, [(SPOOL_TAG, time.time_ns(), event)])
+        await self.intake.commit(SPOOL_INPUT, prepared, [])
 
     async def _start_sources(self) -> None:
         sources = self.config.sources
@@ -138,6 +163,10 @@ class Sidecar:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+        except StartupError as exc:
+            log.error("sidecar failed to start: %s", exc)
+            await self.health.stop()
+            return 1
         except Exception:
             log.exception("sidecar failed to start")
             await self.health.stop()
@@ -160,6 +189,31 @@ class Sidecar:
             logging.shutdown()
             os._exit(1)
         return 0
+
+
+class StartupError(Exception):
+    """A start-up failure whose message says everything (logged without a traceback)."""
+
+
+SPOOL_INPUT = "spool"
+SPOOL_TAG = "auditlock.spool"
+
+
+def spool_damage_event(directory: str, report: RecoveryReport) -> dict[str, Any]:
+    """The `alert` event that puts spool damage found at start into the trail."""
+    return {
+        "category": "alert",
+        "action": "spool.damaged",
+        "outcome": "failure",
+        "actor": {"kind": "system", "name": "auditlock-collector"},
+        "target": {"resource": "spool", "name": directory},
+        "details": {
+            "records_lost": report.lost_records,
+            "may_be_stored_twice": report.reship_all,
+            "damage": [str(d) for d in report.damage[:20]],
+            "damage_count": len(report.damage),
+        },
+    }
 
 
 class JsonFormatter(logging.Formatter):

@@ -63,6 +63,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.spool_write_errors = Counter(
+            f"{NS}_spool_write_errors",
+            "Spool writes that failed (disk full, file too large, I/O error); none acknowledged",
+            registry=r,
+        )
+        self.spool_damage = Counter(
+            f"{NS}_spool_damage",
+            "Damage found in the spool at start (each also logged with file and offset)",
+            registry=r,
+        )
+        self.spool_records_lost = Counter(
+            f"{NS}_spool_records_lost",
+            "Acknowledged spool records not yet shipped that damage made unreadable",
+            registry=r,
+        )
         self.uploads = Counter(f"{NS}_uploads", "Object uploads by result", ["result"], registry=r)
         self.redacted = Counter(f"{NS}_fields_redacted", "Fields replaced by redaction", registry=r)
         self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Bytes held in the spool", registry=r)

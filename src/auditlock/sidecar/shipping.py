@@ -187,6 +187,8 @@ class Shipper:
                 pending = writer.pending_events
                 records = reader.read(batch_max - pending) if pending < batch_max else []
                 for record in records:
+                    if record.gap_before and self._skip:
+                        self._skip_across_gap(record)
                     for event in record.events:
                         if self._skip:
                             self._skip -= 1
@@ -220,6 +222,20 @@ class Shipper:
                 await self.spool.wait_committed(reader.position, min(wait, 1.0))
         finally:
             reader.close()
+
+    def _skip_across_gap(self, record: Any) -> None:
+        # Records lost to spool damage lie between the stored events and this record, and
+        # how many of their events were stored is unknown: store everything from here on
+        # (an event may then be in the ledger twice; none is lost).
+        log.warning(
+            "resume: %d record(s) before spool record %d were lost; the %d spooled event(s) "
+            "still to skip may include some of theirs, so none is skipped (an event stored "
+            "before the restart may be stored twice)",
+            record.gap_before,
+            record.number,
+            self._skip,
+        )
+        self._skip = 0
 
     async def _launch(self, objects: list[Any]) -> None:
         if not objects:

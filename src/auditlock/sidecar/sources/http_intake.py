@@ -6,7 +6,8 @@ Answers:
     202 {"accepted": n, "filtered": k}      durable in the spool (fsynced)
     400 {"error": ..., "errors": [{"index", "field", "reason", "message"}]}
                                             nothing stored; fix the events and resend all
-    413                                     body larger than sources.http.max_body_bytes
+    413                                     body larger than sources.http.max_body_bytes,
+                                            or its events larger than the whole spool
     503 + Retry-After                       spool full or shutting down; retry later
 
 All-or-nothing per request: a client that gets 400 can resend the corrected batch without
@@ -34,6 +35,8 @@ from auditlock.sidecar.config import HttpSource
 from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.intake import Intake, SpoolFull
 from auditlock.sidecar.pipeline import Rejected
+from auditlock.sidecar.spool.chunk_ids import http_key
+from auditlock.sidecar.spool.spool import RecordTooLarge
 
 log = logging.getLogger("auditlock.sidecar.http")
 
@@ -41,7 +44,6 @@ INPUT = "http"
 TAG = "http"
 RETRY_AFTER_SECONDS = 1
 IDEMPOTENCY_HEADER = "idempotency-key"
-KEY_PREFIX = "http:"  # keeps HTTP keys apart from Forward chunk ids in the spool
 
 
 class BadBody(Exception):
@@ -49,13 +51,14 @@ class BadBody(Exception):
 
 
 def idempotency_chunk(headers: dict[str, str]) -> str | None:
-    """The spool chunk id for the request's Idempotency-Key, None without one."""
+    """The spool chunk key for the request's Idempotency-Key, None without one (its own
+    namespace: a Forward chunk id never equals it, spool/chunk_ids.py)."""
     key = headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
     if not 0 < len(key) < 256 or not all("!" <= c <= "~" for c in key):
         raise BadBody("Idempotency-Key must be 1-255 visible ASCII characters (e.g. a UUID)")
-    return KEY_PREFIX + key
+    return http_key(key)
 
 
 def parse_body(body: bytes) -> list[Any]:
@@ -129,6 +132,11 @@ class HttpIntake:
         # in append_packed): a concurrent request with the same key sees it in flight.
         try:
             await self.intake.commit(INPUT, prepared, [chunk] if chunk is not None else [])
+        except RecordTooLarge as exc:
+            self.intake.metrics.events_rejected.labels(INPUT, "too_large_for_spool").inc(
+                len(prepared.events)
+            )
+            return _json(413, {"error": str(exc), "errors": []})
         except SpoolFull as exc:
             return _unavailable(str(exc))
         return _json(202, {"accepted": len(prepared.events), "filtered": prepared.filtered})

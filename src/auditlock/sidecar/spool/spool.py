@@ -10,76 +10,109 @@ Life of a record:
 3. `release(number, next_seq, epoch)` marks every record up to `number` as stored
    under lock: a checkpoint covering ledger seqs below `next_seq` of `epoch` is stored.
    Segment files whose records are all released are deleted; the chunk ids they held
-   move to `chunks.log` so a retransmitted Forward chunk is still recognised after a
-   restart.
+   move to `chunk-ids.log` so a retransmitted chunk is still recognised after a restart.
 
 Files in the spool directory:
 
     seg-<first record number>.spool   records (see records.py)
-    state.json                        {"released", "next_seq", "epoch"}, replaced atomically
-    chunks.log                        chunk ids of released records, one JSON string per
-                                      line (a client's id may contain a newline)
+    state.json                        {"released", "next_seq", "epoch", "gaps"}, replaced
+                                      atomically; gaps are record numbers known lost
+    chunk-ids.log                     digests of chunk ids of released records (chunk_ids.py)
+    damaged/                          copies of damaged files found at start (recovery.py)
 
-The spool never holds more than `max_bytes` of segment files: `append` raises
-`SpoolFull` instead, and sources push back (Forward withholds acks, HTTP answers 503).
+A failed write (EFBIG, ENOSPC, EIO, a failed fsync) is cut off again (ftruncate back to
+the last durable byte, fsynced) before the next write, and no append in that batch is
+acknowledged: record numbers in the files never repeat and never skip. If even the cut
+fails, the spool refuses every later append (`broken`) until a restart, whose recovery
+deals with the tail. The reader reads only durable bytes, with explicit offsets (no
+read-ahead buffer that could hold bytes of a write that was later cut), and a record
+number that is not the one expected is an error (`SpoolCorrupt`), never skipped.
+
+Space: `max_bytes` bounds the records not yet released plus appends waiting for their
+write (released records in the tail file are not counted; the disk holds at most
+`segment_bytes` more). A record larger than `max_bytes` can never be stored:
+`RecordTooLarge` at once. Otherwise `SpoolFull` when it does not fit now; once free
+space falls below `resume_bytes`, every append is refused until shipping frees that
+much (hysteresis), so every source pushes back alike. `wait_for_room(n)` waits (no
+polling) until `n` bytes fit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from auditlock.sidecar.spool import chunk_ids
+from auditlock.sidecar.spool.chunk_ids import ChunkMemory
 from auditlock.sidecar.spool.records import (
     HEADER,
+    BadRecord,
     SpoolRecord,
-    TornRecord,
     decode_payload,
     encode,
     pack_encoded,
     pack_payload,
-    read_record,
+    payload_chunks,
+    read_at,
+)
+from auditlock.sidecar.spool.recovery import (
+    STATE_NAME,
+    RecoveryReport,
+    SegmentInfo,
+    recover,
+    segment_name,
 )
 
 log = logging.getLogger("auditlock.sidecar.spool")
 
-SEGMENT_PREFIX = "seg-"
-SEGMENT_SUFFIX = ".spool"
+__all__ = [
+    "RecordTooLarge",
+    "RecoveryReport",
+    "Spool",
+    "SpoolCorrupt",
+    "SpoolFull",
+    "SpoolReader",
+    "SpoolWriteFailed",
+]
 
 
 class SpoolFull(Exception):
-    """No room for this append until shipping releases records; retry later."""
+    """No room for this append until shipping releases records; retry later.
+
+    `needed`: the bytes the refused append takes (what `wait_for_room` waits for).
+    """
+
+    def __init__(self, message: str, needed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
-@dataclass
-class RecoveryReport:
-    segments: int = 0
-    records: int = 0
-    unreleased_records: int = 0
-    torn_bytes: int = 0
-    problems: list[str] = field(default_factory=list)
+class SpoolWriteFailed(SpoolFull):
+    """The write or fsync failed (disk full, file too large, I/O error); nothing of it
+    is kept. Retry after a pause."""
 
 
-@dataclass
-class _Segment:
-    first: int
-    path: Path
-    size: int
-    last: int  # last record number in it (first - 1 when empty)
-    chunks: list[str]
+class RecordTooLarge(SpoolFull):
+    """The record is larger than the whole spool: it can never be stored."""
+
+
+class SpoolCorrupt(Exception):
+    """A durable record cannot be read back, or is not the one expected: names file and offset."""
 
 
 @dataclass
 class _Pending:
     payload: bytes
-    chunks: list[str]
+    digests: list[bytes]
     future: asyncio.Future[int]
 
 
@@ -100,123 +133,80 @@ class Spool:
         # epoch. None until the first start has recorded where this spool joined the stream.
         self.released_next_seq: int | None = None
         self.released_epoch: int | None = None
-        self.committed = 0  # highest record number fsynced
-        self._segments: list[_Segment] = []
-        self._handle: BinaryIO | None = None
-        self._chunks: OrderedDict[str, None] = OrderedDict()
-        self._inflight_chunks: dict[str, asyncio.Future[int]] = {}
+        self.committed = 0  # highest record number fsynced (or known lost)
+        self.gaps: list[tuple[int, int]] = []  # record numbers known lost (recovery)
+        self._segments: list[SegmentInfo] = []
+        self._fd: int | None = None  # the tail segment, written with pwrite
+        self._memory = ChunkMemory(chunk_memory)
+        self._inflight_chunks: dict[bytes, asyncio.Future[int]] = {}
         self._pending: list[_Pending] = []
         self._pending_bytes = 0
         self._committer: asyncio.Task[None] | None = None
         self._new_records = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
-        self.full = False  # refusing appends until shipping frees room
-        self._doomed: list[_Segment] = []  # released segment files not yet deleted
+        self.full = False  # refusing appends until shipping frees resume_bytes
+        self.broken: str | None = None  # a failed write could not be cut off again
+        self.on_write_error: Callable[[], None] | None = None  # a metric counter
+        self._doomed: list[SegmentInfo] = []  # released segment files not yet deleted
         self._persister: asyncio.Task[None] | None = None
         self.oldest_unreleased_ns: int | None = None
-        self._record_times: OrderedDict[int, int] = OrderedDict()
+        # Records not yet released: number -> (spooled ns, bytes on disk).
+        self._unreleased: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._unreleased_bytes = 0
 
     # --- recovery ---------------------------------------------------------------
 
     def open(self) -> RecoveryReport:
-        """Scan the directory, truncate a torn tail, rebuild chunk memory. Call once."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        report = RecoveryReport()
-        self._load_state()
-        self._load_chunk_log()
-        paths = sorted(
-            self.directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"),
-            key=lambda p: int(p.name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]),
-        )
-        for index, path in enumerate(paths):
-            first = int(path.name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)])
-            segment = _Segment(first, path, 0, first - 1, [])
-            is_last = index == len(paths) - 1
-            with open(path, "rb+") as handle:
-                good = 0
-                while True:
-                    try:
-                        item = read_record(handle)
-                    except TornRecord as exc:
-                        size = os.fstat(handle.fileno()).st_size
-                        report.torn_bytes += size - good
-                        message = f"{path.name}: record at byte {good} is torn ({exc})"
-                        if is_last:
-                            message += "; truncated (it was never acknowledged)"
-                            handle.truncate(good)
-                            os.fsync(handle.fileno())
-                        else:
-                            message += "; the rest of this segment is unreadable"
-                        report.problems.append(message)
-                        log.warning("spool recovery: %s", message)
-                        break
-                    if item is None:
-                        break
-                    number, payload = item
-                    record = decode_payload(number, payload, HEADER.size + len(payload))
-                    good = handle.tell()
-                    segment.last = number
-                    segment.chunks.extend(record.chunks)
-                    report.records += 1
-                    if number > self.released:
-                        report.unreleased_records += 1
-                        self._record_times[number] = record.spooled_ns
-                segment.size = good
-            self._segments.append(segment)
-            for chunk in segment.chunks:
-                self._remember_chunk(chunk)
-        report.segments = len(self._segments)
-        last_numbers = [s.last for s in self._segments if s.last >= s.first]
-        self.committed = max([self.released, *last_numbers])
+        """Check and recover the directory (recovery.py), rebuild chunk memory. Call once."""
+        found = recover(self.directory)
+        self._segments = found.segments
+        self.released = found.released
+        self.released_next_seq = found.next_seq
+        self.released_epoch = found.epoch
+        self.gaps = found.gaps
+        self.committed = found.committed
+        self._unreleased = found.unreleased
+        self._unreleased_bytes = sum(size for _, size in found.unreleased.values())
+        for item in chunk_ids.load_log(self.directory, self.chunk_memory):
+            self._memory.add(item)
+        for item in found.chunks:
+            self._memory.add(item)
+        if found.state_changed:
+            self._write_state()
         self._update_oldest()
-        self._compact_released()
+        self._delete_segments(self._take_released_segments())
         self._open_tail()
         self._set_room()
-        return report
-
-    def _load_state(self) -> None:
-        path = self.directory / "state.json"
-        if path.exists():
-            state = json.loads(path.read_text())
-            self.released = int(state["released"])
-            self.released_next_seq = int(state["next_seq"])
-            self.released_epoch = int(state["epoch"])
-
-    def _load_chunk_log(self) -> None:
-        path = self.directory / "chunks.log"
-        if not path.exists():
-            return
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for line in lines[-self.chunk_memory :]:
-            if not line.startswith('"'):
-                if line:  # written before ids were JSON-encoded
-                    self._remember_chunk(line)
-                continue
-            try:
-                self._remember_chunk(json.loads(line))
-            except ValueError:
-                log.warning("chunks.log: skipping a damaged line (torn write?)")
+        return found.report
 
     def _open_tail(self) -> None:
-        if self._segments and self._segments[-1].size < self.segment_bytes:
-            self._handle = open(self._segments[-1].path, "ab")  # noqa: SIM115 - held open
+        tail = self._segments[-1] if self._segments else None
+        if tail is not None and tail.last == self.committed and tail.size < self.segment_bytes:
+            self._fd = os.open(tail.path, os.O_WRONLY)
         else:
-            self._new_segment(self.committed + 1)
+            self._segments.append(self._create_segment(self.committed + 1))
 
-    def _new_segment(self, first: int) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        path = self.directory / f"{SEGMENT_PREFIX}{first:020d}{SEGMENT_SUFFIX}"
-        self._handle = open(path, "ab")  # noqa: SIM115 - held open until rotated
-        self._segments.append(_Segment(first, path, 0, first - 1, []))
-        _fsync_dir(self.directory)
+    def _create_segment(self, first: int) -> SegmentInfo:
+        """A new, empty tail file (blocking: called in a worker thread or at open)."""
+        path = self.directory / segment_name(first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        return SegmentInfo(first, path, 0, first - 1)
 
     # --- intake side ------------------------------------------------------------
 
     @property
     def bytes_used(self) -> int:
-        return sum(s.size for s in self._segments) + self._pending_bytes
+        """Bytes of records not yet released plus appends waiting for their write."""
+        return self._unreleased_bytes + self._pending_bytes
 
     @property
     def fill_ratio(self) -> float:
@@ -230,26 +220,27 @@ class Spool:
         """Free space a full spool needs before waiting writers retry (hysteresis)."""
         return min(self.max_bytes // 10, 4 * 1024 * 1024)
 
-    async def wait_for_room(self) -> None:
-        while not self.has_room(self.resume_bytes):
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        """Wait until an append of `nbytes` would be taken (or the spool closes)."""
+        while not self._closed and (self.full or not self.has_room(nbytes)):
             self._room.clear()
             await self._room.wait()
 
-    def seen_chunk(self, chunk: str) -> bool:
-        """True when a record holding this chunk id is already durable."""
-        return chunk in self._chunks
+    def seen_chunk(self, key: str) -> bool:
+        """True when a record holding this chunk key is already durable (chunk_ids.py)."""
+        return chunk_ids.digest(key) in self._memory
 
-    def inflight_chunk(self, chunk: str) -> asyncio.Future[int] | None:
-        """The commit a chunk id is waiting for, if another connection is spooling it."""
-        return self._inflight_chunks.get(chunk)
+    def inflight_chunk(self, key: str) -> asyncio.Future[int] | None:
+        """The commit a chunk key is waiting for, if another connection is spooling it."""
+        return self._inflight_chunks.get(chunk_ids.digest(key))
 
     def pack(self, events: list[dict[str, Any]], chunks: list[str]) -> bytes:
         """Pack a record payload (raises on values msgpack cannot encode)."""
-        return pack_payload(chunks, time.time_ns(), events)
+        return pack_payload(_digests(chunks), time.time_ns(), events)
 
     def pack_encoded(self, encoded: list[bytes], chunks: list[str]) -> bytes:
         """Pack a record payload from events already in canonical bytes."""
-        return pack_encoded(chunks, time.time_ns(), encoded)
+        return pack_encoded(_digests(chunks), time.time_ns(), encoded)
 
     async def append(self, events: list[dict[str, Any]], chunks: list[str] | None = None) -> int:
         """Spool `events` durably; returns the record number once fsynced."""
@@ -258,20 +249,31 @@ class Spool:
     async def append_packed(self, payload: bytes, chunks: list[str]) -> int:
         if self._closed:
             raise SpoolFull("the spool is closed (shutting down)")
+        if self.broken:
+            raise SpoolWriteFailed(f"the spool disk failed ({self.broken}); restart the collector")
         size = HEADER.size + len(payload)
-        # Once full, stay full until shipping frees `resume_bytes` (hysteresis): every
-        # source then pushes back alike instead of small appends slipping through.
+        if size > self.max_bytes:
+            raise RecordTooLarge(
+                f"a record of {size} bytes can never be spooled: spool.max_bytes is "
+                f"{self.max_bytes}; send smaller batches",
+                size,
+            )
         if self.full or not self.has_room(size):
-            self.full = True
-            self._room.clear()
+            # Below resume_bytes free, stay full until shipping frees that much: every
+            # source then pushes back alike instead of small appends slipping through.
+            if not self.has_room(self.resume_bytes):
+                self.full = True
             raise SpoolFull(
-                f"spool full: {self.bytes_used} of {self.max_bytes} bytes wait for shipping"
+                f"spool full: {self.bytes_used} of {self.max_bytes} bytes wait for shipping; "
+                f"this record needs {size}",
+                size,
             )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(payload, chunks, future))
+        digests = _digests(chunks)
+        self._pending.append(_Pending(payload, digests, future))
         self._pending_bytes += size
-        for chunk in chunks:
-            self._inflight_chunks[chunk] = future
+        for item in digests:
+            self._inflight_chunks[item] = future
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_loop())
         return await asyncio.shield(future)
@@ -282,53 +284,72 @@ class Spool:
                 batch, self._pending = self._pending, []
                 first = self.committed + 1
                 blobs = [encode(first + i, p.payload) for i, p in enumerate(batch)]
+                data = b"".join(blobs)
                 try:
-                    await asyncio.to_thread(self._write_batch, first, blobs, batch)
-                except Exception as exc:
-                    log.error("spool write failed: %s", exc)
-                    self._pending_bytes -= sum(len(b) for b in blobs)
+                    await self._write(first, data)
+                except OSError as exc:
+                    if self.on_write_error is not None:
+                        self.on_write_error()
+                    log.error(
+                        "spool write of %d record(s) failed, nothing of it kept: %s",
+                        len(batch),
+                        exc,
+                    )
+                    self._pending_bytes -= len(data)
                     for item in batch:
-                        for chunk in item.chunks:
-                            self._inflight_chunks.pop(chunk, None)
+                        for digest in item.digests:
+                            self._inflight_chunks.pop(digest, None)
                         if not item.future.done():
-                            item.future.set_exception(SpoolFull(f"spool write failed: {exc}"))
+                            item.future.set_exception(
+                                SpoolWriteFailed(f"spool write failed: {exc}", 0)
+                            )
                     continue
                 now = time.time_ns()
-                self._pending_bytes -= sum(len(b) for b in blobs)
+                self._pending_bytes -= len(data)
+                tail = self._segments[-1]
+                tail.size += len(data)
+                tail.last = first + len(batch) - 1
                 for offset, item in enumerate(batch):
                     number = first + offset
-                    self._record_times[number] = now
-                    for chunk in item.chunks:
-                        self._remember_chunk(chunk)
-                        self._inflight_chunks.pop(chunk, None)
+                    self._unreleased[number] = (now, len(blobs[offset]))
+                    for digest in item.digests:
+                        self._memory.add(digest)
+                        self._inflight_chunks.pop(digest, None)
                     if not item.future.done():
                         item.future.set_result(number)
+                self._unreleased_bytes += len(data)
                 self.committed = first + len(batch) - 1
                 self._update_oldest()
                 self._new_records.set()
         finally:
             self._committer = None
 
-    def _write_batch(self, first: int, blobs: list[bytes], batch: list[_Pending]) -> None:
-        # Runs in a worker thread: the only writer of the tail file.
-        segment = self._segments[-1]
-        if segment.size >= self.segment_bytes:
-            self._new_segment(first)
-            segment = self._segments[-1]
-        assert self._handle is not None
-        data = b"".join(blobs)
-        self._handle.write(data)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        segment.size += len(data)
-        segment.last = first + len(blobs) - 1
-        for item in batch:
-            segment.chunks.extend(item.chunks)
+    async def _write(self, first: int, data: bytes) -> None:
+        if self.broken:
+            raise OSError(f"the spool disk failed earlier ({self.broken})")
+        if self._segments[-1].size >= self.segment_bytes:
+            self._segments.append(await asyncio.to_thread(self._create_segment, first))
+        tail = self._segments[-1]
+        fd = self._fd
+        assert fd is not None
+        await asyncio.to_thread(self._write_at, fd, tail.size, data)
 
-    def _remember_chunk(self, chunk: str) -> None:
-        self._chunks[chunk] = None
-        if len(self._chunks) > self.chunk_memory:
-            self._chunks.popitem(last=False)
+    def _write_at(self, fd: int, offset: int, data: bytes) -> None:
+        # Runs in a worker thread: the only writer of the tail file.
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, view[written:], offset + written)
+            os.fsync(fd)
+        except OSError:
+            try:  # cut the failed write off, durably, before anything else is written
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            except OSError as undo:
+                self.broken = f"cannot cut a failed write off the tail file: {undo}"
+                log.error("spool: %s; refusing appends until a restart", self.broken)
+            raise
 
     async def wait_committed(self, after: int, wait_seconds: float | None = None) -> bool:
         """Wait until a record numbered above `after` is durable (or the timeout)."""
@@ -352,6 +373,13 @@ class Spool:
     def reader(self, after: int) -> SpoolReader:
         return SpoolReader(self, after)
 
+    def gap_at(self, number: int) -> tuple[int, int] | None:
+        """The lost range starting at record `number`, if any."""
+        for gap in self.gaps:
+            if gap[0] == number:
+                return gap
+        return None
+
     def join_stream(self, next_seq: int, epoch: int) -> None:
         """Record where a fresh spool joined the ledger stream (before shipping anything)."""
         self.released_next_seq = next_seq
@@ -370,8 +398,12 @@ class Spool:
         self.released = max(self.released, number)
         self.released_next_seq = next_seq
         self.released_epoch = epoch
-        for done in [n for n in self._record_times if n <= number]:
-            del self._record_times[done]
+        self.gaps = [g for g in self.gaps if g[1] > self.released]
+        while self._unreleased:
+            first = next(iter(self._unreleased))
+            if first > number:
+                break
+            self._unreleased_bytes -= self._unreleased.pop(first)[1]
         self._update_oldest()
         self._doomed.extend(self._take_released_segments())
         self._set_room()
@@ -379,10 +411,20 @@ class Spool:
             self._persister = asyncio.create_task(self._persist_loop())
 
     async def _persist_loop(self) -> None:
+        delay = 0.2
         while True:
             state = self._state()
             doomed, self._doomed = self._doomed, []
-            await asyncio.to_thread(self._persist, state, doomed)
+            try:
+                await asyncio.to_thread(self._persist, state, doomed)
+            except OSError as exc:
+                # Disk full or failing: the released files stay until the state is
+                # written (deleting them first could lose data); retry.
+                log.error("cannot persist the spool state (%s); retrying in %.1fs", exc, delay)
+                self._doomed[:0] = doomed
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             if state == self._state() and not self._doomed:
                 return
 
@@ -391,21 +433,22 @@ class Spool:
         while self._persister is not None and not self._persister.done():
             await asyncio.shield(self._persister)
 
-    def _state(self) -> dict[str, int | None]:
+    def _state(self) -> dict[str, Any]:
         return {
             "released": self.released,
             "next_seq": self.released_next_seq,
             "epoch": self.released_epoch,
+            "gaps": [list(g) for g in self.gaps if g[1] > self.released],
         }
 
-    def _persist(self, state: dict[str, int | None], doomed: list[_Segment]) -> None:
+    def _persist(self, state: dict[str, Any], doomed: list[SegmentInfo]) -> None:
         # State first: a crash after it and before the deletions only leaves released
         # files behind, which the next open() deletes. The reverse order could lose data.
         self._write_state(state)
         self._delete_segments(doomed)
 
-    def _write_state(self, state: dict[str, int | None] | None = None) -> None:
-        path = self.directory / "state.json"
+    def _write_state(self, state: dict[str, Any] | None = None) -> None:
+        path = self.directory / STATE_NAME
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as handle:
             json.dump(state or self._state(), handle)
@@ -414,131 +457,159 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(self.directory)
 
-    def _take_released_segments(self) -> list[_Segment]:
+    def _take_released_segments(self) -> list[SegmentInfo]:
         # Never the tail segment: it is the one being appended to.
         taken = []
         while len(self._segments) > 1 and self._segments[0].last <= self.released:
             taken.append(self._segments.pop(0))
         return taken
 
-    def _delete_segments(self, segments: list[_Segment]) -> None:
-        chunks = [c for segment in segments for c in segment.chunks]
-        if chunks:
-            self._append_chunk_log(chunks)
+    def _delete_segments(self, segments: list[SegmentInfo]) -> None:
+        """Move the chunk ids of released files to the log (fsynced), then delete them."""
         for segment in segments:
+            chunk_ids.append_log(self.directory, _segment_chunks(segment))
             segment.path.unlink(missing_ok=True)
-        self._rewrite_chunk_log_if_long()
-
-    def _compact_released(self) -> None:
-        self._delete_segments(self._take_released_segments())
-
-    def _append_chunk_log(self, chunks: list[str]) -> None:
-        with open(self.directory / "chunks.log", "a", encoding="utf-8") as handle:
-            handle.write("".join(f"{json.dumps(c)}\n" for c in chunks))
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _rewrite_chunk_log_if_long(self) -> None:
-        path = self.directory / "chunks.log"
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < 64 * self.chunk_memory:
-            return
-        keep = path.read_text(encoding="utf-8").splitlines()[-self.chunk_memory :]
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("".join(f"{c}\n" for c in keep))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if segments:
+            chunk_ids.compact_log(self.directory, self.chunk_memory)
 
     def _update_oldest(self) -> None:
-        self.oldest_unreleased_ns = next(iter(self._record_times.values()), None)
+        first = next(iter(self._unreleased.values()), None)
+        self.oldest_unreleased_ns = None if first is None else first[0]
 
     def _set_room(self) -> None:
         if self.has_room(self.resume_bytes):
             self.full = False
-            self._room.set()
+        self._room.set()  # waiters re-check whether their record fits now
 
     def segment_paths(self) -> list[Path]:
         return [s.path for s in self._segments]
 
     def close(self) -> None:
         self._closed = True
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._room.set()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class SpoolReader:
-    """Reads durable records in order, starting after a record number."""
+    """Reads durable records in order, starting after a record number.
+
+    Reads go through `os.pread` up to the durable end of each file, never further:
+    bytes past it may belong to a write that fails and is cut off again.
+    """
 
     def __init__(self, spool: Spool, after: int) -> None:
         self.spool = spool
-        self.position = after  # last record number returned
-        self._path: Path | None = None
-        self._handle: BinaryIO | None = None
-
-    def _open_at(self, number: int) -> bool:
-        segments = self.spool._segments
-        candidates = [s for s in segments if s.first <= number]
-        segment = candidates[-1] if candidates else (segments[0] if segments else None)
-        if segment is None:
-            return False
-        if self._handle is not None:
-            self._handle.close()
-        self._handle = open(segment.path, "rb")  # noqa: SIM115 - held across calls
-        self._path = segment.path
-        return True
+        self.position = after  # last record number returned (or skipped as lost)
+        self._segment: SegmentInfo | None = None
+        self._fd: int | None = None
+        self._offset = 0
+        self._gap = 0  # lost records just stepped over, reported on the next record
+        self._positioning = False  # skipping records before `after` in the first file
 
     def read(self, max_events: int) -> list[SpoolRecord]:
-        """Durable records after the current position, up to about `max_events` events."""
+        """Durable records after the current position, up to about `max_events` events.
+
+        Raises SpoolCorrupt when a durable record cannot be read or is not the next one.
+        """
         out: list[SpoolRecord] = []
         count = 0
         while self.position < self.spool.committed and count < max_events:
-            record = self._next()
+            gap = self.spool.gap_at(self.position + 1)
+            if gap is not None:
+                self._gap += gap[1] - gap[0] + 1
+                self.position = gap[1]
+                continue
+            record = self._next(self.position + 1)
             if record is None:
                 break
-            if record.number <= self.position:
-                continue
             self.position = record.number
             out.append(record)
             count += len(record.events)
         return out
 
-    def _next(self) -> SpoolRecord | None:
-        for _ in range(3):
-            if self._handle is None and not self._open_at(self.position + 1):
+    def _next(self, wanted: int) -> SpoolRecord | None:
+        segment = self._segment
+        if segment is None or self._offset >= segment.size:
+            segment = self._locate(wanted)
+            if segment is None:
                 return None
-            assert self._handle is not None
-            start = self._handle.tell()
+        assert self._fd is not None
+        while self._offset < segment.size:
+            offset = self._offset
             try:
-                item = read_record(self._handle)
-            except TornRecord:
-                item = None
-                self._handle.seek(start)
-            if item is not None:
-                number, payload = item
-                return decode_payload(number, payload, HEADER.size + len(payload))
-            # End of this file: move to the segment holding the next record, if any.
-            self._handle.seek(start)
-            nxt = [s for s in self.spool._segments if s.first > self.position]
-            if not nxt or (self._path is not None and nxt[0].path == self._path):
-                return None
-            self._handle.close()
-            self._handle = open(nxt[0].path, "rb")  # noqa: SIM115
-            self._path = nxt[0].path
+                number, payload = read_at(self._fd, offset, segment.size)
+            except BadRecord as exc:
+                raise SpoolCorrupt(f"{segment.path} at byte {offset}: {exc}") from None
+            self._offset = offset + HEADER.size + len(payload)
+            if number < wanted and self._positioning:
+                continue  # positioning inside the first file read
+            if number != wanted:
+                raise SpoolCorrupt(
+                    f"{segment.path} at byte {offset}: record number {number}, expected {wanted}"
+                )
+            self._positioning = False
+            record = decode_payload(number, payload, HEADER.size + len(payload))
+            if self._gap:
+                record = dataclasses.replace(record, gap_before=self._gap)
+                self._gap = 0
+            return record
         return None
+
+    def _locate(self, wanted: int) -> SegmentInfo | None:
+        """Open the file that holds record `wanted`; None when it is not durable yet."""
+        candidates = [s for s in self.spool._segments if s.first <= wanted]
+        if not candidates:
+            raise SpoolCorrupt(f"no spool file holds record {wanted}")
+        segment = candidates[-1]
+        if segment is self._segment:
+            if segment is self.spool._segments[-1]:
+                return None  # the tail: the record is not durable yet
+            raise SpoolCorrupt(
+                f"{segment.path} ends at byte {segment.size} without record {wanted}"
+            )
+        self.close()
+        self._fd = os.open(segment.path, os.O_RDONLY)
+        self._segment = segment
+        self._offset = 0
+        self._positioning = segment.first < wanted
+        return segment
 
     def records(self, max_events: int) -> Iterator[SpoolRecord]:
         yield from self.read(max_events)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._segment = None
+
+
+def _digests(chunks: list[str]) -> list[bytes]:
+    return [chunk_ids.digest(c) for c in chunks]
+
+
+def _segment_chunks(segment: SegmentInfo) -> list[bytes]:
+    """The chunk id digests held in a segment file (read in a worker thread)."""
+    out: list[bytes] = []
+    try:
+        fd = os.open(segment.path, os.O_RDONLY)
+    except FileNotFoundError:
+        return out  # deleted by an earlier attempt, after its ids were logged
+    try:
+        offset = 0
+        while offset < segment.size:
+            try:
+                _, payload = read_at(fd, offset, segment.size)
+            except BadRecord as exc:
+                log.error("%s at byte %d: %s; its chunk ids are lost", segment.path, offset, exc)
+                break
+            out.extend(payload_chunks(payload)[0])
+            offset += HEADER.size + len(payload)
+    finally:
+        os.close(fd)
+    return out
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,11 +32,14 @@ from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
+from auditlock.sidecar.spool.chunk_ids import forward_key
+from auditlock.sidecar.spool.spool import RecordTooLarge, SpoolWriteFailed
 
 log = logging.getLogger("auditlock.sidecar.forward")
 
 INPUT = "forward"
 READ_SIZE = 256 * 1024
+WRITE_RETRY_SECONDS = 0.5  # after the spool disk refused a write
 
 
 class ConnectionClosed(Exception):
@@ -215,28 +218,34 @@ class _Connection:
             duplicates = 0
             for entries, chunk in batch.groups:
                 if chunk is not None:
-                    if spool.seen_chunk(chunk) or chunk in fresh_chunks:
+                    key = forward_key(chunk)
+                    if spool.seen_chunk(key) or key in fresh_chunks:
                         duplicates += 1
                         continue
-                    inflight = spool.inflight_chunk(chunk)
+                    inflight = spool.inflight_chunk(key)
                     if inflight is not None:
                         duplicates += 1
                         waits.append(inflight)
                         continue
-                    fresh_chunks.append(chunk)
+                    fresh_chunks.append(key)
                 fresh_entries.extend(entries)
             prepared: Prepared = self.intake.prepare(INPUT, fresh_entries, count=first_try)
             first_try = False
             try:
                 await self.intake.commit(INPUT, prepared, fresh_chunks)
                 break
-            except SpoolFull:
+            except RecordTooLarge as exc:
+                raise ConnectionClosed("too_large_for_spool", str(exc)) from None
+            except SpoolFull as exc:
                 if self.server._closing or not self.intake.accepting:
                     raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
-                # Withhold the ack and stop reading until shipping frees room.
-                await spool.wait_for_room()
-                if not spool.full:  # not full but refused: the spool disk failed
-                    await asyncio.sleep(0.5)
+                # Withhold the ack and stop reading until shipping frees room for this
+                # record (woken by a release, no polling), or after a pause when the
+                # disk refused the write.
+                if isinstance(exc, SpoolWriteFailed):
+                    await asyncio.sleep(WRITE_RETRY_SECONDS)
+                else:
+                    await spool.wait_for_room(exc.needed)
         if duplicates:
             self.metrics.duplicate_chunks.inc(duplicates)
         for future in waits:
