@@ -113,7 +113,7 @@ def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
 ) -> None:
     # The retry a client makes after a lost 202: the same batch with the same key, to the
     # same sidecar, to a restarted one (SIGKILL: from the spool's records) and after the
-    # records were shipped and released (from chunks.log).
+    # records were shipped and released (from chunk-ids.log).
     config = make_config(tmp_path, ports=True)
     with sidecar_process(tmp_path, config) as sidecar:
         sidecar.start()
@@ -137,7 +137,7 @@ def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
         assert post(sidecar.http_port, [event(4)], None)[0] == 202  # no key: stored again
         wait_until_shipped(sidecar, 8)
         assert sidecar.terminate() == 0
-        sidecar.start()  # every record released: the keys now come from chunks.log
+        sidecar.start()  # every record released: the keys now come from chunk-ids.log
         assert not list((tmp_path / "spool").glob("seg-*.spool"))[1:]
         assert post(sidecar.http_port, batch, "batch-1") == duplicate
         assert post(sidecar.http_port, [event(3)], "batch-2") == duplicate

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,8 @@ class SidecarProcess:
         self.log_path = workdir / "sidecar.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Runs in the child before exec (e.g. resource limits for disk-fault tests).
+        self.preexec_fn: Callable[[], None] | None = None
 
     @property
     def forward_port(self) -> int:
@@ -126,6 +128,7 @@ class SidecarProcess:
             stderr=log,
             cwd=ROOT,
             env={k: v for k, v in os.environ.items() if not k.startswith("AUDITLOCK_SIDECAR__")},
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         self.starts += 1

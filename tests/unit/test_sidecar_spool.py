@@ -134,7 +134,8 @@ async def test_chunk_log_from_before_json_lines_and_a_torn_line_are_read(
     # The ids of that log were Forward chunk ids, or HTTP keys K written as "http:K".
     (tmp_path / "chunks.log").write_text('plain-old-id\n"json-id"\n"http:key-1"\n"torn')
     spool = make(tmp_path)
-    assert spool.seen_chunk(forward_key("plain-old-id")) and spool.seen_chunk(forward_key("json-id"))
+    assert spool.seen_chunk(forward_key("plain-old-id"))
+    assert spool.seen_chunk(forward_key("json-id"))
     assert spool.seen_chunk(http_key("key-1")) and not spool.seen_chunk(forward_key("http:key-1"))
     assert not spool.seen_chunk(forward_key('"torn')) and not spool.seen_chunk(forward_key("torn"))
 

@@ -84,11 +84,12 @@ async def test_a_record_number_out_of_order_is_an_error_not_skipped(tmp_path: Pa
     await spool.append(events(1))
     tail = spool.segment_paths()[-1]
     # What the old writer left after a failed write: the same number written again.
-    with open(tail, "ab") as handle:
-        handle.write(encode(1, msgpack.packb([[], 0, [b"{}"], 2])))
+    append_bytes(tail, encode(1, msgpack.packb([[], 0, [b"{}"], 2])))
     spool._segments[-1].size = tail.stat().st_size
     spool.committed = 2
-    with pytest.raises(SpoolCorrupt, match=rf"{tail.name} at byte \d+: record number 1, expected 2"):
+    with pytest.raises(
+        SpoolCorrupt, match=rf"{tail.name} at byte \d+: record number 1, expected 2"
+    ):
         spool.reader(0).read(100)
 
 
@@ -98,6 +99,15 @@ async def test_a_record_number_out_of_order_is_an_error_not_skipped(tmp_path: Pa
 def opened(directory: Path, segment_bytes: int = 2048) -> tuple[Spool, RecoveryReport]:
     spool = Spool(directory, max_bytes=1 << 20, segment_bytes=segment_bytes)
     return spool, spool.open()
+
+
+def segment_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("seg-*.spool"))
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as handle:
+        handle.write(data)
 
 
 def first_of(path: Path) -> int:
@@ -124,7 +134,7 @@ async def test_a_flipped_byte_in_a_middle_segment_is_reported_and_the_rest_is_ke
     tmp_path: Path,
 ) -> None:
     await filled(make(tmp_path, segment_bytes=2048), 30)
-    paths = sorted(tmp_path.glob("seg-*.spool"))
+    paths = segment_files(tmp_path)
     assert len(paths) >= 4
     victim = paths[1]
     damaged = flip(victim, HEADER.size + 5)  # inside the first record's payload
@@ -150,7 +160,7 @@ async def test_a_flipped_length_in_the_last_segment_is_damage_not_a_torn_tail(
     tmp_path: Path,
 ) -> None:
     await filled(make(tmp_path, segment_bytes=1 << 20), 6)
-    (tail,) = tmp_path.glob("seg-*.spool")
+    (tail,) = segment_files(tmp_path)
     third = record_offsets(tail)[2]
     # Record 3's length made larger than what follows: it now looks cut short, but intact
     # records follow it, so this is damage and records 4-6 must not silently vanish.
@@ -166,7 +176,7 @@ async def test_a_flipped_length_in_the_last_segment_is_damage_not_a_torn_tail(
 
 async def test_a_flipped_length_of_the_very_last_record_is_damage_too(tmp_path: Path) -> None:
     await filled(make(tmp_path, segment_bytes=1 << 20), 3)
-    (tail,) = tmp_path.glob("seg-*.spool")
+    (tail,) = segment_files(tmp_path)
     third = record_offsets(tail)[2]
     flip(tail, third + 1)  # length of record 3 grows by 256: runs past the end
     again, report = opened(tmp_path, 1 << 20)
@@ -179,7 +189,7 @@ async def test_only_a_record_cut_short_at_the_very_end_is_repaired_silently(
     tmp_path: Path,
 ) -> None:
     await filled(make(tmp_path, segment_bytes=1 << 20), 3)
-    (tail,) = tmp_path.glob("seg-*.spool")
+    (tail,) = segment_files(tmp_path)
     data = tail.read_bytes()
     tail.write_bytes(data[: len(data) - 7])  # the last write was cut off by a crash
     again, report = opened(tmp_path, 1 << 20)
@@ -217,7 +227,7 @@ async def test_an_untrusted_state_file_is_reported_and_every_record_shipped_agai
 
 async def test_a_missing_segment_file_is_reported_as_lost_records(tmp_path: Path) -> None:
     await filled(make(tmp_path, segment_bytes=2048), 30)
-    paths = sorted(tmp_path.glob("seg-*.spool"))
+    paths = segment_files(tmp_path)
     paths[1].unlink()
     _, report = opened(tmp_path)
     (damage,) = report.damage
