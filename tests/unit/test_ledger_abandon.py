@@ -255,3 +255,18 @@ def test_newest_checkpoint_of_one_and_of_every_stream(crashed: Ledger) -> None:
     crashed.write(tip.name, b"garbage\n")
     broken = newest_checkpoint(crashed.dest, "app")
     assert broken is not None and broken.signed is None and broken.problem
+
+
+def test_the_independent_verifier_accepts_the_abandon_checkpoint(tmp_path: Path) -> None:
+    """The abandon checkpoint, adopted events included, satisfies FORMAT.md's checkpoint
+    rules as the verifier written from FORMAT.md alone computes them (chain, Merkle root
+    of the covered lines, frontier, head, signature)."""
+    from .test_ledger_spec_verifier import spec_verify
+
+    ledger = new_ledger(tmp_path)
+    writer = write_stream(ledger, "app", events=20, per_segment=10, close=False)
+    for i, (_, event) in enumerate(synthetic_events("app", 3, start_ns=DEFAULT_START_NS)):
+        writer.append(dict(event, id=f"late-{i}"))
+    writer.store([o for o in writer.seal() if o.kind == "segment"])
+    _abandon(ledger)
+    assert spec_verify(ledger.root, ledger.signer.public) == {"app": 23}
