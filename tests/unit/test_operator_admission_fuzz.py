@@ -80,7 +80,7 @@ def _well_formed(answer: dict[str, Any]) -> bool:
 def test_any_body_gets_a_well_formed_answer(body: bytes) -> None:
     for registry in (OPTIONAL, REQUIRED):
         mutated = admission.mutate(body, registry, SETTINGS)
-        validated = admission.validate(body, registry)
+        validated = admission.validate(body, registry, SETTINGS)
         assert _well_formed(mutated) and _well_formed(validated)
         if not validated["response"]["allowed"]:
             assert validated["response"]["status"]["message"]
@@ -108,4 +108,4 @@ def test_malformed_pod_parts_are_answered_not_raised() -> None:
             ).encode()
             for registry in (OPTIONAL, REQUIRED):
                 assert _well_formed(admission.mutate(body, registry, SETTINGS))
-                assert _well_formed(admission.validate(body, registry))
+                assert _well_formed(admission.validate(body, registry, SETTINGS))

@@ -135,14 +135,14 @@ def test_opt_out_is_honoured_unless_required() -> None:
 
 def test_validation_refuses_required_pod_without_collector_naming_the_policy() -> None:
     registry = _registry(_entry("pci", enforcement="required"))
-    denied = admission.validate(_review(_pod()), registry)
+    denied = admission.validate(_review(_pod()), registry, NATIVE)
     assert denied["response"]["allowed"] is False
     assert "AuditPolicy pci (enforcement: required)" in denied["response"]["status"]["message"]
     pod = _pod()
     mutated = _patched(admission.mutate(_review(pod), registry, NATIVE), pod)
-    assert admission.validate(_review(mutated), registry)["response"]["allowed"] is True
+    assert admission.validate(_review(mutated), registry, NATIVE)["response"]["allowed"] is True
     optional = _registry(_entry())
-    assert admission.validate(_review(_pod()), optional)["response"]["allowed"] is True
+    assert admission.validate(_review(_pod()), optional, NATIVE)["response"]["allowed"] is True
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_unparseable_requests_fail_open_or_closed_by_enforcement(body: bytes) ->
     open_answer = admission.mutate(body, _registry(_entry()), NATIVE, stats)
     assert open_answer["response"]["allowed"] is True
     assert "ignored a request" in open_answer["response"]["warnings"][0]
-    closed = admission.validate(body, _registry(_entry(enforcement="required")), stats)
+    closed = admission.validate(body, _registry(_entry(enforcement="required")), NATIVE, stats)
     assert closed["response"]["allowed"] is False
     assert "enforcement: required" in closed["response"]["status"]["message"]
     assert stats.counts[("mutate", "allowed-unparseable")] == 1

@@ -102,6 +102,13 @@ rules:
     operations: [CREATE]
     resources: [pods]
     scope: Namespaced
+  # `kubectl debug` adds ephemeral containers to a running pod: checked too, so none
+  # mounts the collector's key or spool or targets the collector's processes.
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [UPDATE]
+    resources: [pods/ephemeralcontainers]
+    scope: Namespaced
 namespaceSelector:
   {{- $labels := merge (dict) (.matchLabels | default dict) .root.Values.webhook.namespaceMatchLabels }}
   {{- with $labels }}

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from auditlock.operator import injection
+from auditlock.operator import injection, pod_isolation
 from auditlock.operator.names import COLLECTOR_CONTAINER
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 
@@ -96,7 +96,7 @@ def _parse(body: bytes) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise _BadRequest(f"Pod {field} are not a map of strings", uid, namespace)
     spec = pod["spec"]
-    for field in ("initContainers", "containers", "volumes"):
+    for field in ("initContainers", "containers", "ephemeralContainers", "volumes"):
         value = spec.get(field) or []
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise _BadRequest(f"Pod spec.{field} is not a list of objects", uid, namespace)
@@ -130,69 +130,130 @@ def pod_name(pod: dict[str, Any]) -> str:
     return str(meta.get("name") or (str(meta.get("generateName") or "") + "<generated>"))
 
 
+def _adds_ephemeral_containers(request: dict[str, Any]) -> bool:
+    """`kubectl debug`: UPDATE of pods/ephemeralcontainers (nothing to inject, only to
+    check). Any other UPDATE is treated the same way: the webhooks never patch one."""
+    return request.get("operation") == "UPDATE"
+
+
+def _injecting_policy(policies: list[PolicyEntry]) -> PolicyEntry:
+    """The policy whose collector a pod gets: the oldest `required` one, else the oldest
+    (so the validating webhook is satisfied by what the mutating one did)."""
+    required = [p for p in policies if p.required]
+    return required[0] if required else policies[0]
+
+
+def _refuse(uid: str, namespace: str, pod: dict[str, Any], refusals: list[str]) -> dict[str, Any]:
+    shown = "; ".join(refusals[:5]) + (
+        f"; and {len(refusals) - 5} more" if len(refusals) > 5 else ""
+    )
+    return _deny(uid, f"auditlock refuses pod {namespace}/{pod_name(pod)}: {shown}")
+
+
 def mutate(
     body: bytes,
     registry: PolicyRegistry,
     settings: injection.InjectionSettings,
     stats: AdmissionStats | None = None,
 ) -> dict[str, Any]:
-    """Answer a Pod CREATE: inject the collector of the oldest policy selecting the pod."""
+    """Answer a Pod CREATE: inject the collector of the policy selecting the pod, and
+    refuse what would reach a collector's key, spool or processes (pod_isolation); an
+    UPDATE (ephemeral containers) is only checked."""
     stats = stats or AdmissionStats()
     try:
-        uid, namespace, pod, _ = _parse(body)
+        uid, namespace, pod, request = _parse(body)
     except _BadRequest as exc:
         answer, outcome = _bad_request_answer("injection", exc, registry)
         stats.count("mutate", outcome)
         return answer
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    policies = registry.selecting(namespace, labels)
-    if not policies:
+    in_namespace = registry.in_namespace(namespace)
+    if not in_namespace:
         stats.count("mutate", "not-selected")
         return _allow(uid)
-    entry = policies[0]
-    if injection.has_collector(pod):
-        stats.count("mutate", "already-injected")
-        return _allow(uid)
-    if injection.opted_out(pod) and not any(p.required for p in policies):
-        stats.count("mutate", "opted-out")
-        return _allow(uid)
-    # enforcement: required wins over the opt-out annotation; inject a required policy
-    # first so the validating webhook is satisfied.
-    required = [p for p in policies if p.required]
-    if required:
-        entry = required[0]
-    patch = injection.injection_patch(pod, entry, settings)
-    stats.count("mutate", "injected")
-    answer = _allow(uid)
-    answer["response"]["patchType"] = "JSONPatch"
-    answer["response"]["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+    patch: injection.JsonPatch = []
+    policies: list[PolicyEntry] = []
+    if not _adds_ephemeral_containers(request):
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        policies = registry.selecting(namespace, labels)
+    if not policies:
+        outcome = "not-selected"
+    elif injection.opted_out(pod) and not any(p.required for p in policies):
+        outcome = "opted-out"
+    else:
+        # enforcement: required wins over the opt-out annotation.
+        patch = injection.injection_patch(pod, _injecting_policy(policies), settings)
+        outcome = "injected" if patch else "already-injected"
+    admitted = injection.apply_patch(pod, patch) if patch else pod
+    findings = pod_isolation.check(admitted, in_namespace, settings)
+    warnings: list[str] = []
+    if findings.shared_with is not None:
+        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
+        if findings.shared_with.required:
+            findings.refusals.append(message + " (enforcement: required)")
+        else:
+            warnings.append(message)
+    if findings.refusals:
+        stats.count("mutate", "denied-isolation")
+        return _refuse(uid, namespace, pod, findings.refusals)
+    stats.count("mutate", outcome)
+    answer = _allow(uid, warnings)
+    if patch:
+        answer["response"]["patchType"] = "JSONPatch"
+        answer["response"]["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     return answer
 
 
 def validate(
-    body: bytes, registry: PolicyRegistry, stats: AdmissionStats | None = None
+    body: bytes,
+    registry: PolicyRegistry,
+    settings: injection.InjectionSettings,
+    stats: AdmissionStats | None = None,
 ) -> dict[str, Any]:
-    """Refuse a pod selected by a `required` policy that does not carry the collector."""
+    """Refuse a pod selected by a `required` policy that does not carry exactly the
+    collector the operator injects, and anything that reaches a collector's key, spool
+    or processes (pod_isolation); an UPDATE (ephemeral containers) is only the latter."""
     stats = stats or AdmissionStats()
     try:
-        uid, namespace, pod, _ = _parse(body)
+        uid, namespace, pod, request = _parse(body)
     except _BadRequest as exc:
         answer, outcome = _bad_request_answer("enforcement", exc, registry)
         stats.count("validate", outcome)
         return answer
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    required: list[PolicyEntry] = [p for p in registry.selecting(namespace, labels) if p.required]
-    if not required or injection.has_collector(pod):
-        stats.count("validate", "allowed")
-        return _allow(uid)
-    policy = required[0]
-    stats.count("validate", "denied")
-    return _deny(
-        uid,
+    in_namespace = registry.in_namespace(namespace)
+    findings = pod_isolation.check(pod, in_namespace, settings)
+    if findings.shared_with is not None and findings.shared_with.required:
+        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
+        findings.refusals.append(message + " (enforcement: required)")
+    if not _adds_ephemeral_containers(request):
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        policies = registry.selecting(namespace, labels)
+        if any(p.required for p in policies):
+            policy = _injecting_policy(policies)
+            difference = injection.injected_difference(pod, policy, settings)
+            if difference is not None:
+                stats.count("validate", "denied")
+                return _deny(uid, _not_injected_message(namespace, pod, policy, difference))
+    if findings.refusals:
+        stats.count("validate", "denied-isolation")
+        return _refuse(uid, namespace, pod, findings.refusals)
+    stats.count("validate", "allowed")
+    return _allow(uid)
+
+
+def _not_injected_message(
+    namespace: str, pod: dict[str, Any], policy: PolicyEntry, difference: str
+) -> str:
+    head = (
         f"pod {namespace}/{pod_name(pod)} is selected by AuditPolicy {policy.name} "
-        f"(enforcement: required) but has no {COLLECTOR_CONTAINER} container; "
-        "the injection webhook did not run or the pod was changed after it - check the "
-        "auditlock operator and the MutatingWebhookConfiguration",
+        "(enforcement: required) but "
+    )
+    if injection.find_collector(pod) is None:
+        head += f"has no {COLLECTOR_CONTAINER} container"
+    else:
+        head += f"its {COLLECTOR_CONTAINER} is not the one the operator injects ({difference})"
+    return (
+        head + "; the injection webhook did not run or the pod was changed after it - check "
+        "the auditlock operator and the MutatingWebhookConfiguration"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from auditlock.operator import names as n
@@ -160,6 +161,8 @@ def watched_mounts(pod: dict[str, Any], paths: list[str]) -> list[dict[str, Any]
     found: dict[str, dict[str, Any]] = {}
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or []:
+            if container.get("name") == n.COLLECTOR_CONTAINER:
+                continue  # its own mounts are what this computes, not where it looks
             for mount in container.get("volumeMounts") or []:
                 root = str(mount.get("mountPath", "")).rstrip("/")
                 if not root or root in found:
@@ -193,31 +196,217 @@ def _fragments(
     return found
 
 
-def injection_patch(
-    pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
-) -> JsonPatch:
-    """The JSON patch that injects `entry`'s collector; [] when the pod already has one.
+def _without_collector(containers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [c for c in containers or [] if c.get("name") != n.COLLECTOR_CONTAINER]
 
-    The patch shares the cached collector container and volumes: serialize it, never
-    mutate it."""
-    if has_collector(pod):
-        return []
-    spec = pod.get("spec") or {}
-    meta = pod.get("metadata") or {}
-    container, ours_volumes = _fragments(entry, settings)
+
+def expected_collector(
+    pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(container, volumes) the operator injects into `pod` for `entry`."""
+    container, volumes = _fragments(entry, settings)
     extra_mounts = watched_mounts(pod, entry.spec.sources.config_files.paths)
     if extra_mounts:
         container = {**container, "volumeMounts": [*container["volumeMounts"], *extra_mounts]}
+    return container, volumes
+
+
+def find_collector(pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(list name, container) of the container named `auditlock-collector`, if any."""
+    spec = pod.get("spec") or {}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            if container.get("name") == n.COLLECTOR_CONTAINER:
+                return key, container
+    return None
+
+
+def injected_difference(
+    pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
+) -> str | None:
+    """None when `pod` carries exactly the collector `entry` injects (container, where it
+    is, its volumes, the config-hash annotation); else the first difference, for the
+    refusal message. Fields the API server fills with defaults compare equal to their
+    default (`normalized`), so the check holds before and after admission defaulting."""
+    found = find_collector(pod)
+    if found is None:
+        return f"the pod has no {n.COLLECTOR_CONTAINER} container"
+    where, actual = found
+    container, volumes = expected_collector(pod, entry, settings)
+    expected_where = "initContainers" if settings.native_sidecar else "containers"
+    if where != expected_where:
+        return f"{n.COLLECTOR_CONTAINER} is in spec.{where}, expected spec.{expected_where}"
+    diff = difference(
+        normalized(_without_token_mount(actual)), normalized(container), n.COLLECTOR_CONTAINER
+    )
+    if diff is not None:
+        return diff
+    present = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
+    for volume in volumes:
+        diff = difference(
+            normalized(present.get(volume["name"]) or {}),
+            normalized(volume),
+            f"volume {volume['name']}",
+        )
+        if diff is not None:
+            return diff
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    for key, value in (
+        (n.ANNOTATION_POLICY, entry.name),
+        (n.ANNOTATION_CONFIG_HASH, entry.config_hash),
+    ):
+        if annotations.get(key) != value:
+            return f"annotation {key} is {annotations.get(key)!r}, expected {value!r}"
+    return None
+
+
+# The ServiceAccount admission plugin mounts the pod's API token into every container it
+# finds, the collector too when the pod already names one on CREATE (a copied manifest),
+# and again when it re-runs after a webhook changed the pod. Read-only, at a path the
+# collector never reads, it changes nothing about what the collector does.
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _without_token_mount(container: dict[str, Any]) -> dict[str, Any]:
+    mounts = container.get("volumeMounts")
+    if not isinstance(mounts, list):
+        return container
+    kept = [
+        m
+        for m in mounts
+        if not (
+            isinstance(m, dict)
+            and m.get("mountPath") == SERVICE_ACCOUNT_MOUNT
+            and m.get("readOnly") is True
+            and set(m) == {"name", "mountPath", "readOnly"}
+        )
+    ]
+    return {**container, "volumeMounts": kept} if len(kept) != len(mounts) else container
+
+
+# Values the API server fills in when a field is left out (pkg/apis/core/v1/defaults.go):
+# a field equal to its default compares like an absent one.
+_DEFAULTS: dict[str, Any] = {
+    "terminationMessagePath": "/dev/termination-log",
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "scheme": "HTTP",
+    "protocol": "TCP",
+    "apiVersion": "v1",
+}
+_PROBE_DEFAULTS = {"periodSeconds": 10, "failureThreshold": 3}
+_CONFIGMAP_DEFAULT_MODE = 0o644
+
+
+def normalized(value: Any, key: str = "") -> Any:
+    """`value` with defaulted fields dropped and quantities in one spelling."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in _DEFAULTS and v == _DEFAULTS[k]:
+                continue
+            if key.endswith("Probe") and k in _PROBE_DEFAULTS and v == _PROBE_DEFAULTS[k]:
+                continue
+            if key == "configMap" and k == "defaultMode" and v == _CONFIGMAP_DEFAULT_MODE:
+                continue
+            out[k] = normalized(v, k)
+        if key == "resources":
+            # Limits without requests get requests = limits.
+            limits = out.get("limits") or {}
+            requests = {**limits, **(out.get("requests") or {})}
+            out = {k: v for k, v in (("limits", limits), ("requests", requests)) if v}
+        if key in ("limits", "requests", "emptyDir"):
+            out = {k: quantity(v) if k != "medium" else v for k, v in out.items()}
+        return out
+    if isinstance(value, list):
+        return [normalized(v, key) for v in value]
+    return value
+
+
+_SUFFIXES: dict[str, Decimal] = {
+    suffix: Decimal(2) ** (10 * i)
+    for i, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))
+} | {
+    suffix: Decimal(10) ** exponent
+    for suffix, exponent in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9),
+                             ("T", 12), ("P", 15), ("E", 18))
+}  # fmt: skip
+
+
+def quantity(value: Any) -> Any:
+    """A Kubernetes quantity ("0.5", "500m", "1Gi", "1e3") as a Decimal; anything that is
+    not one is returned as it was (and then compares unequal to a real quantity)."""
+    text = str(value)
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            number, factor = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, factor = text, Decimal(1)
+    try:
+        return Decimal(number) * factor
+    except ArithmeticError:
+        return value
+
+
+def difference(actual: Any, expected: Any, path: str) -> str | None:
+    """The first path where two JSON values differ, as a short sentence; None if equal."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(set(expected) | set(actual)):
+            if key not in actual:
+                return f"{path}.{key} is missing"
+            if key not in expected:
+                return f"{path}.{key} is not set by the operator"
+            found = difference(actual[key], expected[key], f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(actual) != len(expected):
+            return f"{path} has {len(actual)} entries, expected {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            found = difference(a, e, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if actual != expected or type(actual) is not type(expected):
+        shown = str(actual)
+        return f"{path} is {shown[:80]!r}, expected {str(expected)[:80]!r}"
+    return None
+
+
+def injection_patch(
+    pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
+) -> JsonPatch:
+    """The JSON patch that injects `entry`'s collector; [] when the pod already carries
+    exactly that collector (`injected_difference` is None).
+
+    A container named `auditlock-collector` that is not the one the operator injects (a
+    look-alike the pod declared, or one from an older configuration) is replaced, and so
+    are volumes under the operator's names: the name is reserved, and what runs under it
+    is the operator's. The patch shares the cached collector container and volumes:
+    serialize it, never mutate it."""
+    if injected_difference(pod, entry, settings) is None:
+        return []
+    spec = pod.get("spec") or {}
+    meta = pod.get("metadata") or {}
+    container, ours_volumes = expected_collector(pod, entry, settings)
     ours = {v["name"] for v in ours_volumes}
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
     volumes += ours_volumes
     patch: JsonPatch = []
+    kept_init = _without_collector(spec.get("initContainers"))
+    kept = _without_collector(spec.get("containers"))
     if settings.native_sidecar:
-        init = [container, *(spec.get("initContainers") or [])]
-        patch.append({"op": "add", "path": "/spec/initContainers", "value": init})
+        patch.append(
+            {"op": "add", "path": "/spec/initContainers", "value": [container, *kept_init]}
+        )
+        if len(kept) != len(spec.get("containers") or []):
+            patch.append({"op": "add", "path": "/spec/containers", "value": kept})
     else:
-        containers = [*(spec.get("containers") or []), container]
-        patch.append({"op": "add", "path": "/spec/containers", "value": containers})
+        if len(kept_init) != len(spec.get("initContainers") or []):
+            patch.append({"op": "add", "path": "/spec/initContainers", "value": kept_init})
+        patch.append({"op": "add", "path": "/spec/containers", "value": [*kept, container]})
     patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
     annotations = dict(meta.get("annotations") or {})
     annotations[n.ANNOTATION_POLICY] = entry.name

@@ -30,6 +30,9 @@ def _client_config(
 
 
 def _rules() -> list[dict[str, Any]]:
+    """Pod CREATE (inject, enforce) and UPDATE of pods/ephemeralcontainers: `kubectl
+    debug` adds a container to a running pod, which must not mount the collector's
+    volumes or join its processes (pod_isolation)."""
     return [
         {
             "apiGroups": [""],
@@ -37,7 +40,14 @@ def _rules() -> list[dict[str, Any]]:
             "operations": ["CREATE"],
             "resources": ["pods"],
             "scope": "Namespaced",
-        }
+        },
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["UPDATE"],
+            "resources": ["pods/ephemeralcontainers"],
+            "scope": "Namespaced",
+        },
     ]
 
 

@@ -197,7 +197,7 @@ class WebhookServer:
             if webhook == "mutate":
                 review = admission.mutate(body, self.registry, self.injection, self.stats)
             else:
-                review = admission.validate(body, self.registry, self.stats)
+                review = admission.validate(body, self.registry, self.injection, self.stats)
         except Exception:
             # A bug must not become a 500: fail open/closed like an unparseable request.
             log.exception("%s webhook failed on a request; answering by enforcement", webhook)
