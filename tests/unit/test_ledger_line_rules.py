@@ -142,9 +142,17 @@ def test_signed_line_breaking_a_rule_fails_verify(
 
 
 def test_the_same_ledger_with_valid_lines_passes(tmp_path: Path) -> None:
-    """The cases above differ from this one only in the middle line."""
+    """The cases above differ from this one only in the middle lines: valid events at
+    the edges of the rules (16 levels, astral values, BMP names, null inside details)."""
     ledger = new_ledger(tmp_path)
-    _write(ledger, [_bytes(_with("details.price", "1.5"))])
+    edges = [
+        _with("details.price", "1.5"),
+        _with("details.a", _nested(15)),  # details + 15 arrays = 16 levels
+        _with("details.\uffff\u00e9", [None, "\U0001f600", -(2**53 - 1), {"": True}]),
+        _with("actor.ip", "::ffff:1.2.3.4"),
+        _with("action", "\U0001f600" * 1024),
+    ]
+    _write(ledger, [canonical_bytes(normalize_event(e)) for e in edges])
     exit_code, out = ledger.verify()
     assert exit_code == 0, out
 

@@ -29,17 +29,16 @@ import functools
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NewType
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
 from auditlock.ledger.errors import EventError
-from auditlock.ledger.event import validate_event
 from auditlock.ledger.normalize import plain_json
 from auditlock.ledger.timestamps import normalize_time
-from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
+from auditlock.ledger.values import MAX_SHORT, ValueProblem, check_json, normalize_ip
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
 # (seq, code, message): what `check` reports for one line.
@@ -66,19 +65,25 @@ def _has_astral(data: bytes) -> bool:
 
 def _json_values(levels: int) -> Any:
     """The type of a JSON value inside `details` with at most `levels` more levels of
-    nesting: FORMAT.md's number and depth rules, checked by the decoder itself."""
+    nesting, so that the decoder itself checks FORMAT.md's number rules (and depth).
+    Each level is wrapped in a NewType: nested generic aliases rehash their whole depth."""
     scalar: Any = str | bool | Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
-    value: Any = scalar | None
-    for _ in range(levels):
-        value = scalar | list[value] | dict[str, value] | None
+    value: Any = NewType("_JsonScalar", scalar | None)  # type: ignore[misc]
+    for level in range(levels):
+        inner = scalar | list[value] | dict[str, value] | None
+        value = NewType(f"_JsonLevel{level + 1}", inner)  # type: ignore[misc]
     return value
 
 
-# `details` is level 1 of MAX_DEPTH; the values inside it may nest MAX_DEPTH - 1 more.
+# msgspec expands each level's two references (array and object), so the decoder grows
+# as 2**levels: typed to TYPED_DEPTH levels (ample for real details), deeper `details`
+# take the per-line path, whose decoder leaves `details` untyped and checks it with
+# check_json against the full MAX_DEPTH.
+TYPED_DEPTH = 7
 if TYPE_CHECKING:
     _Details = dict[str, Any]
 else:
-    _Details = dict[str, _json_values(MAX_DEPTH - 1)]
+    _Details = dict[str, _json_values(TYPED_DEPTH - 1)]
 
 
 # Fields in sorted order, so the encoder writes RFC 8785 member order without sorting.
@@ -120,7 +125,11 @@ class _Event(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     time: str
 
 
-_decode = msgspec.json.Decoder(_Event).decode
+class _LooseEvent(_Event, forbid_unknown_fields=True, kw_only=True, gc=False):
+    details: dict[str, Any] | UnsetType = UNSET
+
+
+_decode = msgspec.json.Decoder(_LooseEvent).decode
 _decode_list = msgspec.json.Decoder(list[_Event]).decode
 _encode = msgspec.json.Encoder(order="sorted").encode
 _ENVELOPE = frozenset(("epoch", "event", "prev", "seq", "stream"))
@@ -191,7 +200,7 @@ class LineRules:
             if (
                 len(parsed) == len(lines)
                 and _encode(parsed) == joined
-                and _valid(parsed, astral=_has_astral(joined))
+                and _valid(parsed, check_details=_has_astral(joined))
             ):
                 ids = [p.id for p in parsed]
                 unique = set(ids)
@@ -213,7 +222,7 @@ class LineRules:
             parsed: _Event | None
             try:
                 parsed = _decode(event)
-                ok = _encode(parsed) == event and _valid([parsed], astral=True)
+                ok = _encode(parsed) == event and _valid([parsed], check_details=True)
             except msgspec.MsgspecError:
                 parsed, ok = None, False
             if not ok:
@@ -228,10 +237,11 @@ class LineRules:
             seq += 1
 
 
-def _valid(events: list[_Event], *, astral: bool) -> bool:
+def _valid(events: Sequence[_Event], *, check_details: bool) -> bool:
     """The rules the types cannot express, for decoded events (one regex call per rule
-    for all of them). `astral`: the bytes hold characters above U+FFFF, which may be in a
-    member name inside `details` (refused) rather than in a value (allowed)."""
+    for all of them). `check_details`: walk `details` with check_json; needed when it was
+    decoded untyped, or when the bytes hold characters above U+FFFF, which may be in a
+    member name (refused) rather than in a value (allowed)."""
     if not _IDS.match("\n".join([e.id for e in events])):
         return False
     times = [e.time for e in events]
@@ -243,7 +253,7 @@ def _valid(events: list[_Event], *, astral: bool) -> bool:
     ips.discard(UNSET)
     if not all(map(_ip_is_canonical, ips)):
         return False
-    if astral:
+    if check_details:
         return all(_details_ok(d) for e in events if not isinstance(d := e.details, UnsetType))
     return True
 
@@ -264,6 +274,8 @@ def diagnose(line: bytes, event: bytes) -> tuple[str, str] | None:
         extra = sorted(envelope.keys() - _ENVELOPE) if isinstance(envelope, dict) else []
         what = f"extra member {extra[0]!r}" if extra else "not the envelope of section 5"
         return "line-not-canonical", f"line is not the canonical envelope ({what})"
+    from auditlock.ledger.event import validate_event  # pydantic: only when a line is bad
+
     raw = envelope["event"]
     if not isinstance(raw, dict):
         return "event-invalid", "event: an event must be a JSON object"

@@ -188,17 +188,23 @@ class FileDestination(Destination):
         return data
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        # Walk only the directory the prefix names (`streams/s/` walks one stream), so a
+        # writer listing its own stream costs the same in a store of one stream or of
+        # thousands (`auditlock synth --streams N` is linear in N because of this).
+        top = prefix.rpartition("/")[0]
+        if top.split("/", 1)[0] in _RESERVED:
+            return iter(())
+        start = self.root.joinpath(*top.split("/")) if top else self.root
         names: list[str] = []
-        if self.root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                rel_dir = os.path.relpath(dirpath, self.root)
+        if start.is_dir():
+            for dirpath, dirnames, filenames in os.walk(start):
+                rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
                 if rel_dir == ".":
                     dirnames[:] = [d for d in dirnames if d not in _RESERVED]
                     rel_dir = ""
                 dirnames.sort()
                 for filename in filenames:
                     rel = f"{rel_dir}/{filename}" if rel_dir else filename
-                    rel = rel.replace(os.sep, "/")
                     if rel.startswith(prefix):
                         names.append(rel)
         return iter(sorted(names))
