@@ -67,11 +67,11 @@ def _json_values(levels: int) -> Any:
     """The type of a JSON value inside `details` with at most `levels` more levels of
     nesting, so that the decoder itself checks FORMAT.md's number rules (and depth).
     Each level is wrapped in a NewType: nested generic aliases rehash their whole depth."""
+    new_type: Any = NewType  # built at run time: not a static type for mypy
     scalar: Any = str | bool | Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
-    value: Any = NewType("_JsonScalar", scalar | None)  # type: ignore[misc]
+    value: Any = new_type("_JsonScalar", scalar | None)
     for level in range(levels):
-        inner = scalar | list[value] | dict[str, value] | None
-        value = NewType(f"_JsonLevel{level + 1}", inner)  # type: ignore[misc]
+        value = new_type(f"_JsonLevel{level + 1}", scalar | list[value] | dict[str, value] | None)
     return value
 
 
