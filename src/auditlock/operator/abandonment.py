@@ -85,17 +85,17 @@ class AbandonWatch:
         """The open streams of `namespace` in `url` whose writer has been gone for the
         whole grace delay; updates the waits of the others."""
         now = self.clock()
-        prefix = f"{namespace}_"
         seen: set[tuple[str, str]] = set()
         ready = []
         for stream, tip in tips.items():
-            if not stream.startswith(prefix) or not self._moved_forward(url, tip):
+            pod = pod_of_stream(namespace, stream)
+            if pod is None or not self._moved_forward(url, tip):
                 continue
             if tip.signed is None:
                 continue
             if tip.signed.checkpoint.closed or (url, stream, tip.name) in self._given_up:
                 continue
-            if _writer_may_return(pods.get(stream[len(prefix) :]), tip):
+            if _writer_may_return(pods.get(pod), tip):
                 continue
             key = (url, stream)
             seen.add(key)
@@ -104,7 +104,8 @@ class AbandonWatch:
                 self._absent[key] = _Absence(now, tip.name)
             elif now - absence.since >= self.grace_seconds:
                 ready.append(tip)
-        for key in [k for k in self._absent if k[0] == url and k[1].startswith(prefix)]:
+        mine = [k for k in self._absent if k[0] == url and pod_of_stream(namespace, k[1])]
+        for key in mine:
             if key not in seen:
                 del self._absent[key]  # its writer is back (or its stream is closed)
         return ready
@@ -127,6 +128,13 @@ class AbandonWatch:
         self._absent.pop((url, tip.stream), None)
         if result.outcome in ("unusable", "foreign-key"):
             self._given_up.add((url, tip.stream, tip.name))
+
+
+def pod_of_stream(namespace: str, stream: str) -> str | None:
+    """The pod name in a stream id `<namespace>_<pod>` (injection sets it so; neither
+    name can contain `_`), or None for a stream of another namespace."""
+    prefix = f"{namespace}_"
+    return stream[len(prefix) :] if stream.startswith(prefix) else None
 
 
 def _writer_may_return(pod: PodFacts | None, tip: StreamTip) -> bool:

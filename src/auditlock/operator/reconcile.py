@@ -26,7 +26,7 @@ from auditlock.ledger.newest import StreamTip
 from auditlock.operator import conditions as c
 from auditlock.operator import keys
 from auditlock.operator import names as n
-from auditlock.operator.abandonment import AbandonWatch, close_abandoned
+from auditlock.operator.abandonment import AbandonWatch, close_abandoned, pod_of_stream
 from auditlock.operator.destination import (
     SCAN_INTERVAL,
     DestinationState,
@@ -383,6 +383,8 @@ async def _close_abandoned(
     tips: dict[str, StreamTip],
 ) -> None:
     """Close the streams of this policy's namespace whose pods are gone for good."""
+    if not any(pod_of_stream(entry.namespace, stream) for stream in tips):
+        return  # no stream of this namespace: no need to list its pods
     pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
     due = watch.due(entry.spec.destination.url, entry.namespace, tips, pods)
     for rollback in watch.rollbacks():
