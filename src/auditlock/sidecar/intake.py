@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from auditlock.sidecar.metrics import Metrics
@@ -34,29 +35,45 @@ class Intake:
         self.accepting = True
 
     def prepare(
-        self, input_name: str, entries: list[tuple[str, int, Any]], count: bool = True
+        self, input_name: str, entries: Iterable[tuple[str, int, Any]], count: bool = True
     ) -> Prepared:
-        """Run the pipeline over raw entries; `count=False` when re-preparing (a retry)."""
+        """Run the pipeline over raw entries; `count=False` leaves counting to the caller
+        (`count`), e.g. for a batch that may yet turn out to be a retransmission."""
         out = self.pipeline.process_all(input_name, entries)
-        if not count:
-            return out
-        if out.rejected:
-            self.count_rejections(input_name, [r for _, r in out.rejected])
-        if out.filtered:
-            self.metrics.events_filtered.labels(input_name).inc(out.filtered)
+        if count:
+            self.count(input_name, out)
         return out
 
-    def count_rejections(self, input_name: str, rejections: list[Rejected]) -> None:
-        by_reason: dict[str, int] = {}
-        for rejection in rejections:
-            by_reason[rejection.reason] = by_reason.get(rejection.reason, 0) + 1
+    def count(self, input_name: str, out: Prepared) -> None:
+        """Count a prepared batch's rejections and filtered events (once per batch)."""
+        if out.rejected_count:
+            self.count_rejections(
+                input_name,
+                [r for _, r in out.rejected[:1]],
+                out.rejected_reasons,
+                out.rejected_count,
+            )
+        if out.filtered:
+            self.metrics.events_filtered.labels(input_name).inc(out.filtered)
+
+    def count_rejections(
+        self,
+        input_name: str,
+        rejections: list[Rejected],
+        by_reason: dict[str, int] | None = None,
+        total: int | None = None,
+    ) -> None:
+        if by_reason is None:
+            by_reason = {}
+            for rejection in rejections:
+                by_reason[rejection.reason] = by_reason.get(rejection.reason, 0) + 1
         for reason, count in by_reason.items():
             self.metrics.events_rejected.labels(input_name, reason).inc(count)
-        if self._log_budget.allow():
+        if rejections and self._log_budget.allow():
             first = rejections[0]
             log.warning(
                 "rejected %d event(s) from %s: %s (field %s)",
-                len(rejections),
+                len(rejections) if total is None else total,
                 input_name,
                 first,
                 first.field,

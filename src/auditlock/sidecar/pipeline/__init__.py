@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ class Pipeline:
             self.redactor.apply(event)
         return event
 
-    def process_all(self, input_name: str, entries: Sequence[tuple[str, int, Any]]) -> Processed:
+    def process_all(self, input_name: str, entries: Iterable[tuple[str, int, Any]]) -> Processed:
         """`process` over many entries, each kept event turned into its canonical bytes at
         once (what the spool stores).
 
@@ -42,7 +42,6 @@ class Pipeline:
         """
         out = Processed()
         events = out.events
-        rejected = out.rejected
         normalize = self.normalize
         keep = None if self.filter.keeps_everything else self.filter.keep
         redact = self.redactor.apply if self.redactor else None
@@ -51,7 +50,7 @@ class Pipeline:
             try:
                 event = normalize(input_name, tag, time_ns, record)
             except Rejected as exc:
-                rejected.append((index, exc))
+                out.reject(index, exc)
                 continue
             if keep is not None and not keep(event):
                 out.filtered += 1
@@ -67,11 +66,45 @@ class Pipeline:
         return out
 
 
+# Rejections kept with their message per message or request; the rest are only counted. A
+# rejection must cost O(1) memory: a message of millions of bad entries within the frame
+# limit would otherwise hold an exception (and its traceback's frames) for each.
+REPORTED_REJECTIONS = 100
+
+
 @dataclass
 class Processed:
     """What `process_all` made of a list of entries."""
 
     events: list[bytes] = field(default_factory=list)  # canonical bytes, to spool
-    rejected: list[tuple[int, Rejected]] = field(default_factory=list)  # (entry index, why)
+    # The first REPORTED_REJECTIONS rejections (entry index, why); `rejected_count` and
+    # `rejected_reasons` count all of them.
+    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
+    rejected_count: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
     filtered: int = 0  # dropped by the policy filter
     unstorable: list[Rejected] = field(default_factory=list)  # valid but no canonical bytes
+    seen: int = 0  # entries behind this result, for a caller that extends it batch by batch
+
+    def reject(self, index: int, exc: Rejected) -> None:
+        self.rejected_count += 1
+        reasons = self.rejected_reasons
+        reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+        if len(self.rejected) < REPORTED_REJECTIONS:
+            # Kept without the traceback and the chained error: their frames hold the
+            # record and the normalizer's locals.
+            exc.__traceback__ = None
+            exc.__context__ = None
+            self.rejected.append((index, exc))
+
+    def extend(self, other: Processed, offset: int) -> None:
+        """Add `other` (whose entry indexes start at `offset` here) to this result."""
+        self.events.extend(other.events)
+        for index, exc in other.rejected:
+            if len(self.rejected) < REPORTED_REJECTIONS:
+                self.rejected.append((index + offset, exc))
+        self.rejected_count += other.rejected_count
+        for reason, count in other.rejected_reasons.items():
+            self.rejected_reasons[reason] = self.rejected_reasons.get(reason, 0) + count
+        self.filtered += other.filtered
+        self.unstorable.extend(other.unstorable)

@@ -73,6 +73,16 @@ class Rejected(Exception):
         self.field = field
 
 
+class Oversized:
+    """A record a source did not decode because it is too large (its size in bytes);
+    the normalizer rejects it (`too_large`)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 class _TimeFormatter:
     """ns → RFC 3339 with nine fraction digits; caches the per-second prefix."""
 
@@ -147,6 +157,10 @@ class Normalizer:
 
     def __call__(self, input_name: str, tag: str, time_ns: int, record: Any) -> dict[str, Any]:
         if type(record) is not dict:
+            if type(record) is Oversized:
+                raise Rejected(
+                    "too_large", "record", f"a {record.size}-byte event is too large to decode"
+                )
             raise Rejected("bad_record", "record", "record must be a JSON object / msgpack map")
         category = record.get("category")
         if category is None:
@@ -162,6 +176,10 @@ class Normalizer:
                     f"category is required (one of {', '.join(CATEGORIES)}), "
                     "in the record or as the tag's last part",
                 )
+        if "action" not in record and "id" not in record and "time" not in record:
+            # The first problem the full check would name, found before any work: a
+            # flood of bad records costs little more than reading it.
+            raise Rejected("missing_field", "action", "action: missing (required)")
         event_id = record.get("id")
         if event_id is None:
             self._counter += 1

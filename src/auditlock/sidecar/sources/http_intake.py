@@ -5,8 +5,11 @@ Answers:
 
     202 {"accepted": n, "filtered": k}      durable in the spool (fsynced)
     400 {"error": ..., "errors": [{"index", "field", "reason", "message"}]}
-                                            nothing stored; fix the events and resend all
+                                            nothing stored; fix the events and resend all;
+                                            at most 100 errors are listed, then
+                                            "more_errors": n and "reasons": {reason: n}
     413                                     body larger than sources.http.max_body_bytes,
+                                            too dense to decode at once (json_body.py),
                                             or its events larger than the whole spool
     503 + Retry-After                       spool full or shutting down; retry later
 
@@ -25,6 +28,8 @@ the same key and the trail holds it once. Without the header, a resend is stored
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import time
 from typing import Any
@@ -33,8 +38,8 @@ import orjson
 
 from auditlock.sidecar.config import HttpSource
 from auditlock.sidecar.http_server import HttpServer, Request, Response
-from auditlock.sidecar.intake import Intake, SpoolFull
-from auditlock.sidecar.pipeline import Rejected
+from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
+from auditlock.sidecar.sources.json_body import BadBody, TooDense, parse_body
 from auditlock.sidecar.spool.chunk_ids import http_key
 from auditlock.sidecar.spool.spool import RecordTooLarge
 
@@ -44,10 +49,7 @@ INPUT = "http"
 TAG = "http"
 RETRY_AFTER_SECONDS = 1
 IDEMPOTENCY_HEADER = "idempotency-key"
-
-
-class BadBody(Exception):
-    pass
+BATCH = 1024  # events prepared between two turns of the event loop
 
 
 def idempotency_chunk(headers: dict[str, str]) -> str | None:
@@ -59,30 +61,6 @@ def idempotency_chunk(headers: dict[str, str]) -> str | None:
     if not 0 < len(key) < 256 or not all("!" <= c <= "~" for c in key):
         raise BadBody("Idempotency-Key must be 1-255 visible ASCII characters (e.g. a UUID)")
     return http_key(key)
-
-
-def parse_body(body: bytes) -> list[Any]:
-    """Object, array or NDJSON → list of items (not yet validated as events)."""
-    stripped = body.strip()
-    if not stripped:
-        raise BadBody("empty body: send a JSON object, a JSON array or NDJSON")
-    try:
-        value = orjson.loads(stripped)
-    except orjson.JSONDecodeError as exc:
-        if b"\n" not in stripped:
-            raise BadBody(f"body is not JSON: {exc}") from None
-        items = []
-        for number, line in enumerate(stripped.split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError as line_exc:
-                raise BadBody(f"NDJSON line {number} is not JSON: {line_exc}") from None
-        return items
-    if isinstance(value, list):
-        return value
-    return [value]
 
 
 class HttpIntake:
@@ -116,18 +94,29 @@ class HttpIntake:
         except BadBody as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_idempotency_key").inc()
             return _json(400, {"error": str(exc), "errors": []})
+        now = time.time_ns()
+        prepared = Prepared()
         try:
+            # Items are decoded as the pipeline takes them (NDJSON line by line), in
+            # batches with the event loop free in between: a body can hold millions.
             items = parse_body(body)
+            while batch := [(TAG, now, item) for item in itertools.islice(items, BATCH)]:
+                prepared.extend(self.intake.prepare(INPUT, batch, count=False), prepared.seen)
+                prepared.seen += len(batch)
+                await asyncio.sleep(0)
         except BadBody as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_json").inc()
             return _json(400, {"error": str(exc), "errors": []})
+        except TooDense as exc:
+            self.intake.metrics.events_rejected.labels(INPUT, "too_large").inc()
+            return _json(413, {"error": str(exc), "errors": []})
+        if prepared.rejected_count:
+            self.intake.count(INPUT, prepared)
+            return _json(400, _rejections(prepared))
         if chunk is not None and await self._already_stored(chunk):
             self.intake.metrics.duplicate_requests.inc()
             return _json(202, {"accepted": 0, "filtered": 0, "duplicate": True})
-        now = time.time_ns()
-        prepared = self.intake.prepare(INPUT, [(TAG, now, item) for item in items])
-        if prepared.rejected:
-            return _json(400, _rejections(prepared.rejected))
+        self.intake.count(INPUT, prepared)
         # No await from the check above to the spool registering the key (synchronously,
         # in append_packed): a concurrent request with the same key sees it in flight.
         try:
@@ -152,17 +141,22 @@ class HttpIntake:
         return spool.seen_chunk(chunk)
 
 
-def _rejections(rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
+def _rejections(prepared: Prepared) -> dict[str, Any]:
+    """The 400 answer: the first REPORTED_REJECTIONS errors, a count of the rest."""
     errors = [
         {"index": index, "field": exc.field, "reason": exc.reason, "message": str(exc)}
-        for index, exc in rejected
+        for index, exc in prepared.rejected
     ]
     first = errors[0]
-    return {
-        "error": f"{len(errors)} invalid event(s), nothing stored; first: event {first['index']} "
-        f"field {first['field']}: {first['message']}",
+    answer: dict[str, Any] = {
+        "error": f"{prepared.rejected_count} invalid event(s), nothing stored; first: event "
+        f"{first['index']} field {first['field']}: {first['message']}",
         "errors": errors,
     }
+    if prepared.rejected_count > len(errors):
+        answer["more_errors"] = prepared.rejected_count - len(errors)
+        answer["reasons"] = prepared.rejected_reasons
+    return answer
 
 
 def _unavailable(reason: str) -> Response:

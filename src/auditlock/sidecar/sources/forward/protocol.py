@@ -25,11 +25,18 @@ import hmac
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 
+from auditlock.sidecar.pipeline.normalize import Oversized
+
 EVENT_TIME_EXT = 0
+# An entry (one event) longer than this, as msgpack, is refused without being decoded:
+# decoding can take ~75 times an object's size in memory (an empty map is one byte and
+# a 64-byte dict). docs/sidecar.md, "Limits".
+MAX_ENTRY_BYTES = 256 * 1024
 MAX_SECONDS = 1 << 34  # year 2514: anything later is a corrupt timestamp, not a date
 _EVENT_TIME = struct.Struct(">II")
 
@@ -59,16 +66,20 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def unpack_options() -> dict[str, Any]:
+    """How every Forward object is decoded (see the module doc)."""
+    return {
+        "raw": False,
+        "unicode_errors": "surrogateescape",
+        "ext_hook": _ext_hook,
+        "strict_map_key": False,
+        "use_list": True,
+    }
+
+
 def new_unpacker(max_frame_bytes: int) -> msgpack.Unpacker:
-    """A streaming unpacker for one connection; a message over the limit raises."""
-    return msgpack.Unpacker(
-        raw=False,
-        unicode_errors="surrogateescape",
-        ext_hook=_ext_hook,
-        strict_map_key=False,
-        max_buffer_size=max_frame_bytes,
-        use_list=True,
-    )
+    """A streaming unpacker; buffering more than `max_frame_bytes` raises BufferFull."""
+    return msgpack.Unpacker(max_buffer_size=max_frame_bytes, **unpack_options())
 
 
 def pack_event_time(time_ns: int) -> msgpack.ExtType:
@@ -130,7 +141,7 @@ def decode_message(message: Any, max_frame_bytes: int) -> tuple[list[Entry], dic
             if compressed != "gzip":
                 raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
             second = gunzip(second, max_frame_bytes)
-        return _unpack_entries(tag, second, max_frame_bytes), option
+        return list(packed_entries(tag, second)), option
     raise ProtocolError(
         "bad_message", f"second item must be time, array or binary, got {kind.__name__}"
     )
@@ -159,28 +170,40 @@ def _entry(tag: str, item: Any) -> Entry:
     return tag, time_to_ns(item[0]), item[1]
 
 
-def _unpack_entries(tag: str, data: bytes, max_frame_bytes: int) -> list[Entry]:
-    unpacker = new_unpacker(max(max_frame_bytes, len(data)))
-    try:
-        unpacker.feed(data)
-        entries: list[Entry] = []
-        end = 0
-        append = entries.append
-        tell = unpacker.tell
-        for item in unpacker:
+def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
+    """The entries of a PackedForward blob, decoded one at a time (see the module doc)."""
+    scout = new_unpacker(max(len(data), 1))
+    scout.feed(data)
+    view = memoryview(data)
+    options = unpack_options()
+    unpackb = msgpack.unpackb
+    start = 0
+    end_of_data = len(data)
+    while start < end_of_data:
+        try:
+            scout.skip()
+        except msgpack.OutOfData:
+            raise ProtocolError(
+                "bad_entries", "packed entries end in the middle of an entry"
+            ) from None
+        except Exception as exc:
+            raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
+        end = scout.tell()
+        if end - start > MAX_ENTRY_BYTES:
+            yield tag, 0, Oversized(end - start)
+        else:
+            try:
+                item = unpackb(view[start:end], **options)
+            except Exception as exc:  # e.g. TypeError: unhashable map key
+                raise ProtocolError(
+                    "bad_entries", f"packed entries are not msgpack: {exc}"
+                ) from None
             # _entry() inlined for the common shape: this loop runs once per event.
             if type(item) is list and len(item) == 2 and type(item[0]) is EventTime:
-                append((tag, int(item[0]), item[1]))
+                yield tag, int(item[0]), item[1]
             else:
-                append(_entry(tag, item))
-            end = tell()  # after the last complete entry
-    except ProtocolError:
-        raise
-    except Exception as exc:  # any msgpack decode error (incl. TypeError: unhashable key)
-        raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
-    if end != len(data):
-        raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")
-    return entries
+                yield _entry(tag, item)
+        start = end
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

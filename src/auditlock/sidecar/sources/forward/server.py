@@ -25,13 +25,12 @@ import contextlib
 import logging
 from typing import Any
 
-import msgpack
-
 from auditlock.sidecar.config import ForwardSource
 from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
+from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
 from auditlock.sidecar.spool.chunk_ids import forward_key
 from auditlock.sidecar.spool.spool import RecordTooLarge, SpoolWriteFailed
 
@@ -111,10 +110,14 @@ class _Connection:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.unpacker = protocol.new_unpacker(self.config.max_frame_bytes)
         self.busy = False
         self.authenticated = self.config.shared_key is None
         self.nonce = b""
+        self.messages = MessageReader(self.config.max_frame_bytes)
+        self.messages.handshake = not self.authenticated
+        # The message being read: its entries go through the pipeline as they arrive (in
+        # batches), so only canonical bytes and a bounded rejection report are kept.
+        self._current = Prepared()
 
     async def run(self) -> None:
         if not self.authenticated:
@@ -151,35 +154,35 @@ class _Connection:
                 self.busy = False
 
     async def _on_data(self, data: bytes) -> None:
-        messages: list[Any] = []
+        batch = _Batch()
         failure: ConnectionClosed | None = None
         try:
-            self.unpacker.feed(data)
-            for message in self.unpacker:
-                messages.append(message)
-        except msgpack.BufferFull:
-            failure = ConnectionClosed(
-                "too_large", f"message larger than {self.config.max_frame_bytes} bytes"
-            )
-        except Exception as exc:  # any msgpack decode error: the stream cannot be resynced
-            failure = ConnectionClosed("bad_msgpack", f"not a msgpack stream: {exc!r:.200}")
-        batch = _Batch()
-        for message in messages:
-            if not self.authenticated:
-                self._handshake(message)
-                continue
-            try:
-                entries, option = protocol.decode_message(message, self.config.max_frame_bytes)
-            except ProtocolError as exc:
-                failure = ConnectionClosed(exc.reason, str(exc))
-                break
-            except Exception as exc:  # a decoder gap: still only this connection's problem
-                log.exception("unexpected error decoding a forward message from %s", self.peer)
-                failure = ConnectionClosed("bad_message", f"undecodable message: {exc!r:.200}")
-                break
-            chunk = option.get("chunk") if option else None
-            batch.add(entries, chunk)
-        if batch.entries or batch.chunks:
+            self.messages.feed(data)
+            for item in self.messages.read():
+                if not self.authenticated:
+                    self._handshake(item)
+                    self.messages.handshake = False
+                elif type(item) is Entries:
+                    # Counted when committed: the message may be a retransmission.
+                    part = self.intake.prepare(INPUT, item, count=False)
+                    self._current.extend(part, self._current.seen)
+                    self._current.seen += len(item)
+                    # A message can hold millions of entries: let other connections
+                    # and the health probes in between batches.
+                    await asyncio.sleep(0)
+                else:
+                    option = item.option
+                    chunk = option.get("chunk") if option else None
+                    batch.add(self._current, chunk)
+                    self._current = Prepared()
+        except ProtocolError as exc:
+            failure = ConnectionClosed(exc.reason, str(exc))
+        except ConnectionClosed as exc:
+            failure = exc
+        except Exception as exc:  # a decoder gap: still only this connection's problem
+            log.exception("unexpected error decoding a forward message from %s", self.peer)
+            failure = ConnectionClosed("bad_message", f"undecodable message: {exc!r:.200}")
+        if batch.groups:
             try:
                 await self._commit(batch)
             except (ConnectionClosed, ConnectionError, OSError):
@@ -213,10 +216,10 @@ class _Connection:
             # meanwhile, and only one of the two may store it. From here to the append
             # there is no await, so the check and the registration are atomic.
             waits = []
-            fresh_entries: list[tuple[str, int, Any]] = []
+            fresh = Prepared()
             fresh_chunks: list[str] = []
             duplicates = 0
-            for entries, chunk in batch.groups:
+            for prepared, chunk in batch.groups:
                 if chunk is not None:
                     key = forward_key(chunk)
                     if spool.seen_chunk(key) or key in fresh_chunks:
@@ -228,11 +231,13 @@ class _Connection:
                         waits.append(inflight)
                         continue
                     fresh_chunks.append(key)
-                fresh_entries.extend(entries)
-            prepared: Prepared = self.intake.prepare(INPUT, fresh_entries, count=first_try)
-            first_try = False
+                fresh.extend(prepared, 0)
+                prepared.unstorable = []  # counted by the commit below, once
+            if first_try:
+                self.intake.count(INPUT, fresh)
+                first_try = False
             try:
-                await self.intake.commit(INPUT, prepared, fresh_chunks)
+                await self.intake.commit(INPUT, fresh, fresh_chunks)
                 break
             except RecordTooLarge as exc:
                 raise ConnectionClosed("too_large_for_spool", str(exc)) from None
@@ -259,15 +264,13 @@ class _Connection:
 
 
 class _Batch:
-    """The messages decoded from one read: entries grouped by chunk, chunks in order."""
+    """The messages completed by one read, prepared, with their chunks in order."""
 
     def __init__(self) -> None:
-        self.groups: list[tuple[list[tuple[str, int, Any]], str | None]] = []
+        self.groups: list[tuple[Prepared, str | None]] = []
         self.chunks: list[str] = []
-        self.entries = 0
 
-    def add(self, entries: list[tuple[str, int, Any]], chunk: str | None) -> None:
-        self.groups.append((entries, chunk))
-        self.entries += len(entries)
+    def add(self, prepared: Prepared, chunk: str | None) -> None:
+        self.groups.append((prepared, chunk))
         if chunk is not None:
             self.chunks.append(chunk)
