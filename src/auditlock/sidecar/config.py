@@ -104,6 +104,9 @@ class AccessProxySource:
     host: str = "0.0.0.0"  # the proxy is what Services point at
     port: Port = 8080
     upstream: str = "http://127.0.0.1:8081"  # the app's real port
+    # Request bodies larger than this are answered 413 (0: no limit). Bodies are streamed,
+    # so this is a policy, not a memory bound.
+    max_body_bytes: Annotated[int, Ge(0)] = 64 * 1024 * 1024
     # Headers whose value is recorded as a claimed, unverified identity.
     identity_headers: list[str] = field(
         default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"]

@@ -78,6 +78,13 @@ class Metrics:
             "Acknowledged spool records not yet shipped that damage made unreadable",
             registry=r,
         )
+        self.proxy_failures = Counter(
+            f"{NS}_access_proxy_failures",
+            "Access proxy exchanges that did not complete, by reason (body_too_large, "
+            "upstream_unreachable, upstream_aborted, client_closed)",
+            ["reason"],
+            registry=r,
+        )
         self.uploads = Counter(f"{NS}_uploads", "Object uploads by result", ["result"], registry=r)
         self.redacted = Counter(f"{NS}_fields_redacted", "Fields replaced by redaction", registry=r)
         self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Bytes held in the spool", registry=r)

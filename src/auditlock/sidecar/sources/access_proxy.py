@@ -1,14 +1,24 @@
 """Access proxy: an HTTP reverse proxy in front of the app's port that records access events.
 
 Services point at the proxy's port; it forwards each request to the app on loopback
-(`upstream`), streams the answer back, and records one `access` event per request:
+(`upstream`) and records one `access` event per request:
 
-    action   the HTTP method                 outcome  success (< 400) or failure
+    action   the HTTP method                 outcome  success (< 400, completed) or failure
     actor    {"kind": "user", "name": <claimed identity>, "ip": <client address>}
              or {"kind": "anonymous", "name": "anonymous", "ip": ...} without one
     target   {"resource": "http", "name": <path>}
     details  {"status", "duration_ns", "query_present", "identity_header",
-              "identity_verified": false, "forwarded_for"}
+              "identity_verified": false, "forwarded_for", "aborted"}
+
+Bodies stream through in 64 KiB blocks both ways, so memory does not grow with their
+size. `status` is the status line the client actually received: 413 for a body over
+`max_body_bytes` (refused up front from Content-Length, or when a chunked body passes
+it), 502 when the upstream cannot be reached, else the upstream's. `aborted` says why
+an exchange did not complete (`body_too_large`, `upstream_unreachable`,
+`upstream_aborted`: the answer broke off after its status line, and the client's
+connection is then closed before the body's end; `client_closed`: the client left,
+and `status` is absent when it left before any answer). Each is also counted in
+`access_proxy_failures_total{reason}`.
 
 The identity comes from headers a gateway in front may set (`identity_headers`); the
 proxy cannot check them, so every event says `identity_verified: false`. Authorization
@@ -23,6 +33,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -30,7 +42,7 @@ from aiohttp import web
 
 from auditlock.ledger.values import normalize_ip
 from auditlock.sidecar.config import AccessProxySource
-from auditlock.sidecar.intake import Intake, SpoolFull
+from auditlock.sidecar.intake import Intake, RateLimit, SpoolFull
 
 log = logging.getLogger("auditlock.sidecar.access_proxy")
 
@@ -39,6 +51,7 @@ TAG = "access_proxy.access"
 MAX_PATH = 1024
 FLUSH_SECONDS = 0.05
 FLUSH_EVENTS = 512
+BLOCK = 64 * 1024  # bodies pass through in blocks of this size, both ways
 # Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own, never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -52,8 +65,23 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "expect",  # 100-continue is answered by the proxy's own server
     }
 )
+
+
+class BodyTooLarge(Exception):
+    """The client's body passed `max_body_bytes`."""
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the client of one request actually got."""
+
+    status: int | None = None  # the status line sent, None when none was
+    # Why the exchange did not complete: body_too_large, upstream_unreachable,
+    # upstream_aborted (the answer broke off), client_closed.
+    aborted: str | None = None
 
 
 class AccessProxy:
@@ -70,6 +98,7 @@ class AccessProxy:
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._log_budget = RateLimit(per_second=5)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -77,7 +106,7 @@ class AccessProxy:
             connector=aiohttp.TCPConnector(limit=256),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application()  # bodies are streamed, never read whole
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -99,38 +128,104 @@ class AccessProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter_ns()
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        status = 502
-        response: web.StreamResponse
+        exchange = _Exchange()
         try:
-            body = await request.read()
+            return await self._forward(request, exchange)
+        finally:
+            if exchange.aborted:
+                self._count_failure(request, exchange.aborted)
+            self._record(request, exchange, time.perf_counter_ns() - started)
+
+    async def _forward(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
+        """Streams the request to the upstream and its answer back; `exchange` ends up
+        saying what the client actually received."""
+        assert self._session is not None
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        if limit and length is not None and length > limit:
+            return self._refuse(exchange, 413, f"request body over {limit} bytes\n")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        if length is not None:
+            headers["Content-Length"] = str(length)  # the upstream sees the client's framing
+        body = self._stream_body(request, exchange) if request.body_exists else None
+        try:
             async with self._session.request(
                 request.method,
                 self.upstream + request.rel_url.raw_path_qs,
                 headers=headers,
-                data=body if body else None,
+                data=body,
                 allow_redirects=False,
             ) as upstream:
-                status = upstream.status
-                response = web.StreamResponse(status=status, reason=upstream.reason)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP_BY_HOP:
                         response.headers.add(key, value)
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)
-                async for block in upstream.content.iter_chunked(64 * 1024):
-                    await response.write(block)
-                await response.write_eof()
+                exchange.status = upstream.status  # the status line is on its way
+                await self._stream_answer(request, upstream, response, exchange)
+                return response
         except (aiohttp.ClientError, TimeoutError) as exc:
-            status = 502
-            response = web.Response(status=502, text=f"upstream {self.upstream} failed: {exc}\n")
-        finally:
-            self._record(request, status, time.perf_counter_ns() - started)
-        return response
+            if exchange.aborted == "body_too_large":
+                return self._refuse(exchange, 413, f"request body over {limit} bytes\n")
+            if exchange.aborted == "client_closed":
+                return web.Response(status=400)  # nobody is left to read it
+            exchange.aborted = "upstream_unreachable"
+            return self._refuse(exchange, 502, f"upstream {self.upstream} failed: {exc}\n")
 
-    def _record(self, request: web.Request, status: int, duration_ns: int) -> None:
+    async def _stream_body(self, request: web.Request, exchange: _Exchange) -> AsyncIterator[bytes]:
+        """The client's body, block by block (the proxy never holds more than a block)."""
+        limit = self.config.max_body_bytes
+        seen = 0
+        try:
+            async for block in request.content.iter_chunked(BLOCK):
+                seen += len(block)
+                if limit and seen > limit:  # chunked: no Content-Length to refuse up front
+                    exchange.aborted = "body_too_large"
+                    raise BodyTooLarge(f"request body over {limit} bytes")
+                yield block
+        except BodyTooLarge:
+            raise
+        except Exception:
+            exchange.aborted = "client_closed"  # it went away in the middle of its body
+            raise
+
+    async def _stream_answer(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        exchange: _Exchange,
+    ) -> None:
+        try:
+            async for block in upstream.content.iter_chunked(BLOCK):
+                try:
+                    await response.write(block)
+                except (ConnectionError, aiohttp.ClientConnectionResetError):
+                    exchange.aborted = "client_closed"
+                    return
+            await response.write_eof()
+        except (aiohttp.ClientError, TimeoutError):
+            # The status line is sent: the only honest signal left to the client is a
+            # connection closed before the body's end (never a clean end of a short body).
+            exchange.aborted = "upstream_aborted"
+            if request.transport is not None:
+                request.transport.abort()
+
+    @staticmethod
+    def _refuse(exchange: _Exchange, status: int, text: str) -> web.Response:
+        exchange.status = status
+        if status == 413:
+            exchange.aborted = "body_too_large"
+        return web.Response(status=status, text=text)
+
+    def _count_failure(self, request: web.Request, reason: str) -> None:
+        self.intake.metrics.proxy_failures.labels(reason).inc()
+        if self._log_budget.allow():
+            log.warning("access proxy: %s %s: %s", request.method, request.rel_url.path, reason)
+
+    def _record(self, request: web.Request, exchange: _Exchange, duration_ns: int) -> None:
         client = request.remote or "unknown"
         identity = None
         identity_header = None
@@ -147,12 +242,16 @@ class AccessProxy:
         ip = _client_ip(client)
         if ip is not None:
             actor["ip"] = ip
+        status = exchange.status
         details: dict[str, Any] = {
-            "status": status,
             "duration_ns": duration_ns,
             "identity_verified": False,
             "query_present": bool(request.rel_url.raw_query_string),
         }
+        if status is not None:  # none when the client left before any answer
+            details["status"] = status
+        if exchange.aborted:
+            details["aborted"] = exchange.aborted
         if identity_header:
             details["identity_header"] = identity_header
         forwarded = request.headers.get("x-forwarded-for")
@@ -161,7 +260,9 @@ class AccessProxy:
         record: dict[str, Any] = {
             "category": "access",
             "action": request.method,
-            "outcome": "success" if status < 400 else "failure",
+            "outcome": "success"
+            if status is not None and status < 400 and not exchange.aborted
+            else "failure",
             "actor": actor,
             "target": {"resource": "http", "name": (request.rel_url.raw_path or "/")[:MAX_PATH]},
             "details": details,

@@ -1,0 +1,155 @@
+"""The access proxy in a real collector process, between curl and a real upstream process
+(docs/threat-model.md, "Config-file capture and the access proxy").
+
+Large bodies both ways must not raise the collector's peak memory, and each stored event
+must carry the status the client actually received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.servers.http_upstream import UpstreamProcess
+from tests.servers.sidecar import (
+    free_port,
+    ledger_events,
+    make_config,
+    open_store,
+    sidecar_process,
+    terminate_promptly,
+    verify_ledger,
+)
+
+MiB = 1024 * 1024
+
+
+def curl(*args: str, stdin: Any = None) -> subprocess.Popen[str]:
+    """curl printing its body, then a last line `<status> <bytes downloaded>`."""
+    return subprocess.Popen(
+        ["curl", "-sS", "--max-time", "120", "-w", "\n%{http_code} %{size_download}", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, int, int]:
+    """(curl exit code, body, status, bytes downloaded)."""
+    out, _ = proc.communicate(timeout=180)
+    body, _, last = out.rpartition("\n")
+    status, size = last.split()
+    return proc.returncode, body, int(status), int(size)
+
+
+def failures(metrics: str) -> dict[str, float]:
+    return {
+        m[1]: float(m[2])
+        for m in re.finditer(
+            r'^auditlock_sidecar_access_proxy_failures_total\{reason="(\w+)"\} (\S+)$',
+            metrics,
+            re.M,
+        )
+    }
+
+
+def test_large_bodies_stream_and_each_event_has_the_status_sent(tmp_path: Path) -> None:
+    payload = tmp_path / "60MiB.bin"
+    data = hashlib.sha256(b"seed").digest() * (60 * MiB // 32)
+    payload.write_bytes(data)
+    expected = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    too_big = tmp_path / "70MiB.bin"
+    too_big.write_bytes(data + data[: 10 * MiB])
+    with UpstreamProcess(tmp_path) as upstream:
+        proxy_port = free_port()
+        config = make_config(
+            tmp_path / "collector",
+            ports=True,
+            sources={
+                "access_proxy": {
+                    "enabled": True,
+                    "host": "127.0.0.1",
+                    "port": proxy_port,
+                    "upstream": upstream.url,
+                }
+            },
+        )
+        proxy = f"http://127.0.0.1:{proxy_port}"
+        with sidecar_process(tmp_path / "collector", config) as sidecar:
+            sidecar.start(timeout=60)
+            idle = sidecar.peak_rss()
+            # Three 60 MiB uploads at once (curl -T streams the file, Content-Length set).
+            uploads = [curl("-X", "POST", "-T", str(payload), f"{proxy}/upload") for _ in range(3)]
+            for proc in uploads:
+                code, body, status, _ = finish(proc)
+                assert (code, status) == (0, 200), body
+                assert json.loads(body) == expected  # every byte arrived, in order
+            # Three 60 MiB downloads at once.
+            downloads = [curl("-o", "/dev/null", f"{proxy}/blob/{60 * MiB}") for _ in range(3)]
+            for proc in downloads:
+                code, _, status, size = finish(proc)
+                assert (code, status, size) == (0, 200, 60 * MiB)
+            # Without streaming, the three uploads alone peaked at 461 MB.
+            grown = sidecar.peak_rss() - idle
+            assert grown < 64 * MiB, f"peak RSS {grown / MiB:.0f} MiB above idle"
+            # 70 MiB: over the proxy's 64 MiB limit, with and without Content-Length.
+            code, _, status, _ = finish(curl("-X", "POST", "-T", str(too_big), f"{proxy}/upload"))
+            assert (code, status) == (0, 413)
+            with open(too_big, "rb") as stdin:  # from a pipe: curl sends it chunked
+                chunked = curl("-X", "POST", "-T", "-", f"{proxy}/upload", stdin=stdin)
+                code, _, status, _ = finish(chunked)
+            assert (code, status) == (0, 413)
+            # The upstream breaks off after the status line and half the body: the
+            # client must see a truncated transfer, not a clean short one.
+            code, _, status, size = finish(curl("-o", "/dev/null", f"{proxy}/broken/{8 * MiB}"))
+            assert (code, status) == (18, 200)  # curl: "partial file"
+            assert size < 8 * MiB
+            # A client that leaves in the middle of its body got no answer at all.
+            with socket.create_connection(("127.0.0.1", proxy_port)) as client:
+                client.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n"
+                )
+                client.sendall(data[:MiB])
+                time.sleep(0.5)
+            time.sleep(0.5)  # the proxy spools its events in batches
+            metrics = sidecar.metrics()
+            peak = terminate_promptly(sidecar)
+    # Without streaming, three 60 MiB uploads alone peaked at 461 MB.
+    print(f"PEAK {peak / MiB:.1f} MiB idle {idle / MiB:.1f} MiB")
+    assert peak - idle < 64 * MiB, f"peak {peak / MiB:.0f} MiB, idle {idle / MiB:.0f} MiB"
+    assert failures(metrics) == {
+        "body_too_large": 2.0,
+        "upstream_aborted": 1.0,
+        "client_closed": 1.0,
+    }
+
+    store = open_store(config["destination"]["url"])
+    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
+    events = [e["event"] for e in ledger_events(store) if e["event"]["category"] == "access"]
+    seen = Counter(
+        (
+            e["action"],
+            e["target"]["name"].split("/")[1],
+            e["details"].get("status"),
+            e["details"].get("aborted"),
+            e["outcome"],
+        )
+        for e in events
+    )
+    assert seen == Counter(
+        {
+            ("POST", "upload", 200, None, "success"): 3,
+            ("GET", "blob", 200, None, "success"): 3,
+            ("POST", "upload", 413, "body_too_large", "failure"): 2,
+            ("GET", "broken", 200, "upstream_aborted", "failure"): 1,
+            ("POST", "upload", None, "client_closed", "failure"): 1,
+        }
+    )
