@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.servers
 
-from tests.servers.sidecar import SidecarProcess, free_port, make_config
+from tests.servers.sidecar import SidecarProcess, access_proxy_config, free_port
 
 from bench.figures import figure
 
@@ -70,19 +70,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            proxy_port = free_port()
-            config = make_config(
-                workdir,
-                ports=True,
-                sources={
-                    "access_proxy": {
-                        "enabled": True,
-                        "host": "127.0.0.1",
-                        "port": proxy_port,
-                        "upstream": f"http://127.0.0.1:{app_port}",
-                    }
-                },
-            )
+            config, proxy_port = access_proxy_config(workdir, f"http://127.0.0.1:{app_port}")
             proc = SidecarProcess(workdir, config)
             try:
                 proc.start()

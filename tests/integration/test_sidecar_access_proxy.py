@@ -19,9 +19,8 @@ from typing import Any
 
 from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import (
-    free_port,
+    access_proxy_config,
     ledger_events,
-    make_config,
     open_store,
     sidecar_process,
     terminate_promptly,
@@ -69,19 +68,7 @@ def test_large_bodies_stream_and_each_event_has_the_status_sent(tmp_path: Path) 
     too_big = tmp_path / "70MiB.bin"
     too_big.write_bytes(data + data[: 10 * MiB])
     with UpstreamProcess(tmp_path) as upstream:
-        proxy_port = free_port()
-        config = make_config(
-            tmp_path / "collector",
-            ports=True,
-            sources={
-                "access_proxy": {
-                    "enabled": True,
-                    "host": "127.0.0.1",
-                    "port": proxy_port,
-                    "upstream": upstream.url,
-                }
-            },
-        )
+        config, proxy_port = access_proxy_config(tmp_path / "collector", upstream.url)
         proxy = f"http://127.0.0.1:{proxy_port}"
         with sidecar_process(tmp_path / "collector", config) as sidecar:
             sidecar.start(timeout=60)

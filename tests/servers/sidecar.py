@@ -69,6 +69,13 @@ def make_config(
     return config
 
 
+def access_proxy_config(workdir: Path, upstream: str) -> tuple[dict[str, Any], int]:
+    """A config (fixed ports) with the access proxy in front of `upstream`; its port."""
+    port = free_port()
+    proxy = {"enabled": True, "host": "127.0.0.1", "port": port, "upstream": upstream}
+    return make_config(workdir, ports=True, sources={"access_proxy": proxy}), port
+
+
 def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
