@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from auditlock.sidecar.sources.config_files import Scanner, diff
+from auditlock.sidecar.sources.config_scan import _Scan
 
 
 def sha(text: str) -> str:
@@ -137,3 +139,35 @@ def test_a_file_that_grows_past_the_cap_while_read_is_not_hashed(tmp_path: Path)
     assert record["action"] == "config.file.modified"
     assert record["details"]["old_reason"] == "too_large"
     assert record["details"]["new_sha256"] == sha("a=2")
+
+
+def test_a_directory_swapped_for_a_link_after_the_check_is_caught_at_the_open(
+    tmp_path: Path,
+) -> None:
+    """The race the realpath check alone would lose: the path is checked while `sub` is a
+    directory in the volume, then `sub` becomes a link out of it before the file is opened.
+    The check of what was opened (/proc/self/fd) refuses it."""
+    volume = tmp_path / "volume"
+    (volume / "sub").mkdir(parents=True)
+    (volume / "sub" / "app.conf").write_text("inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.conf").write_text("outside")
+    scan = _Scan(Scanner([str(volume)]), {}, threading.Event())
+    checked = str(volume / "sub" / "app.conf")  # what resolve() returned: inside
+    (volume / "sub" / "app.conf").unlink()
+    (volume / "sub").rmdir()
+    (volume / "sub").symlink_to(outside)
+    digest, _, _ = scan.hash(checked, checked, str(volume))
+    assert digest is None
+    assert scan.out == {checked: {"skipped": "outside_volume"}}
+
+
+def test_dot_dot_names_are_skipped_only_in_a_kubelet_volume(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "..hidden.conf").write_text("h")
+    volume = ConfigMapVolume(tmp_path / "cm")
+    volume.publish({"a": "1"})
+    snapshot = Scanner([str(plain), str(volume.root)]).scan()
+    assert set(snapshot) == {f"{plain}/..hidden.conf", f"{volume.root}/a"}

@@ -5,7 +5,8 @@ timestamped directory (`..2026_11_29_15_04_05.123`), `..data` is a symlink to it
 each visible name is a symlink `name -> ..data/name`. An update writes a new timestamped
 directory and swaps `..data` with one rename. The scan (config_scan.py) therefore
 resolves every visible name through its symlinks, within the volume, and hashes what it
-points at; entries whose names start with `..` are the volume's machinery and are skipped.
+points at; in such a volume, entries whose names start with `..` are its machinery and
+are not listed themselves.
 
 Every `poll_seconds` the watched paths are scanned (in a worker thread; the first scan
 too, so a slow or hostile folder delays neither readiness nor shutdown) and compared to

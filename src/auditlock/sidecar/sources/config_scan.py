@@ -181,10 +181,13 @@ class _Scan:
             except OSError as exc:
                 self.skip(shown, UNREADABLE, error=exc.strerror)
                 continue
+            # The kubelet's `..data` and timestamped directories are reached through the
+            # visible links; elsewhere a `..name` is an ordinary file and is watched.
+            kubelet_volume = os.path.islink(os.path.join(real_dir, "..data"))
             with listing:
                 for item in listing:
-                    if item.name.startswith(".."):
-                        continue  # the kubelet's ..data and timestamped directories
+                    if kubelet_volume and item.name.startswith(".."):
+                        continue
                     if self.stop.is_set():
                         raise Stopped
                     if self.budget <= 0:
