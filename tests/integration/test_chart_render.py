@@ -530,6 +530,14 @@ def test_collector_config_is_a_valid_sidecar_config(
     assert config.health.port == collector["ports"][0]["containerPort"]
     expected = VARIANTS[name].get("collector", {}).get("destination", {}).get("url")
     assert config.destination.url == (expected or "file:///var/lib/auditlock/ledger")
+    from auditlock.operator.sidecar_config import spool_sizes
+
+    limit = VARIANTS[name].get("collector", {}).get("spoolLimitMiB", 256)
+    sizes = spool_sizes(limit)  # the chart sizes its own collector's spool like the operator
+    assert (config.spool.max_bytes, config.spool.segment_bytes) == (
+        sizes["max_bytes"],
+        sizes["segment_bytes"],
+    )
 
 
 def test_audit_token_reaches_the_operator(helm_path: Path) -> None:

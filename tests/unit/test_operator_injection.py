@@ -191,9 +191,32 @@ def test_rendered_config_is_valid_for_the_sidecar() -> None:
     assert config.destination.url == "s3://audit"
     assert config.delivery.batch_max_events == 50
     assert config.delivery.max_delay_seconds == 0.2
-    assert config.spool.max_bytes == 64 * 1024 * 1024 * 4 // 5
+    # 64 MiB emptyDir: 8 MiB for the file being written, 8 MiB for the id log and state.
+    assert (config.spool.max_bytes, config.spool.segment_bytes) == (48 << 20, 8 << 20)
+    assert config.sources.forward.chunk_memory == 63550
     assert config.pipeline.redact == ["details.password"]
     assert config.source.cluster == "prod-eu"
+
+
+@pytest.mark.parametrize("limit", [16, 17, 20, 31, 64, 100, 128, 256, 1000, 65536])
+def test_a_rendered_spool_holds_the_largest_frame_and_fits_its_volume(limit: int) -> None:
+    from auditlock.sidecar.config import config_from_dict
+
+    spec = _entry(delivery={"spoolLimitMiB": limit}).spec
+    config = config_from_dict(render(spec), environ={})
+    spool = config.spool
+    assert spool.max_bytes >= config.sources.forward.max_frame_bytes
+    assert spool.max_bytes >= config.sources.http.max_body_bytes
+    # records + the released part of the file being written + the chunk-id log (twice
+    # chunk_memory lines of 33 bytes) stay within the emptyDir's sizeLimit.
+    log_bytes = 2 * config.sources.forward.chunk_memory * 33
+    assert spool.max_bytes + spool.segment_bytes + log_bytes <= limit * 1024 * 1024
+
+
+def test_a_spool_smaller_than_a_frame_is_refused_with_the_reason() -> None:
+    with pytest.raises(Exception, match="greater than or equal to 16") as refused:
+        _entry(delivery={"spoolLimitMiB": 8})
+    assert "spoolLimitMiB" in str(refused.value)
 
 
 def test_config_hash_changes_with_the_spec() -> None:

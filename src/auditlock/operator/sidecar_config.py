@@ -15,7 +15,8 @@ import yaml
 
 from auditlock.operator.destination import location_options
 from auditlock.operator.names import CONFIG_FILE, HEALTH_PORT, KEY_FILE, KEY_MOUNT, SPOOL_MOUNT
-from auditlock.policy.model import AuditPolicySpec
+from auditlock.policy.model import MIN_SPOOL_LIMIT_MIB, AuditPolicySpec
+from auditlock.sidecar.config import ForwardSource, HttpSource
 
 MIB = 1024 * 1024
 # Placeholder stream id; every pod overrides it with <namespace>_<pod> from the downward
@@ -40,7 +41,11 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         },
         "source": {"cluster": cluster},
         "sources": {
-            "forward": {"enabled": sources.forward.enabled, "port": sources.forward.port},
+            "forward": {
+                "enabled": sources.forward.enabled,
+                "port": sources.forward.port,
+                "chunk_memory": chunk_memory(spec.delivery.spool_limit_mib),
+            },
             "http": {"enabled": sources.http.enabled, "port": sources.http.port},
             "config_files": {
                 "enabled": bool(sources.config_files.paths),
@@ -58,12 +63,7 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
             "exclude": [m.model_dump() for m in spec.filters.exclude],
             "redact": list(spec.redaction.fields),
         },
-        "spool": {
-            "dir": SPOOL_MOUNT,
-            # Leave a fifth of the emptyDir for the segment being written and metadata, so
-            # the kubelet never evicts the pod for exceeding the volume's sizeLimit.
-            "max_bytes": spec.delivery.spool_limit_mib * MIB * 4 // 5,
-        },
+        "spool": {"dir": SPOOL_MOUNT, **spool_sizes(spec.delivery.spool_limit_mib)},
         "delivery": {
             "batch_max_events": spec.delivery.batch_size,
             "max_delay_seconds": spec.delivery.max_delay_ms / 1000,
@@ -71,6 +71,36 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         "health": {"port": HEALTH_PORT},
     }
     return config
+
+
+def spool_sizes(limit_mib: int) -> dict[str, int]:
+    """The spool's sizes within an emptyDir of `limit_mib` MiB (its sizeLimit).
+
+    On disk the spool holds its unreleased records (at most `max_bytes`), the released
+    part of the file being appended to (less than `segment_bytes`), the chunk-id log
+    (`chunk_memory`) and small state: an eighth of the volume each for the file being
+    written and for the log and state, the rest for records, so the kubelet never evicts
+    the pod for exceeding the sizeLimit. `max_bytes` is never below the largest Forward
+    message or HTTP request: the policy's minimum (MIN_SPOOL_LIMIT_MIB) keeps it so.
+    """
+    limit = limit_mib * MIB
+    segment_bytes = max(MIB, min(16 * MIB, limit // 8))
+    max_bytes = limit - segment_bytes - limit // 8
+    largest = max(ForwardSource().max_frame_bytes, HttpSource().max_body_bytes)
+    if max_bytes < largest:
+        raise ValueError(
+            f"spoolLimitMiB {limit_mib} leaves a spool of {max_bytes} bytes, smaller than "
+            f"the largest Forward message or HTTP request ({largest} bytes); use at least "
+            f"{MIN_SPOOL_LIMIT_MIB}"
+        )
+    return {"max_bytes": max_bytes, "segment_bytes": segment_bytes}
+
+
+def chunk_memory(limit_mib: int) -> int:
+    """Chunk ids remembered: the log holds up to twice as many lines of 33 bytes, within
+    half of the eighth of the volume kept for the log and state (capped at the default)."""
+    lines = limit_mib * MIB // 16 // (2 * 33)
+    return max(1000, min(ForwardSource().chunk_memory, lines))
 
 
 def render_yaml(spec: AuditPolicySpec, *, cluster: str = "") -> str:

@@ -305,6 +305,11 @@ class Retention(_Model):
     legal_hold: bool = Field(default=False, description="Also place a legal hold on objects.")
 
 
+# The smallest spool emptyDir whose rendered spool still holds an 8 MiB Forward message
+# or HTTP request (operator/sidecar_config.py: spool_sizes).
+MIN_SPOOL_LIMIT_MIB = 16
+
+
 class Delivery(_Model):
     """Batching and buffering between intake and storage."""
 
@@ -319,11 +324,13 @@ class Delivery(_Model):
     )
     spool_limit_mib: int = Field(
         default=256,
-        ge=8,
+        ge=MIN_SPOOL_LIMIT_MIB,
         le=65536,
         alias="spoolLimitMiB",
         description="Size of the collector's on-disk spool in MiB; intake pushes back when "
-        "it is full. Also the size limit of the spool emptyDir.",
+        f"it is full. Also the size limit of the spool emptyDir. At least "
+        f"{MIN_SPOOL_LIMIT_MIB}: the spool must hold the largest Forward message or HTTP "
+        "request (8 MiB) with room for its files.",
     )
 
 
