@@ -21,7 +21,12 @@ from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
 from auditlock.operator.webhook_config import webhook_configurations
-from tests.integration.test_operator_policies import create_policy, file_spec, wait_condition
+from tests.integration.test_operator_policies import (
+    condition,
+    create_policy,
+    file_spec,
+    wait_condition,
+)
 from tests.servers.auditlock_operator import (
     TEST_NAMESPACE_LABEL,
     TEST_SIDECAR_IMAGE,
@@ -304,7 +309,24 @@ def test_shared_process_namespace_is_warned_under_optional(
     done = kubectl_create(kube, optional_namespace, body)
     assert done.returncode == 0, done.stderr
     assert "Warning:" in done.stderr and "shareProcessNamespace: true" in done.stderr
-    assert collector_of(json.loads(done.stdout))["image"] == TEST_SIDECAR_IMAGE
+    pod = json.loads(done.stdout)
+    assert collector_of(pod)["image"] == TEST_SIDECAR_IMAGE
+    # ... and the policy's status keeps it on record, naming the pod.
+    policy = wait_condition(
+        kube, optional_namespace, "pci", "CollectorIsolated", "False", timeout=15
+    )
+    isolated = condition(policy, "CollectorIsolated")
+    assert isolated["reason"] == "SharedProcessNamespace"
+    assert pod["metadata"]["name"] in isolated["message"]
+    assert "signing key" in isolated["message"]
+    with kube.api_client() as api:
+        client.CoreV1Api(api).delete_namespaced_pod(
+            pod["metadata"]["name"], optional_namespace, grace_period_seconds=0
+        )
+    policy = wait_condition(
+        kube, optional_namespace, "pci", "CollectorIsolated", "True", timeout=15
+    )
+    assert condition(policy, "CollectorIsolated")["reason"] == "NoSharedProcessNamespace"
 
 
 def add_ephemeral(

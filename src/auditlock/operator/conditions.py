@@ -9,6 +9,7 @@ from typing import Any
 READY = "Ready"
 DESTINATION_LOCKED = "DestinationLocked"
 INJECTING = "Injecting"
+COLLECTOR_ISOLATED = "CollectorIsolated"
 
 
 def now() -> str:

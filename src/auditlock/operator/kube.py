@@ -43,6 +43,15 @@ class PodFacts:
     collector: bool  # carries the auditlock-collector container
 
 
+@dataclass(frozen=True)
+class InjectedPod:
+    """What a policy's status reports about one pod it injected."""
+
+    name: str
+    config_hash: str
+    shares_processes: bool  # shareProcessNamespace: true
+
+
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster ServiceAccount credentials, else the kubeconfig (`KUBECONFIG`)."""
     configuration = client.Configuration()
@@ -146,17 +155,25 @@ class Kube:
 
     # -- Pods ---------------------------------------------------------------------------
 
-    def policy_pod_hashes(self, namespace: str, label_selector: str) -> list[str]:
-        """Config-hash annotations of the (not finished) pods a policy injected."""
+    def policy_pods(self, namespace: str, label_selector: str) -> list[InjectedPod]:
+        """The (not finished) pods a policy injected."""
         pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
-        hashes = []
+        found = []
         for pod in pods.items:
             if pod.metadata.deletion_timestamp is not None:
                 continue
             if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
                 continue
-            hashes.append((pod.metadata.annotations or {}).get("auditlock.io/config-hash", ""))
-        return hashes
+            found.append(
+                InjectedPod(
+                    name=str(pod.metadata.name),
+                    config_hash=(pod.metadata.annotations or {}).get(
+                        "auditlock.io/config-hash", ""
+                    ),
+                    shares_processes=bool(pod.spec and pod.spec.share_process_namespace),
+                )
+            )
+        return found
 
     def pods_by_name(self, namespace: str) -> dict[str, PodFacts]:
         """Every pod of the namespace (any label, any phase), by name."""

@@ -35,6 +35,13 @@ from auditlock.operator.destination import (
     retention_spec,
 )
 from auditlock.operator.kube import Kube
+from auditlock.operator.pod_status import (
+    POD_CONDITIONS,
+    count_pods,
+    injecting_message,
+    pod_conditions,
+    unchanged,
+)
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data
 from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, parse_spec
@@ -193,7 +200,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
             [
                 c.condition(c.READY, False, reason, message, generation),
                 c.condition(c.DESTINATION_LOCKED, lock, reason, message, generation),
-                c.condition(c.INJECTING, True, "WebhookServing", _injecting(None), generation),
+                c.condition(
+                    c.INJECTING, True, "WebhookServing", injecting_message(None), generation
+                ),
             ],
             **summary,
         )
@@ -288,9 +297,8 @@ async def _converge(
     )
 
     # 5. Pods.
-    injected, stale = await count_pods(ctx, namespace, name, digest)
-    summary["podsInjected"] = injected
-    summary["podsStale"] = stale
+    counts = await count_pods(ctx.kube, namespace, name, digest)
+    summary.update(counts.fields)
     if state.last_checkpoint:
         summary["lastCheckpoint"] = state.last_checkpoint
 
@@ -307,9 +315,7 @@ async def _converge(
         [
             c.condition(c.READY, state.ok, ready_reason, ready_message, generation),
             c.condition(c.DESTINATION_LOCKED, state.worm, state.reason, state.message, generation),
-            c.condition(
-                c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation
-            ),
+            *pod_conditions(counts, generation),
         ],
         **summary,
     )
@@ -327,16 +333,13 @@ async def recount(ctx: Context, namespace: str, name: str) -> None:
     status = body.get("status") or {}
     if status.get("observedGeneration") != _meta(body)[3]:
         return  # a reconcile is due and will count
-    injected, stale = await count_pods(ctx, namespace, name, entry.config_hash)
-    if (status.get("podsInjected"), status.get("podsStale")) == (injected, stale):
+    counts = await count_pods(ctx.kube, namespace, name, entry.config_hash)
+    generation = _meta(body)[3]
+    if unchanged(status, counts, generation):
         return
-    conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
-    conditions.append(
-        c.condition(
-            c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), _meta(body)[3]
-        )
-    )
-    await _status(ctx, body, conditions, podsInjected=injected, podsStale=stale)
+    conditions = [x for x in status.get("conditions") or [] if x.get("type") not in POD_CONDITIONS]
+    conditions += pod_conditions(counts, generation)
+    await _status(ctx, body, conditions, **counts.fields)
 
 
 async def refresh(ctx: Context, body: dict[str, Any]) -> None:
@@ -353,17 +356,15 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     entry = ctx.registry.get(namespace, name)
     if entry is None:
         return
-    injected, stale = await count_pods(ctx, namespace, name, entry.config_hash)
-    fields: dict[str, Any] = {"podsInjected": injected, "podsStale": stale}
+    counts = await count_pods(ctx.kube, namespace, name, entry.config_hash)
+    fields: dict[str, Any] = counts.fields
     state = await inspect_destination(
         entry.spec, await _secret_data(ctx, entry), None, max_age=ctx.checkpoint_scan_seconds
     )
     if state.last_checkpoint:
         fields["lastCheckpoint"] = state.last_checkpoint
-    conditions = [x for x in status.get("conditions") or [] if x.get("type") != c.INJECTING]
-    conditions.append(
-        c.condition(c.INJECTING, True, "WebhookServing", _injecting((injected, stale)), generation)
-    )
+    conditions = [x for x in status.get("conditions") or [] if x.get("type") not in POD_CONDITIONS]
+    conditions += pod_conditions(counts, generation)
     await _status(ctx, body, conditions, **fields)
     if ctx.abandon is not None and state.tips is not None:
         try:
@@ -460,13 +461,6 @@ async def inspect_destination(
         )
 
 
-async def count_pods(ctx: Context, namespace: str, name: str, digest: str) -> tuple[int, int]:
-    hashes = await asyncio.to_thread(
-        ctx.kube.policy_pod_hashes, namespace, f"{n.LABEL_POLICY}={name}"
-    )
-    return len(hashes), sum(1 for h in hashes if h != digest)
-
-
 def _ensure_key(
     ctx: Context, body: dict[str, Any], namespace: str, secret_name: str
 ) -> keys.SigningKeyMaterial:
@@ -528,16 +522,6 @@ def _credentials_secret(spec: AuditPolicySpec) -> str | None:
 
 def _retention_text(spec: AuditPolicySpec) -> str:
     return f"{spec.retention.days}d {spec.retention.mode}"
-
-
-def _injecting(counts: tuple[int, int] | None) -> str:
-    if counts is None:
-        return "The injection webhook serves this policy's selector."
-    injected, stale = counts
-    return (
-        f"{injected} pod(s) carry the collector; {stale} run an older configuration and pick "
-        "up the current one when re-created."
-    )
 
 
 async def mark_enforced_namespace(ctx: Context, namespace: str) -> None:

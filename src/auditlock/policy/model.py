@@ -410,7 +410,7 @@ class AuditPolicySpec(_Model):
 class Condition(_Model):
     """A Kubernetes-style status condition."""
 
-    type: str = Field(description="Ready, DestinationLocked or Injecting.")
+    type: str = Field(description="Ready, DestinationLocked, Injecting or CollectorIsolated.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason, machine readable.")
     message: str = Field(description="One sentence for humans.")
@@ -430,7 +430,8 @@ class AuditPolicyStatus(_Model):
         default=None, description="The spec generation the status describes."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, DestinationLocked and Injecting."
+        default_factory=list,
+        description="Ready, DestinationLocked, Injecting and CollectorIsolated.",
     )
     destination: str | None = Field(default=None, description="The destination as a URL.")
     retention: str | None = Field(
