@@ -30,6 +30,8 @@ from auditlock.ledger.names import check_stream_id
 from auditlock.ledger.timestamps import parse_ns
 
 FORMAT = "auditlock/checkpoint/v1"
+# The shortest heartbeat a checkpoint may promise (docs/FORMAT.md, "Checkpoints").
+MIN_HEARTBEAT_MS = 1000
 KINDS = ("genesis", "seal", "heartbeat", "resume", "close", "abandon")
 # Kinds that end an epoch: `close` by its writer, `abandon` by the operator for a writer
 # that is gone for good (docs/FORMAT.md, "Abandoned streams").
@@ -131,12 +133,7 @@ def decode_checkpoint(data: bytes) -> SignedCheckpoint:
     if len(parts) != 3 or parts[2] != b"":
         raise FormatError("a checkpoint is two newline-terminated lines (body, signature)")
     body, sig_text = parts[0], parts[1]
-    try:
-        signature = base64.b64decode(sig_text, validate=True)
-    except (binascii.Error, ValueError):
-        raise FormatError("checkpoint signature line is not base64") from None
-    if len(signature) != 64:
-        raise FormatError(f"checkpoint signature is {len(signature)} bytes, not 64")
+    signature = decode_signature(sig_text, "checkpoint")
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -165,6 +162,10 @@ def decode_checkpoint(data: bytes) -> SignedCheckpoint:
         parse_ns(checkpoint.time)
     except ValueError as exc:
         raise FormatError(f"checkpoint body: {exc}") from None
+    if checkpoint.heartbeat_ms < MIN_HEARTBEAT_MS:
+        raise FormatError(
+            f"checkpoint heartbeat_ms {checkpoint.heartbeat_ms} is below {MIN_HEARTBEAT_MS}"
+        )
     if checkpoint.kind not in KINDS:
         raise FormatError(f"checkpoint kind {checkpoint.kind!r} is not one of {KINDS}")
     if len(checkpoint.key_id) != 64 or any(c not in "0123456789abcdef" for c in checkpoint.key_id):
@@ -182,6 +183,23 @@ def decode_checkpoint(data: bytes) -> SignedCheckpoint:
     if checkpoint.kind == "genesis" and checkpoint.tree_size != 0:
         raise FormatError("a genesis checkpoint covers no events (tree_size 0)")
     return SignedCheckpoint(checkpoint, body, signature)
+
+
+def decode_signature(text: bytes, what: str) -> bytes:
+    """A signature line: the canonical padded base64 (RFC 4648 section 4) of 64 bytes.
+
+    Canonical means re-encoding gives the same text: no whitespace, and the unused low
+    bits of the last character zero (`...Q==`, never `...R==`), so one signature has one
+    stored form, as every other part of the format does."""
+    try:
+        signature = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FormatError(f"{what} signature line is not base64") from None
+    if len(signature) != 64:
+        raise FormatError(f"{what} signature is {len(signature)} bytes, not 64")
+    if base64.b64encode(signature) != text:
+        raise FormatError(f"{what} signature is not canonical base64 (non-zero pad bits)")
+    return signature
 
 
 def _str(raw: dict[str, Any], key: str) -> str:

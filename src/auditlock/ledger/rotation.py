@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.checkpoint import decode_signature
 from auditlock.ledger.errors import FormatError
 from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
 from auditlock.ledger.names import key_name, rotation_name
-from auditlock.ledger.timestamps import format_ns
+from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, RetentionSpec
 
 FORMAT = "auditlock/rotation/v1"
+_FIELDS = frozenset(("format", "old_key_id", "new_key_id", "new_public_key", "time"))
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,22 @@ def decode_rotation(data: bytes) -> Rotation:
         raise FormatError("a rotation record is two newline-terminated lines")
     try:
         raw = json.loads(parts[0])
-        signature = base64.b64decode(parts[1], validate=True)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise FormatError(f"rotation record is not JSON + base64 ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"rotation record is not JSON ({exc})") from None
+    signature = decode_signature(parts[1], "rotation")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise FormatError(f"unknown rotation record format (expected {FORMAT})")
+    if set(raw) != _FIELDS:
+        raise FormatError(f"rotation members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}")
+    if not all(isinstance(raw[k], str) for k in _FIELDS):
+        raise FormatError("rotation record members must be strings")
+    if canonical_bytes(raw) != parts[0]:
+        raise FormatError("rotation record body is not in canonical (RFC 8785) form")
     try:
+        parse_ns(raw["time"])
         new_raw = base64.b64decode(raw["new_public_key"], validate=True)
+        if base64.b64encode(new_raw).decode() != raw["new_public_key"]:
+            raise ValueError("new_public_key is not canonical base64")
         record = Rotation(
             old_key_id=str(raw["old_key_id"]),
             new_key_id=str(raw["new_key_id"]),

@@ -18,13 +18,29 @@ def encode_segment(lines: list[bytes], *, compressed: bool) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0) if compressed else data
 
 
+def _one_gzip_member(data: bytes) -> bytes:
+    """The content of exactly one gzip member filling `data`: what writers produce. A
+    second member or trailing bytes would be content some gunzip tools show and others
+    drop, so they are refused rather than guessed at."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data)
+    except zlib.error as exc:
+        raise FormatError(f"segment is not valid gzip ({exc})") from None
+    if not inflater.eof:
+        raise FormatError("segment is not valid gzip (truncated)")
+    if inflater.unused_data:
+        raise FormatError(
+            f"segment has {len(inflater.unused_data)} bytes after its gzip member (a second "
+            "member or trailing data)"
+        )
+    return out
+
+
 def decode_segment(data: bytes, *, compressed: bool) -> list[bytes]:
     """The lines of a segment; FormatError if it is corrupt or truncated."""
     if compressed:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise FormatError(f"segment is not valid gzip ({exc})") from None
+        data = _one_gzip_member(data)
     if not data.endswith(b"\n"):
         raise FormatError("segment does not end with a newline (truncated)")
     lines = data.split(b"\n")

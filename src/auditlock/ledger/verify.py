@@ -235,7 +235,9 @@ class _Verifier:
         days = self.opt.require_retention_days
         for name, info in prefetch(self.dest.retention, names, workers=self.threads):
             if isinstance(info, DestinationError):
-                self._find("retention-unreadable", str(info), object=name)
+                # Only --require-retention makes the lock part of the verdict.
+                report = self._find if days is not None else self._warn
+                report("retention-unreadable", str(info), object=name)
                 continue
             if isinstance(info, Exception):
                 raise info
@@ -393,6 +395,13 @@ class _EpochState:
                 if cp.tree_size < before.tree_size:
                     self.find(
                         "tree-shrank", f"tree size {cp.tree_size} < {before.tree_size}", object=name
+                    )
+                if cp.kind == "heartbeat" and cp.tree_size != before.tree_size:
+                    self.find(
+                        "heartbeat-grew",
+                        f"a heartbeat covers {cp.tree_size} events, the checkpoint before it "
+                        f"{before.tree_size}: new events need a seal",
+                        object=name,
                     )
                 if cp.time_ns < before.time_ns:
                     self.find(

@@ -38,6 +38,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditlock.ledger.checkpoint import (
+    MIN_HEARTBEAT_MS,
     Checkpoint,
     encode_checkpoint,
 )
@@ -111,7 +112,8 @@ class StreamWriter:
         self.key_id = signer.key_id
         self.epoch = epoch
         self.retention = retention
-        self.heartbeat_ms = max(1, round(heartbeat_seconds * 1000))
+        # FORMAT.md's lower bound; a shorter interval would only add checkpoints.
+        self.heartbeat_ms = max(MIN_HEARTBEAT_MS, round(heartbeat_seconds * 1000))
         self._clock = clock
         self.compress = compress
         self._frontier = frontier

@@ -235,16 +235,31 @@ class FileDestination(Destination):
             raise DestinationError(f"retention metadata {meta} is unreadable: {exc}") from exc
 
     def _read_if_exists(self, path: Path) -> bytes | None:
+        """The bytes of the regular file at `path`; None if there is none (or a directory).
+
+        An object is a regular file: a symlink (which could point anywhere, or change
+        after verification), a FIFO (reading it would block forever), a socket or a
+        device under an object's name is refused, not followed (docs/FORMAT.md, "Objects")."""
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except IsADirectoryError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            if exc.errno == errno.ENOTDIR:
-                return None
+            if exc.errno == errno.ELOOP:
+                raise ObjectNotFound(f"{path} is a symbolic link, not an object") from exc
             raise DestinationError(f"cannot read {path}: {exc}") from exc
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                return None
+            if not stat.S_ISREG(mode):
+                raise ObjectNotFound(f"{path} is not a regular file, not an object")
+            with open(fd, "rb", closefd=False) as handle:
+                return handle.read()
+        except OSError as exc:
+            raise DestinationError(f"cannot read {path}: {exc}") from exc
+        finally:
+            os.close(fd)
 
     # -- checking --------------------------------------------------------------------
 
