@@ -181,10 +181,15 @@ def mutate(
         outcome = "opted-out"
     else:
         # enforcement: required wins over the opt-out annotation.
-        patch = injection.injection_patch(pod, _injecting_policy(policies), settings)
+        entry = _injecting_policy(policies)
+        patch = injection.injection_patch(pod, entry, settings)
         outcome = "injected" if patch else "already-injected"
-    admitted = injection.apply_patch(pod, patch) if patch else pod
-    findings = pod_isolation.check(admitted, in_namespace, settings)
+    if outcome in ("injected", "already-injected"):
+        # The pod as admitted carries `entry`'s collector, by construction.
+        admitted = injection.patched_view(pod, patch)
+        findings = pod_isolation.check_with(admitted, in_namespace, entry)
+    else:
+        findings = pod_isolation.check(pod, in_namespace, settings)
     warnings: list[str] = []
     if findings.shared_with is not None:
         message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
@@ -220,10 +225,7 @@ def validate(
         stats.count("validate", outcome)
         return answer
     in_namespace = registry.in_namespace(namespace)
-    findings = pod_isolation.check(pod, in_namespace, settings)
-    if findings.shared_with is not None and findings.shared_with.required:
-        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
-        findings.refusals.append(message + " (enforcement: required)")
+    genuine: PolicyEntry | None = None
     if not _adds_ephemeral_containers(request):
         labels = (pod.get("metadata") or {}).get("labels") or {}
         policies = registry.selecting(namespace, labels)
@@ -233,6 +235,14 @@ def validate(
             if difference is not None:
                 stats.count("validate", "denied")
                 return _deny(uid, _not_injected_message(namespace, pod, policy, difference))
+            genuine = policy
+    if genuine is not None:
+        findings = pod_isolation.check_with(pod, in_namespace, genuine)
+    else:
+        findings = pod_isolation.check(pod, in_namespace, settings)
+    if findings.shared_with is not None and findings.shared_with.required:
+        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
+        findings.refusals.append(message + " (enforcement: required)")
     if findings.refusals:
         stats.count("validate", "denied-isolation")
         return _refuse(uid, namespace, pod, findings.refusals)

@@ -178,20 +178,33 @@ def watched_mounts(pod: dict[str, Any], paths: list[str]) -> list[dict[str, Any]
 
 
 # What a policy injects is the same for every pod, so it is built once per policy
-# generation and settings, not once per admission request.
-_FRAGMENTS: dict[tuple[Any, ...], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+# generation and settings, not once per admission request; so is its `normalized` form,
+# which every "already injected?" comparison needs.
+@dataclass(frozen=True)
+class _Fragments:
+    container: dict[str, Any]
+    volumes: list[dict[str, Any]]
+    normalized_container: dict[str, Any]
+    normalized_volumes: dict[str, Any]  # by volume name
+
+
+_FRAGMENTS: dict[tuple[Any, ...], _Fragments] = {}
 _FRAGMENTS_MAX = 4096
 
 
-def _fragments(
-    entry: PolicyEntry, settings: InjectionSettings
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _fragments(entry: PolicyEntry, settings: InjectionSettings) -> _Fragments:
     key = (entry.namespace, entry.name, entry.uid, entry.generation, entry.config_hash, settings)
     found = _FRAGMENTS.get(key)
     if found is None:
         if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
             _FRAGMENTS.clear()
-        found = (collector_container(entry, settings), collector_volumes(entry))
+        container, volumes = collector_container(entry, settings), collector_volumes(entry)
+        found = _Fragments(
+            container,
+            volumes,
+            normalized(container),
+            {v["name"]: normalized(v) for v in volumes},
+        )
         _FRAGMENTS[key] = found
     return found
 
@@ -204,11 +217,12 @@ def expected_collector(
     pod: dict[str, Any], entry: PolicyEntry, settings: InjectionSettings
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(container, volumes) the operator injects into `pod` for `entry`."""
-    container, volumes = _fragments(entry, settings)
+    fragments = _fragments(entry, settings)
+    container = fragments.container
     extra_mounts = watched_mounts(pod, entry.spec.sources.config_files.paths)
     if extra_mounts:
         container = {**container, "volumeMounts": [*container["volumeMounts"], *extra_mounts]}
-    return container, volumes
+    return container, fragments.volumes
 
 
 def find_collector(pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -232,24 +246,6 @@ def injected_difference(
     if found is None:
         return f"the pod has no {n.COLLECTOR_CONTAINER} container"
     where, actual = found
-    container, volumes = expected_collector(pod, entry, settings)
-    expected_where = "initContainers" if settings.native_sidecar else "containers"
-    if where != expected_where:
-        return f"{n.COLLECTOR_CONTAINER} is in spec.{where}, expected spec.{expected_where}"
-    diff = difference(
-        normalized(_without_token_mount(actual)), normalized(container), n.COLLECTOR_CONTAINER
-    )
-    if diff is not None:
-        return diff
-    present = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
-    for volume in volumes:
-        diff = difference(
-            normalized(present.get(volume["name"]) or {}),
-            normalized(volume),
-            f"volume {volume['name']}",
-        )
-        if diff is not None:
-            return diff
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     for key, value in (
         (n.ANNOTATION_POLICY, entry.name),
@@ -257,6 +253,24 @@ def injected_difference(
     ):
         if annotations.get(key) != value:
             return f"annotation {key} is {annotations.get(key)!r}, expected {value!r}"
+    expected_where = "initContainers" if settings.native_sidecar else "containers"
+    if where != expected_where:
+        return f"{n.COLLECTOR_CONTAINER} is in spec.{where}, expected spec.{expected_where}"
+    fragments = _fragments(entry, settings)
+    expected = fragments.normalized_container
+    extra_mounts = watched_mounts(pod, entry.spec.sources.config_files.paths)
+    if extra_mounts:
+        mounts = [*expected["volumeMounts"], *normalized(extra_mounts)]
+        expected = {**expected, "volumeMounts": mounts}
+    actual = normalized(_without_token_mount(actual))
+    diff = difference(actual, expected, n.COLLECTOR_CONTAINER)
+    if diff is not None:
+        return diff
+    present = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
+    for name, volume in fragments.normalized_volumes.items():
+        diff = difference(normalized(present.get(name) or {}), volume, f"volume {name}")
+        if diff is not None:
+            return diff
     return None
 
 
@@ -416,6 +430,16 @@ def injection_patch(
     labels[n.LABEL_POLICY] = entry.name
     patch.append({"op": "add", "path": "/metadata/labels", "value": labels})
     return patch
+
+
+def patched_view(pod: dict[str, Any], patch: JsonPatch) -> dict[str, Any]:
+    """The pod as `patch` leaves it, sharing every unchanged part with `pod`: for reading
+    only (the admission checks), without apply_patch's deep copy."""
+    result = dict(pod)
+    for op in patch:
+        _, top, member = op["path"].split("/")
+        result[top] = {**(result.get(top) or {}), member: op["value"]}
+    return result
 
 
 def apply_patch(pod: dict[str, Any], patch: JsonPatch) -> dict[str, Any]:

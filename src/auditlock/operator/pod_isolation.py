@@ -94,17 +94,28 @@ def check(
 ) -> Findings:
     """What in `pod` reaches a collector's key, spool or processes; `policies` are the
     namespace's (their key Secrets live there)."""
+    if not policies:
+        return Findings()
+    return check_with(pod, policies, genuine_policy(pod, policies, settings))
+
+
+def check_with(
+    pod: dict[str, Any], policies: Sequence[PolicyEntry], genuine: PolicyEntry | None
+) -> Findings:
+    """`check` when the caller already knows `genuine_policy` (it just injected it)."""
     findings = Findings()
     if not policies:
         return findings
     spec = pod.get("spec") or {}
-    genuine = genuine_policy(pod, policies, settings)
-    key_secrets = {n.key_secret_name(p.name): p.name for p in policies}
 
     def key_refs(names: set[str]) -> str:
+        # Most pods name no Secret at all: policy key names are only built when one does.
+        if not names:
+            return ""
+        owners = {n.key_secret_name(p.name): p.name for p in policies}
         return ", ".join(
-            f"Secret {s} (the signing key of AuditPolicy {key_secrets[s]})"
-            for s in sorted(names & key_secrets.keys())
+            f"Secret {s} (the signing key of AuditPolicy {owners[s]})"
+            for s in sorted(names & owners.keys())
         )
 
     for volume in spec.get("volumes") or []:
