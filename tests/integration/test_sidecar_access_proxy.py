@@ -8,6 +8,7 @@ must carry the status the client actually received.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import re
 import socket
@@ -17,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import (
     access_proxy_config,
@@ -140,3 +142,59 @@ def test_large_bodies_stream_and_each_event_has_the_status_sent(tmp_path: Path) 
             ("POST", "upload", None, "client_closed", "failure"): 1,
         }
     )
+
+
+def send(port: int, request_ids: range) -> dict[str, int]:
+    """GET /blob/16 once per request id over one keep-alive connection: id -> status."""
+    statuses: dict[str, int] = {}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for number in request_ids:
+            request_id = f"rq-{number}"
+            connection.request("GET", "/blob/16", headers={"X-Request-Id": request_id})
+            answer = connection.getresponse()
+            answer.read()
+            statuses[request_id] = answer.status
+    finally:
+        connection.close()
+    return statuses
+
+
+def test_full_spool_pushes_back_and_no_served_request_goes_unrecorded(tmp_path: Path) -> None:
+    """The store's disk fills, so shipping stops and the 64 KiB spool fills: the proxy
+    holds at most `max_pending_events` events, then answers 503 without forwarding. When
+    the disk has room again every request that was served is in the verified trail once,
+    and no refused one is."""
+    with UpstreamProcess(tmp_path) as upstream, small_tmpfs(tmp_path / "disk", 4 * MiB) as disk:
+        config, proxy_port = access_proxy_config(tmp_path / "collector", upstream.url)
+        config["destination"]["url"] = f"file://{disk}/store"
+        config["sources"]["access_proxy"]["max_pending_events"] = 200
+        config["spool"]["max_bytes"] = 64 * 1024
+        config["delivery"].update(retry_initial_seconds=0.05, retry_max_seconds=0.2)
+        with sidecar_process(tmp_path / "collector", config) as sidecar:
+            sidecar.start(timeout=60)
+            assert send(proxy_port, range(5)) == {f"rq-{i}": 200 for i in range(5)}
+            fill(disk, leave=0)
+            statuses = send(proxy_port, range(5, 1205))
+            refused = {rid for rid, status in statuses.items() if status == 503}
+            served = {rid for rid, status in statuses.items() if status == 200}
+            assert served | refused == set(statuses)
+            # Some 120 events fill the spool, 200 more wait in memory, the rest are refused.
+            assert 200 <= len(served) < 600, len(served)
+            assert len(refused) >= 600
+            assert f"rq-{1204}" in refused  # still refusing: nothing was dropped to make room
+            metrics = sidecar.metrics()
+            unfill(disk)
+            time.sleep(3)  # shipping resumes, the spool drains, the waiting events go in
+            after = send(proxy_port, range(1205, 1210))
+            assert set(after.values()) == {200}
+            time.sleep(0.5)
+            terminate_promptly(sidecar, within=15)
+        store = open_store(config["destination"]["url"])
+        verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
+        recorded = Counter(e["event"]["correlation"]["request_id"] for e in ledger_events(store))
+    assert re.search(r'^auditlock_sidecar_pushback_total\{input="access_proxy"\} (\S+)$',
+                     metrics, re.M)  # fmt: skip
+    expected = {f"rq-{i}" for i in range(5)} | served | set(after)
+    assert set(recorded) == expected
+    assert set(recorded.values()) == {1}

@@ -107,6 +107,8 @@ class AccessProxySource:
     # Request bodies larger than this are answered 413 (0: no limit). Bodies are streamed,
     # so this is a policy, not a memory bound.
     max_body_bytes: Annotated[int, Ge(0)] = 64 * 1024 * 1024
+    # Access events held in memory while the spool is full; past it requests get 503.
+    max_pending_events: Annotated[int, Ge(1)] = 4096
     # Headers whose value is recorded as a claimed, unverified identity.
     identity_headers: list[str] = field(
         default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"]

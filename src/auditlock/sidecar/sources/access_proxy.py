@@ -20,6 +20,12 @@ connection is then closed before the body's end; `client_closed`: the client lef
 and `status` is absent when it left before any answer). Each is also counted in
 `access_proxy_failures_total{reason}`.
 
+While the spool is full, events wait in memory and are retried; once
+`max_pending_events` are waiting, new requests are answered 503 with `Retry-After: 1`
+without reaching the upstream (`pushback_total{input="access_proxy"}`), so no request
+is served unrecorded and the waiting events stay bounded (by that number plus the
+requests in flight).
+
 The identity comes from headers a gateway in front may set (`identity_headers`); the
 proxy cannot check them, so every event says `identity_verified: false`. Authorization
 headers and bodies are never recorded. Events are spooled in small batches off the
@@ -42,7 +48,8 @@ from aiohttp import web
 
 from auditlock.ledger.values import normalize_ip
 from auditlock.sidecar.config import AccessProxySource
-from auditlock.sidecar.intake import Intake, RateLimit, SpoolFull
+from auditlock.sidecar.intake import Intake, RateLimit
+from auditlock.sidecar.sources.own_events import spool_events
 
 log = logging.getLogger("auditlock.sidecar.access_proxy")
 
@@ -99,6 +106,7 @@ class AccessProxy:
         self._wake = asyncio.Event()
         self._stopping = False
         self._log_budget = RateLimit(per_second=5)
+        self._held = 0  # events prepared but not yet taken by the spool
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -127,6 +135,15 @@ class AccessProxy:
             await self._session.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if len(self._pending) + self._held >= self.config.max_pending_events:
+            # The spool has been full for a while: serving more requests would mean
+            # serving them unrecorded, or holding their events in memory without bound.
+            self.intake.metrics.pushback.labels(INPUT).inc()
+            return web.Response(
+                status=503,
+                headers={"Retry-After": "1"},
+                text="audit spool full: request not forwarded, retry later\n",
+            )
         started = time.perf_counter_ns()
         exchange = _Exchange()
         try:
@@ -282,26 +299,30 @@ class AccessProxy:
             self._wake.set()
 
     async def _flush_loop(self) -> None:
+        backlog: list[bytes] = []  # prepared events the spool has not taken yet
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
             self._wake.clear()
             if self._pending:
                 batch, self._pending = self._pending, []
-                prepared = self.intake.prepare(INPUT, batch)
-                try:
-                    await self.intake.commit(INPUT, prepared, [])
-                except SpoolFull:
-                    # Keep them and retry: the proxy never drops an access record silently.
-                    self._pending[:0] = batch
-                    if self._stopping:
-                        log.error("spool closed: %d access event(s) not recorded", len(batch))
-                        self.intake.metrics.events_rejected.labels(INPUT, "spool_closed").inc(
-                            len(batch)
-                        )
-                        return
-                    await asyncio.sleep(0.2)
-            elif self._stopping:
+                backlog += self.intake.prepare(INPUT, batch).events
+            if backlog:
+                done, full = await spool_events(self.intake, INPUT, backlog)
+                del backlog[:done]
+                self._held = len(backlog)
+                if full is None:
+                    continue
+                # Keep them and retry: the proxy never drops an access record silently.
+                if self._stopping:
+                    log.error("spool closed: %d access event(s) not recorded", len(backlog))
+                    self.intake.metrics.events_rejected.labels(INPUT, "spool_closed").inc(
+                        len(backlog)
+                    )
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.intake.spool.wait_for_room(full.needed), 0.5)
+            elif self._stopping and not self._pending:
                 return
 
 

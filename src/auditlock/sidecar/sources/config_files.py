@@ -42,6 +42,7 @@ from typing import Any
 from auditlock.sidecar.config import ConfigFilesSource
 from auditlock.sidecar.intake import Intake, SpoolFull
 from auditlock.sidecar.sources.config_scan import Entry, Scanner, Snapshot, Stopped
+from auditlock.sidecar.sources.own_events import spool_events
 
 __all__ = ["ConfigFileWatcher", "Scanner", "Snapshot", "diff"]
 
@@ -51,7 +52,7 @@ INPUT = "config_files"
 TAG = "config_files.configuration"
 STATE_FILE = "config_files.json"
 ACTOR = {"kind": "system", "name": "auditlock-config-watcher"}
-COMMIT_EVENTS = 1000  # events per spool commit: bounds the pipeline's memory per step
+PREPARE_EVENTS = 1000  # events through the pipeline at once: bounds its memory per step
 STOP_WAIT_SECONDS = 2.0  # a scan under way may finish (and be recorded) within this
 LOGGED_SKIPS = 20  # per scan; the rest are counted in one line
 
@@ -174,10 +175,17 @@ class ConfigFileWatcher:
         self.scans += 1
         self._report_skips(records)
         now = time.time_ns()
-        for start in range(0, len(records), COMMIT_EVENTS):
-            batch = records[start : start + COMMIT_EVENTS]
-            prepared = self.intake.prepare(INPUT, [(TAG, now, r) for r in batch])
-            await self.intake.commit(INPUT, prepared, [])
+        for start in range(0, len(records), PREPARE_EVENTS):
+            batch = records[start : start + PREPARE_EVENTS]
+            events = self.intake.prepare(INPUT, [(TAG, now, r) for r in batch]).events
+            while events:
+                done, full = await spool_events(self.intake, INPUT, events)
+                del events[:done]
+                if full is not None:
+                    if self._closing:
+                        raise full  # the changes are reported again at the next start
+                    with contextlib.suppress(TimeoutError):  # no new scan until there is room
+                        await asyncio.wait_for(self.intake.spool.wait_for_room(full.needed), 1)
         # Only after the events are durable: a crash before this re-reports the change.
         if records or previous is None:
             await asyncio.to_thread(self._save_state, snapshot)
