@@ -134,7 +134,10 @@ class Chain:
             "stream": {"id": "operator", "signing_key_file": str(workdir / "key.pem")},
             "source": {"cluster": "rig", "namespace": "auditlock-system", "pod": "operator"},
             "sources": {
-                "forward": {"port": self.operator.collector_port},
+                "forward": {
+                    "port": self.operator.collector_port,
+                    "observer_tag_prefix": "auditlock.operator",
+                },
                 "http": {"enabled": False},
             },
             "spool": {"dir": str(workdir / "spool")},

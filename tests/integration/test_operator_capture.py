@@ -49,6 +49,8 @@ def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Ite
     key_file.write_bytes(material.private_pem)
     config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
     config["sources"]["forward"]["port"] = running_operator.collector_port
+    # The operator's own collector: its capture tags carry observer marks (as in the chart).
+    config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
     config["sources"]["http"]["port"] = free_port()
     config["health"] = {"host": "127.0.0.1", "port": free_port()}
     config["spool"]["dir"] = str(tmp_path / "spool")

@@ -81,6 +81,9 @@ def test_check_prints_the_validated_config_as_json(tmp_path: Path) -> None:
     )
     printed = json.loads(done.stdout)
     assert printed["delivery"]["uploads_in_flight"] == 4  # defaults are filled in
+    # The Forward shared key is a secret: --check says it is set, never its value.
+    assert printed["sources"]["forward"]["shared_key"] == "(set, not shown)"
+    printed["sources"]["forward"]["shared_key"] = "k"
     assert config_from_validated(printed) == config_from_dict(EVERY_SECTION, environ={})
 
 

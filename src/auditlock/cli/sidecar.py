@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,9 @@ def register(subparsers: Any) -> None:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="sidecar config file (YAML or JSON)")
     parser.add_argument(
-        "--check", action="store_true", help="validate the config, print it, and exit"
+        "--check",
+        action="store_true",
+        help="validate the config, print it (the Forward shared_key is not shown), and exit",
     )
 
 
@@ -35,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"auditlock sidecar: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(config_json(config, indent=2).decode())
+        shown = json.loads(config_json(config))
+        forward = shown["sources"]["forward"]
+        if forward.get("shared_key") is not None:  # a secret: say that it is set, only
+            forward["shared_key"] = "(set, not shown)"
+        print(json.dumps(shown, indent=2))
         return 0
     from auditlock.sidecar.handoff import exec_collector
 

@@ -28,6 +28,7 @@ from auditlock.sidecar.health import HealthServer
 from auditlock.sidecar.intake import Intake
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline
+from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.shipping import Shipper
 from auditlock.sidecar.spool.spool import RecoveryReport, Spool
 
@@ -44,7 +45,14 @@ class Sidecar:
             segment_bytes=config.spool.segment_bytes,
             chunk_memory=config.sources.forward.chunk_memory,
         )
-        self.intake = Intake(Pipeline(config.pipeline, config.source), self.spool, self.metrics)
+        recent_ids = RecentIds()
+        pipeline = Pipeline(
+            config.pipeline,
+            config.source,
+            recent_ids,
+            config.sources.forward.observer_tag_prefix,
+        )
+        self.intake = Intake(pipeline, self.spool, self.metrics, recent_ids)
         self.shipper = Shipper(config, self.spool, self.metrics)
         self.health = HealthServer(config.health, self.metrics, self.readiness, self.refresh)
         self.sources: list[Any] = []

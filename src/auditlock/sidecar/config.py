@@ -61,6 +61,9 @@ class ForwardSource:
     shared_key: str | None = None  # when set, clients must pass HELO/PING/PONG
     self_hostname: str = "auditlock-sidecar"  # our name in PONG
     max_frame_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024  # bigger closes the connection
+    # Forward tags under this prefix come from auditlock's operator (its own collector
+    # only): their events may carry observer marks an app's may not (pipeline/observers.py).
+    observer_tag_prefix: str | None = None
     # Recent chunk ids (and HTTP Idempotency-Keys, which share the memory) remembered in
     # the spool, to drop retransmissions.
     chunk_memory: Annotated[int, Ge(1000)] = 200_000

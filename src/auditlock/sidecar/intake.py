@@ -16,6 +16,7 @@ from typing import Any
 
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline, Processed, Rejected
+from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.spool.spool import Spool, SpoolFull
 
 log = logging.getLogger("auditlock.sidecar.intake")
@@ -27,8 +28,15 @@ Prepared = Processed  # events (canonical bytes), rejected, filtered, unstorable
 
 
 class Intake:
-    def __init__(self, pipeline: Pipeline, spool: Spool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        spool: Spool,
+        metrics: Metrics,
+        recent_ids: RecentIds | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        self.recent_ids = recent_ids
         self.spool = spool
         self.metrics = metrics
         self._log_budget = RateLimit(per_second=5)
@@ -89,16 +97,56 @@ class Intake:
         if prepared.unstorable:  # counted once, when the rest is committed
             self.count_rejections(input_name, prepared.unstorable)
             prepared.unstorable = []
+        duplicates = self.duplicate_ids(prepared)
+        if duplicates:  # not seen when prepared: committed meanwhile, or twice in a batch
+            prepared.drop({event for event, _, _ in duplicates})
+            self.count_rejections(input_name, [rejection for _, _, rejection in duplicates])
         if not prepared.events and not chunks:
             return None
+        keys = [key for key, _, _ in prepared.ids]
+        # Remembered before the first await, so a concurrent batch sees them; forgotten
+        # again when the events are not stored.
+        if self.recent_ids is not None:
+            self.recent_ids.add(keys)
         payload = self.spool.pack_encoded(prepared.events, chunks)
         try:
             number = await self.spool.append_packed(payload, chunks)
         except SpoolFull:
             self.metrics.pushback.labels(input_name).inc()
+            if self.recent_ids is not None:
+                self.recent_ids.discard(keys)
+            raise
+        except BaseException:
+            if self.recent_ids is not None:
+                self.recent_ids.discard(keys)
             raise
         self.metrics.events_in.labels(input_name).inc(len(prepared.events))
         return number
+
+    def duplicate_ids(self, prepared: Prepared) -> list[tuple[int, int, Rejected]]:
+        """Events of `prepared` whose sender-chosen id is already remembered or repeats an
+        earlier one of the batch: (event index, entry index, rejection)."""
+        recent = self.recent_ids
+        if recent is None or not prepared.ids:
+            return []
+        found: list[tuple[int, int, Rejected]] = []
+        seen: set[int] = set()
+        for key, event, entry in prepared.ids:
+            if key in recent or key in seen:
+                found.append(
+                    (
+                        event,
+                        entry,
+                        Rejected(
+                            "duplicate_id",
+                            "id",
+                            "id already used in this stream (the last "
+                            f"{recent.window} ids are remembered)",
+                        ),
+                    )
+                )
+            seen.add(key)
+        return found
 
 
 class RateLimit:

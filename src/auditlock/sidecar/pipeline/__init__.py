@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,14 +11,21 @@ from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.config import PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline.filter import PolicyFilter
 from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
+from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.pipeline.redact import Redactor
 
 __all__ = ["Pipeline", "Processed", "Rejected"]
 
 
 class Pipeline:
-    def __init__(self, config: PipelineConfig, identity: SourceIdentity) -> None:
-        self.normalize = Normalizer(identity)
+    def __init__(
+        self,
+        config: PipelineConfig,
+        identity: SourceIdentity,
+        recent_ids: RecentIds | None = None,
+        observer_tag_prefix: str | None = None,
+    ) -> None:
+        self.normalize = Normalizer(identity, recent_ids, observer_tag_prefix)
         self.filter = PolicyFilter(config)
         self.redactor = Redactor(config.redact)
 
@@ -63,6 +71,9 @@ class Pipeline:
                 out.unstorable.append(
                     Rejected("bad_value", "record", f"value cannot be stored: {exc}")
                 )
+                continue
+            if normalize.sender_key is not None:
+                out.ids.append((normalize.sender_key, len(events) - 1, index))
         return out
 
 
@@ -85,6 +96,8 @@ class Processed:
     filtered: int = 0  # dropped by the policy filter
     unstorable: list[Rejected] = field(default_factory=list)  # valid but no canonical bytes
     seen: int = 0  # entries behind this result, for a caller that extends it batch by batch
+    # Sender-chosen ids of `events`: (key, index in events, entry index), recent_ids.py.
+    ids: list[tuple[int, int, int]] = field(default_factory=list)
 
     def reject(self, index: int, exc: Rejected) -> None:
         self.rejected_count += 1
@@ -97,8 +110,20 @@ class Processed:
             exc.__context__ = None
             self.rejected.append((index, exc))
 
+    def drop(self, events: set[int]) -> None:
+        """Remove the events at these indexes (refused after preparing)."""
+        self.events = [e for i, e in enumerate(self.events) if i not in events]
+        dropped = sorted(events)
+        self.ids = [
+            (key, event - bisect.bisect_left(dropped, event), entry)
+            for key, event, entry in self.ids
+            if event not in events
+        ]
+
     def extend(self, other: Processed, offset: int) -> None:
         """Add `other` (whose entry indexes start at `offset` here) to this result."""
+        base = len(self.events)
+        self.ids.extend((key, base + event, offset + entry) for key, event, entry in other.ids)
         self.events.extend(other.events)
         for index, exc in other.rejected:
             if len(self.rejected) < REPORTED_REJECTIONS:

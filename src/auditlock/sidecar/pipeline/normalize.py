@@ -43,6 +43,8 @@ from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import ValueProblem, check_json
 from auditlock.ledger.vocabulary import CATEGORIES
 from auditlock.sidecar.config import SourceIdentity
+from auditlock.sidecar.pipeline.observers import APP_INPUTS, ReservedIdentity, check_app_event
+from auditlock.sidecar.pipeline.recent_ids import RecentIds, id_key
 
 _CATEGORY_SET = frozenset(CATEGORIES)
 _KNOWN = frozenset(
@@ -126,7 +128,16 @@ def coerce_details(value: Any, depth: int = 0) -> Any:
 
 
 class Normalizer:
-    def __init__(self, identity: SourceIdentity) -> None:
+    def __init__(
+        self,
+        identity: SourceIdentity,
+        recent_ids: RecentIds | None = None,
+        observer_tag_prefix: str | None = None,
+    ) -> None:
+        self._recent = recent_ids
+        self._observer_tag_prefix = observer_tag_prefix
+        # The key of the last accepted event's sender-chosen id (None: assigned by us).
+        self.sender_key: int | None = None
         self._source = {key: value for key, value in dataclasses.asdict(identity).items() if value}
         self._checked_source: dict[str, Any] | None = None
         # An identity the ledger refuses stays unchecked: each event is refused with the
@@ -135,6 +146,7 @@ class Normalizer:
             self._source = self._checked_source = check_source(self._source)
         self._format_time = _TimeFormatter()
         self._boot = os.urandom(6).hex()
+        self._boot_prefix = f"{self._boot}-"
         self._counter = 0
         self._intakes: dict[tuple[str, str], tuple[dict[str, str], bool]] = {}
         self._tag_categories: dict[str, str] = {}
@@ -180,10 +192,25 @@ class Normalizer:
             # The first problem the full check would name, found before any work: a
             # flood of bad records costs little more than reading it.
             raise Rejected("missing_field", "action", "action: missing (required)")
+        self.sender_key = None
         event_id = record.get("id")
         if event_id is None:
             self._counter += 1
             event_id = f"{self._boot}-{self._counter}"
+        elif type(event_id) is str and self._recent is not None:
+            if event_id.startswith(self._boot_prefix):
+                raise Rejected(
+                    "reserved_id", "id", f"id {event_id[:80]!r} is one the collector assigns"
+                )
+            key = id_key(event_id)
+            if key in self._recent:
+                raise Rejected(
+                    "duplicate_id",
+                    "id",
+                    f"id {event_id[:80]!r} was already used in this stream (the last "
+                    f"{self._recent.window} ids are remembered)",
+                )
+            self.sender_key = key
         when = record.get("time")
         if when is None:
             when = self._format_time(time_ns)
@@ -220,6 +247,13 @@ class Normalizer:
         # and after the ledger check, which then need not walk it. A sender's own "intake"
         # member is replaced unseen, as it always was.
         details.pop("intake", None)
+        if input_name in APP_INPUTS and not (
+            self._observer_tag_prefix and tag.startswith(self._observer_tag_prefix)
+        ):
+            try:
+                check_app_event(tag, actor, details, event_id)
+            except ReservedIdentity as exc:
+                raise Rejected("reserved_identity", exc.field, str(exc)) from None
         for value in details.values():
             kind = type(value)
             if kind is float or kind is bytes or kind is dict or kind is list:

@@ -116,8 +116,14 @@ class HttpIntake:
         if chunk is not None and await self._already_stored(chunk):
             self.intake.metrics.duplicate_requests.inc()
             return _json(202, {"accepted": 0, "filtered": 0, "duplicate": True})
+        duplicates = self.intake.duplicate_ids(prepared)
+        if duplicates:  # a repeated id: refused like any invalid event
+            for _, entry, rejection in sorted(duplicates, key=lambda d: d[1]):
+                prepared.reject(entry, rejection)
+            self.intake.count(INPUT, prepared)
+            return _json(400, _rejections(prepared))
         self.intake.count(INPUT, prepared)
-        # No await from the check above to the spool registering the key (synchronously,
+        # No await from the checks above to the spool registering the key (synchronously,
         # in append_packed): a concurrent request with the same key sees it in flight.
         try:
             await self.intake.commit(INPUT, prepared, [chunk] if chunk is not None else [])
