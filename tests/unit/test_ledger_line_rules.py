@@ -95,6 +95,7 @@ _CASES: list[tuple[str, bytes, str, str]] = [
     ("non-canonical IPv6", _bytes(_with("actor.ip", "2001:DB8::1")), "event-invalid", "actor.ip"),
     ("IPv4-mapped as hex", _bytes(_with("actor.ip", "::ffff:102:304")), "event-invalid", "ip"),
     ("bad category", _bytes(_with("category", "other")), "event-invalid", "category"),
+    ("1025 characters", _bytes(_with("action", "\U0001f600" * 1025)), "event-invalid", "1024"),
     ("unknown member", _bytes(_with("extra", "x")), "event-invalid", "extra"),
     (
         "unsorted members",
