@@ -81,6 +81,12 @@ _CASES: list[tuple[str, bytes, str, str]] = [
     ("float", _bytes(_with("details.price", 1.5)), "event-invalid", "details.price"),
     ("integer beyond 2^53-1", _bytes(_with("details.n", 2**53)), "event-invalid", "details.n"),
     ("nested 17 levels", _bytes(_with("details.a", _nested(16))), "event-invalid", "details"),
+    (
+        "nested 100,000 levels",
+        _bytes(_with("details.a", "DEEP")).replace(b'"DEEP"', b"[" * 100_000 + b"]" * 100_000),
+        "event-invalid",
+        "deeper than 16",
+    ),
     ("astral member name", _bytes(_with("details.\U0001f600", 1)), "event-invalid", "U+FFFF"),
     (
         "lone surrogate",

@@ -38,7 +38,7 @@ from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.normalize import plain_json
 from auditlock.ledger.timestamps import normalize_time
-from auditlock.ledger.values import MAX_SHORT, ValueProblem, check_json, normalize_ip
+from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
 # (seq, code, message): what `check` reports for one line.
@@ -195,7 +195,7 @@ class LineRules:
             joined = b"[" + b",".join(events) + b"]"
             try:
                 parsed = _decode_list(joined)
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, RecursionError):  # RecursionError: hostile nesting
                 parsed = []
             if (
                 len(parsed) == len(lines)
@@ -223,7 +223,7 @@ class LineRules:
             try:
                 parsed = _decode(event)
                 ok = _encode(parsed) == event and _valid([parsed], check_details=True)
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, RecursionError):  # RecursionError: hostile nesting
                 parsed, ok = None, False
             if not ok:
                 problem = diagnose(line, event)
@@ -268,7 +268,9 @@ def diagnose(line: bytes, event: bytes) -> tuple[str, str] | None:
             f"member {dup.name!r} appears twice in one object (JSON parsers disagree which "
             "one counts)"
         )
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return "event-invalid", f"nested far deeper than {MAX_DEPTH} levels"
+    except ValueError:
         return "line-not-canonical", "the event is not a single JSON value"
     if not isinstance(envelope, dict) or envelope.keys() != _ENVELOPE:
         extra = sorted(envelope.keys() - _ENVELOPE) if isinstance(envelope, dict) else []
