@@ -22,6 +22,7 @@ from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import (
     access_proxy_config,
+    free_port,
     ledger_events,
     open_store,
     sidecar_process,
@@ -198,3 +199,27 @@ def test_full_spool_pushes_back_and_no_served_request_goes_unrecorded(tmp_path: 
     expected = {f"rq-{i}" for i in range(5)} | served | set(after)
     assert set(recorded) == expected
     assert set(recorded.values()) == {1}
+
+
+def test_unreachable_upstream_is_answered_and_recorded_502(tmp_path: Path) -> None:
+    config, proxy_port = access_proxy_config(
+        tmp_path / "collector", f"http://127.0.0.1:{free_port()}"
+    )
+    with sidecar_process(tmp_path / "collector", config) as sidecar:
+        sidecar.start(timeout=60)
+        code, body, status, _ = finish(
+            curl("-X", "POST", "-d", "x=1", f"http://127.0.0.1:{proxy_port}/upload")
+        )
+        assert (code, status) == (0, 502), body
+        time.sleep(0.5)
+        metrics = sidecar.metrics()
+        terminate_promptly(sidecar)
+    assert failures(metrics) == {"upstream_unreachable": 1.0}
+    store = open_store(config["destination"]["url"])
+    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
+    (event,) = [e["event"] for e in ledger_events(store)]
+    assert (event["details"]["status"], event["details"]["aborted"], event["outcome"]) == (
+        502,
+        "upstream_unreachable",
+        "failure",
+    )

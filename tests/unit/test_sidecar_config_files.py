@@ -171,3 +171,14 @@ def test_dot_dot_names_are_skipped_only_in_a_kubelet_volume(tmp_path: Path) -> N
     volume.publish({"a": "1"})
     snapshot = Scanner([str(plain), str(volume.root)]).scan()
     assert set(snapshot) == {f"{plain}/..hidden.conf", f"{volume.root}/a"}
+
+
+def test_link_loops_are_reported_and_dangling_links_are_absent(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "gone").symlink_to("nothing-here")
+    snapshot = Scanner([str(tmp_path)]).scan()
+    assert snapshot == {
+        f"{tmp_path}/a": {"skipped": "symlink_loop"},
+        f"{tmp_path}/b": {"skipped": "symlink_loop"},
+    }
