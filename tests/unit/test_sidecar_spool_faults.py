@@ -22,6 +22,7 @@ from auditlock.sidecar.spool.spool import (
     SpoolFull,
     SpoolWriteFailed,
 )
+from auditlock.sidecar.spool.unreleased import Unreleased
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 
 
@@ -313,3 +314,22 @@ async def test_the_full_flag_clears_when_shipping_frees_room(tmp_path: Path) -> 
     assert not spool.full and spool.bytes_used == 0
     await spool.settle()
     assert os.listdir(tmp_path)
+
+
+def test_each_unreleased_record_costs_a_few_bytes_of_memory() -> None:
+    # A full spool of chunk-only Forward records holds millions of ~50-byte records.
+    book = Unreleased(0)
+    tracemalloc.start()
+    try:
+        for number in range(1, 1_000_001):
+            book.add(number, 1_700_000_000_000_000_000 + number, 50)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 16_000_000, f"{held / 1e6:.1f} MB for 1,000,000 records"
+    assert book.bytes == 50_000_000
+    book.add(1_000_010, 5, 70)  # records 1,000,001-1,000,009 were lost: no space held
+    book.release(999_999)
+    assert (book.bytes, book.oldest_ns()) == (120, 1_700_000_000_000_000_000 + 1_000_000)
+    book.release(1_000_009)
+    assert (book.bytes, book.oldest_ns()) == (70, 5)

@@ -30,11 +30,12 @@ import re
 import shutil
 import time
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auditlock.sidecar.spool.chunk_ids import ChunkMemory
 from auditlock.sidecar.spool.records import HEADER, BadRecord, payload_chunks, read_at
+from auditlock.sidecar.spool.unreleased import Unreleased
 
 log = logging.getLogger("auditlock.sidecar.spool")
 
@@ -98,8 +99,7 @@ class Recovered:
     epoch: int | None
     gaps: list[tuple[int, int]]  # record numbers known lost, inclusive ranges
     committed: int  # the highest record number used (the next append gets one more)
-    unreleased: OrderedDict[int, tuple[int, int]]  # number -> (spooled ns, bytes)
-    chunks: list[bytes]  # chunk id digests of every record, oldest first
+    unreleased: Unreleased
     report: RecoveryReport
     state_changed: bool  # state.json must be written again (gaps, untrusted state)
 
@@ -112,7 +112,8 @@ class _State:
     gaps: list[tuple[int, int]] = field(default_factory=list)
 
 
-def recover(directory: Path) -> Recovered:
+def recover(directory: Path, memory: ChunkMemory) -> Recovered:
+    """Check and repair the spool in `directory`; the chunk ids of its records go to `memory`."""
     directory.mkdir(parents=True, exist_ok=True)
     report = RecoveryReport()
     state, state_problem = _read_state(directory / STATE_NAME)
@@ -120,10 +121,8 @@ def recover(directory: Path) -> Recovered:
     segments: list[SegmentInfo] = []
     gaps: list[tuple[int, int]] = []
     reported: set[tuple[int, int]] = set()  # gaps already described by a damage entry
-    unreleased: OrderedDict[int, tuple[int, int]] = OrderedDict()
-    chunks: list[bytes] = []
-    records: dict[int, tuple[int, int]] = {}  # every record: number -> (ns, size)
     paths = _segment_paths(directory, report)
+    unreleased = Unreleased(paths[0][0] - 1 if paths else 0)  # every record, for now
     expected: int | None = None  # the number the next record must carry
     highest = 0
     for index, (first, path) in enumerate(paths):
@@ -187,8 +186,10 @@ def recover(directory: Path) -> Recovered:
                     expected = end + 1
                     break
                 length = HEADER.size + len(payload)
-                records[number] = (spooled_ns, length)
-                chunks.extend(digests)
+                report.records += 1
+                unreleased.add(number, spooled_ns, length)
+                for digest in digests:
+                    memory.add(digest)
                 segment.last = number
                 offset += length
                 expected += 1
@@ -196,7 +197,6 @@ def recover(directory: Path) -> Recovered:
         segments.append(segment)
         highest = max(highest, expected - 1)
     report.segments = len(segments)
-    report.records = len(records)
     # Check the state against the spool before trusting it.
     lowest = segments[0].first if segments else highest + 1
     if state_problem is None and state.released > highest:
@@ -204,7 +204,7 @@ def recover(directory: Path) -> Recovered:
             f"claims {state.released} released records, but the spool only ever held "
             f"records up to {highest}"
         )
-    if state_problem is None and state.next_seq is None and lowest > 1 and records:
+    if state_problem is None and state.next_seq is None and lowest > 1 and report.records:
         state_problem = f"missing, but the spool's records start at {lowest}, not 1"
     state_changed = False
     if state_problem is not None:
@@ -237,9 +237,7 @@ def recover(directory: Path) -> Recovered:
                 )
             )
         state_changed = True
-    for number, (spooled_ns, length) in records.items():
-        if number > state.released:
-            unreleased[number] = (spooled_ns, length)
+    unreleased.release(state.released)
     report.unreleased_records = len(unreleased)
     return Recovered(
         segments=segments,
@@ -249,7 +247,6 @@ def recover(directory: Path) -> Recovered:
         gaps=[g for g in gaps if g[1] > state.released],
         committed=max(highest, state.released),
         unreleased=unreleased,
-        chunks=chunks,
         report=report,
         state_changed=state_changed,
     )

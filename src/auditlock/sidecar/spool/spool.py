@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,7 @@ from auditlock.sidecar.spool.recovery import (
     recover,
     segment_name,
 )
+from auditlock.sidecar.spool.unreleased import Unreleased
 
 log = logging.getLogger("auditlock.sidecar.spool")
 
@@ -151,15 +151,16 @@ class Spool:
         self._doomed: list[SegmentInfo] = []  # released segment files not yet deleted
         self._persister: asyncio.Task[None] | None = None
         self.oldest_unreleased_ns: int | None = None
-        # Records not yet released: number -> (spooled ns, bytes on disk).
-        self._unreleased: OrderedDict[int, tuple[int, int]] = OrderedDict()
-        self._unreleased_bytes = 0
+        self._unreleased = Unreleased(0)  # records not yet released
 
     # --- recovery ---------------------------------------------------------------
 
     def open(self) -> RecoveryReport:
         """Check and recover the directory (recovery.py), rebuild chunk memory. Call once."""
-        found = recover(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for item in chunk_ids.load_log(self.directory, self.chunk_memory):
+            self._memory.add(item)
+        found = recover(self.directory, self._memory)
         self._segments = found.segments
         self.released = found.released
         self.released_next_seq = found.next_seq
@@ -167,11 +168,6 @@ class Spool:
         self.gaps = found.gaps
         self.committed = found.committed
         self._unreleased = found.unreleased
-        self._unreleased_bytes = sum(size for _, size in found.unreleased.values())
-        for item in chunk_ids.load_log(self.directory, self.chunk_memory):
-            self._memory.add(item)
-        for item in found.chunks:
-            self._memory.add(item)
         if found.state_changed:
             self._write_state()
         self._update_oldest()
@@ -206,7 +202,7 @@ class Spool:
     @property
     def bytes_used(self) -> int:
         """Bytes of records not yet released plus appends waiting for their write."""
-        return self._unreleased_bytes + self._pending_bytes
+        return self._unreleased.bytes + self._pending_bytes
 
     @property
     def fill_ratio(self) -> float:
@@ -311,13 +307,12 @@ class Spool:
                 tail.last = first + len(batch) - 1
                 for offset, item in enumerate(batch):
                     number = first + offset
-                    self._unreleased[number] = (now, len(blobs[offset]))
+                    self._unreleased.add(number, now, len(blobs[offset]))
                     for digest in item.digests:
                         self._memory.add(digest)
                         self._inflight_chunks.pop(digest, None)
                     if not item.future.done():
                         item.future.set_result(number)
-                self._unreleased_bytes += len(data)
                 self.committed = first + len(batch) - 1
                 self._update_oldest()
                 self._new_records.set()
@@ -399,11 +394,7 @@ class Spool:
         self.released_next_seq = next_seq
         self.released_epoch = epoch
         self.gaps = [g for g in self.gaps if g[1] > self.released]
-        while self._unreleased:
-            first = next(iter(self._unreleased))
-            if first > number:
-                break
-            self._unreleased_bytes -= self._unreleased.pop(first)[1]
+        self._unreleased.release(number)
         self._update_oldest()
         self._doomed.extend(self._take_released_segments())
         self._set_room()
@@ -473,8 +464,7 @@ class Spool:
             chunk_ids.compact_log(self.directory, self.chunk_memory)
 
     def _update_oldest(self) -> None:
-        first = next(iter(self._unreleased.values()), None)
-        self.oldest_unreleased_ns = None if first is None else first[0]
+        self.oldest_unreleased_ns = self._unreleased.oldest_ns()
 
     def _set_room(self) -> None:
         if self.has_room(self.resume_bytes):
