@@ -93,3 +93,11 @@ def test_pipeline_paths_follow_the_policy_rules() -> None:
     assert "pipeline.redact.0" not in text
     good = {**MINIMAL, "pipeline": {"redact": ["details.attributes.card_number"]}}
     assert config_from_dict(good, environ={}).pipeline.redact == ["details.attributes.card_number"]
+
+
+def test_chunk_memory_is_capped_so_remembered_ids_fit_the_memory_limit() -> None:
+    # About 100 bytes per remembered id: 500,000 is 50 MB of a 128 MiB container.
+    allowed = config_from_dict({**MINIMAL, "sources": {"forward": {"chunk_memory": 500_000}}}, {})
+    assert allowed.sources.forward.chunk_memory == 500_000
+    with pytest.raises(ConfigError, match=r"sources\.forward\.chunk_memory"):
+        config_from_dict({**MINIMAL, "sources": {"forward": {"chunk_memory": 5_000_000}}}, {})

@@ -108,7 +108,7 @@ async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
     spool.close()
     again = make(tmp_path, segment_bytes=2048)
     assert again.released == 40 and again.released_next_seq == 200
-    assert all(again.seen_chunk(f"c{i}") for i in range(40))  # from chunks.log
+    assert all(again.seen_chunk(f"c{i}") for i in range(40))  # from chunk-ids.log
     assert again.reader(again.released).read(100) == []
 
 

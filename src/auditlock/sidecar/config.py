@@ -64,9 +64,11 @@ class ForwardSource:
     # Forward tags under this prefix come from auditlock's operator (its own collector
     # only): their events may carry observer marks an app's may not (pipeline/observers.py).
     observer_tag_prefix: str | None = None
-    # Recent chunk ids (and HTTP Idempotency-Keys, which share the memory) remembered in
-    # the spool, to drop retransmissions.
-    chunk_memory: Annotated[int, Ge(1000)] = 200_000
+    # Recent chunk ids (and HTTP Idempotency-Keys, which share the memory, in their own
+    # namespace) remembered in the spool to drop retransmissions: the window is the last
+    # chunk_memory ids. About 100 bytes of memory each whatever the id's length (a digest
+    # is kept, spool/chunk_ids.py): 20 MB at the default, 50 MB at the maximum.
+    chunk_memory: Annotated[int, Ge(1000), Le(500_000)] = 200_000
 
 
 @dataclass(frozen=True, slots=True)
