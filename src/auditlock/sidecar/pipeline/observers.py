@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 APP_INPUTS = frozenset({"forward", "http"})
-# sources/config_files.py ACTOR.
-RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher"})
+# sources/config_files.py ACTOR, and app.py's spool-damage alert.
+RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher", "auditlock-collector"})
 # The collector's own sources' tags (config_files.TAG, access_proxy.TAG) and the
 # operator's capture (operator/capture.py TAG_PREFIX).
 RESERVED_TAG_PREFIXES = ("config_files", "access_proxy", "auditlock.")
