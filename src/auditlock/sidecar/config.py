@@ -69,6 +69,13 @@ class ForwardSource:
     # chunk_memory ids. About 100 bytes of memory each whatever the id's length (a digest
     # is kept, spool/chunk_ids.py): 20 MB at the default, 50 MB at the maximum.
     chunk_memory: Annotated[int, Ge(1000), Le(500_000)] = 200_000
+    # Connection limits (sidecar/connections.py): one more connection is closed at once;
+    # a handshake (shared_key set), a started message, or silence that takes longer
+    # closes the connection.
+    max_connections: Annotated[int, Ge(1)] = 32
+    handshake_timeout_seconds: Positive = 5.0
+    frame_timeout_seconds: Positive = 30.0
+    idle_timeout_seconds: Positive = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,12 @@ class HttpSource:
     host: str = "127.0.0.1"
     port: Port = 8686
     max_body_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024
+    # Connection limits (sidecar/connections.py): request line + headers, then the body,
+    # must each arrive within their timeout; a keep-alive connection idle longer closes.
+    max_connections: Annotated[int, Ge(1)] = 32
+    header_timeout_seconds: Positive = 10.0
+    body_timeout_seconds: Positive = 30.0
+    idle_timeout_seconds: Positive = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +245,11 @@ class HealthConfig:
 
     host: str = "0.0.0.0"  # probes come from the node
     port: Port = 9880
+    # Reachable from the cluster: a small cap and short timeouts, so it cannot be used to
+    # exhaust the collector, and intake connections cannot starve the probes.
+    max_connections: Annotated[int, Ge(1)] = 16
+    header_timeout_seconds: Positive = 2.0
+    idle_timeout_seconds: Positive = 5.0
 
 
 @dataclass(frozen=True, slots=True)

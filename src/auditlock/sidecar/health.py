@@ -13,6 +13,7 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from auditlock.sidecar.config import HealthConfig
+from auditlock.sidecar.connections import ConnectionSlots, Timeouts
 from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.metrics import Metrics
 
@@ -40,6 +41,13 @@ class HealthServer:
                 ("GET", "/metrics"): self.metrics_page,
             },
             name="health",
+            # Probes and scrapes send no body: the header timeout covers it too.
+            slots=ConnectionSlots("health", config.max_connections, metrics),
+            timeouts=Timeouts(
+                header=config.header_timeout_seconds,
+                body=config.header_timeout_seconds,
+                idle=config.idle_timeout_seconds,
+            ),
         )
 
     @property

@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+from auditlock.sidecar.connections import ConnectionSlots, Timeouts
+
 log = logging.getLogger("auditlock.sidecar.http")
 
 MAX_LINE = 16 * 1024
 MAX_HEADERS = 100
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 
 @dataclass
@@ -58,12 +63,17 @@ class HttpServer:
         routes: dict[tuple[str, str], Handler],
         max_body_bytes: int = 1024 * 1024,
         name: str = "http",
+        *,
+        slots: ConnectionSlots | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.name = name
+        self.slots = slots or ConnectionSlots(name, 1024, None)
+        self.timeouts = timeouts or Timeouts(header=10.0, body=30.0, idle=60.0)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -82,43 +92,68 @@ class HttpServer:
             await asyncio.wait(list(self._tasks), timeout=2)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.slots.admit():
+            # Over the cap: a short answer and the socket (and its descriptor) back at once.
+            refusal = Response(503, b"too many connections\n")
+            writer.write(_head(refusal, False) + refusal.body)
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else ""
         try:
-            while await self._one_request(reader, writer, remote):
-                pass
+            first = True
+            while await self._one_request(reader, writer, remote, first):
+                first = False
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            self.slots.release()
             self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str, first: bool
     ) -> bool:
         """Serve one request; False when the connection should close."""
+        timeouts = self.timeouts
         try:
-            line = await reader.readline()
+            # The request line: within the header timeout on a new connection; a
+            # keep-alive connection may wait up to the idle timeout for its next request.
+            async with asyncio.timeout(timeouts.header if first else timeouts.idle):
+                line = await reader.readline()
+        except TimeoutError:
+            self.slots.timed_out("header" if first else "idle")
+            return False
         except ValueError:  # line longer than the stream limit
             await self._send(writer, Response(431, b"request line too long\n"), False)
             return False
         if not line:
             return False
         try:
-            method, target, version = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-            headers = await self._headers(reader)
+            async with asyncio.timeout(timeouts.header):
+                method, target, version = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+                headers = await self._headers(reader)
+        except TimeoutError:
+            self.slots.timed_out("header")
+            await self._send(writer, Response(408, b"headers not received in time\n"), False)
+            return False
         except (ValueError, BadRequest) as exc:
             status = exc.status if isinstance(exc, BadRequest) else 400
             await self._send(writer, Response(status, b"malformed request\n"), False)
             return False
         keep_alive = _keep_alive(version, headers)
         try:
-            body = await self._body(reader, writer, headers)
+            async with asyncio.timeout(timeouts.body):
+                body = await self._body(reader, writer, headers)
+        except TimeoutError:
+            self.slots.timed_out("body")
+            await self._send(writer, Response(408, b"body not received in time\n"), False)
+            return False
         except BadRequest as exc:
             await self._send(writer, Response(exc.status, f"{exc}\n".encode()), False)
             return False
@@ -151,54 +186,73 @@ class HttpServer:
     async def _body(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
     ) -> bytes:
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        encoding = headers.get("transfer-encoding")
         length_text = headers.get("content-length")
-        if not chunked and length_text is None:
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise BadRequest(501, f"Transfer-Encoding {encoding[:40]!r} is not supported")
+            if length_text is not None:  # RFC 9112 6.3: ambiguous framing is refused
+                raise BadRequest(400, "both Transfer-Encoding and Content-Length")
+        elif length_text is None:
             return b""
-        if length_text is not None and not chunked:
-            try:
-                length = int(length_text)
-            except ValueError:
-                raise BadRequest(400, "bad Content-Length") from None
-            if length < 0:
+        length = 0
+        if length_text is not None and encoding is None:
+            if not _DIGITS.fullmatch(length_text):
                 raise BadRequest(400, "bad Content-Length")
+            length = int(length_text)
             if length > self.max_body_bytes:
                 raise BadRequest(413, f"body larger than {self.max_body_bytes} bytes")
         if headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not chunked:
+        if encoding is None:
             return await reader.readexactly(length)
+        return await self._chunked(reader)
+
+    async def _chunked(self, reader: asyncio.StreamReader) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
-            size_line = await reader.readline()
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise BadRequest(400, "bad chunk size") from None
+            size_line = await _line(reader)
+            size_text = size_line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size_text):
+                raise BadRequest(400, "bad chunk size")
+            size = int(size_text, 16)
             if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                while (await _line(reader)) not in (b"\r\n", b"\n", b""):
                     pass  # trailers: ignored
                 return b"".join(parts)
             total += size
             if total > self.max_body_bytes:
                 raise BadRequest(413, f"body larger than {self.max_body_bytes} bytes")
             parts.append(await reader.readexactly(size))
-            await reader.readline()
+            if await _line(reader) not in (b"\r\n", b"\n"):
+                raise BadRequest(400, "chunk data not followed by CRLF")
 
     async def _send(
         self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool
     ) -> None:
-        phrase = HTTPStatus(response.status).phrase
-        head = [
-            f"HTTP/1.1 {response.status} {phrase}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        ]
-        head.extend(f"{k}: {v}" for k, v in response.headers.items())
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+        writer.write(_head(response, keep_alive) + response.body)
         await writer.drain()
+
+
+def _head(response: Response, keep_alive: bool) -> bytes:
+    phrase = HTTPStatus(response.status).phrase
+    head = [
+        f"HTTP/1.1 {response.status} {phrase}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
+    head.extend(f"{k}: {v}" for k, v in response.headers.items())
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    """One line of a chunked body; a line over the stream limit is a bad request."""
+    try:
+        return await reader.readline()
+    except ValueError:
+        raise BadRequest(400, "chunk-size or trailer line too long") from None
 
 
 def _keep_alive(version: str, headers: dict[str, str]) -> bool:

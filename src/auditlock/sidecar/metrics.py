@@ -40,6 +40,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.connections_open = Gauge(
+            f"{NS}_connections_open", "Open connections, by listener", ["listener"], registry=r
+        )
+        self.connections_refused = Counter(
+            f"{NS}_connections_refused",
+            "Connections closed at once: the listener had max_connections open",
+            ["listener"],
+            registry=r,
+        )
+        self.connections_timed_out = Counter(
+            f"{NS}_connections_timed_out",
+            "Connections closed for taking too long, by listener and phase "
+            "(handshake, header, body, frame, idle)",
+            ["listener", "phase"],
+            registry=r,
+        )
         self.duplicate_chunks = Counter(
             f"{NS}_forward_duplicate_chunks",
             "Retransmitted Forward chunks recognised and not stored twice",

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from auditlock.sidecar.config import HttpSource
+from auditlock.sidecar.connections import ConnectionSlots, Timeouts
 from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
 from auditlock.sidecar.sources.json_body import BadBody, TooDense, parse_body
@@ -73,6 +74,12 @@ class HttpIntake:
             {("POST", "/v1/events"): self.post_events},
             max_body_bytes=config.max_body_bytes,
             name="http intake",
+            slots=ConnectionSlots(INPUT, config.max_connections, intake.metrics),
+            timeouts=Timeouts(
+                header=config.header_timeout_seconds,
+                body=config.body_timeout_seconds,
+                idle=config.idle_timeout_seconds,
+            ),
         )
 
     @property

@@ -69,6 +69,7 @@ class MessageReader:
         self.scout = new_unpacker(max_frame_bytes)
         self.decoder = new_unpacker(max_frame_bytes)
         self.handshake = False
+        self.completed = 0  # messages read to their end
         self._state = _HEAD
         self._sizing: int | None = None  # scout offset where the object being sized starts
         self._message_start = 0
@@ -219,6 +220,7 @@ class MessageReader:
             self._ready.append(self._batch)
             self._batch = Entries()
         self._state = _HEAD
+        self.completed += 1
         return True, option
 
     def _add(self, entry: Entry) -> None:

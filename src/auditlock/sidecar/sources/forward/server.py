@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 from auditlock.sidecar.config import ForwardSource
+from auditlock.sidecar.connections import ConnectionSlots
 from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.sources.forward import protocol
@@ -58,6 +59,7 @@ class ForwardServer:
         self._closing = False
         # A flood of bad connections must not flood the log: 20 lines/s, then a count.
         self.close_log_budget = RateLimit(per_second=20)
+        self.slots = ConnectionSlots(INPUT, config.max_connections, metrics)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -83,6 +85,9 @@ class ForwardServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.slots.admit():  # over the cap: the socket back at once
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         connection = _Connection(self, reader, writer)
@@ -92,6 +97,7 @@ class ForwardServer:
         except asyncio.CancelledError:
             pass
         finally:
+            self.slots.release()
             self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
@@ -124,8 +130,32 @@ class _Connection:
             self.nonce = protocol.new_nonce()
             self.writer.write(protocol.helo(self.nonce))
         bytes_in = self.metrics.bytes_in.labels(INPUT)
+        config = self.config
+        loop = asyncio.get_running_loop()
+        handshake_deadline = loop.time() + config.handshake_timeout_seconds
+        frame_deadline = 0.0
+        frame_mark = -1  # messages completed when frame_deadline was set
         while not self.server._closing:
-            data = await self.reader.read(READ_SIZE)
+            # What a client may take before its next bytes: the rest of the handshake
+            # (shared key), of the message it started, or an idle pause between messages.
+            if not self.authenticated:
+                phase, deadline = "handshake", handshake_deadline
+            elif self.messages.in_message:
+                # Per message: a client streaming many messages is always inside one.
+                if frame_mark != self.messages.completed:
+                    frame_mark = self.messages.completed
+                    frame_deadline = loop.time() + config.frame_timeout_seconds
+                phase, deadline = "frame", frame_deadline
+            else:
+                frame_mark = -1
+                phase, deadline = "idle", loop.time() + config.idle_timeout_seconds
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                self.server.slots.timed_out(phase)
+                self.metrics.connections_closed.labels(f"{phase}_timeout").inc()
+                return
             if not data:
                 return
             bytes_in.inc(len(data))

@@ -1,0 +1,221 @@
+"""Connection limits on a real collector process, with real sockets: a cap per listener,
+header, body, frame, idle and handshake timeouts, each counted; the health listener keeps
+answering while 1,100 connections hit the collector under a 1,024 file-descriptor limit;
+a bad chunked framing line is answered 400 (never an unhandled exception). Afterwards the
+one valid event is in the verified ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from tests.servers.sidecar import (
+    SidecarProcess,
+    ledger_events,
+    make_config,
+    open_store,
+    sidecar_process,
+    verify_ledger,
+)
+
+T = 1_764_428_645
+RECORD = {"category": "access", "action": "read", "actor": "ok", "target": "t"}
+
+
+def metric(proc: SidecarProcess, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"auditlock_sidecar_{name}{{{wanted}}}" if labels else f"auditlock_sidecar_{name} "
+    for line in proc.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bytes:
+    """What the server sent before it closed the socket; fails if it stays open."""
+    sock.settimeout(seconds)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def healthz(proc: SidecarProcess, timeout: float) -> int:
+    with urllib.request.urlopen(f"{proc.health_url}/healthz", timeout=timeout) as answer:
+        return int(answer.status)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
+    workdir = tmp_path_factory.mktemp("limits")
+    config = make_config(
+        workdir,
+        ports=True,
+        sources={
+            "forward": {
+                "max_connections": 4,
+                "idle_timeout_seconds": 1.0,
+                "frame_timeout_seconds": 1.0,
+            },
+            "http": {
+                "max_connections": 4,
+                "header_timeout_seconds": 1.0,
+                "body_timeout_seconds": 1.0,
+                "idle_timeout_seconds": 1.0,
+            },
+        },
+    )
+    with sidecar_process(workdir, config) as proc:
+        proc.start()
+        yield proc
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def test_idle_and_unfinished_forward_connections_are_closed(limited: SidecarProcess) -> None:
+    with connect(limited.forward_port) as idle:
+        started = time.monotonic()
+        assert closed_within(idle, 5) == b""
+        assert time.monotonic() - started < 4
+    frame = msgpack.packb(["app.access", [[T, RECORD]] * 100, {"chunk": "partial"}])
+    with connect(limited.forward_port) as partial:
+        partial.sendall(frame[: len(frame) // 2])  # then nothing: a stalled frame
+        assert closed_within(partial, 5) == b""  # never acknowledged
+    assert metric(limited, "connections_timed_out_total", listener="forward", phase="idle") >= 1
+    assert metric(limited, "connections_timed_out_total", listener="forward", phase="frame") == 1
+
+
+def test_slow_http_headers_body_and_idle_keep_alive_are_closed(limited: SidecarProcess) -> None:
+    with connect(limited.http_port) as slow_headers:
+        slow_headers.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        assert closed_within(slow_headers, 5).startswith(b"HTTP/1.1 408 ")
+    with connect(limited.http_port) as slow_body:
+        slow_body.sendall(b"POST /v1/events HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        assert closed_within(slow_body, 5).startswith(b"HTTP/1.1 408 ")
+    with connect(limited.http_port) as keep_alive:
+        body = json.dumps(RECORD | {"id": "http-ok"}).encode()
+        keep_alive.sendall(
+            b"POST /v1/events HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        answer = closed_within(keep_alive, 5)  # answered, then closed once idle
+        assert answer.startswith(b"HTTP/1.1 202 "), answer
+    for phase in ("header", "body", "idle"):
+        assert metric(limited, "connections_timed_out_total", listener="http", phase=phase) >= 1
+
+
+@pytest.mark.parametrize(
+    "size_line",
+    [b"-5", b"+5", b"0x5", b"5" * 20_000, b"ffffffffffffffffffff"],
+    ids=["negative", "plus", "0x", "20-KB-line", "beyond-64-bits"],
+)
+def test_bad_chunk_size_lines_are_answered_400(limited: SidecarProcess, size_line: bytes) -> None:
+    with connect(limited.http_port) as sock:
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size_line[:100]
+        )
+        if len(size_line) > 100:
+            with contextlib.suppress(OSError):
+                sock.sendall(size_line[100:])
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\r\nhello\r\n0\r\n\r\n")
+        answer = closed_within(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
+def test_connections_over_the_cap_are_closed_at_once(limited: SidecarProcess) -> None:
+    before = metric(limited, "connections_refused_total", listener="forward")
+    held = [connect(limited.forward_port) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        with connect(limited.forward_port) as extra:
+            assert closed_within(extra, 0.5) == b""
+        assert metric(limited, "connections_refused_total", listener="forward") == before + 1
+    finally:
+        for sock in held:
+            sock.close()
+    held = [connect(limited.http_port) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        with connect(limited.http_port) as extra:
+            assert closed_within(extra, 0.5).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_only_the_valid_event_is_in_the_verified_ledger(limited: SidecarProcess) -> None:
+    log = limited.log_path.read_text()
+    assert "Unhandled exception" not in log and "Traceback" not in log, limited.tail(40)
+    assert limited.terminate() == 0
+    store = open_store(limited.config["destination"]["url"])
+    assert [e["event"]["id"] for e in ledger_events(store)] == ["http-ok"]
+    verify_ledger(store, limited.workdir / "key.pub.pem")
+
+
+def test_unauthenticated_connections_get_a_handshake_deadline(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        ports=True,
+        sources={"forward": {"shared_key": "k", "handshake_timeout_seconds": 1.0}},
+    )
+    with sidecar_process(tmp_path, config) as proc:
+        proc.start()
+        socks = [connect(proc.forward_port) for _ in range(20)]
+        try:
+            for sock in socks:
+                helo = closed_within(sock, 5)  # HELO, then nothing from us: closed
+                assert msgpack.unpackb(helo, raw=False)[0] == "HELO"
+        finally:
+            for sock in socks:
+                sock.close()
+        assert (
+            metric(proc, "connections_timed_out_total", listener="forward", phase="handshake") == 20
+        )
+
+
+def test_health_answers_while_1100_connections_hit_a_collector_with_1024_fds(
+    tmp_path: Path,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1300:
+        pytest.skip(f"this test process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    config = make_config(tmp_path, ports=True)
+    with sidecar_process(tmp_path, config) as proc:
+        proc.start()
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (1024, 1024))
+        flood: list[socket.socket] = []
+        try:
+            ports = [proc.forward_port, proc.http_port, int(config["health"]["port"])]
+            for n in range(1100):
+                with contextlib.suppress(OSError):
+                    flood.append(connect(ports[n % 3]))
+            time.sleep(3)  # longer than the health listener's 2 s header timeout
+            assert healthz(proc, timeout=2) == 200
+            assert metric(proc, "connections_refused_total", listener="forward") > 0
+            assert metric(proc, "connections_refused_total", listener="http") > 0
+            assert metric(proc, "connections_refused_total", listener="health") > 0
+            assert metric(proc, "connections_open", listener="forward") <= 32
+        finally:
+            for sock in flood:
+                sock.close()
+        # Intake works again once the flood is gone.
+        frame: Any = msgpack.packb(["app.access", T, RECORD, {"chunk": "after-flood"}])
+        with connect(proc.forward_port) as sock:
+            sock.sendall(frame)
+            sock.settimeout(10)
+            assert msgpack.unpackb(sock.recv(4096), raw=False) == {"ack": "after-flood"}
