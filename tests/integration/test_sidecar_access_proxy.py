@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,53 @@ def test_unreachable_upstream_is_answered_and_recorded_502(tmp_path: Path) -> No
         "upstream_unreachable",
         "failure",
     )
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the peer closes `sock` within `seconds` (reads nothing else)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_are_capped_and_stalled_ones_closed(tmp_path: Path) -> None:
+    """300 connections that send nothing or only half their headers, against a cap of
+    50: the 250 over the cap are closed at once, the 50 after the 5 s idle timeout; the
+    collector's memory stays flat and a real request then goes through."""
+    with UpstreamProcess(tmp_path) as upstream:
+        config, proxy_port = access_proxy_config(tmp_path / "collector", upstream.url)
+        config["sources"]["access_proxy"].update(max_connections=50, idle_timeout_seconds=5)
+        with sidecar_process(tmp_path / "collector", config) as sidecar:
+            sidecar.start(timeout=60)
+            idle = sidecar.peak_rss()
+            stalled = []
+            for number in range(300):
+                sock = socket.create_connection(("127.0.0.1", proxy_port))
+                if number % 2:
+                    sock.sendall(b"GET /blob/1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                stalled.append(sock)
+            time.sleep(0.5)
+            started = time.monotonic()
+            refused = sum(closed_within(sock, 0.01) for sock in stalled)
+            assert refused == 250
+            with urllib.request.urlopen(f"{sidecar.health_url}/healthz", timeout=5) as answer:
+                assert answer.status == 200
+            assert all(closed_within(sock, 10) for sock in stalled)
+            assert time.monotonic() - started < 15  # the 5 s idle timeout, not the default 75
+            for sock in stalled:
+                sock.close()
+            code, _, status, size = finish(curl(f"http://127.0.0.1:{proxy_port}/blob/16"))
+            assert (code, status, size) == (0, 200, 16)
+            time.sleep(0.5)
+            metrics = sidecar.metrics()
+            peak = terminate_promptly(sidecar)
+    assert peak - idle < 16 * MiB
+    assert failures(metrics) == {"connection_limit": 250.0}
+    store = open_store(config["destination"]["url"])
+    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
+    # Only the request that was made is recorded: a refused or stalled connection sent none.
+    assert [e["event"]["target"]["name"] for e in ledger_events(store)] == ["/blob/16"]

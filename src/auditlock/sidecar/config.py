@@ -127,6 +127,12 @@ class AccessProxySource:
     max_body_bytes: Annotated[int, Ge(0)] = 64 * 1024 * 1024
     # Access events held in memory while the spool is full; past it requests get 503.
     max_pending_events: Annotated[int, Ge(1)] = 4096
+    # Open client connections; past it new ones are closed at once. Each may hold up
+    # to 128 KiB of a body in flight each way, so this bounds memory too.
+    max_connections: Annotated[int, Ge(1)] = 256
+    # A connection with no complete request for this long (idle keep-alive, or headers
+    # sent slowly) is closed. Keep it above the idle timeout of a load balancer in front.
+    idle_timeout_seconds: Positive = 75.0
     # Headers whose value is recorded as a claimed, unverified identity.
     identity_headers: list[str] = field(
         default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"]

@@ -97,7 +97,8 @@ class Metrics:
         self.proxy_failures = Counter(
             f"{NS}_access_proxy_failures",
             "Access proxy exchanges that did not complete, by reason (body_too_large, "
-            "upstream_unreachable, upstream_aborted, client_closed)",
+            "upstream_unreachable, upstream_aborted, client_closed) or connections closed at "
+            "once (connection_limit)",
             ["reason"],
             registry=r,
         )

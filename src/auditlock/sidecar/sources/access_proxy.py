@@ -39,12 +39,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from auditlock.ledger.values import normalize_ip
 from auditlock.sidecar.config import AccessProxySource
@@ -91,6 +92,32 @@ class _Exchange:
     aborted: str | None = None
 
 
+class _CappedServer(web.Server):
+    """aiohttp's low-level server with a cap on open connections: past it a new
+    connection is closed at once (and counted), so clients cannot pile up connections
+    in the collector's memory. aiohttp closes a connection that sends no complete
+    request within `keepalive_timeout`, idle or with partial headers."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        max_connections: int,
+        on_refused: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._max_connections = max_connections
+        self._on_refused = on_refused
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if len(self._connections) >= self._max_connections:
+            self._on_refused()
+            transport.close()
+            return
+        super().connection_made(handler, transport)
+
+
 class AccessProxy:
     def __init__(self, config: AccessProxySource, intake: Intake) -> None:
         self.config = config
@@ -99,7 +126,7 @@ class AccessProxy:
         self.upstream = config.upstream.rstrip("/")
         self._identity_headers = [h.lower() for h in config.identity_headers]
         self._correlation_headers = [h.lower() for h in config.request_id_headers]
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pending: list[tuple[str, int, dict[str, Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -114,9 +141,16 @@ class AccessProxy:
             connector=aiohttp.TCPConnector(limit=256),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
-        app = web.Application()  # bodies are streamed, never read whole
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # The low-level server: every path goes to `handle` (no routing), bodies are
+        # streamed, never read whole.
+        server = _CappedServer(
+            self.handle,
+            max_connections=self.config.max_connections,
+            on_refused=lambda: self.intake.metrics.proxy_failures.labels("connection_limit").inc(),
+            keepalive_timeout=self.config.idle_timeout_seconds,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -134,7 +168,7 @@ class AccessProxy:
         if self._session is not None:
             await self._session.close()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if len(self._pending) + self._held >= self.config.max_pending_events:
             # The spool has been full for a while: serving more requests would mean
             # serving them unrecorded, or holding their events in memory without bound.
@@ -153,7 +187,7 @@ class AccessProxy:
                 self._count_failure(request, exchange.aborted)
             self._record(request, exchange, time.perf_counter_ns() - started)
 
-    async def _forward(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, exchange: _Exchange) -> web.StreamResponse:
         """Streams the request to the upstream and its answer back; `exchange` ends up
         saying what the client actually received."""
         assert self._session is not None
@@ -191,7 +225,9 @@ class AccessProxy:
             exchange.aborted = "upstream_unreachable"
             return self._refuse(exchange, 502, f"upstream {self.upstream} failed: {exc}\n")
 
-    async def _stream_body(self, request: web.Request, exchange: _Exchange) -> AsyncIterator[bytes]:
+    async def _stream_body(
+        self, request: web.BaseRequest, exchange: _Exchange
+    ) -> AsyncIterator[bytes]:
         """The client's body, block by block (the proxy never holds more than a block)."""
         limit = self.config.max_body_bytes
         seen = 0
@@ -210,7 +246,7 @@ class AccessProxy:
 
     async def _stream_answer(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
         response: web.StreamResponse,
         exchange: _Exchange,
@@ -237,12 +273,12 @@ class AccessProxy:
             exchange.aborted = "body_too_large"
         return web.Response(status=status, text=text)
 
-    def _count_failure(self, request: web.Request, reason: str) -> None:
+    def _count_failure(self, request: web.BaseRequest, reason: str) -> None:
         self.intake.metrics.proxy_failures.labels(reason).inc()
         if self._log_budget.allow():
             log.warning("access proxy: %s %s: %s", request.method, request.rel_url.path, reason)
 
-    def _record(self, request: web.Request, exchange: _Exchange, duration_ns: int) -> None:
+    def _record(self, request: web.BaseRequest, exchange: _Exchange, duration_ns: int) -> None:
         client = request.remote or "unknown"
         identity = None
         identity_header = None
