@@ -7,11 +7,13 @@ decides that for every line, fast:
 
 1. decode the event bytes with a typed msgspec decoder built from the event vocabulary
    (vocabulary.py, values.py): exactly the allowed members with the allowed types, strings
-   of 1..MAX_SHORT code points, no `null` for an absent member, the id pattern, the stored
-   time form; it refuses malformed JSON, trailing bytes (an extra envelope member), and
-   lone surrogates;
-2. check what a type cannot say: a real calendar date, the canonical IP text, and the
-   value rules inside `details` (the fast normalizer's `plain_json`, then `check_json`);
+   of 1..MAX_SHORT code points, no `null` for an absent member, integers within
+   +-(2**53 - 1) and no floats in `details`, its nesting; it refuses malformed JSON,
+   trailing bytes (an extra envelope member) and lone surrogates;
+2. check what a type cannot say, once per segment: the id pattern and the stored time
+   shape (one regex call over the joined values), real calendar dates and canonical IP
+   texts (once per distinct value), and, only when the bytes hold characters above
+   U+FFFF, that no `details` member name does (values.check_json);
 3. re-encode canonically and compare bytes: this catches member order, escapes,
    whitespace, `-0`, and duplicate member names (the decoder keeps one of them, so the
    re-encoding is shorter; first-wins and last-wins parsers would read different events).
@@ -259,8 +261,10 @@ def _valid(events: Sequence[_Event], *, check_details: bool) -> bool:
 
 
 def diagnose(line: bytes, event: bytes) -> tuple[str, str] | None:
-    """(code, reason) of a line whose event failed the fast check; None if it is fine
-    after all (`plain_json` only says "not sure" for unusual but valid details)."""
+    """(code, reason) of a line whose event failed the fast check, from the plain reading
+    of FORMAT.md (json, the pydantic model, RFC 8785 bytes); None if that reading finds
+    nothing wrong, so a fast-path quirk never becomes a false finding (a property test
+    holds the two readings together)."""
     try:
         envelope = json.loads(line, object_pairs_hook=_no_duplicates)
     except _DuplicateMember as dup:
