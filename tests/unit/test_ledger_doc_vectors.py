@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..vectors.generate_docs import OUT, generate
@@ -78,3 +79,28 @@ def test_each_invalid_ledger_gives_exactly_its_findings() -> None:
         assert len(found) == len(case["findings"]), (case["case"], found)
         for want, got in zip(case["findings"], found, strict=True):
             assert {k: got[k] for k in want} == want, (case["case"], found)  # type: ignore[index]
+
+
+# Faults the independent verifier of test_ledger_spec_verifier.py (written from FORMAT.md
+# alone, a simple reading without the event rules, time gaps or names) must also refuse.
+_SPEC_VERIFIER_CATCHES = (
+    "altered-last-event",
+    "altered-first-event",
+    "deleted-segment",
+    "deleted-checkpoint",
+    "bad-signature",
+    "unknown-key",
+)
+
+
+def test_the_vectors_serve_a_verifier_written_from_format_md_alone() -> None:
+    from .test_ledger_spec_verifier import _key, spec_verify
+
+    key = _key(OUT / "signing.pub")
+    assert spec_verify(OUT / "example", key) == {"example": 2}
+    for case in _SPEC_VERIFIER_CATCHES:
+        try:
+            spec_verify(OUT / "invalid" / case, key)
+        except (AssertionError, ValueError, InvalidSignature, IndexError, KeyError):
+            continue
+        raise AssertionError(f"the independent verifier accepted invalid/{case}")
