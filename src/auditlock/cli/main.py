@@ -25,10 +25,12 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "count",
 )
 
-# Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O).
+# Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O,
+# 3 the verifier itself failed: no verdict, never to be read as "findings").
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+EXIT_CRASH = 3
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,8 @@
-"""`auditlock verify URL`: verify a ledger offline. Exit 0 verified, 1 problems, 2 usage/I-O."""
+"""`auditlock verify URL`: verify a ledger offline.
+
+Exit 0 verified, 1 problems found, 2 usage or I/O error, 3 the verifier failed (no
+verdict). With --json a JSON document is printed in every case.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
-from auditlock.cli.main import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from auditlock.cli.main import EXIT_CRASH, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -18,7 +23,9 @@ def register(subparsers: Any) -> None:
         help="verify a ledger offline (signatures, chains, Merkle roots, gaps, retention)",
         description="Verify every stream under URL (file://DIR, s3://bucket/prefix, "
         "gs://bucket/prefix). Exit 0: everything verified; 1: problems found (each named); "
-        "2: usage or I/O error.",
+        "2: usage or I/O error; 3: the verifier itself failed (a bug: no verdict either "
+        "way). With --json a JSON document is printed in every case (result PASS, FAIL "
+        "or ERROR).",
     )
     parser.add_argument("url", metavar="URL")
     parser.add_argument(
@@ -49,6 +56,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return _error(
+            args,
+            EXIT_CRASH,
+            f"the verifier failed ({type(exc).__name__}: {exc}); no verdict. Please report "
+            "this with the traceback above.",
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
     from auditlock import sinks
     from auditlock.ledger.errors import KeyFileError
     from auditlock.ledger.keys import load_public_key
@@ -64,26 +84,39 @@ def run(args: argparse.Namespace) -> int:
             require_retention_days=args.require_retention,
         )
     except KeyFileError as exc:
-        return _usage(str(exc))
+        return _error(args, EXIT_USAGE, str(exc))
     except ValueError as exc:
-        return _usage(f"--since/--until: {exc}")
+        return _error(args, EXIT_USAGE, f"--since/--until: {exc}")
     try:
         destination = sinks.open(args.url)
         _check_exists(destination)
         report = verify(destination, options)
     except sinks.DestinationError as exc:
-        return _usage(str(exc))
+        return _error(args, EXIT_USAGE, str(exc))
     code = EXIT_OK if report.ok else EXIT_FINDINGS
+    if args.json:
+        _print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print(report.summary())
+    return code
+
+
+def _error(args: argparse.Namespace, code: int, message: str) -> int:
+    from auditlock.ledger.escape import escape
+
+    print(f"error: {escape(message)}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print(json.dumps({"url": getattr(args, "url", None), "result": "ERROR",
+                           "exit_code": code, "error": message}, indent=2))  # fmt: skip
+    return code
+
+
+def _print(text: str) -> None:
     try:
-        if args.json:
-            json.dump(report.to_json(), sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            print(report.summary())
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:  # `verify ... | head`: the reader left; the verdict stands
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return code
 
 
 def _check_exists(destination: Any) -> None:
@@ -92,8 +125,3 @@ def _check_exists(destination: Any) -> None:
     root = getattr(destination, "root", None)
     if isinstance(root, Path) and not root.is_dir():
         raise DestinationError(f"{destination.url}: no such directory {root}")
-
-
-def _usage(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE

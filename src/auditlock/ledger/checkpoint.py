@@ -18,13 +18,15 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import FormatError
 from auditlock.ledger.keys import Signer
+from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import check_stream_id
 from auditlock.ledger.timestamps import parse_ns
@@ -128,20 +130,28 @@ class SignedCheckpoint:
 
 
 def decode_checkpoint(data: bytes) -> SignedCheckpoint:
-    """Parse a checkpoint object; FormatError naming the problem. Does not check the signature."""
+    """Parse a checkpoint object; FormatError naming the problem. Does not check the signature.
+
+    Bounded for hostile input: the size is capped (limits.py) and the JSON parser has a
+    depth limit and never recurses in Python."""
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise FormatError(f"checkpoint is {len(data)} bytes, more than {MAX_CHECKPOINT_BYTES}")
     parts = data.split(b"\n")
     if len(parts) != 3 or parts[2] != b"":
         raise FormatError("a checkpoint is two newline-terminated lines (body, signature)")
     body, sig_text = parts[0], parts[1]
     signature = decode_signature(sig_text, "checkpoint")
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise FormatError(f"checkpoint body is not JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise FormatError("checkpoint body is not a JSON object")
-    if raw.get("format") != FORMAT:
-        raise FormatError(f"unknown checkpoint format {raw.get('format')!r} (expected {FORMAT})")
+    found = raw.get("format")
+    if found != FORMAT:
+        # Never repr() a planted value whole: it may be deeply nested or huge.
+        shown = repr(found[:80]) if isinstance(found, str) else f"a JSON {type(found).__name__}"
+        raise FormatError(f"unknown checkpoint format {shown} (expected {FORMAT})")
     if set(raw) != _FIELDS:
         raise FormatError(f"checkpoint members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}")
     try:

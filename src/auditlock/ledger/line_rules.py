@@ -179,15 +179,17 @@ class LineRules:
         prefix_len: int,
         find: Report,
         warn: Report,
-    ) -> None:
+    ) -> list[Any]:
         """Check lines[i] (seq first_seq + i); `find` problems, `warn` repeated ids.
+        Returns each line's decoded `details` (None when absent or undecodable), which
+        verify uses to say who observed the event (observer.py) without decoding twice.
 
         Lines without the envelope's `,"prev":"` marker are left to verify's structural
         diagnosis; streams must come one after the other (ids are kept per stream)."""
         if stream != self._stream:
             self._stream, self._ids = stream, set()
         if not lines:
-            return
+            return []
         # Fast path, the whole segment at once: the events joined as one JSON array are
         # decoded in one call and re-encoded in one call; equal bytes mean every event is
         # canonical and well-typed. Any doubt: line by line, to name the line.
@@ -208,17 +210,19 @@ class LineRules:
                 unique = set(ids)
                 if len(unique) == len(ids) and self._ids.isdisjoint(unique):
                     self._ids |= unique
-                    return
-        self._check_slowly(lines, first_seq, prefix_len, find, warn)
+                    return [p.details for p in parsed]
+        return self._check_slowly(lines, first_seq, prefix_len, find, warn)
 
     def _check_slowly(
         self, lines: Sequence[bytes], seq: int, prefix_len: int, find: Report, warn: Report
-    ) -> None:
+    ) -> list[Any]:
         ids = self._ids
+        details: list[Any] = []
         for line in lines:
             end = line.rfind(_MARK)
             if end < prefix_len:
                 seq += 1
+                details.append(None)
                 continue
             event = line[prefix_len:end]
             parsed: _Event | None
@@ -236,7 +240,9 @@ class LineRules:
                     warn(seq, "duplicate-id", f"event id {parsed.id!r} was used before")
                 else:
                     ids.add(parsed.id)
+            details.append(parsed.details if parsed is not None else None)
             seq += 1
+        return details
 
 
 def _valid(events: Sequence[_Event], *, check_details: bool) -> bool:

@@ -1,9 +1,16 @@
-"""What `verify` found: findings (exit 1), warnings, per-stream and per-object facts."""
+"""What `verify` found: findings (exit 1), warnings, per-stream and per-object facts.
+
+The text forms (`describe`, `summary`) are for a person's terminal: every piece of text
+that came from the store passes through `escape` (escape.py), so a planted object name or
+message cannot drive the terminal. The JSON form carries the text as it is.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from auditlock.ledger.escape import escape
 
 
 @dataclass
@@ -33,10 +40,10 @@ class Finding:
             )
         if self.object is not None:
             parts.append(f"({self.object})")
-        return " ".join(parts) or "ledger"
+        return escape(" ".join(parts) or "ledger")
 
     def describe(self) -> str:
-        return f"{self.place()}: {self.message} [{self.code}]"
+        return f"{self.place()}: {escape(self.message)} [{escape(self.code)}]"
 
 
 @dataclass
@@ -50,6 +57,9 @@ class StreamSummary:
     first_checkpoint_time: str | None = None
     last_checkpoint_time: str | None = None
     key_ids: list[str] = field(default_factory=list)
+    # events stored, by who observed them (observer.py): an app's claims apart from what
+    # auditlock's own intakes saw
+    observers: dict[str, int] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -106,26 +116,30 @@ class VerifyReport:
         counts = self.stream_counts()
         abandoned = counts["closed-abandoned"]
         lines = [
-            f"{'PASS' if self.ok else 'FAIL'}: {self.url}: {len(self.streams)} streams "
+            f"{'PASS' if self.ok else 'FAIL'}: {escape(self.url)}: {len(self.streams)} streams "
             f"({counts['closed']} closed, "
             f"{f'{abandoned} closed-abandoned, ' if abandoned else ''}{counts['open']} open), "
             f"{self.events_verified} events and {self.checkpoints_verified} checkpoints verified",
-            f"trust: {self.trust}",
+            f"trust: {escape(self.trust)}",
         ]
         for s in self.streams:
+            observed = ", ".join(f"{n} {who}" for who, n in sorted(s.observers.items()))
             lines.append(
-                f"  stream {s.stream}: {s.state}, {s.epochs} epoch(s), {s.events} events, "
-                f"{s.checkpoints} checkpoints, last checkpoint {s.last_checkpoint_time}"
+                f"  stream {escape(s.stream)}: {s.state}, {s.epochs} epoch(s), {s.events} events "
+                f"verified, {s.checkpoints} checkpoints, last checkpoint "
+                f"{escape(str(s.last_checkpoint_time))}"
+                + (f"; observed by: {observed}" if observed else "")
             )
         if self.objects:
             modes: dict[str, int] = {}
             for o in self.objects:
-                modes[o.mode or "none"] = modes.get(o.mode or "none", 0) + 1
+                mode = escape(o.mode or "none")
+                modes[mode] = modes.get(mode, 0) + 1
             until = [o.retain_until for o in self.objects if o.retain_until]
             lines.append(
                 "  retention: "
                 + ", ".join(f"{n} {m}" for m, n in sorted(modes.items()))
-                + (f"; earliest retain-until {min(until)}" if until else "")
+                + (f"; earliest retain-until {escape(min(until))}" if until else "")
             )
         for w in self.warnings:
             lines.append(f"warning: {w.describe()}")

@@ -14,15 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.checkpoint import decode_signature
-from auditlock.ledger.errors import FormatError
+from auditlock.ledger.errors import FormatError, KeyFileError
 from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
+from auditlock.ledger.limits import MAX_ROTATION_BYTES
 from auditlock.ledger.names import key_name, rotation_name
 from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, RetentionSpec
@@ -59,12 +60,17 @@ def encode_rotation(old: Signer, new_public: Ed25519PublicKey, time: str) -> byt
 
 
 def decode_rotation(data: bytes) -> Rotation:
+    """Parse a rotation record; FormatError naming the problem. Bounded for hostile input:
+    the size is capped (limits.py) and the JSON parser has a depth limit and never
+    recurses in Python."""
+    if len(data) > MAX_ROTATION_BYTES:
+        raise FormatError(f"rotation record is {len(data)} bytes, more than {MAX_ROTATION_BYTES}")
     parts = data.split(b"\n")
     if len(parts) != 3 or parts[2] != b"":
         raise FormatError("a rotation record is two newline-terminated lines")
     try:
-        raw = json.loads(parts[0])
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = orjson.loads(parts[0])
+    except orjson.JSONDecodeError as exc:
         raise FormatError(f"rotation record is not JSON ({exc})") from None
     signature = decode_signature(parts[1], "rotation")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -88,7 +94,7 @@ def decode_rotation(data: bytes) -> Rotation:
             body=parts[0],
             signature=signature,
         )
-    except (KeyError, ValueError, binascii.Error) as exc:
+    except (KeyError, ValueError, binascii.Error, KeyFileError) as exc:
         raise FormatError(f"rotation record is incomplete ({exc})") from None
     if hashlib.sha256(new_raw).hexdigest() != record.new_key_id:
         raise FormatError("rotation record's new_public_key does not match new_key_id")

@@ -44,6 +44,7 @@ from auditlock.ledger.checkpoint import (
 )
 from auditlock.ledger.errors import LedgerError, StoreError
 from auditlock.ledger.keys import Signer, public_pem
+from auditlock.ledger.limits import MAX_EVENT_BYTES, MAX_SEGMENT_BYTES
 from auditlock.ledger.lines import ZERO_HASH, line_prefix
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import (
@@ -199,9 +200,14 @@ class StreamWriter:
         return self.append_canonical(_dumps(event, option=_SORT))
 
     def append_canonical(self, event: bytes) -> int:
-        """Add an event given as its canonical (RFC 8785) bytes; return its seq."""
+        """Add an event given as its canonical (RFC 8785) bytes; return its seq.
+
+        An event larger than FORMAT.md allows (limits.MAX_EVENT_BYTES) raises LedgerError
+        and changes nothing: intake refuses such events before they are acknowledged."""
         if self.closed:
             raise ClosedStreamError(f"stream {self.stream_id} is closed")
+        if len(event) > MAX_EVENT_BYTES:
+            raise LedgerError(f"event is {len(event)} bytes, more than {MAX_EVENT_BYTES}")
         seq = self.next_seq
         line = b'%b%b,"prev":"%b","seq":%d,"stream":"%b"}' % (
             self._prefix, event, _hexlify(self._prev), seq, self._stream_b,
@@ -304,6 +310,7 @@ class StreamWriter:
             return []
         first = self._pending_first
         cuts = plan_cuts(first, first + len(self._lines), self._reserved)
+        cuts = split_by_size(cuts, self._reserved, first, self._lines)
         objects = []
         for c_first, c_last in cuts:
             lo, hi = c_first - first, c_last - first + 1
@@ -446,3 +453,27 @@ def plan_cuts(first: int, end: int, reserved: list[tuple[int, int]]) -> list[tup
     if start < end:
         cuts.append((start, end - 1))
     return cuts
+
+
+def split_by_size(
+    cuts: list[tuple[int, int]], reserved: list[tuple[int, int]], first: int, lines: list[bytes]
+) -> list[tuple[int, int]]:
+    """Split cuts so no segment holds more than MAX_SEGMENT_BYTES (lines with their LFs,
+    FORMAT.md "Objects"); a reserved segment is re-created as it was stored, never split.
+    One line always fits (MAX_EVENT_BYTES leaves room for its envelope)."""
+    keep = set(reserved)
+    out: list[tuple[int, int]] = []
+    for c_first, c_last in cuts:
+        lo, hi = c_first - first, c_last - first + 1
+        if (c_first, c_last) in keep or sum(map(len, lines[lo:hi])) + hi - lo <= MAX_SEGMENT_BYTES:
+            out.append((c_first, c_last))  # the usual case, summed at C speed
+            continue
+        start, size = c_first, 0
+        for seq in range(c_first, c_last + 1):
+            length = len(lines[seq - first]) + 1
+            if size + length > MAX_SEGMENT_BYTES and seq > start:
+                out.append((start, seq - 1))
+                start, size = seq, 0
+            size += length
+        out.append((start, c_last))
+    return out

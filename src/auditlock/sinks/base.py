@@ -93,6 +93,11 @@ class ObjectNotFound(DestinationError):
     pass
 
 
+class ObjectUnreadable(DestinationError):
+    """The object exists but is not read: larger than the reader allows (`get(max_bytes=)`),
+    or, on file://, not a regular file inside the directory (a symlink, FIFO, device)."""
+
+
 class ObjectConflict(DestinationError):
     """An object of that name exists with different bytes. Never overwritten."""
 
@@ -115,8 +120,10 @@ class Destination(ABC):
         """
 
     @abstractmethod
-    def get(self, name: str) -> bytes:
-        """Read a whole object; raises ObjectNotFound."""
+    def get(self, name: str, max_bytes: int | None = None) -> bytes:
+        """Read a whole object; raises ObjectNotFound. With `max_bytes`, an object larger
+        than that raises ObjectUnreadable after reading at most max_bytes + 1 bytes (a
+        reader facing a hostile store never holds more than it is prepared to)."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:

@@ -11,15 +11,19 @@ filesystem), are fsynced, then hard-linked to the final name (`link` fails if th
 exists, so two racing writers cannot clobber each other), the temp name is removed and
 the directories are fsynced. A crash leaves either no object or the whole object.
 
+Reading treats the directory as possibly hostile: only regular files inside it are read
+(no symlink is followed below DIR, a FIFO or device is refused without blocking), and a
+caller's size cap is enforced while reading.
+
 Read-only file modes and the retention metadata record intent only: anyone who can write
 to DIR can delete or replace files. `check` says so.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
-import json
 import os
 import stat
 import uuid
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from auditlock.sinks.base import (
     CheckReport,
     Destination,
@@ -37,6 +43,7 @@ from auditlock.sinks.base import (
     ObjectConflict,
     ObjectNotFound,
     ObjectRetention,
+    ObjectUnreadable,
     PutResult,
     RetentionSpec,
 )
@@ -46,6 +53,13 @@ RETENTION_DIR = ".retention"
 TMP_DIR = ".tmp"
 _RESERVED = (RETENTION_DIR, TMP_DIR)
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # 0o444
+# A retention record is one small JSON object (see _record_retention).
+MAX_RETENTION_RECORD_BYTES = 4096
+_READ_CHUNK = 1024 * 1024
+# Opening a store path: never through a symlink (the store may be hostile: a link to
+# /etc/passwd or /dev/zero), never blocking (a FIFO opened for reading waits for a writer).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 NOT_WORM_NOTICE = (
     "file:// is not WORM storage: files are made read-only and retention is only recorded "
@@ -78,7 +92,7 @@ class FileDestination(Destination):
 
     def put(self, name: str, data: bytes, retention: RetentionSpec | None) -> PutResult:
         target = self._path(name)
-        existing = self._read_if_exists(target)
+        existing = self._existing(name, data)
         if existing is not None:
             return self._already_there(name, target, existing, data, retention)
         try:
@@ -91,7 +105,7 @@ class FileDestination(Destination):
                 os.link(tmp, target)
             except FileExistsError:
                 # Another writer got there between our check and our link.
-                existing = target.read_bytes()
+                existing = self._existing(name, data) or b""
                 return self._already_there(name, target, existing, data, retention)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -101,6 +115,16 @@ class FileDestination(Destination):
         except OSError as exc:
             raise DestinationError(f"cannot write {name!r} under {self.root}: {exc}") from exc
         return PutResult(name=name, size=len(data), created=True, retention=recorded)
+
+    def _existing(self, name: str, data: bytes) -> bytes | None:
+        """What is stored under `name`, read only as far as a comparison with `data` needs."""
+        try:
+            return self._read_if_exists(name, max_bytes=len(data))
+        except ObjectUnreadable as exc:
+            raise ObjectConflict(
+                f"{name!r} already exists in {self.root} and is not these bytes ({exc}); "
+                "refusing to overwrite - this is a bug or tampering"
+            ) from None
 
     def _already_there(
         self,
@@ -126,7 +150,7 @@ class FileDestination(Destination):
         if spec is None:
             return None
         now = datetime.now(UTC)
-        record = {
+        record: dict[str, Any] = {
             "mode": spec.mode.value,
             "retain_until": spec.retain_until(now).isoformat(),
             "legal_hold": spec.legal_hold,
@@ -135,7 +159,7 @@ class FileDestination(Destination):
         meta = self._meta_path(name)
         self._make_dirs(meta.parent)
         tmp = meta.with_name(meta.name + f".{uuid.uuid4().hex}.part")
-        self._write_file(tmp, json.dumps(record, sort_keys=True).encode())
+        self._write_file(tmp, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
         try:
             os.link(tmp, meta)  # never replace a retention record once written
         except FileExistsError:
@@ -181,8 +205,8 @@ class FileDestination(Destination):
 
     # -- reading ---------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
-        data = self._read_if_exists(self._path(name))
+    def get(self, name: str, max_bytes: int | None = None) -> bytes:
+        data = self._read_if_exists(name, max_bytes=max_bytes)
         if data is None:
             raise ObjectNotFound(f"no object {name!r} in {self.root}")
         return data
@@ -202,64 +226,121 @@ class FileDestination(Destination):
                 if rel_dir == ".":
                     dirnames[:] = [d for d in dirnames if d not in _RESERVED]
                     rel_dir = ""
-                dirnames.sort()
-                for filename in filenames:
+                # A symlink to a directory is listed as a name of its own (never walked
+                # into): the caller then sees it, and reading it is refused.
+                links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+                dirnames[:] = sorted(d for d in dirnames if d not in links)
+                for filename in [*filenames, *links]:
                     rel = f"{rel_dir}/{filename}" if rel_dir else filename
                     if rel.startswith(prefix):
                         names.append(rel)
         return iter(sorted(names))
 
     def retention(self, name: str) -> ObjectRetention:
-        if not self._path(name).is_file():
-            raise ObjectNotFound(f"no object {name!r} in {self.root}")
+        try:
+            fd = self._open_regular(self._parts(name))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {name!r} in {self.root}") from None
+        os.close(fd)
         recorded = self._read_retention(name)
         return recorded if recorded is not None else ObjectRetention(mode=None, retain_until=None)
 
     def _read_retention(self, name: str) -> ObjectRetention | None:
-        meta = self._meta_path(name)
+        parts = [RETENTION_DIR, *name.split("/")]
+        parts[-1] += ".json"
+        where = "/".join(parts)
         try:
-            record: dict[str, Any] = json.loads(meta.read_bytes())
-            return ObjectRetention(
-                mode=LockMode(record["mode"]),
-                retain_until=datetime.fromisoformat(record["retain_until"]),
-                legal_hold=bool(record.get("legal_hold", False)),
-                written_at=(
-                    datetime.fromisoformat(record["written_at"])
-                    if record.get("written_at")
-                    else None
-                ),
-            )
+            fd = self._open_regular(parts)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DestinationError(f"retention metadata {meta} is unreadable: {exc}") from exc
-
-    def _read_if_exists(self, path: Path) -> bytes | None:
-        """The bytes of the regular file at `path`; None if there is none (or a directory).
-
-        An object is a regular file: a symlink (which could point anywhere, or change
-        after verification), a FIFO (reading it would block forever), a socket or a
-        device under an object's name is refused, not followed (docs/FORMAT.md, "Objects")."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ObjectNotFound(f"{path} is a symbolic link, not an object") from exc
-            raise DestinationError(f"cannot read {path}: {exc}") from exc
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                return None
-            if not stat.S_ISREG(mode):
-                raise ObjectNotFound(f"{path} is not a regular file, not an object")
-            with open(fd, "rb", closefd=False) as handle:
-                return handle.read()
-        except OSError as exc:
-            raise DestinationError(f"cannot read {path}: {exc}") from exc
+            raw = _read_capped(fd, MAX_RETENTION_RECORD_BYTES, where)
         finally:
             os.close(fd)
+        try:
+            record: Any = orjson.loads(raw)  # bounded depth; never recurses in Python
+            if not isinstance(record, dict):
+                raise TypeError("not a JSON object")
+            written = record.get("written_at")
+            return ObjectRetention(
+                mode=LockMode(record["mode"]),
+                retain_until=datetime.fromisoformat(_text(record["retain_until"])),
+                legal_hold=record.get("legal_hold", False) is True,
+                written_at=datetime.fromisoformat(_text(written)) if written else None,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DestinationError(f"retention metadata {where} is unreadable: {exc}") from None
+
+    def _read_if_exists(self, name: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes, None if there is none; ObjectUnreadable if it is not a
+        regular file inside the store or is larger than `max_bytes`."""
+        try:
+            fd = self._open_regular(self._parts(name))
+        except FileNotFoundError:
+            return None
+        try:
+            return _read_capped(fd, max_bytes, name)
+        finally:
+            os.close(fd)
+
+    def _parts(self, name: str) -> builtins.list[str]:
+        self._path(name)  # validates the name
+        return name.split("/")
+
+    def _open_regular(self, parts: builtins.list[str]) -> int:
+        """A read-only fd of the regular file root/parts..., walking each component with
+        O_NOFOLLOW from a descriptor of the root. FileNotFoundError if nothing is there;
+        ObjectUnreadable for a symlink, FIFO, device or socket."""
+        where = "/".join(parts)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(where) from None  # no store yet: no object either
+        except OSError as exc:
+            raise DestinationError(f"cannot open {self.root}: {exc.strerror or exc}") from None
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            target = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                # ENOTDIR: a path component is a file, or a symlink we refused to follow
+                # to a directory; the former is simply "no such object".
+                if exc.errno == errno.ENOTDIR and self._is_link_on_path(parts):
+                    raise ObjectUnreadable(
+                        f"{where}: a directory on its path is a symbolic link; only regular "
+                        "files inside the store are read"
+                    ) from None
+                raise FileNotFoundError(where) from None
+            if exc.errno == errno.ELOOP:
+                raise ObjectUnreadable(
+                    f"{where}: it or a directory on its path is a symbolic link; only "
+                    "regular files inside the store are read"
+                ) from None
+            raise DestinationError(f"cannot open {where} in {self.root}: {exc}") from None
+        finally:
+            os.close(fd)
+        kind = stat.S_IFMT(os.fstat(target).st_mode)
+        if kind == stat.S_IFDIR:  # a directory is not an object (names are files)
+            os.close(target)
+            raise FileNotFoundError(where)
+        if kind != stat.S_IFREG:
+            os.close(target)
+            raise ObjectUnreadable(
+                f"{where} is {_KINDS.get(kind, 'of an unknown kind')}, not a regular file; "
+                "only regular files inside the store are read"
+            )
+        return target
+
+    def _is_link_on_path(self, parts: builtins.list[str]) -> bool:
+        path = self.root
+        for part in parts[:-1]:
+            path = path / part
+            if path.is_symlink():
+                return True
+        return False
 
     # -- checking --------------------------------------------------------------------
 
@@ -298,3 +379,37 @@ class FileDestination(Destination):
         parts = name.split("/")
         parts[-1] += ".json"
         return self.root.joinpath(RETENTION_DIR, *parts)
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _read_capped(fd: int, max_bytes: int | None, where: str) -> bytes:
+    """Read fd to its end; ObjectUnreadable as soon as it passes max_bytes (the size the
+    file claims is checked first, and the read is capped anyway: a file may grow)."""
+    if max_bytes is not None and os.fstat(fd).st_size > max_bytes:
+        raise ObjectUnreadable(f"{where} is larger than {max_bytes} bytes (not read)")
+    chunks: list[bytes] = []
+    size = 0
+    limit = max_bytes + 1 if max_bytes is not None else None
+    while True:
+        want = _READ_CHUNK if limit is None else min(_READ_CHUNK, limit - size)
+        chunk = os.read(fd, want) if want > 0 else b""
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if max_bytes is not None and size > max_bytes:
+        raise ObjectUnreadable(f"{where} is larger than {max_bytes} bytes (not read)")
+    return b"".join(chunks)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, found a JSON {type(value).__name__}")
+    return value

@@ -390,10 +390,11 @@ class GCSDestination(Destination):
 
     # -- reading ---------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_bytes: int | None = None) -> bytes:
         key = self._key(name)
         data: bytes = self._call(
-            f"get gs://{self.bucket_name}/{key}", lambda: self.api.download(self.bucket_name, key)
+            f"get gs://{self.bucket_name}/{key}",
+            lambda: self.api.download(self.bucket_name, key, max_bytes),
         )
         return data
 

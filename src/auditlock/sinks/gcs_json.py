@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from auditlock.sinks.base import ObjectUnreadable
+
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 # The scopes google.cloud.storage.Client asks for.
 SCOPES = (
@@ -137,8 +139,9 @@ class JsonApi:
         body: dict[str, Any] = response.json()
         return body
 
-    def download(self, bucket: str, key: str) -> bytes:
-        """The object's bytes, checked against the MD5 the server reports."""
+    def download(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes, checked against the MD5 the server reports. With max_bytes,
+        ObjectUnreadable as soon as more arrive (counted after any content decoding)."""
         from google.resumable_media import InvalidResponse
         from google.resumable_media.requests import Download
 
@@ -146,7 +149,9 @@ class JsonApi:
             f"{self.base}/download/storage/v1/b/{quote(bucket, safe='')}/o/"
             f"{quote(key, safe='')}?alt=media"
         )
-        out = io.BytesIO()
+        out = (
+            io.BytesIO() if max_bytes is None else _CappedBuffer(max_bytes, f"gs://{bucket}/{key}")
+        )
         download: Any = Download(  # type: ignore[no-untyped-call]
             url, stream=out, headers={"accept-encoding": "gzip"}, checksum="md5"
         )
@@ -189,3 +194,17 @@ class JsonApi:
         names = [str(item["name"]) for item in body.get("items", [])]
         token = body.get("nextPageToken")
         return names, str(token) if token else None
+
+
+class _CappedBuffer(io.BytesIO):
+    """A download target that refuses to grow past a cap (a hostile store's huge object)."""
+
+    def __init__(self, cap: int, what: str) -> None:
+        super().__init__()
+        self.cap = cap
+        self.what = what
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.cap:
+            raise ObjectUnreadable(f"{self.what}: larger than {self.cap} bytes (not read)")
+        return super().write(data)

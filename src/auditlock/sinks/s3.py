@@ -44,6 +44,7 @@ from auditlock.sinks.base import (
     ObjectConflict,
     ObjectNotFound,
     ObjectRetention,
+    ObjectUnreadable,
     PutResult,
     RetentionSpec,
 )
@@ -334,17 +335,25 @@ class S3Destination(Destination):
 
     # -- reading ---------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_bytes: int | None = None) -> bytes:
         key = self._key(name)
         what = f"get s3://{self.bucket}/{key}"
 
         def fetch() -> bytes:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"]
             try:
-                data: bytes = body.read()
+                if max_bytes is None:
+                    data: bytes = body.read()
+                    return data
+                if int(response.get("ContentLength") or 0) > max_bytes:
+                    raise ObjectUnreadable(f"{what}: larger than {max_bytes} bytes (not read)")
+                data = body.read(max_bytes + 1)  # the length header may lie: cap the read
+                if len(data) > max_bytes:
+                    raise ObjectUnreadable(f"{what}: larger than {max_bytes} bytes (not read)")
+                return data
             finally:
                 body.close()
-            return data
 
         result: bytes = self._call(what, fetch)
         return result

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.limits import MAX_EVENT_BYTES
 from auditlock.sidecar.config import PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline.filter import PolicyFilter
 from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
@@ -66,12 +67,23 @@ class Pipeline:
             if redact is not None:
                 redact(event)
             try:
-                events.append(encode(event))
+                data = encode(event)
             except (TypeError, ValueError, OverflowError) as exc:  # a gap in validation
                 out.unstorable.append(
                     Rejected("bad_value", "record", f"value cannot be stored: {exc}")
                 )
                 continue
+            if len(data) > MAX_EVENT_BYTES:  # escaping can make the stored form larger
+                out.unstorable.append(
+                    Rejected(
+                        "too_large",
+                        "record",
+                        f"event is {len(data)} bytes once stored, more than the ledger's "
+                        f"{MAX_EVENT_BYTES} (docs/FORMAT.md, size limits)",
+                    )
+                )
+                continue
+            events.append(data)
             if normalize.sender_key is not None:
                 out.ids.append((normalize.sender_key, len(events) - 1, index))
         return out

@@ -1,0 +1,270 @@
+"""`auditlock verify` in front of a hostile store (issue 12 point 10, issue 13 point 1).
+
+Each attack is run with the real command in a child process (a hang or a blow-up must be
+seen as one: a timeout and the child's own peak RSS), and must end in findings that name
+the object, never in a hang, a crash or memory growth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from auditlock.ledger.limits import MAX_SEGMENT_BYTES
+from auditlock.ledger.names import key_name
+
+from .ledger_helpers import Ledger, new_ledger, write_stream
+
+# verify's own peak on the small ledger below is ~60 MiB; a read that followed
+# /dev/zero or inflated the bomb would pass gigabytes.
+RSS_LIMIT_MIB = 200
+TIMEOUT_S = 60
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    peak_rss_mib: float
+    seconds: float
+
+    def json(self) -> dict[str, object]:
+        doc: dict[str, object] = json.loads(self.out)
+        return doc
+
+    def codes(self) -> set[str]:
+        return {f["code"] for f in self.json()["findings"]}  # type: ignore[attr-defined]
+
+
+# The child reports its own high-water RSS (VmHWM of its own memory map) when it exits:
+# ru_maxrss from wait4 would include the test process's pages at fork time.
+_CHILD = """
+import atexit, sys
+def _hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("\\nVmHWM " + line.split()[1] + "\\n")
+atexit.register(_hwm)
+from auditlock.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_verify(ledger: Ledger, *extra: str, key: bool = True) -> Run:
+    """The real `auditlock verify` in a child, with its peak RSS and a hang timeout."""
+    args = [sys.executable, "-c", _CHILD, "verify", ledger.url, *extra]
+    if key:
+        args += ["--public-key", str(ledger.pub_path)]
+    started = time.monotonic()
+    try:
+        child = subprocess.run(
+            args, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"verify hung for {TIMEOUT_S} s")
+    err = child.stderr.decode(errors="replace")
+    body, _, hwm = err.rpartition("\nVmHWM ")
+    return Run(
+        child.returncode,
+        child.stdout.decode(errors="replace"),
+        body,
+        int(hwm.strip()) / 1024,
+        time.monotonic() - started,
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    led = new_ledger(tmp_path)
+    write_stream(led, "app", events=40, per_segment=10)
+    return led
+
+
+def _replace(ledger: Ledger, name: str) -> Path:
+    path = ledger.path(name)
+    path.unlink()
+    return path
+
+
+def _assert_bounded(run: Run) -> None:
+    assert run.peak_rss_mib < RSS_LIMIT_MIB, f"verify peaked at {run.peak_rss_mib:.0f} MiB"
+    assert "Traceback" not in run.err, run.err
+
+
+def test_segment_symlinked_to_dev_zero_is_not_read(ledger: Ledger) -> None:
+    name = ledger.segments("app")[1]
+    _replace(ledger, name).symlink_to("/dev/zero")
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    assert run.code == 1
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    assert finding["code"] == "segment-corrupt" and "symbolic link" in finding["message"]
+    assert run.seconds < 20
+
+
+def test_fifo_as_a_segment_does_not_hang(ledger: Ledger) -> None:
+    name = ledger.segments("app")[2]
+    os.mkfifo(_replace(ledger, name))
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    assert run.code == 1
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    assert finding["code"] == "segment-corrupt" and "a FIFO" in finding["message"]
+    # the rest of the stream is still checked: the next checkpoint resynchronises
+    assert run.json()["events_verified"] == 30
+
+
+def test_gzip_bomb_stops_at_the_decompression_cap(ledger: Ledger) -> None:
+    name = ledger.segments("app")[0]
+    # 1 MiB of gzip that inflates to 1 GiB: far past the 64 MiB a segment may hold
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\n" * (1024 * 1024)
+    bomb = b"".join([*(deflate.compress(block) for _ in range(1024)), deflate.flush()])
+    assert len(bomb) < 1024 * 1024 + 64 * 1024
+    gz_name = name + ".gz"
+    ledger.delete(name)
+    ledger.write(gz_name, bomb)
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    assert run.code == 1
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == gz_name]  # type: ignore[attr-defined]
+    assert finding["code"] == "segment-corrupt"
+    assert f"more than {MAX_SEGMENT_BYTES} bytes" in finding["message"]
+
+
+def test_oversized_object_is_refused_without_reading_it(ledger: Ledger) -> None:
+    name = ledger.checkpoints("app")[2]
+    path = _replace(ledger, name)
+    with path.open("wb") as f:  # sparse: 4 GiB that cost no disk
+        f.truncate(4 * 1024**3)
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    assert finding["code"] == "checkpoint-corrupt"
+    assert "larger than 65536 bytes" in finding["message"]
+
+
+def test_symlinks_out_of_the_store_are_never_followed(ledger: Ledger, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.pem"
+    secret.write_bytes(ledger.pub_path.read_bytes())  # a readable key outside the store
+    key = key_name(ledger.signer.key_id)
+    _replace(ledger, key).symlink_to(secret)
+    seg = ledger.segments("app")[0]
+    _replace(ledger, seg).symlink_to("/etc/passwd")
+    (ledger.root / "streams" / "elsewhere").symlink_to(tmp_path)  # a directory link
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    doc = run.json()
+    by_object = {f["object"]: f for f in doc["findings"]}  # type: ignore[attr-defined]
+    assert by_object[key]["code"] == "key-corrupt"
+    assert by_object[seg]["code"] == "segment-corrupt"
+    assert by_object["streams/elsewhere"]["code"] == "unexpected-object"
+    assert "root:" not in run.out  # nothing of /etc/passwd made it into the report
+
+
+def test_object_names_with_terminal_escapes_are_shown_escaped(ledger: Ledger) -> None:
+    planted = "streams/app/\x1b[2J\x1b[1;1HPASS\u202egnp.txt"
+    ledger.write(planted, b"x")
+    run = run_verify(ledger)
+    assert run.code == 1
+    assert "\x1b" not in run.out and "\u202e" not in run.out
+    assert "\\x1b[2J\\x1b[1;1HPASS\\u202egnp.txt" in run.out
+    doc = run_verify(ledger, "--json").json()
+    assert planted in {f["object"] for f in doc["findings"]}  # type: ignore[attr-defined]
+
+
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_deeply_nested_json_anywhere_is_a_finding_not_a_crash(ledger: Ledger) -> None:
+    deep = _deep(100_000)
+    ckpt = ledger.checkpoints("app")[1]
+    ledger.write(ckpt, b'{"format":' + _deep(1000) + b"}\n" + b"A" * 88 + b"\n")
+    other = key_name("0" * 64)
+    rotation = f"keys/rotations/{ledger.signer.key_id}-{'0' * 64}.json"
+    ledger.write(
+        rotation, b'{"format":"auditlock/rotation/v1","time":' + deep[:9000] + b"}\nAA==\n"
+    )
+    seg = ledger.segments("app")[2]
+    lines = ledger.read(seg).split(b"\n")
+    # a line that fails its own check, so verify parses it to say why
+    lines[3] = (
+        b'{"epoch":0,"event":'
+        + _deep(5000)
+        + b',"prev":"'
+        + b"0" * 64
+        + b'","seq":23,"stream":"app"}'
+    )
+    ledger.write(seg, b"\n".join(lines))
+    retention = ledger.root / ".retention" / (ledger.segments("app")[0] + ".json")
+    retention.parent.mkdir(parents=True, exist_ok=True)
+    retention.write_bytes(_deep(2000))
+    run = run_verify(ledger, "--json")
+    _assert_bounded(run)
+    assert run.code == 1, run.err
+    doc = run.json()
+    by_object = {f["object"]: f["code"] for f in doc["findings"]}  # type: ignore[attr-defined]
+    assert by_object[ckpt] == "checkpoint-corrupt"
+    assert by_object[rotation] == "rotation-corrupt"
+    line_findings = [f for f in doc["findings"] if f["first_seq"] == 23]  # type: ignore[attr-defined]
+    # the envelope check and the event rules each say why, neither crashes
+    assert {f["code"] for f in line_findings} == {"line-corrupt", "line-not-canonical"}
+    assert "verify-error" not in {f["code"] for f in doc["findings"]}  # type: ignore[attr-defined]
+    assert other not in by_object
+    # the unreadable retention record is only a warning: no lock was asked for
+    warned = {w["object"]: w["code"] for w in doc["warnings"]}  # type: ignore[attr-defined]
+    assert warned[ledger.segments("app")[0]] == "retention-unreadable"
+    strict = run_verify(ledger, "--json", "--require-retention", "1")
+    strict_codes = {f["object"]: f["code"] for f in strict.json()["findings"]}  # type: ignore[attr-defined]
+    assert strict_codes[ledger.segments("app")[0]] == "retention-unreadable"
+
+
+def test_a_corrupt_retention_record_alone_does_not_fail_verification(ledger: Ledger) -> None:
+    retention = ledger.root / ".retention" / (ledger.checkpoints("app")[0] + ".json")
+    retention.parent.mkdir(parents=True, exist_ok=True)
+    retention.write_bytes(b"{not json")
+    run = run_verify(ledger)
+    assert run.code == 0, run.out
+    assert "warning:" in run.out and "retention-unreadable" in run.out
+
+
+def test_a_verifier_crash_exits_3_with_a_json_document(ledger: Ledger) -> None:
+    # Fault injection: the verifier itself raises (as a bug would); the command must not
+    # look like "findings" (1) or like success, and --json still prints a document.
+    code = (
+        "import sys, auditlock.ledger.verify as v\n"
+        "def boom(*a, **k):\n    raise RuntimeError('injected')\n"
+        "v.verify = boom\n"
+        "from auditlock.cli.main import main\n"
+        f"sys.exit(main(['verify', {ledger.url!r}, '--json']))\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert child.returncode == 3
+    doc = json.loads(child.stdout)
+    assert doc["result"] == "ERROR" and "injected" in doc["error"]
+    usage = subprocess.run(
+        [sys.executable, "-m", "auditlock", "verify", "file:///nonexistent/dir", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert usage.returncode == 2 and json.loads(usage.stdout)["result"] == "ERROR"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "auditlock", "verify", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    ).stdout
+    assert "3: the verifier itself failed" in " ".join(help_text.split())
