@@ -87,18 +87,7 @@ def test_unsigned_and_unverifiable_lines_are_not_counted(tmp_path: Path) -> None
     led = new_ledger(tmp_path)
     writer = write_stream(led, "app", events=20, per_segment=10, close=False)
     for i in range(5):
-        writer.append(
-            {
-                "id": f"late-{i}",
-                "time": "2026-01-01T00:10:00.000000000Z",
-                "category": "access",
-                "action": "get",
-                "outcome": "success",
-                "actor": {"kind": "user", "name": "a"},
-                "target": {"resource": "x"},
-                "source": {"pod": "p"},
-            }
-        )
+        writer.append(_event(100 + i, None))
     segment = [o for o in writer.seal() if o.kind == "segment"]
     led.dest.put(segment[0].name, segment[0].data, None)  # stored, never signed
     _, doc = _report(led, "--until", "2026-01-01T00:05:00Z")
