@@ -24,6 +24,8 @@ log = logging.getLogger("auditlock.sidecar.http")
 
 MAX_LINE = 16 * 1024
 MAX_HEADERS = 100
+_REQUEST_LINE = re.compile(r"([A-Z]{1,16}) (\S{1,16384}) (HTTP/1\.[01])")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
@@ -136,7 +138,10 @@ class HttpServer:
             return False
         try:
             async with asyncio.timeout(timeouts.header):
-                method, target, version = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+                request_line = _REQUEST_LINE.fullmatch(line.decode("latin-1").rstrip("\r\n"))
+                if request_line is None:
+                    raise BadRequest(400, "malformed request line")
+                method, target, version = request_line.groups()
                 headers = await self._headers(reader)
         except TimeoutError:
             self.slots.timed_out("header")
@@ -190,7 +195,9 @@ class HttpServer:
         length_text = headers.get("content-length")
         if encoding is not None:
             if encoding.strip().lower() != "chunked":
-                raise BadRequest(501, f"Transfer-Encoding {encoding[:40]!r} is not supported")
+                # RFC 9112 6.1: a coding the server does not know is 501, nothing else.
+                status = 501 if _TOKEN.fullmatch(encoding.strip()) else 400
+                raise BadRequest(status, f"Transfer-Encoding {encoding[:40]!r} is not supported")
             if length_text is not None:  # RFC 9112 6.3: ambiguous framing is refused
                 raise BadRequest(400, "both Transfer-Encoding and Content-Length")
         elif length_text is None:
