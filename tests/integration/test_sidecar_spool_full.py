@@ -141,6 +141,8 @@ def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused
         assert answer(never, 10) is None
         assert "too_large_for_spool" in sidecar.metrics()
         assert "can never be spooled" in sidecar.log_path.read_text()
+        status, text = post(sidecar.http_port, 6999, 1_200_000)  # larger than the spool
+        assert status == 413 and "can never be spooled" in text
         # One HTTP event larger than the free space: 503, without shutting out small ones.
         status, text = post(sidecar.http_port, 7000, 500_000)
         assert status == 503 and "spool full" in text
