@@ -384,14 +384,79 @@ def test_kubectl_get_auditpolicies_prints_the_columns(
     out = kube.kubectl("get", "auditpolicies", "-n", operator_namespace).stdout
     header, row = out.splitlines()[:2]
     assert header.split() == [
-        "NAME", "READY", "PODS", "DESTINATION", "RETENTION", "LOCKED", "LAST-CHECKPOINT", "AGE",
+        "NAME", "READY", "PODS", "UNAUDITED", "DESTINATION", "RETENTION", "LOCKED",
+        "LAST-CHECKPOINT", "AGE",
     ]  # fmt: skip
     cells = row.split()
-    assert cells[:3] == ["shown", "True", "0"]
-    assert cells[3] == f"file://{tmp_path / 'trail'}"
-    assert cells[4:7] == ["7d", "Locked", "False"]
+    assert cells[:4] == ["shown", "True", "0", "0"]
+    assert cells[4] == f"file://{tmp_path / 'trail'}"
+    assert cells[5:8] == ["7d", "Locked", "False"]
     explained = kube.kubectl("explain", "auditpolicy.spec.retention.days").stdout
     assert "Retention period in days" in explained
+
+
+def test_selected_pods_without_a_collector_are_counted_and_named(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    kube = running_operator.kube
+    before = create_pod(kube, operator_namespace, {"app": "payments"})["metadata"]["name"]
+    time.sleep(1.1)  # creationTimestamp has one-second resolution
+    create_policy(kube, operator_namespace, "honest", file_spec(tmp_path / "trail"))
+    wait_condition(kube, operator_namespace, "honest", "Ready", "True")
+    injected = create_pod(kube, operator_namespace, {"app": "payments"})
+    assert injected["metadata"]["labels"][n.LABEL_POLICY] == "honest"
+    opted = create_pod(
+        kube, operator_namespace, {"app": "payments"}, {n.ANNOTATION_INJECT: "false"}
+    )["metadata"]["name"]
+    # The injection webhook not called (an outage of a fail-open webhook looks the same).
+    unregister_webhooks(kube)
+    try:
+        missed = create_pod(kube, operator_namespace, {"app": "payments"})["metadata"]["name"]
+    finally:
+        register_webhooks(kube, running_operator.webhook_url)
+    create_pod(kube, operator_namespace, {"app": "other"})  # not selected
+
+    def counted() -> dict[str, Any] | None:
+        policy = get_policy(kube, operator_namespace, "honest")
+        status = policy["status"]
+        if (status.get("podsSelected"), status.get("podsUnaudited")) == (4, 3):
+            return policy
+        return None
+
+    policy = wait_for("podsSelected 4, podsUnaudited 3", counted)
+    assert policy["status"]["podsInjected"] == 1
+    audited = condition(policy, "AllPodsAudited")
+    assert (audited["status"], audited["reason"]) == ("False", "PodsWithoutCollector")
+    message = audited["message"]
+    assert message.startswith("3 of 4 selected pod(s) run without a collector")
+    assert f"{before} (created before the policy)" in message
+    assert f"{opted} (opted out)" in message
+    assert f"{missed} (admitted without the collector)" in message
+    assert injected["metadata"]["name"] not in message
+
+    out = kube.kubectl("get", "auditpolicies", "-n", operator_namespace).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "READY", "PODS", "UNAUDITED"]
+    assert row.split()[:4] == ["honest", "True", "1", "3"]
+    wide = kube.kubectl("get", "auditpolicies", "-n", operator_namespace, "-o", "wide").stdout
+    columns = wide.splitlines()[0].split()
+    assert wide.splitlines()[1].split()[columns.index("SELECTED")] == "4"
+
+    # The unaudited pods go (pods without the policy label): the count follows at once,
+    # well before the periodic refresh would matter.
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        for name in (before, opted, missed):
+            core.delete_namespaced_pod(name, operator_namespace, grace_period_seconds=0)
+
+    def all_audited() -> dict[str, Any] | None:
+        policy = get_policy(kube, operator_namespace, "honest")
+        return policy if condition(policy, "AllPodsAudited").get("status") == "True" else None
+
+    policy = wait_for("AllPodsAudited=True", all_audited)
+    assert policy["status"]["podsUnaudited"] == 0
+    assert policy["status"]["podsSelected"] == 1
+    assert condition(policy, "AllPodsAudited")["reason"] == "AllSelectedPodsAudited"
 
 
 def test_delete_removes_owned_objects_and_keeps_the_data(

@@ -70,6 +70,7 @@ def test_status_subresource_and_printer_columns() -> None:
     assert names == [
         "READY",
         "PODS",
+        "UNAUDITED",
         "DESTINATION",
         "RETENTION",
         "LOCKED",

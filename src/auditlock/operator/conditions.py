@@ -10,6 +10,7 @@ READY = "Ready"
 DESTINATION_LOCKED = "DestinationLocked"
 INJECTING = "Injecting"
 COLLECTOR_ISOLATED = "CollectorIsolated"
+ALL_PODS_AUDITED = "AllPodsAudited"
 
 
 def now() -> str:

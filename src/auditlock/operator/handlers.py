@@ -13,7 +13,6 @@ from typing import Any
 import kopf
 
 from auditlock.operator.capture import ClusterCapture
-from auditlock.operator.names import LABEL_POLICY
 from auditlock.operator.reconcile import (
     Context,
     InvalidPolicy,
@@ -80,25 +79,17 @@ def build_registry(
 
     pending: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    @kopf.on.event("", "v1", "pods", labels={LABEL_POLICY: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("", "v1", "pods", registry=registry)
     async def pod_changed(body: kopf.Body, **_: Any) -> None:
-        # Injected pods carry the policy label: recount that policy, at most once a second
-        # however many of its pods change at once.
-        key = (
-            str(body.get("metadata", {}).get("namespace")),
-            str(body["metadata"]["labels"][LABEL_POLICY]),
-        )
-        if key in pending and not pending[key].done():
-            return
-
-        async def later() -> None:
-            await asyncio.sleep(1.0)
-            try:
-                await recount(ctx, *key)
-            except Exception as exc:
-                log.info("recount of %s/%s: %s", *key, exc)
-
-        pending[key] = asyncio.create_task(later())
+        # Any pod of a namespace with policies may change their counts: a selected pod
+        # without a collector counts as much as an injected one. Each policy there is
+        # recounted at most once a second however many of its pods change at once.
+        namespace = str(body.get("metadata", {}).get("namespace"))
+        for policy in ctx.registry.in_namespace(namespace):
+            key = (namespace, policy.name)
+            if key in pending and not pending[key].done():
+                continue
+            pending[key] = asyncio.create_task(_recount_soon(ctx, key))
 
     @kopf.on.delete(*resource, registry=registry)
     async def remove(body: kopf.Body, **_: Any) -> None:
@@ -135,6 +126,14 @@ def _register_watch(
     def changed(event: Any, body: kopf.Body, **_: Any) -> None:
         # The initial listing has type None: only real changes become events.
         capture.watch_event(kind, str(event.get("type")), _plain(body))
+
+
+async def _recount_soon(ctx: Context, key: tuple[str, str]) -> None:
+    await asyncio.sleep(1.0)
+    try:
+        await recount(ctx, *key)
+    except Exception as exc:
+        log.info("recount of %s/%s: %s", *key, exc)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from auditlock.operator.names import COLLECTOR_CONTAINER
+from auditlock.operator.names import COLLECTOR_CONTAINER, LABEL_POLICY
+from auditlock.operator.pod_census import PodView
 from auditlock.policy.model import GROUP, PLURAL, VERSION
 
 
@@ -41,15 +42,6 @@ class PodFacts:
     uid: str
     created: datetime | None
     collector: bool  # carries the auditlock-collector container
-
-
-@dataclass(frozen=True)
-class InjectedPod:
-    """What a policy's status reports about one pod it injected."""
-
-    name: str
-    config_hash: str
-    shares_processes: bool  # shareProcessNamespace: true
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -155,37 +147,38 @@ class Kube:
 
     # -- Pods ---------------------------------------------------------------------------
 
-    def policy_pods(self, namespace: str, label_selector: str) -> list[InjectedPod]:
-        """The (not finished) pods a policy injected."""
-        pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
-        found = []
-        for pod in pods.items:
-            if pod.metadata.deletion_timestamp is not None:
-                continue
-            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
-                continue
-            found.append(
-                InjectedPod(
+    def census_pods(self, namespace: str, selector: str, policy: str) -> list[PodView]:
+        """Running pods (not finished, not being deleted) the label `selector` matches or
+        that carry `policy`'s collector label: two lists the API server filters."""
+        found: dict[str, PodView] = {}
+        for label_selector in (selector, f"{LABEL_POLICY}={policy}"):
+            pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+            for pod in pods.items:
+                if pod.metadata.deletion_timestamp is not None:
+                    continue
+                if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                    continue
+                found[pod.metadata.name] = PodView(
                     name=str(pod.metadata.name),
-                    config_hash=(pod.metadata.annotations or {}).get(
-                        "auditlock.io/config-hash", ""
-                    ),
+                    labels=dict(pod.metadata.labels or {}),
+                    annotations=dict(pod.metadata.annotations or {}),
+                    created=pod.metadata.creation_timestamp,
+                    collector=_has_collector(pod.spec),
                     shares_processes=bool(pod.spec and pod.spec.share_process_namespace),
                 )
-            )
-        return found
+            if not selector:
+                break  # the empty selector listed every pod already
+        return list(found.values())
 
     def pods_by_name(self, namespace: str) -> dict[str, PodFacts]:
         """Every pod of the namespace (any label, any phase), by name."""
         pods = self.core.list_namespaced_pod(namespace)
         facts = {}
         for pod in pods.items:
-            spec = pod.spec
-            containers = [*(spec.init_containers or []), *(spec.containers or [])]
             facts[pod.metadata.name] = PodFacts(
                 uid=str(pod.metadata.uid or ""),
                 created=pod.metadata.creation_timestamp,
-                collector=any(c.name == COLLECTOR_CONTAINER for c in containers),
+                collector=_has_collector(pod.spec),
             )
         return facts
 
@@ -215,6 +208,11 @@ class Kube:
             if exc.status == 404:
                 raise NotFound(f"{namespace}/{name}") from exc
             raise
+
+
+def _has_collector(spec: Any) -> bool:
+    containers = [*(spec.init_containers or []), *(spec.containers or [])]
+    return any(c.name == COLLECTOR_CONTAINER for c in containers)
 
 
 def kopf_connection(api: client.ApiClient) -> Any:

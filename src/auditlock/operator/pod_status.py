@@ -1,5 +1,7 @@
-"""What a policy's status says about the pods it injected: how many, how many run an
-older configuration, and whether any shares its process namespace with the collector.
+"""What a policy's status says about its pods: how many it selects, how many carry its
+collector and how many of those run an older configuration, which selected pods run
+without any collector (AllPodsAudited, counted by pod_census), and whether an injected pod
+shares its process namespace with the collector.
 
 `shareProcessNamespace: true` lets every container of the pod read the collector's key
 and spool through /proc. Under `enforcement: required` the webhooks refuse such a pod
@@ -11,38 +13,41 @@ record where an auditor looks, not only in the deployer's terminal.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import datetime as dt
 from typing import Any
 
 from auditlock.operator import conditions as c
-from auditlock.operator import names as n
 from auditlock.operator.kube import Kube
+from auditlock.operator.pod_census import NAMED, PodCensus, audited_condition, census
+from auditlock.operator.registry import PolicyEntry
+from auditlock.operator.selection import to_label_selector_string
 
-POD_CONDITIONS = frozenset({c.INJECTING, c.COLLECTOR_ISOLATED})
-NAMED_PODS = 5  # pods named in the message; the rest are counted
-
-
-@dataclass(frozen=True)
-class PodCounts:
-    injected: int
-    stale: int  # carrying an older config hash
-    sharing: tuple[str, ...]  # names of pods with shareProcessNamespace: true
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return {"podsInjected": self.injected, "podsStale": self.stale}
+POD_CONDITIONS = frozenset({c.INJECTING, c.COLLECTOR_ISOLATED, c.ALL_PODS_AUDITED})
+NAMED_PODS = NAMED  # pods named in a message; the rest are counted
 
 
-async def count_pods(kube: Kube, namespace: str, name: str, digest: str) -> PodCounts:
-    pods = await asyncio.to_thread(kube.policy_pods, namespace, f"{n.LABEL_POLICY}={name}")
-    return PodCounts(
-        injected=len(pods),
-        stale=sum(1 for p in pods if p.config_hash != digest),
-        sharing=tuple(sorted(p.name for p in pods if p.shares_processes)),
+async def count_pods(kube: Kube, entry: PolicyEntry, digest: str) -> PodCensus:
+    """Count `entry`'s pods against the collector configuration `digest`."""
+    selector = to_label_selector_string(entry.spec.selector)
+    pods = await asyncio.to_thread(kube.census_pods, entry.namespace, selector, entry.name)
+    return census(
+        pods,
+        policy=entry.name,
+        selector=entry.spec.selector,
+        config_hash=digest,
+        policy_created=_parse_time(entry.created),
+        required=entry.required,
     )
 
 
-def injecting_message(counts: PodCounts | None) -> str:
+def _parse_time(text: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def injecting_message(counts: PodCensus | None) -> str:
     if counts is None:
         return "The injection webhook serves this policy's selector."
     return (
@@ -51,8 +56,8 @@ def injecting_message(counts: PodCounts | None) -> str:
     )
 
 
-def pod_conditions(counts: PodCounts, generation: int) -> list[dict[str, Any]]:
-    """The Injecting and CollectorIsolated conditions for these counts."""
+def pod_conditions(counts: PodCensus, generation: int) -> list[dict[str, Any]]:
+    """The Injecting, CollectorIsolated and AllPodsAudited conditions for these counts."""
     injecting = c.condition(
         c.INJECTING, True, "WebhookServing", injecting_message(counts), generation
     )
@@ -78,12 +83,14 @@ def pod_conditions(counts: PodCounts, generation: int) -> list[dict[str, Any]]:
             "from the pod spec, or set enforcement: required to refuse such pods.",
             generation,
         )
-    return [injecting, isolated]
+    ok, reason, message = audited_condition(counts)
+    audited = c.condition(c.ALL_PODS_AUDITED, ok, reason, message, generation)
+    return [injecting, isolated, audited]
 
 
-def unchanged(status: dict[str, Any], counts: PodCounts, generation: int) -> bool:
+def unchanged(status: dict[str, Any], counts: PodCensus, generation: int) -> bool:
     """True when status already says what these counts would."""
-    if (status.get("podsInjected"), status.get("podsStale")) != (counts.injected, counts.stale):
+    if any(status.get(k) != v for k, v in counts.fields.items()):
         return False
     held = {x.get("type"): x for x in status.get("conditions") or [] if isinstance(x, dict)}
     for cond in pod_conditions(counts, generation):

@@ -297,7 +297,7 @@ async def _converge(
     )
 
     # 5. Pods.
-    counts = await count_pods(ctx.kube, namespace, name, digest)
+    counts = await count_pods(ctx.kube, entry, digest)
     summary.update(counts.fields)
     if state.last_checkpoint:
         summary["lastCheckpoint"] = state.last_checkpoint
@@ -333,7 +333,7 @@ async def recount(ctx: Context, namespace: str, name: str) -> None:
     status = body.get("status") or {}
     if status.get("observedGeneration") != _meta(body)[3]:
         return  # a reconcile is due and will count
-    counts = await count_pods(ctx.kube, namespace, name, entry.config_hash)
+    counts = await count_pods(ctx.kube, entry, entry.config_hash)
     generation = _meta(body)[3]
     if unchanged(status, counts, generation):
         return
@@ -356,7 +356,7 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     entry = ctx.registry.get(namespace, name)
     if entry is None:
         return
-    counts = await count_pods(ctx.kube, namespace, name, entry.config_hash)
+    counts = await count_pods(ctx.kube, entry, entry.config_hash)
     fields: dict[str, Any] = counts.fields
     state = await inspect_destination(
         entry.spec, await _secret_data(ctx, entry), None, max_age=ctx.checkpoint_scan_seconds

@@ -63,6 +63,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Pods carrying this policy's collector.",
     },
     {
+        "name": "Unaudited",
+        "type": "integer",
+        "jsonPath": ".status.podsUnaudited",
+        "description": "Selected pods running without a collector (AllPodsAudited says "
+        "which and why).",
+    },
+    {
         "name": "Destination",
         "type": "string",
         "jsonPath": ".status.destination",
@@ -90,6 +97,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
+    },
+    {
+        "name": "Selected",
+        "type": "integer",
+        "priority": 1,
+        "jsonPath": ".status.podsSelected",
+        "description": "Running pods the selector matches.",
     },
     {
         "name": "Stale",

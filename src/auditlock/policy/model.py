@@ -410,7 +410,9 @@ class AuditPolicySpec(_Model):
 class Condition(_Model):
     """A Kubernetes-style status condition."""
 
-    type: str = Field(description="Ready, DestinationLocked, Injecting or CollectorIsolated.")
+    type: str = Field(
+        description="Ready, DestinationLocked, Injecting, CollectorIsolated or AllPodsAudited."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason, machine readable.")
     message: str = Field(description="One sentence for humans.")
@@ -431,14 +433,25 @@ class AuditPolicyStatus(_Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, DestinationLocked, Injecting and CollectorIsolated.",
+        description="Ready, DestinationLocked, Injecting, CollectorIsolated and AllPodsAudited.",
     )
     destination: str | None = Field(default=None, description="The destination as a URL.")
     retention: str | None = Field(
         default=None, description="Retention in short form, e.g. 365d Locked."
     )
+    pods_selected: int | None = Field(
+        default=None,
+        description="Running pods in the namespace that the selector matches, with or "
+        "without a collector.",
+    )
     pods_injected: int | None = Field(
         default=None, description="Pods in the namespace that carry this policy's collector."
+    )
+    pods_unaudited: int | None = Field(
+        default=None,
+        description="Selected pods that run without any collector (opted out, created "
+        "before the policy, or admitted while injection failed): their events are not "
+        "recorded. The AllPodsAudited condition names a few.",
     )
     pods_stale: int | None = Field(
         default=None,
