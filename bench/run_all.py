@@ -30,6 +30,7 @@ from bench.figures import PREFIX  # noqa: E402
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_ledger.py": ([], ["--events", "100000"]),
     "bench_synth.py": ([], ["--streams", "100,400"]),
+    "bench_verify_rss.py": ([], ["--events", "100000"]),
     # A 50 ms round trip in front of each server, as a remote bucket has: shows whether
     # uploads overlap (on loopback the two cores, not the network, are the limit).
     "bench_sinks.py": (["--latency-ms", "50"], ["--latency-ms", "50", "--seconds", "1"]),

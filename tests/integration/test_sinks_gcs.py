@@ -20,6 +20,7 @@ from auditlock.sinks import (
     LockMode,
     ObjectConflict,
     ObjectNotFound,
+    ObjectUnreadable,
     RetentionSpec,
     TransientError,
 )
@@ -165,3 +166,14 @@ def test_close_releases_clients_and_the_destination_reopens(
     dest.close()
     assert dest.get("a") == b"1"  # a new client on next use
     dest.close()
+
+
+def test_get_reads_no_more_than_the_cap(fake_gcs: FakeGCS, gcs_bucket: str) -> None:
+    # verify reads every object with the size FORMAT.md allows for it: a planted large
+    # object is refused, not downloaded whole
+    dest = open_gcs(fake_gcs, gcs_bucket)
+    data = bytes(range(256)) * 8192  # 2 MiB
+    dest.put("streams/a/big", data, LOCKED_7D)
+    assert dest.get("streams/a/big", max_bytes=len(data)) == data
+    with pytest.raises(ObjectUnreadable, match=f"larger than {len(data) - 1} bytes"):
+        dest.get("streams/a/big", max_bytes=len(data) - 1)

@@ -15,6 +15,7 @@ from auditlock.sinks import (
     LockMode,
     ObjectConflict,
     ObjectNotFound,
+    ObjectUnreadable,
     RetentionSpec,
     TransientError,
 )
@@ -330,3 +331,14 @@ def test_path_addressing_reaches_a_store_known_by_host_name(
     dest = sinks.open(f"s3://{s3_locked_bucket}/named", **options, addressing_style="path")
     dest.put("x", b"by host name", LOCKED_1D)
     assert dest.get("x") == b"by host name"
+
+
+def test_get_reads_no_more_than_the_cap(seaweedfs: SeaweedFS, s3_locked_bucket: str) -> None:
+    # verify reads every object with the size FORMAT.md allows for it: a planted large
+    # object is refused, not downloaded whole
+    dest = open_s3(seaweedfs, s3_locked_bucket)
+    data = bytes(range(256)) * 8192  # 2 MiB
+    dest.put("streams/a/big", data, LOCKED_1D)
+    assert dest.get("streams/a/big", max_bytes=len(data)) == data
+    with pytest.raises(ObjectUnreadable, match=f"larger than {len(data) - 1} bytes"):
+        dest.get("streams/a/big", max_bytes=len(data) - 1)

@@ -11,15 +11,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from auditlock.ledger.limits import MAX_SEGMENT_BYTES
 from auditlock.ledger.names import key_name
+from tests.servers.verify_child import VerifyHung, VerifyRun, run_verify_child
 
 from .ledger_helpers import Ledger, new_ledger, write_stream
 
@@ -29,57 +28,15 @@ RSS_LIMIT_MIB = 200
 TIMEOUT_S = 60
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-    peak_rss_mib: float
-    seconds: float
-
-    def json(self) -> dict[str, object]:
-        doc: dict[str, object] = json.loads(self.out)
-        return doc
-
-    def codes(self) -> set[str]:
-        return {f["code"] for f in self.json()["findings"]}  # type: ignore[attr-defined]
-
-
-# The child reports its own high-water RSS (VmHWM of its own memory map) when it exits:
-# ru_maxrss from wait4 would include the test process's pages at fork time.
-_CHILD = """
-import atexit, sys
-def _hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write("\\nVmHWM " + line.split()[1] + "\\n")
-atexit.register(_hwm)
-from auditlock.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def run_verify(ledger: Ledger, *extra: str, key: bool = True) -> Run:
+def run_verify(ledger: Ledger, *extra: str, key: bool = True) -> VerifyRun:
     """The real `auditlock verify` in a child, with its peak RSS and a hang timeout."""
-    args = [sys.executable, "-c", _CHILD, "verify", ledger.url, *extra]
+    args = ["verify", ledger.url, *extra]
     if key:
         args += ["--public-key", str(ledger.pub_path)]
-    started = time.monotonic()
     try:
-        child = subprocess.run(
-            args, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"verify hung for {TIMEOUT_S} s")
-    err = child.stderr.decode(errors="replace")
-    body, _, hwm = err.rpartition("\nVmHWM ")
-    return Run(
-        child.returncode,
-        child.stdout.decode(errors="replace"),
-        body,
-        int(hwm.strip()) / 1024,
-        time.monotonic() - started,
-    )
+        return run_verify_child(args, TIMEOUT_S)
+    except VerifyHung as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -95,7 +52,7 @@ def _replace(ledger: Ledger, name: str) -> Path:
     return path
 
 
-def _assert_bounded(run: Run) -> None:
+def _assert_bounded(run: VerifyRun) -> None:
     assert run.peak_rss_mib < RSS_LIMIT_MIB, f"verify peaked at {run.peak_rss_mib:.0f} MiB"
     assert "Traceback" not in run.err, run.err
 
@@ -106,7 +63,7 @@ def test_segment_symlinked_to_dev_zero_is_not_read(ledger: Ledger) -> None:
     run = run_verify(ledger, "--json")
     _assert_bounded(run)
     assert run.code == 1
-    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]
     assert finding["code"] == "segment-corrupt" and "symbolic link" in finding["message"]
     assert run.seconds < 20
 
@@ -117,7 +74,7 @@ def test_fifo_as_a_segment_does_not_hang(ledger: Ledger) -> None:
     run = run_verify(ledger, "--json")
     _assert_bounded(run)
     assert run.code == 1
-    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]
     assert finding["code"] == "segment-corrupt" and "a FIFO" in finding["message"]
     # the rest of the stream is still checked: the next checkpoint resynchronises
     assert run.json()["events_verified"] == 30
@@ -136,7 +93,7 @@ def test_gzip_bomb_stops_at_the_decompression_cap(ledger: Ledger) -> None:
     run = run_verify(ledger, "--json")
     _assert_bounded(run)
     assert run.code == 1
-    (finding,) = [f for f in run.json()["findings"] if f["object"] == gz_name]  # type: ignore[attr-defined]
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == gz_name]
     assert finding["code"] == "segment-corrupt"
     assert f"more than {MAX_SEGMENT_BYTES} bytes" in finding["message"]
 
@@ -148,7 +105,7 @@ def test_oversized_object_is_refused_without_reading_it(ledger: Ledger) -> None:
         f.truncate(4 * 1024**3)
     run = run_verify(ledger, "--json")
     _assert_bounded(run)
-    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]  # type: ignore[attr-defined]
+    (finding,) = [f for f in run.json()["findings"] if f["object"] == name]
     assert finding["code"] == "checkpoint-corrupt"
     assert "larger than 65536 bytes" in finding["message"]
 
@@ -164,7 +121,7 @@ def test_symlinks_out_of_the_store_are_never_followed(ledger: Ledger, tmp_path: 
     run = run_verify(ledger, "--json")
     _assert_bounded(run)
     doc = run.json()
-    by_object = {f["object"]: f for f in doc["findings"]}  # type: ignore[attr-defined]
+    by_object = {f["object"]: f for f in doc["findings"]}
     assert by_object[key]["code"] == "key-corrupt"
     assert by_object[seg]["code"] == "segment-corrupt"
     assert by_object["streams/elsewhere"]["code"] == "unexpected-object"
@@ -179,7 +136,7 @@ def test_object_names_with_terminal_escapes_are_shown_escaped(ledger: Ledger) ->
     assert "\x1b" not in run.out and "\u202e" not in run.out
     assert "\\x1b[2J\\x1b[1;1HPASS\\u202egnp.txt" in run.out
     doc = run_verify(ledger, "--json").json()
-    assert planted in {f["object"] for f in doc["findings"]}  # type: ignore[attr-defined]
+    assert planted in {f["object"] for f in doc["findings"]}
 
 
 def _deep(depth: int) -> bytes:
@@ -213,19 +170,19 @@ def test_deeply_nested_json_anywhere_is_a_finding_not_a_crash(ledger: Ledger) ->
     _assert_bounded(run)
     assert run.code == 1, run.err
     doc = run.json()
-    by_object = {f["object"]: f["code"] for f in doc["findings"]}  # type: ignore[attr-defined]
+    by_object = {f["object"]: f["code"] for f in doc["findings"]}
     assert by_object[ckpt] == "checkpoint-corrupt"
     assert by_object[rotation] == "rotation-corrupt"
-    line_findings = [f for f in doc["findings"] if f["first_seq"] == 23]  # type: ignore[attr-defined]
+    line_findings = [f for f in doc["findings"] if f["first_seq"] == 23]
     # the envelope check and the event rules each say why, neither crashes
     assert {f["code"] for f in line_findings} == {"line-corrupt", "line-not-canonical"}
-    assert "verify-error" not in {f["code"] for f in doc["findings"]}  # type: ignore[attr-defined]
+    assert "verify-error" not in {f["code"] for f in doc["findings"]}
     assert other not in by_object
     # the unreadable retention record is only a warning: no lock was asked for
-    warned = {w["object"]: w["code"] for w in doc["warnings"]}  # type: ignore[attr-defined]
+    warned = {w["object"]: w["code"] for w in doc["warnings"]}
     assert warned[ledger.segments("app")[0]] == "retention-unreadable"
     strict = run_verify(ledger, "--json", "--require-retention", "1")
-    strict_codes = {f["object"]: f["code"] for f in strict.json()["findings"]}  # type: ignore[attr-defined]
+    strict_codes = {f["object"]: f["code"] for f in strict.json()["findings"]}
     assert strict_codes[ledger.segments("app")[0]] == "retention-unreadable"
 
 
@@ -268,3 +225,10 @@ def test_a_verifier_crash_exits_3_with_a_json_document(ledger: Ledger) -> None:
         timeout=TIMEOUT_S,
     ).stdout
     assert "3: the verifier itself failed" in " ".join(help_text.split())
+
+
+def test_non_finite_options_are_usage_errors(ledger: Ledger) -> None:
+    for flag in ("--slack", "--require-retention"):
+        for value in ("nan", "inf", "-1"):
+            run = run_verify(ledger, "--json", flag, value)
+            assert run.code == 2 and run.json()["result"] == "ERROR", (flag, value, run.out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
@@ -74,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     from auditlock.ledger.keys import load_public_key
     from auditlock.ledger.verify import VerifyOptions, parse_time_option, verify
 
+    for flag, value in (("--slack", args.slack), ("--require-retention", args.require_retention)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            return _error(args, EXIT_USAGE, f"{flag} must be a finite number >= 0, not {value}")
     try:
         keys = [load_public_key(path) for path in args.public_key]
         options = VerifyOptions(

@@ -35,7 +35,7 @@ from auditlock.ledger.abandon import abandon_notes
 from auditlock.ledger.checkpoint import Checkpoint, SignedCheckpoint, decode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, SignatureError
 from auditlock.ledger.fetch import prefetch
-from auditlock.ledger.keys import key_id, load_public_key
+from auditlock.ledger.keys import key_id, load_public_key, public_pem
 from auditlock.ledger.keys import verify as verify_signature
 from auditlock.ledger.limits import (
     MAX_CHECKPOINT_BYTES,
@@ -191,7 +191,10 @@ class _Verifier:
 
     def _load_key(self, obj: ObjectName) -> None:
         try:
-            pub = load_public_key(self.read(obj.name, MAX_KEY_BYTES))
+            data = self.read(obj.name, MAX_KEY_BYTES)
+            pub = load_public_key(data)
+            if public_pem(pub) != data:  # one stored form: PEM parsers skip text around it
+                raise KeyFileError("not exactly the PEM SubjectPublicKeyInfo of its key")
         except (KeyFileError, ObjectNotFound, ObjectUnreadable) as exc:
             self._find("key-corrupt", str(exc), object=obj.name)
             return
