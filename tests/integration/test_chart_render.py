@@ -144,6 +144,27 @@ def test_chart_does_not_depend_on_the_cluster_version(helm_path: Path) -> None:
     assert stable(SUPPORTED[0]) == stable(SUPPORTED[-1])
 
 
+def test_pod_image_updates_reach_the_webhooks_where_match_conditions_exist(
+    helm_path: Path,
+) -> None:
+    from auditlock.operator.webhook_config import IMAGE_CHANGE_CONDITION
+
+    for _, hook in _webhooks(render(helm_path)):
+        assert "matchConditions" not in hook
+        assert [r["resources"] for r in hook["rules"]] == [["pods"], ["pods/ephemeralcontainers"]]
+    hooks = _webhooks(render(helm_path, api_versions=(VAP,)))
+    assert len(hooks) == 2
+    for _, hook in hooks:
+        assert hook["matchConditions"] == [IMAGE_CHANGE_CONDITION]
+        assert hook["rules"][2] == {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["UPDATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+
+
 def test_namespace_label_guard_only_where_the_api_serves_it(helm_path: Path) -> None:
     assert not by_kind(render(helm_path), "ValidatingAdmissionPolicy")
     objects = render(helm_path, api_versions=(VAP,))

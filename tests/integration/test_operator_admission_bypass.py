@@ -384,3 +384,35 @@ def test_ephemeral_container_cannot_mount_the_key_or_the_spool(
         add_ephemeral(kube, optional_namespace, pod["metadata"]["name"], container)
     assert denied.value.status == 403
     assert f"mounts volume '{volume}'" in str(denied.value.body)
+
+
+def test_kubectl_set_image_cannot_swap_the_collector(
+    running_operator: RunningOperator, required_namespace: str
+) -> None:
+    """Container images are the one mutable part of a pod spec: the collector's must stay."""
+    kube = running_operator.kube
+    pod = admitted(kube, required_namespace, pod_body({"containers": [app()]}))
+    name = pod["metadata"]["name"]
+    swap = kube.kubectl(
+        "set", "image", "-n", required_namespace, f"pod/{name}",
+        f"{n.COLLECTOR_CONTAINER}=busybox", check=False,
+    )  # fmt: skip
+    assert swap.returncode != 0
+    assert "denied the request" in swap.stderr
+    assert f"the image of {n.COLLECTOR_CONTAINER} cannot change in a running pod" in swap.stderr
+    with kube.api_client() as api:
+        current = client.CoreV1Api(api).read_namespaced_pod(name, required_namespace)
+    images = {
+        c.name: c.image for c in [*(current.spec.init_containers or []), *current.spec.containers]
+    }
+    assert images[n.COLLECTOR_CONTAINER] == TEST_SIDECAR_IMAGE
+    # The app's image may change, and labels change without the webhooks being asked.
+    fine = kube.kubectl(
+        "set", "image", "-n", required_namespace, f"pod/{name}", "app=registry.example/app:2",
+        check=False,
+    )  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+    labelled = kube.kubectl(
+        "label", "-n", required_namespace, f"pod/{name}", "tier=web", check=False
+    )
+    assert labelled.returncode == 0, labelled.stderr

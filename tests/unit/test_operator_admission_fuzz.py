@@ -109,3 +109,98 @@ def test_malformed_pod_parts_are_answered_not_raised() -> None:
             for registry in (OPTIONAL, REQUIRED):
                 assert _well_formed(admission.mutate(body, registry, SETTINGS))
                 assert _well_formed(admission.validate(body, registry, SETTINGS))
+
+
+def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(strategy, json_values)
+
+
+# Pods whose every field the isolation checks read is either well-formed or any JSON.
+mounts = st.lists(
+    _maybe(st.fixed_dictionaries({"name": _maybe(st.sampled_from(["auditlock-key", "data"]))})),
+    max_size=2,
+)
+containers = st.lists(
+    _maybe(
+        st.fixed_dictionaries(
+            {"name": _maybe(st.sampled_from(["app", "auditlock-collector"]))},
+            optional={
+                "image": json_values,
+                "volumeMounts": _maybe(mounts),
+                "env": _maybe(
+                    st.lists(
+                        _maybe(
+                            st.fixed_dictionaries(
+                                {"valueFrom": _maybe(st.just({"secretKeyRef": {"name": "s"}}))}
+                            )
+                        ),
+                        max_size=2,
+                    )
+                ),
+                "envFrom": _maybe(st.lists(_maybe(st.just({"secretRef": {"name": "s"}})))),
+                "targetContainerName": json_values,
+            },
+        )
+    ),
+    max_size=3,
+)
+volumes = st.lists(
+    _maybe(
+        st.fixed_dictionaries(
+            {"name": json_values},
+            optional={
+                "secret": _maybe(st.fixed_dictionaries({"secretName": json_values})),
+                "projected": _maybe(
+                    st.fixed_dictionaries(
+                        {"sources": _maybe(st.lists(_maybe(st.just({"secret": {"name": "x"}}))))}
+                    )
+                ),
+            },
+        )
+    ),
+    max_size=3,
+)
+pods = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {
+                "labels": st.just({"app": "x"}),
+                "annotations": st.dictionaries(
+                    st.sampled_from(["auditlock.io/policy", "auditlock.io/config-hash"]),
+                    st.text(max_size=4),
+                ),
+            }
+        ),
+        "spec": st.fixed_dictionaries(
+            {},
+            optional={
+                "containers": containers,
+                "initContainers": containers,
+                "ephemeralContainers": containers,
+                "volumes": volumes,
+                "shareProcessNamespace": json_values,
+            },
+        ),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pods, st.sampled_from(["CREATE", "UPDATE"]), _maybe(pods), st.sampled_from(["", "eph"]))
+def test_any_pod_shape_is_answered_not_raised(
+    pod: dict[str, Any], operation: str, old: Any, subresource: str
+) -> None:
+    request: dict[str, Any] = {
+        "uid": "u",
+        "namespace": "shop",
+        "kind": {"kind": "Pod"},
+        "operation": operation,
+        "object": pod,
+        "oldObject": old,
+    }
+    if subresource:
+        request["subResource"] = "ephemeralcontainers"
+    body = json.dumps({"request": request}).encode()
+    for registry in (OPTIONAL, REQUIRED):
+        assert _well_formed(admission.mutate(body, registry, SETTINGS))
+        assert _well_formed(admission.validate(body, registry, SETTINGS))

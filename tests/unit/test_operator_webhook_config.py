@@ -26,6 +26,8 @@ def test_injection_fails_open_enforcement_fails_closed_only_where_required() -> 
         assert hook["rules"][0]["operations"] == ["CREATE"]
         assert hook["rules"][1]["resources"] == ["pods/ephemeralcontainers"]
         assert hook["rules"][1]["operations"] == ["UPDATE"]
+        assert hook["rules"][2]["resources"] == ["pods"]
+        assert hook["matchConditions"][0]["name"] == "create-debug-or-image-change"
         assert hook["sideEffects"] == "None" and hook["timeoutSeconds"] <= 10
     assert "matchLabels" not in inject["namespaceSelector"]
     assert enforce["namespaceSelector"]["matchLabels"] == {"auditlock.io/enforcement": "required"}

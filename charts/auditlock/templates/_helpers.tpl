@@ -109,6 +109,21 @@ rules:
     operations: [UPDATE]
     resources: [pods/ephemeralcontainers]
     scope: Namespaced
+{{- if .root.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" }}
+  # Kubernetes >= 1.30 (matchConditions): Pod UPDATEs that change a container image, so
+  # `kubectl set image pod/p auditlock-collector=...` cannot swap the collector out.
+  # Other pod updates (labels, annotations) never reach the webhooks.
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [UPDATE]
+    resources: [pods]
+    scope: Namespaced
+matchConditions:
+  # Keep equal to auditlock.operator.webhook_config.IMAGE_CHANGE_CONDITION.
+  - name: create-debug-or-image-change
+    expression: >-
+      request.operation != 'UPDATE' || (has(request.subResource) && request.subResource != '') || object.spec.containers.map(c, c.image) != oldObject.spec.containers.map(c, c.image) || (has(object.spec.initContainers) && object.spec.initContainers.map(c, c.image) != oldObject.spec.initContainers.map(c, c.image))
+{{- end }}
 namespaceSelector:
   {{- $labels := merge (dict) (.matchLabels | default dict) .root.Values.webhook.namespaceMatchLabels }}
   {{- with $labels }}

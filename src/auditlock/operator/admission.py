@@ -95,12 +95,53 @@ def _parse(body: bytes) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         value = (meta or {}).get(field) or {}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise _BadRequest(f"Pod {field} are not a map of strings", uid, namespace)
-    spec = pod["spec"]
-    for field in ("initContainers", "containers", "ephemeralContainers", "volumes"):
-        value = spec.get(field) or []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise _BadRequest(f"Pod spec.{field} is not a list of objects", uid, namespace)
+    problem = shape_problem(pod["spec"], _POD_SPEC, "spec")
+    if problem is not None:
+        raise _BadRequest(f"Pod {problem}", uid, namespace)
     return uid, namespace, pod, request
+
+
+# The parts of a pod spec the webhooks read, and the JSON type each must have (the API
+# server always sends them so; anything else is an unreadable request, answered like
+# one, so the checks below never meet a wrong type). A dict is an object with those
+# fields, a one-element list a list of that (no nulls), `str` a string; an absent or
+# null field is fine.
+_CONTAINER: dict[str, Any] = {
+    "volumeMounts": [{"name": str, "mountPath": str, "subPath": str}],
+    "env": [{"valueFrom": {"secretKeyRef": {}}}],
+    "envFrom": [{"secretRef": {}}],
+}
+_POD_SPEC: dict[str, Any] = {
+    "initContainers": [_CONTAINER],
+    "containers": [_CONTAINER],
+    "ephemeralContainers": [_CONTAINER],
+    "volumes": [{"name": str, "secret": {}, "projected": {"sources": [{"secret": {}}]}}],
+}
+
+
+def shape_problem(value: Any, shape: Any, where: str) -> str | None:
+    """Where `value` does not have `shape` (see _POD_SPEC), or None."""
+    if value is None:
+        return None
+    if shape is str:
+        return None if isinstance(value, str) else f"{where} is not a string"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        for i, item in enumerate(value):
+            if item is None:
+                return f"{where}[{i}] is null"
+            found = shape_problem(item, shape[0], f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if not isinstance(value, dict):
+        return f"{where} is not an object"
+    for key, inner in shape.items():
+        found = shape_problem(value.get(key), inner, f"{where}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 def _bad_request_answer(
@@ -130,10 +171,31 @@ def pod_name(pod: dict[str, Any]) -> str:
     return str(meta.get("name") or (str(meta.get("generateName") or "") + "<generated>"))
 
 
-def _adds_ephemeral_containers(request: dict[str, Any]) -> bool:
-    """`kubectl debug`: UPDATE of pods/ephemeralcontainers (nothing to inject, only to
-    check). Any other UPDATE is treated the same way: the webhooks never patch one."""
+def _is_update(request: dict[str, Any]) -> bool:
+    """UPDATE of pods/ephemeralcontainers (`kubectl debug`) or of a pod's images: nothing
+    to inject, only to check. The webhooks never patch an UPDATE."""
     return request.get("operation") == "UPDATE"
+
+
+def _collector_swapped(request: dict[str, Any], pod: dict[str, Any]) -> str | None:
+    """A refusal when an UPDATE changes the collector's image (`kubectl set image`)."""
+    if not _is_update(request):
+        return None
+    old = request.get("oldObject")
+    if not isinstance(old, dict) or not isinstance(old.get("spec"), dict):
+        return None
+    before = injection.find_collector(old)
+    if before is None:
+        return None
+    after = injection.find_collector(pod)
+    image = after[1].get("image") if after is not None else None
+    if image == before[1].get("image"):
+        return None
+    return (
+        f"the image of {COLLECTOR_CONTAINER} cannot change in a running pod "
+        f"({str(before[1].get('image'))[:200]!r} -> {str(image)[:200]!r}); re-create the "
+        "pod to get the collector the operator injects now"
+    )
 
 
 def _injecting_policy(policies: list[PolicyEntry]) -> PolicyEntry:
@@ -172,7 +234,7 @@ def mutate(
         return _allow(uid)
     patch: injection.JsonPatch = []
     policies: list[PolicyEntry] = []
-    if not _adds_ephemeral_containers(request):
+    if not _is_update(request):
         labels = (pod.get("metadata") or {}).get("labels") or {}
         policies = registry.selecting(namespace, labels)
     if not policies:
@@ -191,6 +253,9 @@ def mutate(
     else:
         findings = pod_isolation.check(pod, in_namespace, settings)
     warnings: list[str] = []
+    swapped = _collector_swapped(request, pod)
+    if swapped is not None:
+        findings.refusals.insert(0, swapped)  # the cause; the mounts it flags follow
     if findings.shared_with is not None:
         message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
         if findings.shared_with.required:
@@ -226,7 +291,7 @@ def validate(
         return answer
     in_namespace = registry.in_namespace(namespace)
     genuine: PolicyEntry | None = None
-    if not _adds_ephemeral_containers(request):
+    if not _is_update(request):
         labels = (pod.get("metadata") or {}).get("labels") or {}
         policies = registry.selecting(namespace, labels)
         if any(p.required for p in policies):
@@ -243,6 +308,9 @@ def validate(
     if findings.shared_with is not None and findings.shared_with.required:
         message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
         findings.refusals.append(message + " (enforcement: required)")
+    swapped = _collector_swapped(request, pod)
+    if swapped is not None:
+        findings.refusals.insert(0, swapped)  # the cause; the mounts it flags follow
     if findings.refusals:
         stats.count("validate", "denied-isolation")
         return _refuse(uid, namespace, pod, findings.refusals)

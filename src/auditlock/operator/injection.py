@@ -165,7 +165,7 @@ def watched_mounts(pod: dict[str, Any], paths: list[str]) -> list[dict[str, Any]
                 continue  # its own mounts are what this computes, not where it looks
             for mount in container.get("volumeMounts") or []:
                 root = str(mount.get("mountPath", "")).rstrip("/")
-                if not root or root in found:
+                if not root or root in found or not isinstance(mount.get("name"), str):
                     continue
                 if any(p == root or p.startswith(root + "/") for p in paths):
                     found[root] = {
@@ -229,8 +229,11 @@ def find_collector(pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(list name, container) of the container named `auditlock-collector`, if any."""
     spec = pod.get("spec") or {}
     for key in ("initContainers", "containers"):
-        for container in spec.get(key) or []:
-            if container.get("name") == n.COLLECTOR_CONTAINER:
+        containers = spec.get(key) or []
+        if not isinstance(containers, list):
+            continue  # an UPDATE's oldObject is not checked by _parse
+        for container in containers:
+            if isinstance(container, dict) and container.get("name") == n.COLLECTOR_CONTAINER:
                 return key, container
     return None
 

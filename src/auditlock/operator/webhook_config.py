@@ -29,26 +29,44 @@ def _client_config(
     return config
 
 
-def _rules() -> list[dict[str, Any]]:
-    """Pod CREATE (inject, enforce) and UPDATE of pods/ephemeralcontainers: `kubectl
-    debug` adds a container to a running pod, which must not mount the collector's
-    volumes or join its processes (pod_isolation)."""
-    return [
-        {
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "operations": ["CREATE"],
-            "resources": ["pods"],
-            "scope": "Namespaced",
-        },
-        {
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "operations": ["UPDATE"],
-            "resources": ["pods/ephemeralcontainers"],
-            "scope": "Namespaced",
-        },
-    ]
+def _rule(operation: str, resource: str) -> dict[str, Any]:
+    return {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": [operation],
+        "resources": [resource],
+        "scope": "Namespaced",
+    }
+
+
+# Pod UPDATEs are sent to the webhooks only when they change a container image (the one
+# mutable field that matters: `kubectl set image pod/p auditlock-collector=busybox`
+# would swap the collector out), so ordinary label and annotation updates never depend
+# on the fail-closed webhook. matchConditions are GA in Kubernetes 1.30. An expression
+# that errors counts as a webhook failure (failurePolicy), so every field it reads is
+# guarded: `subResource` is absent, not empty, on the pod itself.
+IMAGE_CHANGE_CONDITION = {
+    "name": "create-debug-or-image-change",
+    "expression": (
+        "request.operation != 'UPDATE' || "
+        "(has(request.subResource) && request.subResource != '') || "
+        "object.spec.containers.map(c, c.image) != oldObject.spec.containers.map(c, c.image) || "
+        "(has(object.spec.initContainers) && "
+        "object.spec.initContainers.map(c, c.image) != "
+        "oldObject.spec.initContainers.map(c, c.image))"
+    ),
+}
+
+
+def _rules(image_updates: bool) -> list[dict[str, Any]]:
+    """Pod CREATE (inject, enforce); UPDATE of pods/ephemeralcontainers: `kubectl debug`
+    adds a container to a running pod, which must not mount the collector's volumes or
+    join its processes (pod_isolation); with `image_updates`, Pod UPDATE (narrowed by
+    IMAGE_CHANGE_CONDITION): the collector's image must not change."""
+    rules = [_rule("CREATE", "pods"), _rule("UPDATE", "pods/ephemeralcontainers")]
+    if image_updates:
+        rules.append(_rule("UPDATE", "pods"))
+    return rules
 
 
 def webhook_configurations(
@@ -61,6 +79,7 @@ def webhook_configurations(
     timeout_seconds: int = 5,
     inject_failure_policy: str = "Ignore",
     namespace_labels: dict[str, str] | None = None,
+    image_updates: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(MutatingWebhookConfiguration, ValidatingWebhookConfiguration).
 
@@ -69,6 +88,9 @@ def webhook_configurations(
     refused when the operator cannot vouch for it. The enforcement webhook selects only
     namespaces the operator has labelled `auditlock.io/enforcement=required` (those with
     a required policy), so an outage blocks pods there and nowhere else.
+
+    `image_updates` (API server >= 1.30, for matchConditions) also sends Pod UPDATEs that
+    change a container image, so the collector cannot be swapped out of a running pod.
     """
     excluded = sorted(set(SYSTEM_NAMESPACES + (exclude_namespaces or [])))
     namespace_selector: dict[str, Any] = {
@@ -82,10 +104,12 @@ def webhook_configurations(
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "timeoutSeconds": timeout_seconds,
-        "rules": _rules(),
+        "rules": _rules(image_updates),
         "namespaceSelector": namespace_selector,
         "matchPolicy": "Equivalent",
     }
+    if image_updates:
+        common["matchConditions"] = [dict(IMAGE_CHANGE_CONDITION)]
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
