@@ -4,9 +4,11 @@
 checkpoints alone, when not one event arrived. `count` says whether the trail holds
 what was expected: with `--require CATEGORY` it exits 1 (and names the category) when
 that category has no event. The kind quickstart runs it after verify for each category
-the sample app sends. It reads the stored segments without checking them: run verify
-for that. Exit 0: every required category has events; 1: one has none; 2: usage or I/O
-error (including a segment that cannot be read).
+the sample app sends. It also counts the events by who observed them (the app, the
+config watcher, the access proxy, the API server: observer.py). It reads the stored
+segments without checking them: run verify for that. Exit 0: every required category
+has events; 1: one has none; 2: usage or I/O error (including a segment that cannot be
+read).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from auditlock.cli.main import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from auditlock.ledger.escape import escape
 from auditlock.ledger.vocabulary import CATEGORIES
 
 
@@ -50,6 +55,7 @@ class Census:
 
     categories: Counter[str] = field(default_factory=Counter)
     streams: set[str] = field(default_factory=set)
+    observers: Counter[str] = field(default_factory=Counter)  # observer.py: app, ...
 
     @property
     def events(self) -> int:
@@ -64,7 +70,9 @@ def census(destination: Any) -> Census:
     """Count the events of every segment under `streams/` of `destination`."""
     from auditlock.ledger.errors import FormatError
     from auditlock.ledger.fetch import prefetch
+    from auditlock.ledger.limits import MAX_STORED_SEGMENT_BYTES
     from auditlock.ledger.names import parse_name
+    from auditlock.ledger.observer import observer_of
     from auditlock.ledger.segment import decode_segment
 
     found = Census()
@@ -74,12 +82,16 @@ def census(destination: Any) -> Census:
         if parsed is not None and parsed.kind == "segment":
             segments.append(parsed)
             found.streams.add(parsed.stream)
-    for segment, data in prefetch(lambda s: destination.get(s.name), segments):
+    # The store may be hostile: reads capped at what FORMAT.md allows, a bounded parser.
+    read = destination.get
+    for segment, data in prefetch(lambda s: read(s.name, MAX_STORED_SEGMENT_BYTES), segments):
         try:
             if isinstance(data, Exception):
                 raise data
             for line in decode_segment(data, compressed=segment.compressed):
-                found.categories[json.loads(line)["event"]["category"]] += 1
+                event = orjson.loads(line)["event"]
+                found.categories[event["category"]] += 1
+                found.observers[observer_of(event)] += 1
         except (FormatError, ValueError, KeyError, TypeError) as exc:
             raise UnreadableSegment(f"{segment.name}: cannot be read ({exc})") from None
     return found
@@ -91,17 +103,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         found = census(sinks.open(args.url))
     except (sinks.DestinationError, UnreadableSegment) as exc:
-        print(f"error: {exc}; run `auditlock verify` for the details", file=sys.stderr)
+        print(f"error: {escape(str(exc))}; run `auditlock verify` for the details", file=sys.stderr)
         return EXIT_USAGE
     counts = {category: found.categories.get(category, 0) for category in CATEGORIES}
     missing = [c for c in dict.fromkeys(args.require) if counts[c] == 0]
     if args.json:
         report = {"url": args.url, "events": found.events, "streams": len(found.streams)}
-        print(json.dumps({**report, "categories": counts, "missing": missing}, indent=2))
+        observers = dict(sorted(found.observers.items()))
+        report |= {"categories": counts, "observers": observers, "missing": missing}
+        print(json.dumps(report, indent=2))
     else:
-        print(f"{args.url}: {found.events} events in {len(found.streams)} streams")
+        url = escape(args.url)
+        print(f"{url}: {found.events} events in {len(found.streams)} streams")
         for category, count in counts.items():
             print(f"  {category:<14} {count}")
+        observed = ", ".join(f"{n} {who}" for who, n in sorted(found.observers.items()))
+        print(f"  observed by: {observed or 'none'}")
         for category in missing:
-            print(f"FAIL: no {category} events are stored under {args.url}")
+            print(f"FAIL: no {category} events are stored under {url}")
     return EXIT_FINDINGS if missing else EXIT_OK
