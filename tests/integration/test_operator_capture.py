@@ -9,21 +9,12 @@ configured by the operator's own renderer, storing a signed ledger on file://.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from kubernetes import client
 
-from auditlock.operator import keys
-from auditlock.operator.sidecar_config import render
-from auditlock.policy import parse_spec
 from tests.integration.test_operator_policies import (
     create_pod,
     create_policy,
@@ -32,49 +23,8 @@ from tests.integration.test_operator_policies import (
     wait_for,
 )
 from tests.servers.auditlock_operator import RunningOperator
-from tests.servers.kube_controlplane import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Iterator[Path]:
-    """The operator's collector sidecar on the port the operator sends to; yields the
-    directory its ledger is stored in."""
-    store = tmp_path / "operator-trail"
-    spec = parse_spec({"destination": {"file": {"path": str(store)}}, "retention": {"days": 1}})
-    config: dict[str, Any] = render(spec, cluster="rig")
-    material = keys.generate()
-    key_file = tmp_path / "ed25519.pem"
-    key_file.write_bytes(material.private_pem)
-    config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
-    config["sources"]["forward"]["port"] = running_operator.collector_port
-    # The operator's own collector: its capture tags carry observer marks (as in the chart).
-    config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
-    config["sources"]["http"]["port"] = free_port()
-    config["health"] = {"host": "127.0.0.1", "port": free_port()}
-    config["spool"]["dir"] = str(tmp_path / "spool")
-    config["delivery"]["max_delay_seconds"] = 0.2
-    config_file = tmp_path / "sidecar.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    log = (tmp_path / "sidecar.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditlock", "sidecar", "--config", str(config_file)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-    try:
-        yield store
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def ledger_events(store: Path) -> list[dict[str, Any]]:

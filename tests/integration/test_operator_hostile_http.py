@@ -8,8 +8,13 @@ bytes, as an attacker would, so the framing itself can be broken.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +22,24 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 
 from auditlock.operator import injection, tls
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.webhook_server import MAX_BODY, Listener, WebhookServer
 from auditlock.policy import parse_spec
+from tests.integration.test_operator_capture import ledger_events
+from tests.integration.test_operator_policies import (
+    create_policy,
+    file_spec,
+    wait_condition,
+    wait_for,
+)
+from tests.servers.auditlock_operator import RunningOperator
 
 TOKEN = "s3cret-token"
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -34,39 +52,49 @@ class Served:
         self.received: list[dict[str, Any]] = []
 
     async def raw(self, request: bytes, *, then: bytes = b"", pause: float = 0.0) -> bytes:
-        """Send `request`, optionally `then` after `pause` seconds; the whole answer."""
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", self.server.bound_ports[0], ssl=self.context
+        return await raw_https(
+            self.server.bound_ports[0], self.context, request, then=then, pause=pause
         )
-        try:
-            writer.write(request)
-            await writer.drain()
-            if then:
-                await asyncio.sleep(pause)
-                writer.write(then)
-                await writer.drain()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            return head + await asyncio.wait_for(reader.readexactly(length), 10)
-        finally:
-            writer.close()
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, bytes] | None = None
     ) -> tuple[int, bytes]:
-        lines = [f"POST {path} HTTP/1.1".encode(), b"Host: operator"]
-        for name, value in (headers or {}).items():
-            lines.append(name.encode() + b": " + value)
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-        return split(await self.raw(b"\r\n".join(lines) + b"\r\n\r\n" + body))
+        return split(await self.raw(post_request(path, body, headers)))
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.server.metrics.get_sample_value(name, labels)
         return value or 0.0
+
+
+async def raw_https(
+    port: int, context: ssl.SSLContext, request: bytes, *, then: bytes = b"", pause: float = 0.0
+) -> bytes:
+    """Send `request` over TLS, optionally `then` after `pause` seconds; the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        writer.write(request)
+        await writer.drain()
+        if then:
+            await asyncio.sleep(pause)
+            writer.write(then)
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return head + await asyncio.wait_for(reader.readexactly(length), 10)
+    finally:
+        writer.close()
+
+
+def post_request(path: str, body: bytes, headers: dict[str, bytes] | None = None) -> bytes:
+    lines = [f"POST {path} HTTP/1.1".encode(), b"Host: operator"]
+    for name, value in (headers or {}).items():
+        lines.append(name.encode() + b": " + value)
+    lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def split(answer: bytes) -> tuple[int, bytes]:
@@ -194,3 +222,89 @@ async def test_broken_chunked_framing_is_400_without_a_traceback(
     no_tracebacks(caplog)
     status, body = await served.post("/audit", GOOD, {"Authorization": f"Bearer {TOKEN}".encode()})
     assert (status, orjson.loads(body)) == (200, {"accepted": 1})
+
+
+def audit_event(namespace: str, audit_id: str) -> dict[str, Any]:
+    """An in-scope `audit.k8s.io/v1` Event: a Secret read in `namespace`."""
+    return {
+        "auditID": audit_id,
+        "stage": "ResponseComplete",
+        "verb": "get",
+        "user": {"username": "mallory"},
+        "objectRef": {"namespace": namespace, "resource": "secrets", "name": "db"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": "2026-11-30T12:00:00.000000Z",
+    }
+
+
+def test_real_operator_refuses_hostile_audit_bodies_and_keeps_what_it_accepted(
+    running_operator: RunningOperator,
+    operator_namespace: str,
+    operator_collector: Path,
+    tmp_path: Path,
+) -> None:
+    """The operator's real audit intake (the API server's audit port), its real collector
+    and `auditlock verify`: each refused body carries an in-scope event that must never
+    reach the ledger; the accepted one is there exactly once, and the trail verifies."""
+    kube = running_operator.kube
+    create_policy(kube, operator_namespace, "hostile", file_spec(tmp_path / "app-trail"))
+    wait_condition(kube, operator_namespace, "hostile", "Ready", "True")
+    context = kube.client_ssl_context()
+    tag = uuid.uuid4().hex[:8]
+
+    def event(name: str) -> dict[str, Any]:
+        return audit_event(operator_namespace, f"{tag}-{name}")
+
+    async def attack() -> list[tuple[int, bytes]]:
+        port = kube.audit_port
+        deep = orjson.dumps({"items": [event("deep")]})[:-2] + b"," + DEEP + b"]}"
+        big = orjson.dumps({"items": [event("big")], "pad": "x" * (MAX_BODY + 1)})
+        chunked_head = b"POST /audit HTTP/1.1\r\nHost: o\r\nTransfer-Encoding: chunked\r\n\r\n"
+        first = orjson.dumps({"items": [event("chunked")]})
+        answers = [
+            split(await raw_https(port, context, post_request("/audit", deep))),
+            split(await raw_https(port, context, post_request("/audit", big))),
+            split(
+                await raw_https(
+                    port,
+                    context,
+                    chunked_head + f"{len(first):x}\r\n".encode() + first + b"\r\n",
+                    then=b"-5\r\nabcde\r\n0\r\n\r\n",
+                    pause=0.2,
+                )
+            ),
+        ]
+        good = {"items": [event("good"), {"objectRef": [1]}, {"responseStatus": 5}, "junk"]}
+        answers.append(
+            split(await raw_https(port, context, post_request("/audit", orjson.dumps(good))))
+        )
+        return answers
+
+    deep, big, chunked, good = asyncio.run(attack())
+    assert deep[0] == 400 and b"expected an EventList" in deep[1]
+    assert big[0] == 413
+    assert chunked[0] in (400, 408)
+    assert good == (200, b'{"accepted": 1}')
+
+    def ours() -> list[str]:
+        return [
+            e["id"]
+            for e in ledger_events(operator_collector)
+            if str(e.get("id", "")).startswith(f"k8s-audit-{tag}-")
+        ]
+
+    wait_for("the accepted event in the operator's ledger", ours, 30)
+    time.sleep(1.0)  # anything queued before it has been stored too
+    assert ours() == [f"k8s-audit-{tag}-good"]
+    private = load_pem_private_key((tmp_path / "ed25519.pem").read_bytes(), None)
+    public = tmp_path / "ed25519.pub.pem"
+    public.write_bytes(
+        private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "auditlock", "verify", f"file://{operator_collector}",
+         "--public-key", str(public), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["result"] == "PASS"

@@ -4,6 +4,9 @@
 - `running_operator` (session): kopf + the webhook server on 127.0.0.1 over TLS (a
   certificate from the rig's CA), the audit intake on the rig's reserved audit port, and
   Mutating/ValidatingWebhookConfigurations pointing at it (url clientConfig + caBundle)
+- `operator_collector` (function): the operator's collector sidecar (`auditlock sidecar`,
+  rendered by the operator's own renderer, storing on file://) on the port the operator
+  sends cluster-level events to; yields the store directory
 - `start_operator(kube, token=...)`: the same, e.g. authenticated as the chart's
   ServiceAccount instead of admin (the chart tests use this to prove the RBAC suffices)
 
@@ -13,6 +16,9 @@ need the collector start one (`auditlock sidecar`) there.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +28,12 @@ from typing import Any
 import pytest
 import yaml
 
+from auditlock.operator import keys
 from auditlock.operator.runner import OperatorConfig, OperatorThread
+from auditlock.operator.sidecar_config import render
 from auditlock.operator.webhook_config import webhook_configurations
 from auditlock.operator.webhook_server import Listener
+from auditlock.policy import parse_spec
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +211,43 @@ def running_operator(auditpolicy_crd: KubeControlPlane) -> Iterator[RunningOpera
 def operator_namespace(kube_apiserver: KubeControlPlane, kube_namespace: str) -> str:
     """A fresh namespace the test webhooks serve."""
     return label_namespace(kube_apiserver, kube_namespace)
+
+
+@pytest.fixture
+def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Iterator[Path]:
+    """The operator's collector sidecar on the port the operator sends to; yields the
+    directory its ledger is stored in."""
+    store = tmp_path / "operator-trail"
+    spec = parse_spec({"destination": {"file": {"path": str(store)}}, "retention": {"days": 1}})
+    config: dict[str, Any] = render(spec, cluster="rig")
+    material = keys.generate()
+    key_file = tmp_path / "ed25519.pem"
+    key_file.write_bytes(material.private_pem)
+    config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
+    config["sources"]["forward"]["port"] = running_operator.collector_port
+    # The operator's own collector: its capture tags carry observer marks (as in the chart).
+    config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
+    config["sources"]["http"]["port"] = free_port()
+    config["health"] = {"host": "127.0.0.1", "port": free_port()}
+    config["spool"]["dir"] = str(tmp_path / "spool")
+    config["delivery"]["max_delay_seconds"] = 0.2
+    config_file = tmp_path / "sidecar.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    log = (tmp_path / "sidecar.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditlock", "sidecar", "--config", str(config_file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        yield store
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
