@@ -416,3 +416,36 @@ def test_kubectl_set_image_cannot_swap_the_collector(
         "label", "-n", required_namespace, f"pod/{name}", "tier=web", check=False
     )
     assert labelled.returncode == 0, labelled.stderr
+
+
+def test_genuine_collector_with_odd_quantities_and_watched_files_passes_enforcement(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    """The API server rewrites quantities ("0.5" -> "500m") and fills defaults; the
+    exact-collector check must still recognise what the operator injected."""
+    kube = running_operator.kube
+    spec = file_spec(
+        tmp_path / "t",
+        enforcement="required",
+        sidecar={
+            "resources": {
+                "requests": {"cpu": "0.5", "memory": "0.125Gi"},
+                "limits": {"memory": "1024Mi"},
+            }
+        },
+        sources={"configFiles": {"paths": ["/etc/app/settings.yaml"]}},
+    )
+    create_policy(kube, operator_namespace, "pci", spec)
+    wait_condition(kube, operator_namespace, "pci", "Ready", "True")
+    body = pod_body(
+        {
+            "containers": [app(volumeMounts=[{"name": "settings", "mountPath": "/etc/app"}])],
+            "volumes": [{"name": "settings", "configMap": {"name": "kube-root-ca.crt"}}],
+        }
+    )
+    pod = admitted(kube, operator_namespace, body)
+    collector = collector_of(pod)
+    assert collector["resources"]["requests"]["cpu"] == "500m"  # rewritten by the API server
+    assert {"name": "settings", "mountPath": "/etc/app", "readOnly": True} in collector[
+        "volumeMounts"
+    ]
