@@ -232,3 +232,23 @@ def test_non_finite_options_are_usage_errors(ledger: Ledger) -> None:
         for value in ("nan", "inf", "-1"):
             run = run_verify(ledger, "--json", flag, value)
             assert run.code == 2 and run.json()["result"] == "ERROR", (flag, value, run.out)
+
+
+def test_prove_and_verify_proof_on_hostile_input(ledger: Ledger, tmp_path: Path) -> None:
+    # prove reads the store like verify: a segment linked to /dev/zero is refused, not read
+    seg = ledger.segments("app")[0]
+    event_id = json.loads(ledger.read(seg).split(b"\n")[0])["event"]["id"]
+    _replace(ledger, seg).symlink_to("/dev/zero")
+    prove = subprocess.run(
+        [sys.executable, "-m", "auditlock", "prove", ledger.url, event_id],
+        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert prove.returncode == 1 and "symbolic link" in prove.stderr, prove.stderr
+    # a proof file nested 100,000 deep is a usage error, not a RecursionError
+    proof = tmp_path / "proof.json"
+    proof.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    check = subprocess.run(
+        [sys.executable, "-m", "auditlock", "verify-proof", str(proof)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert check.returncode == 2 and "Traceback" not in check.stderr, check.stderr

@@ -57,13 +57,15 @@ def run_prove(args: argparse.Namespace) -> int:
 
 
 def run_verify_proof(args: argparse.Namespace) -> int:
+    import orjson
+
     from auditlock.ledger.errors import KeyFileError, ProofError
     from auditlock.ledger.keys import load_public_key
     from auditlock.ledger.proof import check_proof
 
     try:
         text = sys.stdin.read() if args.proof == "-" else Path(args.proof).read_text()
-        proof = json.loads(text)
+        proof = orjson.loads(text)  # bounded depth: a proof file may be hostile
         key = load_public_key(args.public_key) if args.public_key else None
     except (OSError, ValueError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,16 +15,18 @@ import base64
 import json
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.checkpoint import decode_checkpoint
 from auditlock.ledger.errors import FormatError, ProofError
 from auditlock.ledger.keys import key_id, load_public_key, public_pem, verify
+from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES, MAX_KEY_BYTES, MAX_STORED_SEGMENT_BYTES
 from auditlock.ledger.lines import event_hash, line_prefix
 from auditlock.ledger.merkle import inclusion_path, verify_inclusion
 from auditlock.ledger.names import ObjectName, key_name, parse_name
 from auditlock.ledger.segment import decode_segment
-from auditlock.sinks.base import Destination, ObjectNotFound
+from auditlock.sinks.base import Destination, ObjectNotFound, ObjectUnreadable
 
 FORMAT = "auditlock/proof/v1"
 
@@ -45,7 +47,7 @@ def build_proof(
     for (stream_id, epoch), group in sorted(epochs.items()):
         segments = sorted(group["segment"], key=lambda s: s.first)
         for seg in segments:
-            lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
+            lines = decode_segment(_read_segment(destination, seg), compressed=seg.compressed)
             for offset, line in enumerate(lines):
                 if needle in line and _event_id(line) == event_id:
                     return _prove(destination, stream_id, epoch, seg.first + offset, line, group)
@@ -54,7 +56,7 @@ def build_proof(
 
 def _event_id(line: bytes) -> str | None:
     try:
-        event = json.loads(line).get("event", {})
+        event = orjson.loads(line).get("event", {})
     except (ValueError, AttributeError):
         return None
     value = event.get("id") if isinstance(event, dict) else None
@@ -72,9 +74,9 @@ def _prove(
     checkpoints = sorted(group["checkpoint"], key=lambda c: c.index, reverse=True)
     for candidate in checkpoints:
         try:
-            data = destination.get(candidate.name)
+            data = destination.get(candidate.name, MAX_CHECKPOINT_BYTES)
             signed = decode_checkpoint(data)
-        except (FormatError, ObjectNotFound):
+        except (FormatError, ObjectNotFound, ObjectUnreadable):
             continue
         cp = signed.checkpoint
         if cp.tree_size <= seq:
@@ -83,7 +85,9 @@ def _prove(
         if event_hash(line) != leaves[seq]:
             raise ProofError("the event line read twice differs; the store is changing")
         try:
-            pem = public_pem(load_public_key(destination.get(key_name(cp.key_id)))).decode()
+            pem = public_pem(
+                load_public_key(destination.get(key_name(cp.key_id), MAX_KEY_BYTES))
+            ).decode()
         except Exception:  # informative only; the verifier brings its own key
             pem = ""
         return {
@@ -111,7 +115,7 @@ def _leaves(destination: Destination, segments: list[ObjectName], size: int) -> 
             break
         if seg.first != len(leaves):
             raise ProofError(f"segments do not tile the epoch at seq {len(leaves)}")
-        lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
+        lines = decode_segment(_read_segment(destination, seg), compressed=seg.compressed)
         leaves.extend(event_hash(line) for line in lines)
     if len(leaves) < size:
         raise ProofError(
@@ -160,7 +164,7 @@ def check_proof(proof: Any, public_key: Ed25519PublicKey | None) -> dict[str, An
     if (cp.stream, cp.epoch) != (stream, epoch) or proof.get("tree_size") != cp.tree_size:
         raise ProofError("proof names another stream, epoch or tree size than its checkpoint")
     try:
-        envelope = json.loads(line)
+        envelope = orjson.loads(line)  # bounded depth: the proof file may be hostile
     except ValueError:
         raise ProofError("the event line is not JSON") from None
     if not line.startswith(line_prefix(epoch)) or (
@@ -172,3 +176,11 @@ def check_proof(proof: Any, public_key: Ed25519PublicKey | None) -> dict[str, An
     verify_inclusion(seq, cp.tree_size, event_hash(line), path, cp.root)
     event: dict[str, Any] = envelope["event"]
     return event
+
+
+def _read_segment(destination: Destination, seg: ObjectName) -> bytes:
+    """A segment's bytes, no more than FORMAT.md allows (the store may be hostile)."""
+    try:
+        return destination.get(seg.name, MAX_STORED_SEGMENT_BYTES)
+    except ObjectUnreadable as exc:
+        raise FormatError(str(exc)) from None
