@@ -293,12 +293,13 @@ def test_key_is_guarded_for_unselected_pods_and_optional_policies(
         refused(kube, optional_namespace, pod_body(spec, labels))
 
 
+@pytest.mark.parametrize("field", ["shareProcessNamespace", "hostPID"])
 def test_shared_process_namespace_is_refused_under_required(
-    running_operator: RunningOperator, required_namespace: str
+    running_operator: RunningOperator, required_namespace: str, field: str
 ) -> None:
-    body = pod_body({"shareProcessNamespace": True, "containers": [app()]})
+    body = pod_body({field: True, "containers": [app()]})
     message = refused(running_operator.kube, required_namespace, body)
-    assert "shareProcessNamespace: true" in message and "enforcement: required" in message
+    assert f"{field}: true" in message and "enforcement: required" in message
 
 
 def test_shared_process_namespace_is_warned_under_optional(

@@ -257,7 +257,7 @@ def mutate(
     if swapped is not None:
         findings.refusals.insert(0, swapped)  # the cause; the mounts it flags follow
     if findings.shared_with is not None:
-        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
+        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings)
         if findings.shared_with.required:
             findings.refusals.append(message + " (enforcement: required)")
         else:
@@ -306,7 +306,7 @@ def validate(
     else:
         findings = pod_isolation.check(pod, in_namespace, settings)
     if findings.shared_with is not None and findings.shared_with.required:
-        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings.shared_with)
+        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings)
         findings.refusals.append(message + " (enforcement: required)")
     swapped = _collector_swapped(request, pod)
     if swapped is not None:

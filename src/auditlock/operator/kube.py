@@ -164,7 +164,9 @@ class Kube:
                     annotations=dict(pod.metadata.annotations or {}),
                     created=pod.metadata.creation_timestamp,
                     collector=_has_collector(pod.spec),
-                    shares_processes=bool(pod.spec and pod.spec.share_process_namespace),
+                    shares_processes=bool(
+                        pod.spec and (pod.spec.share_process_namespace or pod.spec.host_pid)
+                    ),
                 )
             if not selector:
                 break  # the empty selector listed every pod already

@@ -10,8 +10,9 @@ AuditPolicy (see docs/architecture.md, "Injection"):
 - no volume, projected volume, env var or envFrom of any container (ephemeral ones
   included) refers to a policy's key Secret, except the collector's own key volume;
 - no ephemeral container (`kubectl debug --target`) joins the collector's processes;
-- `shareProcessNamespace: true` beside a collector is reported (`Findings.shared_with`);
-  the webhooks refuse it under `enforcement: required` and warn otherwise.
+- `shareProcessNamespace: true` or `hostPID: true` beside a collector is reported
+  (`Findings.shared_with`); the webhooks refuse it under `enforcement: required` and warn
+  otherwise.
 
 "The collector" is the container `injection.injected_difference` accepts for the
 policy named in the pod's `auditlock.io/policy` annotation, never just a container
@@ -41,8 +42,10 @@ CONTAINER_LISTS = (
 @dataclass
 class Findings:
     refusals: list[str] = field(default_factory=list)
-    # The collector's policy, when the pod shares one process namespace with it.
+    # The collector's policy, when the pod shares one process namespace with it, and the
+    # pod field that does it.
     shared_with: PolicyEntry | None = None
+    shared_by: str = ""
 
 
 def genuine_policy(
@@ -148,14 +151,20 @@ def check_with(
                 f"{what} targets {n.COLLECTOR_CONTAINER}: it would see the collector's "
                 "processes and, through them, its key and spool"
             )
-    if genuine is not None and spec.get("shareProcessNamespace") is True:
-        findings.shared_with = genuine
+    if genuine is not None:
+        # hostPID puts the collector in the node's process namespace: the pod's other
+        # containers see it there exactly as with shareProcessNamespace.
+        for field_name in ("shareProcessNamespace", "hostPID"):
+            if spec.get(field_name) is True:
+                findings.shared_with, findings.shared_by = genuine, field_name
+                break
     return findings
 
 
-def shared_message(pod_name: str, entry: PolicyEntry) -> str:
+def shared_message(pod_name: str, findings: Findings) -> str:
+    assert findings.shared_with is not None
     return (
-        f"pod {pod_name} sets shareProcessNamespace: true beside the {n.COLLECTOR_CONTAINER} "
-        f"of AuditPolicy {entry.name}: its other containers can read the collector's signing "
-        "key and spool through /proc"
+        f"pod {pod_name} sets {findings.shared_by}: true beside the {n.COLLECTOR_CONTAINER} "
+        f"of AuditPolicy {findings.shared_with.name}: its other containers can read the "
+        "collector's signing key and spool through /proc"
     )

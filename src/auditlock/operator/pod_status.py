@@ -3,11 +3,11 @@ collector and how many of those run an older configuration, which selected pods 
 without any collector (AllPodsAudited, counted by pod_census), and whether an injected pod
 shares its process namespace with the collector.
 
-`shareProcessNamespace: true` lets every container of the pod read the collector's key
-and spool through /proc. Under `enforcement: required` the webhooks refuse such a pod
-(pod_isolation); under `optional` they admit it with a warning, and the policy's
-`CollectorIsolated` condition turns False and names the pods, so the exposure is on
-record where an auditor looks, not only in the deployer's terminal.
+`shareProcessNamespace: true` (or `hostPID: true`) lets every container of the pod read
+the collector's key and spool through /proc. Under `enforcement: required` the webhooks
+refuse such a pod (pod_isolation); under `optional` they admit it with a warning, and the
+policy's `CollectorIsolated` condition turns False and names the pods, so the exposure
+is on record where an auditor looks, not only in the deployer's terminal.
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ def pod_conditions(counts: PodCensus, generation: int) -> list[dict[str, Any]]:
             c.COLLECTOR_ISOLATED,
             False,
             "SharedProcessNamespace",
-            f"{len(counts.sharing)} pod(s) set shareProcessNamespace: true, so their other "
-            f"containers can read the collector's signing key and spool: {shown}. Remove it "
-            "from the pod spec, or set enforcement: required to refuse such pods.",
+            f"{len(counts.sharing)} pod(s) set shareProcessNamespace: true or hostPID: true, "
+            f"so their other containers can read the collector's signing key and spool: "
+            f"{shown}. Remove it from the pod spec, or set enforcement: required to refuse "
+            "such pods.",
             generation,
         )
     ok, reason, message = audited_condition(counts)
