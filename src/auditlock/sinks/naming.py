@@ -16,7 +16,11 @@ def validate_name(name: str) -> str:
     """Return `name` unchanged if it is a safe relative object name, else raise."""
     if not name:
         raise DestinationError("object name is empty")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a file:// name that is not UTF-8 (surrogate escapes)
+        raise DestinationError(f"object name {name!r} is not UTF-8 text") from None
+    if size > MAX_NAME_BYTES:
         raise DestinationError(f"object name is longer than {MAX_NAME_BYTES} bytes: {name[:60]!r}")
     if name.startswith("/") or name.endswith("/"):
         raise DestinationError(f"object name {name!r} must not start or end with '/'")
