@@ -118,7 +118,7 @@ class Chain:
         self.operator = start_operator(kube, refresh_seconds=2.0, watch_fallback=False)
         self._stack.callback(self.operator.stop)
         # The operator's own collector: cluster-level events (API server audit) reach the
-        # ledger through the same pipeline as a pod's, sent with fluent-logger.
+        # ledger through the same pipeline as a pod's, posted to its HTTP intake.
         workdir = self.workdir / "operator-collector"
         workdir.mkdir(parents=True, exist_ok=True)
         key = generate()
@@ -134,11 +134,9 @@ class Chain:
             "stream": {"id": "operator", "signing_key_file": str(workdir / "key.pem")},
             "source": {"cluster": "rig", "namespace": "auditlock-system", "pod": "operator"},
             "sources": {
-                "forward": {
-                    "port": self.operator.collector_port,
-                    "observer_tag_prefix": "auditlock.operator",
-                },
-                "http": {"enabled": False},
+                # The operator's collector: the capture's tags carry observer marks.
+                "forward": {"enabled": False, "observer_tag_prefix": "auditlock.operator"},
+                "http": {"host": "127.0.0.1", "port": self.operator.collector_port},
             },
             "spool": {"dir": str(workdir / "spool")},
             "health": {"host": "127.0.0.1", "port": free_port()},

@@ -541,7 +541,9 @@ def test_collector_config_is_a_valid_sidecar_config(
         next(m["mountPath"] for m in collector["volumeMounts"] if m["name"] == "collector-key")
     )
     operator_args = pod["containers"][0]["args"]
-    assert f"--collector=127.0.0.1:{config.sources.forward.port}" in operator_args
+    # Audit batches go to the collector's HTTP intake on loopback (202 only after fsync).
+    assert config.sources.http.enabled and config.sources.http.host == "127.0.0.1"
+    assert f"--collector=127.0.0.1:{config.sources.http.port}" in operator_args
     from auditlock.cli.main import build_parser
 
     # The image's PATH resolves `auditlock`; the rest must be a command the CLI accepts.

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from auditlock.operator import injection, tls
+from auditlock.operator.capture import AuditAnswer
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.webhook_server import MAX_BODY, Listener, WebhookServer
 from auditlock.policy import parse_spec
@@ -122,9 +123,9 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     cert = tls.self_signed(["127.0.0.1"], tmp_path)
     holder: list[Served] = []
 
-    def sink(events: list[dict[str, Any]]) -> int:
+    async def sink(events: list[dict[str, Any]]) -> AuditAnswer:
         holder[0].received.extend(events)
-        return len(events)
+        return AuditAnswer(200, accepted=len(events))
 
     server = WebhookServer(
         registry=_registry(),

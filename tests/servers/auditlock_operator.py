@@ -10,8 +10,8 @@
 - `start_operator(kube, token=...)`: the same, e.g. authenticated as the chart's
   ServiceAccount instead of admin (the chart tests use this to prove the RBAC suffices)
 
-The operator sends cluster-level events to a collector at `collector_port`; tests that
-need the collector start one (`auditlock sidecar`) there.
+The operator hands cluster-level events to the HTTP intake of a collector at
+`collector_port`; tests that need the collector start one (`auditlock sidecar`) there.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def start_operator(
         kopf_connection=kube.kopf_connection_info(token=token),
         refresh_seconds=refresh_seconds,
         checkpoint_scan_seconds=refresh_seconds,
-        collector_port=collector_port,
+        collector=f"127.0.0.1:{collector_port}",
         watch_fallback=watch_fallback,
         **overrides,
     )
@@ -224,10 +224,10 @@ def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Ite
     key_file = tmp_path / "ed25519.pem"
     key_file.write_bytes(material.private_pem)
     config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
-    config["sources"]["forward"]["port"] = running_operator.collector_port
+    config["sources"]["forward"]["port"] = free_port()
     # The operator's own collector: its capture tags carry observer marks (as in the chart).
     config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
-    config["sources"]["http"]["port"] = free_port()
+    config["sources"]["http"]["port"] = running_operator.collector_port
     config["health"] = {"host": "127.0.0.1", "port": free_port()}
     config["spool"]["dir"] = str(tmp_path / "spool")
     config["delivery"]["max_delay_seconds"] = 0.2

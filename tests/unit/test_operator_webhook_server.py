@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from auditlock.operator import injection, tls
+from auditlock.operator.capture import AuditAnswer
 from auditlock.operator.keys import KeySecretError, from_secret_data, generate
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.webhook_server import Listener, WebhookServer
@@ -49,9 +50,9 @@ async def _server(
 async def test_tls_answers_and_garbage_never_gets_a_500(tmp_path: Path) -> None:
     received: list[list[dict[str, Any]]] = []
 
-    def sink(events: list[dict[str, Any]]) -> int:
+    async def sink(events: list[dict[str, Any]]) -> AuditAnswer:
         received.append(events)
-        return len(events)
+        return AuditAnswer(200, accepted=len(events))
 
     server, ctx = await _server(tmp_path, _registry("required"), audit_sink=sink, audit_token="t0k")
     tls_port, plain_port = server.bound_ports

@@ -92,8 +92,9 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--collector",
-        default=_env("AUDITLOCK_COLLECTOR", "127.0.0.1:24224"),
-        help="host:port of the operator's own collector (Forward)",
+        default=_env("AUDITLOCK_COLLECTOR", "127.0.0.1:8686"),
+        help="host:port of the HTTP intake of the operator's own collector; audit "
+        "batches are answered 200 only once it has stored them",
     )
     run.add_argument(
         "--audit-token-file",
@@ -204,6 +205,10 @@ def _run(args: argparse.Namespace) -> int:
                   "or 'random'", file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
     host, _, port = args.collector.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        print(f"auditlock operator: --collector {args.collector!r} is not HOST:PORT",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
     config = OperatorConfig(
         api_client=api_client,
@@ -220,8 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         refresh_seconds=args.refresh_seconds,
         checkpoint_scan_seconds=args.checkpoint_scan_seconds,
         audit_token=token,
-        collector_host=host or "127.0.0.1",
-        collector_port=int(port),
+        collector=f"{host or '127.0.0.1'}:{port}",
         watch_fallback=args.watch_fallback,
         abandon_grace_seconds=args.abandon_grace_seconds or None,
     )

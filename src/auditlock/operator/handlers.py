@@ -123,9 +123,11 @@ def _register_watch(
     registry: kopf.OperatorRegistry, capture: ClusterCapture, kind: str, group: str, plural: str
 ) -> None:
     @kopf.on.event(group, "v1", plural, registry=registry)
-    def changed(event: Any, body: kopf.Body, **_: Any) -> None:
-        # The initial listing has type None: only real changes become events.
-        capture.watch_event(kind, str(event.get("type")), _plain(body))
+    async def changed(event: Any, body: kopf.Body, **_: Any) -> None:
+        # The initial listing has type None: only real changes become events. Waits
+        # until the collector has the change on disk (kopf holds this object's later
+        # events meanwhile).
+        await capture.watch_event(kind, str(event.get("type")), _plain(body))
 
 
 async def _recount_soon(ctx: Context, key: tuple[str, str]) -> None:

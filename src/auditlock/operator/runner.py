@@ -14,7 +14,7 @@ import kopf
 from prometheus_client import CollectorRegistry, Counter
 
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
-from auditlock.operator.capture import ClusterCapture
+from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
 from auditlock.operator.handlers import build_registry
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
@@ -44,8 +44,7 @@ class OperatorConfig:
     refresh_seconds: float = 60.0
     checkpoint_scan_seconds: float = 300.0
     audit_token: str | None = None
-    collector_host: str = "127.0.0.1"
-    collector_port: int = 24224
+    collector: str = DEFAULT_COLLECTOR  # HOST:PORT of the collector's HTTP intake
     capture_enabled: bool = True
     watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
     # Close the streams of pods gone for good after this long (None: never).
@@ -122,8 +121,7 @@ class Operator:
                 self.registry,
                 self.kube,
                 cluster=config.cluster,
-                collector_host=config.collector_host,
-                collector_port=config.collector_port,
+                collector=config.collector,
                 metrics=self.metrics,
             )
         self.server = WebhookServer(
@@ -160,9 +158,9 @@ class Operator:
             )
         finally:
             self.policy_watch.stop()
-            if self.capture is not None:
-                self.capture.close()
             await self.server.stop()
+            if self.capture is not None:
+                await self.capture.close()
 
 
 class OperatorThread:

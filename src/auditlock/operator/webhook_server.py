@@ -20,7 +20,7 @@ import asyncio
 import hmac
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from auditlock.operator import admission
+from auditlock.operator.capture import AuditAnswer
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.registry import PolicyRegistry
 
@@ -38,7 +39,8 @@ log = logging.getLogger("auditlock.operator.webhooks")
 
 MAX_BODY = 16 * 1024 * 1024  # an AdmissionReview of a large pod; audit batches of 100 events
 
-AuditSink = Callable[[list[dict[str, Any]]], int]  # returns how many events were accepted
+# Stores one EventList's items and says what to answer: 200 only once they are durable.
+AuditSink = Callable[[list[dict[str, Any]]], Awaitable[AuditAnswer]]
 
 
 class BodyRefused(Exception):
@@ -229,10 +231,17 @@ class WebhookServer:
             log.warning("audit webhook body refused: %s", exc)
             return web.json_response({"error": f"expected an EventList: {exc}"}, status=400)
         events = [e for e in items if isinstance(e, dict)]
-        accepted = self.audit_sink(events) if self.audit_sink is not None else 0
-        self._audit.labels(outcome="accepted").inc(accepted)
-        self._audit.labels(outcome="ignored").inc(len(items) - accepted)
-        return web.json_response({"accepted": accepted})
+        if self.audit_sink is None:
+            self._audit.labels(outcome="ignored").inc(len(items))
+            return web.json_response({"accepted": 0})
+        answer = await self.audit_sink(events)
+        if answer.status != 200:
+            self._audit.labels(outcome="pushed-back").inc(len(items))
+            headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+            return web.json_response({"error": answer.error}, status=answer.status, headers=headers)
+        self._audit.labels(outcome="accepted").inc(answer.accepted)
+        self._audit.labels(outcome="ignored").inc(len(items) - answer.accepted)
+        return web.json_response({"accepted": answer.accepted})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

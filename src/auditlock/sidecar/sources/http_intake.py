@@ -24,6 +24,12 @@ nothing and answers `202 {"accepted": 0, "filtered": 0, "duplicate": true}`; one
 key another request is committing right now waits for that commit. So a client that
 lost a 202 (timeout, connection reset, sidecar restart) resends the same batch with
 the same key and the trail holds it once. Without the header, a resend is stored again.
+
+Tag: the events are tagged `http` (recorded in details.intake), or what an
+`X-Auditlock-Tag` header says (1-128 visible ASCII characters). Tags are checked like a
+Forward tag's: those reserved for auditlock's observers are refused, except under
+`sources.forward.observer_tag_prefix` on the operator's own collector, where the
+operator hands over its cluster capture this way (pipeline/observers.py).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ INPUT = "http"
 TAG = "http"
 RETRY_AFTER_SECONDS = 1
 IDEMPOTENCY_HEADER = "idempotency-key"
+TAG_HEADER = "x-auditlock-tag"
 BATCH = 1024  # events prepared between two turns of the event loop
 
 
@@ -62,6 +69,16 @@ def idempotency_chunk(headers: dict[str, str]) -> str | None:
     if not 0 < len(key) < 256 or not all("!" <= c <= "~" for c in key):
         raise BadBody("Idempotency-Key must be 1-255 visible ASCII characters (e.g. a UUID)")
     return http_key(key)
+
+
+def request_tag(headers: dict[str, str]) -> str:
+    """The tag of the request's events: `X-Auditlock-Tag`, else `http`."""
+    tag = headers.get(TAG_HEADER)
+    if tag is None:
+        return TAG
+    if not 0 < len(tag) <= 128 or not all("!" <= c <= "~" for c in tag):
+        raise BadBody("X-Auditlock-Tag must be 1-128 visible ASCII characters")
+    return tag
 
 
 class HttpIntake:
@@ -101,13 +118,18 @@ class HttpIntake:
         except BadBody as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_idempotency_key").inc()
             return _json(400, {"error": str(exc), "errors": []})
+        try:
+            tag = request_tag(request.headers)
+        except BadBody as exc:
+            self.intake.metrics.events_rejected.labels(INPUT, "bad_tag").inc()
+            return _json(400, {"error": str(exc), "errors": []})
         now = time.time_ns()
         prepared = Prepared()
         try:
             # Items are decoded as the pipeline takes them (NDJSON line by line), in
             # batches with the event loop free in between: a body can hold millions.
             items = parse_body(body)
-            while batch := [(TAG, now, item) for item in itertools.islice(items, BATCH)]:
+            while batch := [(tag, now, item) for item in itertools.islice(items, BATCH)]:
                 prepared.extend(self.intake.prepare(INPUT, batch, count=False), prepared.seen)
                 prepared.seen += len(batch)
                 await asyncio.sleep(0)
