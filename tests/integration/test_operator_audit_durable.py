@@ -153,6 +153,8 @@ def scene(kube: KubeControlPlane, tmp_path: Path, **collector: Any) -> Iterator[
         f"file://{tmp_path / 'trail'}",
         ports=True,
         stream={"id": "auditlock-system_operator"},
+        # As the chart configures the operator's collector: its capture's tags are trusted.
+        sources={"forward": {"observer_tag_prefix": "auditlock.operator"}},
         source={"cluster": "rig", "namespace": "auditlock-system", "pod": "operator"},
         delivery={"max_delay_seconds": 0.2, "retry_max_seconds": 1.0},
         **collector,

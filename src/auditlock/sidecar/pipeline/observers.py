@@ -3,7 +3,7 @@ event").
 
 The collector's own sources (the config-file watcher, the access proxy) and the
 operator's cluster capture (API server audit events and watches, sent to the operator's
-own collector over Forward) mark their events in ways an app could copy: an actor name,
+own collector over its HTTP intake) mark their events in ways an app could copy: an actor name,
 a Forward tag, `details` members, an id prefix. An event from an app's intake (Forward
 or HTTP) that carries any of these marks is refused (`reserved_identity`), so an event
 with them was observed by auditlock. `details.intake.input` (set by the collector, never
