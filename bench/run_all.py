@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_sinks.py": (["--latency-ms", "50"], ["--latency-ms", "50", "--seconds", "1"]),
     "bench_sidecar.py": ([], ["--events", "100000", "--seconds", "8"]),
     "bench_sidecar_proxy.py": ([], ["--requests", "500"]),
+    "bench_sidecar_rejections.py": ([], ["--size", "2097152"]),
     "bench_operator.py": ([], ["--requests", "500", "--policies", "10"]),
 }
 

@@ -10,20 +10,22 @@ and the verified ledger holds exactly that one event: nothing refused was stored
 
 from __future__ import annotations
 
-import gzip
 import json
 import resource
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import pytest
 
-from auditlock.sidecar.sources.forward.protocol import pack_event_time
+from tests.servers.hostile_intake import (
+    FRAME,
+    Case,
+    forward_cases,
+    forward_exchange,
+    http_cases,
+    peak_rss_mib,
+    post,
+)
 from tests.servers.sidecar import (
     SidecarProcess,
     ledger_events,
@@ -34,19 +36,10 @@ from tests.servers.sidecar import (
 )
 
 LIMIT_MIB = 128
-FRAME = 8 * 1024 * 1024  # the default max_frame_bytes and max_body_bytes
 # Messages of tiny invalid entries: memory no longer grows with their number, CPU does
-# (linearly, ~20 us each); a quarter of the limit keeps the test short. bench/
-# bench_sidecar_rejections.py runs the full 8 MiB.
+# (linearly, ~20 us each); a quarter of the limit keeps the test short.
+# bench/bench_sidecar_rejections.py runs the full 8 MiB.
 DENSE = FRAME // 4
-T = 1_764_428_645
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 @pytest.fixture(scope="module")
@@ -59,87 +52,6 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProce
         yield proc
 
 
-def forward_exchange(port: int, frame: bytes, timeout: float = 60) -> list[Any]:
-    """Send one frame, read what comes back until the sidecar acks or closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(frame)
-        unpacker = msgpack.Unpacker(raw=False)
-        answers: list[Any] = []
-        while not answers:
-            data = sock.recv(65536)
-            if not data:
-                break
-            unpacker.feed(data)
-            answers.extend(unpacker)
-        return answers
-
-
-def post(port: int, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        data=body,
-        headers={"Content-Type": content_type},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def fill(unit: bytes, header: bytes, budget: int) -> tuple[bytes, int]:
-    count = (budget - len(header) - 16) // len(unit)
-    return unit * count, count
-
-
-def packed_empty_records(budget: int) -> tuple[bytes, int]:
-    """Packed entries [time, {}]: three bytes each."""
-    return fill(b"\x92\x00\x80", b"", budget)
-
-
-def array32(count: int) -> bytes:
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-def chunk(name: str) -> bytes:
-    return bytes(msgpack.packb({"chunk": name}))
-
-
-def forward_cases() -> Iterator[Any]:
-    tag = msgpack.packb("app.access")
-
-    entries, count = packed_empty_records(DENSE)
-    blob = msgpack.packb(gzip.compress(entries, 9))
-    yield pytest.param(
-        b"\x93" + tag + blob + msgpack.packb({"chunk": "c-gzip", "compressed": "gzip"}),
-        count,
-        "missing_field",
-        id="compressed-packed-empty-records",
-    )
-    yield pytest.param(
-        b"\x93" + tag + b"\xc6" + len(entries).to_bytes(4, "big") + entries + chunk("c-packed"),
-        count,
-        "missing_field",
-        id="packed-empty-records",
-    )
-    yield pytest.param(
-        b"\x93" + tag + array32(count) + entries + chunk("c-forward"),
-        count,
-        "missing_field",
-        id="forward-mode-empty-records",
-    )
-    # Message mode, one record that is 8 MiB of empty maps: too large to decode.
-    maps = FRAME - 128
-    record = b"\x81" + msgpack.packb("details") + array32(maps) + b"\x80" * maps
-    yield pytest.param(
-        b"\x94" + tag + msgpack.packb(pack_event_time(T * 10**9)) + record + chunk("c-message"),
-        1,
-        "too_large",
-        id="message-mode-one-huge-record",
-    )
-
-
 def rejected(proc: SidecarProcess, reason: str) -> float:
     total = 0.0
     for line in proc.metrics().splitlines():
@@ -148,39 +60,28 @@ def rejected(proc: SidecarProcess, reason: str) -> float:
     return total
 
 
-@pytest.mark.parametrize(("frame", "count", "reason"), list(forward_cases()))
+@pytest.mark.parametrize("case", forward_cases(DENSE), ids=lambda case: case.name)
 def test_forward_message_of_invalid_entries_is_rejected_in_bounded_memory(
-    collector: SidecarProcess, frame: bytes, count: int, reason: str
+    collector: SidecarProcess, case: Case
 ) -> None:
-    assert len(frame) <= FRAME
-    before = rejected(collector, reason)
+    assert len(case.payload) <= FRAME
+    before = rejected(collector, case.reason)
     # The chunk is acknowledged: its entries were all refused one by one (Forward has
     # no per-event nack), and each is counted.
-    answers = forward_exchange(collector.forward_port, frame)
-    assert len(answers) == 1 and list(answers[0]) == ["ack"], answers
-    assert rejected(collector, reason) - before == count
+    assert forward_exchange(collector.forward_port, case.payload) == [{"ack": case.answer}]
+    assert rejected(collector, case.reason) - before == case.refused
     peak = peak_rss_mib(collector.pid)
     assert peak < LIMIT_MIB, f"peak RSS {peak:.0f} MiB"
 
 
-def http_cases() -> Iterator[Any]:
-    items, count = fill(b"{},", b"[]", FRAME)
-    yield pytest.param(b"[" + items + b"{}]", 413, None, id="array-of-empty-objects")
-    yield pytest.param(b"[" + items.replace(b"{}", b"[]") + b"[]]", 413, None, id="array-of-arrays")
-    lines, count = fill(b"{}\n", b"", DENSE)
-    yield pytest.param(lines, 400, count, id="ndjson-empty-objects")
-    # Just under the decode budget: decoded at once, every item rejected.
-    items, count = fill(b"{},", b"[]", 700_000)
-    yield pytest.param(b"[" + items + b"{}]", 400, count + 1, id="array-within-budget")
-
-
-@pytest.mark.parametrize(("body", "status", "count"), list(http_cases()))
+@pytest.mark.parametrize("case", http_cases(DENSE), ids=lambda case: case.name)
 def test_http_body_of_invalid_events_is_refused_in_bounded_memory(
-    collector: SidecarProcess, body: bytes, status: int, count: int | None
+    collector: SidecarProcess, case: Case
 ) -> None:
-    assert len(body) <= FRAME
-    code, answer = post(collector.http_port, body)
-    assert code == status, answer[:300]
+    assert len(case.payload) <= FRAME
+    code, answer = post(collector.http_port, case.payload)
+    assert code == case.answer, answer[:300]
+    count = case.refused
     assert len(answer) < 64 * 1024, f"{len(answer)}-byte answer"
     payload = json.loads(answer)
     if count is None:

@@ -1,0 +1,131 @@
+"""Hostile intake payloads and the helpers to send them to a collector process: messages of
+millions of invalid entries within the frame or body limit, used by
+tests/integration/test_sidecar_rejection_memory.py and bench/bench_sidecar_rejections.py.
+
+Each case is (name, payload, what the collector answers, how many events it refuses and
+with which reason); `size` is how many bytes the dense part may take.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from auditlock.sidecar.sources.forward.protocol import pack_event_time
+
+FRAME = 8 * 1024 * 1024  # the default max_frame_bytes and max_body_bytes
+T = 1_764_428_645
+
+
+@dataclass
+class Case:
+    name: str
+    payload: bytes
+    answer: Any  # Forward: the chunk acked; HTTP: the status
+    refused: int | None  # events refused one by one (None: the whole body is refused)
+    reason: str = "missing_field"
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def forward_exchange(port: int, frame: bytes, timeout: float = 600) -> list[Any]:
+    """Send one frame, read what comes back until the sidecar acks or closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(frame)
+        unpacker = msgpack.Unpacker(raw=False)
+        answers: list[Any] = []
+        while not answers:
+            data = sock.recv(65536)
+            if not data:
+                break
+            unpacker.feed(data)
+            answers.extend(unpacker)
+        return answers
+
+
+def post(port: int, body: bytes, timeout: float = 600) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _fill(unit: bytes, size: int) -> tuple[bytes, int]:
+    count = (size - 64) // len(unit)
+    return unit * count, count
+
+
+def _array32(count: int) -> bytes:
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _chunk(name: str, **option: Any) -> bytes:
+    return bytes(msgpack.packb({"chunk": name, **option}))
+
+
+def forward_cases(size: int) -> list[Case]:
+    tag = msgpack.packb("app.access")
+    entries, count = _fill(b"\x92\x00\x80", size)  # packed [time, {}]: three bytes each
+    blob = msgpack.packb(gzip.compress(entries, 9))
+    maps = FRAME - 128  # one record of 8 MiB of empty maps: too large to decode
+    record = b"\x81" + msgpack.packb("details") + _array32(maps) + b"\x80" * maps
+    time = msgpack.packb(pack_event_time(T * 10**9))
+    return [
+        Case(
+            "compressed-packed-empty-records",
+            b"\x93" + tag + blob + _chunk("c-gzip", compressed="gzip"),
+            "c-gzip",
+            count,
+        ),
+        Case(
+            "packed-empty-records",
+            b"\x93" + tag + b"\xc6" + len(entries).to_bytes(4, "big") + entries + _chunk("c-pk"),
+            "c-pk",
+            count,
+        ),
+        Case(
+            "forward-mode-empty-records",
+            b"\x93" + tag + _array32(count) + entries + _chunk("c-fw"),
+            "c-fw",
+            count,
+        ),
+        Case(
+            "message-mode-one-huge-record",
+            b"\x94" + tag + time + record + _chunk("c-msg"),
+            "c-msg",
+            1,
+            "too_large",
+        ),
+    ]
+
+
+def http_cases(size: int) -> list[Case]:
+    items, _ = _fill(b"{},", FRAME)
+    lines, count = _fill(b"{}\n", size)
+    within, within_count = _fill(b"{},", 700_000)  # just under the decode budget
+    return [
+        Case("array-of-empty-objects", b"[" + items + b"{}]", 413, None),
+        Case("array-of-empty-arrays", b"[" + items.replace(b"{}", b"[]") + b"[]]", 413, None),
+        Case("ndjson-empty-objects", lines, 400, count),
+        Case("array-within-decode-budget", b"[" + within + b"{}]", 400, within_count + 1),
+    ]
