@@ -11,6 +11,7 @@ import contextlib
 import json
 import resource
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.servers.hostile_intake import peak_rss_mib
 from tests.servers.sidecar import (
     SidecarProcess,
     ledger_events,
@@ -219,3 +221,47 @@ def test_health_answers_while_1100_connections_hit_a_collector_with_1024_fds(
             sock.sendall(frame)
             sock.settimeout(10)
             assert msgpack.unpackb(sock.recv(4096), raw=False) == {"ack": "after-flood"}
+
+
+def test_unfinished_frames_on_many_connections_stay_within_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, ports=True, sources={"forward": {"frame_timeout_seconds": 5}})
+    entry = msgpack.packb([T, RECORD])
+    count = (7 * 1024 * 1024) // len(entry)
+    # A Forward-mode message announcing more entries than are ever sent: 7 MiB each.
+    partial = b"\x93" + msgpack.packb("app.access") + b"\xdd" + (count + 1).to_bytes(4, "big")
+    partial += entry * count
+
+    def send(sock: socket.socket) -> None:
+        sock.settimeout(8)  # the collector stops reading once its buffer budget is used
+        with contextlib.suppress(OSError):
+            sock.sendall(partial)
+
+    with sidecar_process(tmp_path, config) as proc:
+        proc.start()
+        socks = [connect(proc.forward_port) for _ in range(16)]
+        try:
+            threads = [threading.Thread(target=send, args=(sock,)) for sock in socks]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            peak = peak_rss_mib(proc.pid)
+            assert peak < 128, f"peak RSS {peak:.0f} MiB"
+            assert healthz(proc, timeout=2) == 200
+            for sock in socks:  # none was acknowledged; each is closed by the frame timeout
+                assert closed_within(sock, 10) == b""
+        finally:
+            for sock in socks:
+                sock.close()
+        # Each was closed: by the frame timeout, or (the one reading while the others
+        # waited) when its message's events passed the per-message limit.
+        timed_out = metric(proc, "connections_timed_out_total", listener="forward", phase="frame")
+        too_large = metric(proc, "forward_connections_closed_total", reason="too_large")
+        assert timed_out >= 1 and timed_out + too_large == 16
+        frame: Any = msgpack.packb(["app.access", T, RECORD, {"chunk": "after"}])
+        with connect(proc.forward_port) as sock:
+            sock.sendall(frame)
+            sock.settimeout(10)
+            assert msgpack.unpackb(sock.recv(4096), raw=False) == {"ack": "after"}

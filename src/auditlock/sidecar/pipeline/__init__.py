@@ -55,6 +55,7 @@ class Pipeline:
         keep = None if self.filter.keeps_everything else self.filter.keep
         redact = self.redactor.apply if self.redactor else None
         encode = canonical_bytes
+        compact = _compact
         for index, (tag, time_ns, record) in enumerate(entries):
             try:
                 event = normalize(input_name, tag, time_ns, record)
@@ -83,7 +84,10 @@ class Pipeline:
                     )
                 )
                 continue
-            events.append(data)
+            # A copy of exactly its length: orjson's result keeps its whole working
+            # buffer (~4 KiB resident for a 300-byte event), and a message's events are
+            # held until they are spooled (100,000 events: 393 MiB, copied: 31 MiB).
+            events.append(compact(data))
             if normalize.sender_key is not None:
                 out.ids.append((normalize.sender_key, len(events) - 1, index))
         return out
@@ -93,6 +97,10 @@ class Pipeline:
 # rejection must cost O(1) memory: a message of millions of bad entries within the frame
 # limit would otherwise hold an exception (and its traceback's frames) for each.
 REPORTED_REJECTIONS = 100
+
+
+def _compact(data: bytes) -> bytes:
+    return bytes(memoryview(data))
 
 
 @dataclass

@@ -171,15 +171,22 @@ def _entry(tag: str, item: Any) -> Entry:
 
 
 def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
-    """The entries of a PackedForward blob, decoded one at a time (see the module doc)."""
-    scout = new_unpacker(max(len(data), 1))
-    scout.feed(data)
-    view = memoryview(data)
-    options = unpack_options()
-    unpackb = msgpack.unpackb
-    start = 0
+    """The entries of a PackedForward blob, decoded one at a time (see the module doc).
+
+    The scout skips (C code, no objects built) over spans of entries of up to
+    MAX_ENTRY_BYTES together, and each span is then decoded entry by entry in one pass;
+    an entry longer than that on its own is not decoded (`Oversized`). So no entry over
+    the limit is ever built, and a common blob (smaller than the limit) is one span.
+    """
     end_of_data = len(data)
-    while start < end_of_data:
+    view = memoryview(data)
+    if end_of_data <= MAX_ENTRY_BYTES:
+        yield from _decode_span(tag, view)
+        return
+    scout = new_unpacker(end_of_data)
+    scout.feed(data)
+    start = end = 0
+    while end < end_of_data:
         try:
             scout.skip()
         except msgpack.OutOfData:
@@ -188,22 +195,40 @@ def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
             ) from None
         except Exception as exc:
             raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
-        end = scout.tell()
-        if end - start > MAX_ENTRY_BYTES:
-            yield tag, 0, Oversized(end - start)
-        else:
-            try:
-                item = unpackb(view[start:end], **options)
-            except Exception as exc:  # e.g. TypeError: unhashable map key
-                raise ProtocolError(
-                    "bad_entries", f"packed entries are not msgpack: {exc}"
-                ) from None
+        entry_end = scout.tell()
+        if entry_end - end > MAX_ENTRY_BYTES:
+            yield from _decode_span(tag, view[start:end])
+            yield tag, 0, Oversized(entry_end - end)
+            start = entry_end
+        elif entry_end - start > MAX_ENTRY_BYTES:
+            yield from _decode_span(tag, view[start:end])
+            start = end
+        end = entry_end
+    yield from _decode_span(tag, view[start:end])
+
+
+def _decode_span(tag: str, span: memoryview) -> Iterator[Entry]:
+    """Every entry of `span`, which holds whole entries only, one at a time."""
+    if not span:
+        return
+    unpacker = new_unpacker(max(len(span), 1))
+    try:
+        unpacker.feed(span)
+        end = 0
+        tell = unpacker.tell
+        for item in unpacker:
             # _entry() inlined for the common shape: this loop runs once per event.
             if type(item) is list and len(item) == 2 and type(item[0]) is EventTime:
                 yield tag, int(item[0]), item[1]
             else:
                 yield _entry(tag, item)
-        start = end
+            end = tell()  # after the last complete entry
+    except ProtocolError:
+        raise
+    except Exception as exc:  # any msgpack decode error (incl. TypeError: unhashable key)
+        raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
+    if end != len(span):
+        raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

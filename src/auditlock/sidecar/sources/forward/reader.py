@@ -70,6 +70,7 @@ class MessageReader:
         self.decoder = new_unpacker(max_frame_bytes)
         self.handshake = False
         self.completed = 0  # messages read to their end
+        self._fed = 0
         self._state = _HEAD
         self._sizing: int | None = None  # scout offset where the object being sized starts
         self._message_start = 0
@@ -85,7 +86,14 @@ class MessageReader:
         """True while part of a message has been read (a partial frame is buffered)."""
         return self._state != _HEAD or self._sizing is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read past (a partial message), per unpacker."""
+        consumed: int = self.scout.tell()
+        return self._fed - consumed
+
     def feed(self, data: bytes) -> None:
+        self._fed += len(data)
         try:
             self.scout.feed(data)
             self.decoder.feed(data)

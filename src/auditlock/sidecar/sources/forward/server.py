@@ -38,7 +38,17 @@ from auditlock.sidecar.spool.spool import RecordTooLarge, SpoolWriteFailed
 log = logging.getLogger("auditlock.sidecar.forward")
 
 INPUT = "forward"
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
+# Bytes of unfinished messages buffered over all connections (each is held twice, by the
+# reader's scout and decoder). Past it, a connection in the middle of a message waits for
+# room before it reads more: without it, max_connections partial frames of
+# max_frame_bytes each could take several times the container's memory.
+PARTIAL_BUDGET = 8 * 1024 * 1024
+# The events of one message, as canonical JSON lines, may take at most this before the
+# message is committed: an event is a larger line than its msgpack (its id, time, source
+# and intake are added), up to ~10 times for the smallest events. A message over it
+# closes the connection (`too_large`); typical events of an 8 MiB message take ~16 MiB.
+MESSAGE_EVENT_BYTES = 16 * 1024 * 1024
 WRITE_RETRY_SECONDS = 0.5  # after the spool disk refused a write
 
 
@@ -60,6 +70,12 @@ class ForwardServer:
         # A flood of bad connections must not flood the log: 20 lines/s, then a count.
         self.close_log_budget = RateLimit(per_second=20)
         self.slots = ConnectionSlots(INPUT, config.max_connections, metrics)
+        self._accepted = 0
+        self.partial_bytes = 0  # sum of the connections' `held`
+        # One message of the largest size must always be able to complete.
+        self.partial_budget = max(PARTIAL_BUDGET, config.max_frame_bytes + READ_SIZE)
+        self.room = asyncio.Event()
+        self.room.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -84,19 +100,25 @@ class ForwardServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
+    def leader(self) -> _Connection | None:
+        """The connection holding the most (the oldest of equals): it may always read."""
+        return max(self._connections.values(), key=lambda c: (c.held, -c.number), default=None)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.slots.admit():  # over the cap: the socket back at once
             writer.close()
             return
         task = asyncio.current_task()
         assert task is not None
-        connection = _Connection(self, reader, writer)
+        self._accepted += 1
+        connection = _Connection(self, reader, writer, self._accepted)
         self._connections[task] = connection
         try:
             await connection.run()
         except asyncio.CancelledError:
             pass
         finally:
+            connection.account(0)
             self.slots.release()
             self._connections.pop(task, None)
             writer.close()
@@ -106,9 +128,14 @@ class ForwardServer:
 
 class _Connection:
     def __init__(
-        self, server: ForwardServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: ForwardServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        number: int,
     ) -> None:
         self.server = server
+        self.number = number
         self.config = server.config
         self.intake = server.intake
         self.metrics = server.metrics
@@ -117,6 +144,7 @@ class _Connection:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.busy = False
+        self.held = 0  # bytes of an unfinished message buffered (server.partial_bytes)
         self.authenticated = self.config.shared_key is None
         self.nonce = b""
         self.messages = MessageReader(self.config.max_frame_bytes)
@@ -124,6 +152,7 @@ class _Connection:
         # The message being read: its entries go through the pipeline as they arrive (in
         # batches), so only canonical bytes and a bounded rejection report are kept.
         self._current = Prepared()
+        self._current_bytes = 0
 
     async def run(self) -> None:
         if not self.authenticated:
@@ -151,6 +180,16 @@ class _Connection:
                 phase, deadline = "idle", loop.time() + config.idle_timeout_seconds
             try:
                 async with asyncio.timeout_at(deadline):
+                    # The budget is used: wait unless this connection holds the most (the
+                    # message furthest along), so one message always progresses.
+                    server = self.server
+                    while (
+                        self.held
+                        and server.partial_bytes >= server.partial_budget
+                        and server.leader() is not self
+                    ):
+                        server.room.clear()
+                        await server.room.wait()
                     data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 self.server.slots.timed_out(phase)
@@ -161,7 +200,12 @@ class _Connection:
             bytes_in.inc(len(data))
             self.busy = True
             try:
-                await self._on_data(data)
+                try:
+                    await self._on_data(data)
+                finally:
+                    # Held for an unfinished message: its bytes (buffered twice) and its
+                    # events prepared so far.
+                    self.account(2 * self.messages.buffered + self._current_bytes)
             except ConnectionClosed as exc:
                 self.metrics.connections_closed.labels(exc.reason).inc()
                 budget = self.server.close_log_budget
@@ -183,6 +227,15 @@ class _Connection:
             finally:
                 self.busy = False
 
+    def account(self, held: int) -> None:
+        """Record how many bytes of an unfinished message this connection buffers."""
+        server = self.server
+        released = held < self.held
+        server.partial_bytes += held - self.held
+        self.held = held
+        if released or server.partial_bytes < server.partial_budget:
+            server.room.set()  # waiters check again: room, or a new leader
+
     async def _on_data(self, data: bytes) -> None:
         batch = _Batch()
         failure: ConnectionClosed | None = None
@@ -197,6 +250,13 @@ class _Connection:
                     part = self.intake.prepare(INPUT, item, count=False)
                     self._current.extend(part, self._current.seen)
                     self._current.seen += len(item)
+                    self._current_bytes += sum(map(len, part.events))
+                    if self._current_bytes > MESSAGE_EVENT_BYTES:
+                        raise ProtocolError(
+                            "too_large",
+                            f"the message's events take more than {MESSAGE_EVENT_BYTES} "
+                            "bytes as ledger lines: send smaller chunks",
+                        )
                     # A message can hold millions of entries: let other connections
                     # and the health probes in between batches.
                     await asyncio.sleep(0)
@@ -205,6 +265,7 @@ class _Connection:
                     chunk = option.get("chunk") if option else None
                     batch.add(self._current, chunk)
                     self._current = Prepared()
+                    self._current_bytes = 0
         except ProtocolError as exc:
             failure = ConnectionClosed(exc.reason, str(exc))
         except ConnectionClosed as exc:
