@@ -83,7 +83,9 @@ def _serve(cert_dir: str, port_queue: Any, baseline: bool = False) -> None:
     async def main() -> None:
         server = WebhookServer(
             registry=_policy_registry(),
-            injection=injection.InjectionSettings(image="sidecar:bench", native_sidecar=True),
+            injection=injection.InjectionSettings(
+                cluster="test", image="sidecar:bench", native_sidecar=True
+            ),
             listeners=[Listener("127.0.0.1", 0, cert.server_context())],
         )
         await server.start()

@@ -526,8 +526,14 @@ def test_collector_config_is_a_valid_sidecar_config(
     raw = yaml.safe_load(config_map["data"]["sidecar.yaml"])
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     collector = next(c for c in pod["containers"] if c["name"] == "collector")
-    # The downward-API overrides, expanded as the kubelet would for pod auditlock-x.
-    values = {"POD_NAME": "auditlock-x", "POD_NAMESPACE": NAMESPACE, "NODE_NAME": "node-1"}
+    # The downward-API overrides, expanded as the kubelet would for pod auditlock-x, and
+    # the cluster name as the operator publishes it in its ConfigMap.
+    values = {
+        "POD_NAME": "auditlock-x",
+        "POD_NAMESPACE": NAMESPACE,
+        "NODE_NAME": "node-1",
+        "AUDITLOCK_CLUSTER_NAME": "uid-0123456789ab",
+    }
     environ: dict[str, str] = {}
     for env in collector["env"]:
         if "value" in env:
@@ -536,7 +542,8 @@ def test_collector_config_is_a_valid_sidecar_config(
                 value = value.replace(f"$({key})", val)
             environ[env["name"]] = value
     config = config_from_dict(raw, environ, where=name)
-    assert config.stream.id == f"{NAMESPACE}_auditlock-x"
+    assert config.stream.id == f"uid-0123456789ab_{NAMESPACE}_auditlock-x"
+    assert config.source.cluster == "uid-0123456789ab"
     assert str(config.stream.signing_key_file).startswith(
         next(m["mountPath"] for m in collector["volumeMounts"] if m["name"] == "collector-key")
     )
@@ -674,3 +681,35 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         elif not documented:
             undocumented.append(f"values.yaml:{index + 1}: {stripped}")
     assert not undocumented, "\n".join(undocumented)
+
+
+# -- cluster identity --------------------------------------------------------------------
+
+
+def test_the_collector_beside_the_operator_takes_the_operators_cluster_name(
+    helm_path: Path,
+) -> None:
+    for values, flag in (({}, None), ({"clusterName": "prod-eu"}, "--cluster-name=prod-eu")):
+        objects = render(helm_path, values)
+        deployment = one(objects, "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        containers = {c["name"]: c for c in pod["containers"]}
+        args = containers["operator"]["args"]
+        published = f"{RELEASE}-auditlock-cluster"
+        assert f"--cluster-identity-configmap={NAMESPACE}/{published}" in args
+        assert (flag in args) if flag else not any(a.startswith("--cluster-name") for a in args)
+        env = containers["collector"]["env"]
+        names = [e["name"] for e in env]
+        by_name = {e["name"]: e for e in env}
+        assert by_name["AUDITLOCK_CLUSTER_NAME"]["valueFrom"]["configMapKeyRef"] == {
+            "name": published,
+            "key": "clusterName",
+        }
+        # $(VAR) expands only variables defined earlier in the list.
+        assert names.index("AUDITLOCK_CLUSTER_NAME") < names.index("AUDITLOCK_SIDECAR__STREAM__ID")
+        assert by_name["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == (
+            "$(AUDITLOCK_CLUSTER_NAME)_$(POD_NAMESPACE)_$(POD_NAME)"
+        )
+        assert by_name["AUDITLOCK_SIDECAR__SOURCE__CLUSTER"]["value"] == "$(AUDITLOCK_CLUSTER_NAME)"
+    with pytest.raises(HelmError):
+        render(helm_path, {"clusterName": "prod_eu"})  # "_" separates stream id parts

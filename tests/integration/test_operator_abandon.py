@@ -111,7 +111,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
         )  # fmt: skip
         run.prepare()
         stream = run.env["AUDITLOCK_SIDECAR__STREAM__ID"]
-        assert stream == f"{namespace}_{pod_name}"
+        assert stream == f"rig_{namespace}_{pod_name}"
         health_port = free_port()
         # The host's network is shared with other tests: the health port is remapped; a
         # one-second heartbeat makes "the collector is still writing" visible quickly.

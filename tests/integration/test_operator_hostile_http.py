@@ -129,7 +129,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
     server = WebhookServer(
         registry=_registry(),
-        injection=injection.InjectionSettings(image="i", native_sidecar=True),
+        injection=injection.InjectionSettings(cluster="test", image="i", native_sidecar=True),
         listeners=[Listener("127.0.0.1", 0, cert.server_context())],
         audit_sink=sink,
         audit_token=TOKEN,

@@ -104,7 +104,8 @@ def test_injected_collector_runs_and_its_ledger_verifies(
     spool_dir.mkdir(parents=True)
 
     env = _resolve_env(container, pod, {})
-    assert env["AUDITLOCK_SIDECAR__STREAM__ID"] == f"{operator_namespace}_{pod['metadata']['name']}"
+    stream = f"rig_{operator_namespace}_{pod['metadata']['name']}"
+    assert env["AUDITLOCK_SIDECAR__STREAM__ID"] == stream
     # Absolute in-container paths and fixed ports, remapped to this machine.
     forward_port, health_port = free_port(), free_port()
     env.update(
@@ -158,6 +159,5 @@ def test_injected_collector_runs_and_its_ledger_verifies(
     report = verify(destination, VerifyOptions(public_keys=[public_key]))
     assert report.ok, report.findings
     assert report.events_verified == 5
-    stream = f"{operator_namespace}_{pod['metadata']['name']}"
     assert [s.stream for s in report.streams] == [stream]
     assert report.streams[0].closed  # SIGTERM wrote the stream-closed checkpoint

@@ -130,8 +130,10 @@ def start_operator(
     refresh_seconds: float = 2.0,
     watch_fallback: bool = True,
     register: bool = True,
+    cluster: str = "rig",
     **overrides: Any,
 ) -> RunningOperator:
+    """`cluster=""` lets the operator derive its cluster name (kube-system's UID)."""
     port = free_port()
     pair = kube.issue_serving_cert("auditlock-operator")
     listeners = [Listener("127.0.0.1", port, kube.server_ssl_context(pair))]
@@ -142,7 +144,7 @@ def start_operator(
         api_client=kube.api_client(token=token),
         webhook_listeners=listeners,
         sidecar_image=TEST_SIDECAR_IMAGE,
-        cluster="rig",
+        cluster=cluster,
         kopf_connection=kube.kopf_connection_info(token=token),
         refresh_seconds=refresh_seconds,
         checkpoint_scan_seconds=refresh_seconds,

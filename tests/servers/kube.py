@@ -27,15 +27,21 @@ _running: list[KubeControlPlane] = []
 _OFFSETS_KEY = pytest.StashKey[dict[str, int]]()
 
 
-@pytest.fixture(scope="session")
-def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane]:
-    """etcd + kube-apiserver on 127.0.0.1, started once per session."""
-    plane = KubeControlPlane(tmp_path_factory.mktemp("kube"))
+def start_plane(workdir: Path, what: str = "Kubernetes test control plane") -> KubeControlPlane:
+    """A started control plane in `workdir`, or one clear test failure (what failed,
+    where its log is), not a traceback into urllib."""
+    plane = KubeControlPlane(workdir)
     try:
         plane.start()
     except KubeRigError as err:
-        # One clear error (what failed, where its log is), not a traceback into urllib.
-        pytest.fail(f"Kubernetes test control plane: {err}", pytrace=False)
+        pytest.fail(f"{what}: {err}", pytrace=False)
+    return plane
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane]:
+    """etcd + kube-apiserver on 127.0.0.1, started once per session."""
+    plane = start_plane(tmp_path_factory.mktemp("kube"))
     _running.append(plane)
     try:
         yield plane

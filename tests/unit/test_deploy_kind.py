@@ -29,7 +29,7 @@ def operator_routes() -> set[tuple[str, str]]:
 
     server = WebhookServer(
         registry=PolicyRegistry(),
-        injection=InjectionSettings(image="x", native_sidecar=True),
+        injection=InjectionSettings(cluster="test", image="x", native_sidecar=True),
         listeners=[],
     )
     routes = server.app().router.routes()

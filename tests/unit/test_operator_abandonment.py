@@ -21,6 +21,7 @@ from auditlock.operator.kube import PodFacts
 from .ledger_helpers import Ledger, new_ledger, write_stream
 
 URL = "file:///trail"
+CLUSTER = "prod-eu"
 NS = "shop"
 WRITTEN = datetime.fromtimestamp(DEFAULT_START_NS / 1e9, UTC)
 
@@ -36,9 +37,11 @@ class Clock:
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     led = new_ledger(tmp_path)
-    write_stream(led, f"{NS}_orders-0", events=20, close=False)  # killed
-    write_stream(led, f"{NS}_orders-1", events=20, close=True)  # shut down cleanly
-    write_stream(led, "other_orders-0", events=20, close=False)  # another namespace
+    write_stream(led, f"{CLUSTER}_{NS}_orders-0", events=20, close=False)  # killed
+    write_stream(led, f"{CLUSTER}_{NS}_orders-1", events=20, close=True)  # shut down cleanly
+    write_stream(led, f"{CLUSTER}_other_orders-0", events=20, close=False)  # another namespace
+    # Another cluster writing the same prefix, same namespace and pod names.
+    write_stream(led, f"prod-us_{NS}_orders-0", events=20, close=False)
     return led
 
 
@@ -52,7 +55,7 @@ def _watch() -> tuple[AbandonWatch, Clock]:
 
 
 def _due(watch: AbandonWatch, tips: dict[str, StreamTip], pods: dict[str, PodFacts]) -> list[str]:
-    return [t.stream for t in watch.due(URL, NS, tips, pods)]
+    return [t.stream for t in watch.due(URL, CLUSTER, NS, tips, pods)]
 
 
 def test_an_absent_pod_is_due_after_the_grace_delay_only(ledger: Ledger) -> None:
@@ -62,9 +65,10 @@ def test_an_absent_pod_is_due_after_the_grace_delay_only(ledger: Ledger) -> None
     clock.now += 59
     assert _due(watch, tips, {}) == []
     clock.now += 1
-    # Only the open stream of this namespace; the closed one and the other namespace's
-    # stream are not this policy's to close.
-    assert _due(watch, tips, {}) == [f"{NS}_orders-0"]
+    # Only the open stream of this namespace in this cluster; the closed one, the other
+    # namespace's and the other cluster's (same namespace and pod names) are not this
+    # policy's to close.
+    assert _due(watch, tips, {}) == [f"{CLUSTER}_{NS}_orders-0"]
 
 
 def test_a_pod_that_exists_with_the_collector_is_never_due(ledger: Ledger) -> None:
@@ -86,7 +90,7 @@ def test_a_pod_that_comes_back_restarts_the_wait(ledger: Ledger) -> None:
     clock.now += 50
     assert _due(watch, tips, {}) == []  # gone again: a new wait
     clock.now += 60
-    assert _due(watch, tips, {}) == [f"{NS}_orders-0"]
+    assert _due(watch, tips, {}) == [f"{CLUSTER}_{NS}_orders-0"]
 
 
 def test_a_later_pod_without_the_collector_does_not_keep_the_stream_open(
@@ -97,7 +101,7 @@ def test_a_later_pod_without_the_collector_does_not_keep_the_stream_open(
     later = {"orders-0": PodFacts("uid-2", WRITTEN + timedelta(days=1), collector=False)}
     _due(watch, tips, later)
     clock.now += 60
-    assert _due(watch, tips, later) == [f"{NS}_orders-0"]
+    assert _due(watch, tips, later) == [f"{CLUSTER}_{NS}_orders-0"]
     # The same name created before the newest checkpoint may be the writer itself.
     same = {"orders-0": PodFacts("uid-1", WRITTEN - timedelta(days=1), collector=False)}
     watch2, clock2 = _watch()
@@ -111,12 +115,12 @@ def test_a_new_checkpoint_during_the_wait_restarts_it(ledger: Ledger) -> None:
     watch, clock = _watch()
     _due(watch, _tips(ledger), {})
     clock.now += 50
-    write_stream(ledger, f"{NS}_orders-0", events=5, close=False)  # the writer goes on
+    write_stream(ledger, f"{CLUSTER}_{NS}_orders-0", events=5, close=False)  # the writer goes on
     assert _due(watch, _tips(ledger), {}) == []
     clock.now += 50
     assert _due(watch, _tips(ledger), {}) == []
     clock.now += 10
-    assert _due(watch, _tips(ledger), {}) == [f"{NS}_orders-0"]
+    assert _due(watch, _tips(ledger), {}) == [f"{CLUSTER}_{NS}_orders-0"]
 
 
 def test_an_attempt_that_cannot_succeed_is_not_repeated_for_the_same_tip(ledger: Ledger) -> None:
@@ -124,7 +128,7 @@ def test_an_attempt_that_cannot_succeed_is_not_repeated_for_the_same_tip(ledger:
     tips = _tips(ledger)
     _due(watch, tips, {})
     clock.now += 60
-    [tip] = watch.due(URL, NS, tips, {})
+    [tip] = watch.due(URL, CLUSTER, NS, tips, {})
     watch.settled(URL, tip, AbandonResult("unusable", "bad signature"))
     clock.now += 600
     assert _due(watch, tips, {}) == []
@@ -132,11 +136,11 @@ def test_an_attempt_that_cannot_succeed_is_not_repeated_for_the_same_tip(ledger:
     watch2, clock2 = _watch()
     _due(watch2, tips, {})
     clock2.now += 60
-    [tip] = watch2.due(URL, NS, tips, {})
+    [tip] = watch2.due(URL, CLUSTER, NS, tips, {})
     watch2.settled(URL, tip, AbandonResult("raced", "taken"))
     assert _due(watch2, tips, {}) == []
     clock2.now += 60
-    assert _due(watch2, tips, {}) == [f"{NS}_orders-0"]
+    assert _due(watch2, tips, {}) == [f"{CLUSTER}_{NS}_orders-0"]
 
 
 def test_a_stream_whose_tail_was_deleted_is_reported_and_never_closed(ledger: Ledger) -> None:
@@ -144,7 +148,7 @@ def test_a_stream_whose_tail_was_deleted_is_reported_and_never_closed(ledger: Le
     while the pod is gone: closing the stream now would seal the truncation."""
     watch, clock = _watch()
     _due(watch, _tips(ledger), {})
-    stream = f"{NS}_orders-0"
+    stream = f"{CLUSTER}_{NS}_orders-0"
     newest = ledger.checkpoints(stream)[-1]
     ledger.delete(newest)
     for _ in range(3):

@@ -12,7 +12,7 @@ from auditlock.operator import admission, injection
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.policy import parse_spec
 
-SETTINGS = injection.InjectionSettings(image="i", native_sidecar=True)
+SETTINGS = injection.InjectionSettings(cluster="test", image="i", native_sidecar=True)
 
 
 def _registry(enforcement: str) -> PolicyRegistry:

@@ -14,8 +14,12 @@ from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data, render
 from auditlock.policy import parse_spec
 
-NATIVE = injection.InjectionSettings(image="auditlock/sidecar:test", native_sidecar=True)
-CLASSIC = injection.InjectionSettings(image="auditlock/sidecar:test", native_sidecar=False)
+NATIVE = injection.InjectionSettings(
+    cluster="test", image="auditlock/sidecar:test", native_sidecar=True
+)
+CLASSIC = injection.InjectionSettings(
+    cluster="test", image="auditlock/sidecar:test", native_sidecar=False
+)
 
 
 def _entry(name: str = "payments", enforcement: str = "optional", **extra: Any) -> PolicyEntry:
@@ -89,7 +93,7 @@ def test_native_sidecar_injection_has_everything() -> None:
     env = {e["name"]: e for e in collector["env"]}
     assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "$(POD_NAMESPACE)_$(POD_NAME)"
+    assert env["AUDITLOCK_SIDECAR__STREAM__ID"]["value"] == "test_$(POD_NAMESPACE)_$(POD_NAME)"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "aws"
     assert collector["livenessProbe"]["httpGet"]["port"] == n.HEALTH_PORT
     assert collector["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}

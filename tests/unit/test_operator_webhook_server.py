@@ -38,7 +38,7 @@ async def _server(
     cert = tls.self_signed(["127.0.0.1"], tmp_path)
     server = WebhookServer(
         registry=registry,
-        injection=injection.InjectionSettings(image="i", native_sidecar=True),
+        injection=injection.InjectionSettings(cluster="test", image="i", native_sidecar=True),
         listeners=[Listener("127.0.0.1", 0, cert.server_context()), Listener("127.0.0.1", 0, None)],
         **kw,
     )

@@ -24,6 +24,12 @@ their names carry the release namespace to let two releases coexist. */}}
 {{- printf "%s-%s" (include "auditlock.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The ConfigMap in which the operator publishes the cluster name it uses (--cluster-name
+or derived from the kube-system namespace's UID), for the collector beside it. */}}
+{{- define "auditlock.clusterIdentityConfigMap" -}}
+{{- printf "%s-cluster" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "auditlock.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "auditlock.selectorLabels" . }}

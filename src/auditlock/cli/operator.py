@@ -66,7 +66,19 @@ def register(subparsers: Any) -> None:
         choices=["auto", "native", "classic"],
         default=_env("AUDITLOCK_SIDECAR_MODE", "auto"),
     )
-    run.add_argument("--cluster-name", default=_env("AUDITLOCK_CLUSTER_NAME", ""))
+    run.add_argument(
+        "--cluster-name",
+        default=_env("AUDITLOCK_CLUSTER_NAME", ""),
+        help="a DNS label naming this cluster, part of every stream id; default: derived "
+        "from the kube-system namespace's UID",
+    )
+    run.add_argument(
+        "--cluster-identity-configmap",
+        default=_env("AUDITLOCK_CLUSTER_IDENTITY_CONFIGMAP", ""),
+        metavar="NAMESPACE/NAME",
+        help="publish the cluster name in this ConfigMap (key clusterName) at start, for "
+        "the collector beside the operator",
+    )
     run.add_argument(
         "--sidecar-pull-policy",
         choices=["Always", "IfNotPresent", "Never"],
@@ -188,6 +200,22 @@ def _run(args: argparse.Namespace) -> int:
         listeners.append(Listener(args.webhook_host, args.audit_port, cert.server_context()))
     if args.health_port:
         listeners.append(Listener(args.webhook_host, args.health_port, None))
+    if args.cluster_name:
+        from auditlock.operator.stream_ids import ClusterNameError, check_cluster_name
+
+        try:
+            check_cluster_name(args.cluster_name)
+        except ClusterNameError as exc:
+            print(f"auditlock operator: --cluster-name: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    identity: tuple[str, str] | None = None
+    if args.cluster_identity_configmap:
+        namespace, _, name = args.cluster_identity_configmap.partition("/")
+        if not namespace or not name:
+            print("auditlock operator: --cluster-identity-configmap must be NAMESPACE/NAME",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        identity = (namespace, name)
     try:
         api_client = load_api_client(args.kubeconfig)
     except (ConfigException, OSError) as exc:
@@ -218,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         sidecar_mode=args.sidecar_mode,
         sidecar_pull_policy=args.sidecar_pull_policy,
         cluster=args.cluster_name,
+        identity_config_map=identity,
         namespaces=args.namespace,
         standalone=args.standalone or args.peering is None,
         peering_name=args.peering,

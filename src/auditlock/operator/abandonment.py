@@ -4,8 +4,9 @@ streams"; the record is docs/FORMAT.md section 10.6).
 A collector killed without a clean shutdown leaves its stream open, and `verify` would
 call it `stream-stale` for the rest of its retention. The operator knows which pods
 exist. On each periodic refresh of a policy it looks at the newest checkpoint of every
-stream of the policy's namespace in the policy's destination (stream id
-`<namespace>_<pod>`, as injection sets it) and decides per open stream:
+stream of the policy's namespace and this cluster in the policy's destination (stream id
+`<cluster>_<namespace>_<pod>`, as injection sets it: stream_ids.py) and decides per open
+stream:
 
 * a pod of that name exists and carries the collector: its writer is alive, or will
   resume the stream when it starts. Not abandoned (if it never writes, stale is true).
@@ -38,6 +39,7 @@ from auditlock.ledger.newest import StreamTip
 from auditlock.operator.destination import open_options, retention_spec
 from auditlock.operator.keys import SigningKeyMaterial
 from auditlock.operator.kube import PodFacts
+from auditlock.operator.stream_ids import pod_of_stream
 from auditlock.policy.model import AuditPolicySpec
 
 log = logging.getLogger("auditlock.operator.abandonment")
@@ -80,15 +82,21 @@ class AbandonWatch:
         return found
 
     def due(
-        self, url: str, namespace: str, tips: dict[str, StreamTip], pods: dict[str, PodFacts]
+        self,
+        url: str,
+        cluster: str,
+        namespace: str,
+        tips: dict[str, StreamTip],
+        pods: dict[str, PodFacts],
     ) -> list[StreamTip]:
-        """The open streams of `namespace` in `url` whose writer has been gone for the
-        whole grace delay; updates the waits of the others."""
+        """The open streams of `cluster`'s `namespace` in `url` whose writer has been gone
+        for the whole grace delay; updates the waits of the others. Another cluster's
+        streams are never judged: its pods are not the ones `pods` lists."""
         now = self.clock()
         seen: set[tuple[str, str]] = set()
         ready = []
         for stream, tip in tips.items():
-            pod = pod_of_stream(namespace, stream)
+            pod = pod_of_stream(cluster, namespace, stream)
             if pod is None or not self._moved_forward(url, tip):
                 continue
             if tip.signed is None:
@@ -104,7 +112,7 @@ class AbandonWatch:
                 self._absent[key] = _Absence(now, tip.name)
             elif now - absence.since >= self.grace_seconds:
                 ready.append(tip)
-        mine = [k for k in self._absent if k[0] == url and pod_of_stream(namespace, k[1])]
+        mine = [k for k in self._absent if k[0] == url and pod_of_stream(cluster, namespace, k[1])]
         for key in mine:
             if key not in seen:
                 del self._absent[key]  # its writer is back (or its stream is closed)
@@ -128,13 +136,6 @@ class AbandonWatch:
         self._absent.pop((url, tip.stream), None)
         if result.outcome in ("unusable", "foreign-key"):
             self._given_up.add((url, tip.stream, tip.name))
-
-
-def pod_of_stream(namespace: str, stream: str) -> str | None:
-    """The pod name in a stream id `<namespace>_<pod>` (injection sets it so; neither
-    name can contain `_`), or None for a stream of another namespace."""
-    prefix = f"{namespace}_"
-    return stream[len(prefix) :] if stream.startswith(prefix) else None
 
 
 def _writer_may_return(pod: PodFacts | None, tip: StreamTip) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -86,9 +87,11 @@ def inspect(
     options: dict[str, Any],
     public_key: tuple[str, bytes] | None,
     max_age: float = 0.0,
+    mine: Callable[[str], bool] = lambda stream: True,
 ) -> DestinationState:
     """Check the destination's lock configuration, publish the public key, find the
-    newest checkpoint. Never raises: every failure becomes a reason and one sentence."""
+    newest checkpoint of the streams `mine` accepts. Never raises: every failure becomes
+    a reason and one sentence."""
     url = spec.destination.url
     try:
         destination = sinks.open(url, **options)
@@ -108,7 +111,7 @@ def inspect(
             _publish_key(destination, spec, public_key, state)
         if report.ok:
             state.tips = _cached_tips(url, destination, max_age)
-            state.last_checkpoint = _newest_time(state.tips)
+            state.last_checkpoint = _newest_time(state.tips, mine)
         return state
     finally:
         destination.close()
@@ -183,7 +186,12 @@ def _cached_tips(
     return found
 
 
-def _newest_time(tips: dict[str, StreamTip] | None) -> str | None:
-    """Time of the newest checkpoint of all streams (stored time form sorts as time)."""
-    times = [t.signed.checkpoint.time for t in (tips or {}).values() if t.signed is not None]
+def _newest_time(tips: dict[str, StreamTip] | None, mine: Callable[[str], bool]) -> str | None:
+    """Time of the newest checkpoint of the streams `mine` accepts (stored time form sorts
+    as time)."""
+    times = [
+        t.signed.checkpoint.time
+        for s, t in (tips or {}).items()
+        if t.signed is not None and mine(s)
+    ]
     return max(times, default=None)

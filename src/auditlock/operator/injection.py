@@ -15,6 +15,7 @@ from typing import Any
 
 from auditlock.operator import names as n
 from auditlock.operator.registry import PolicyEntry
+from auditlock.operator.stream_ids import pod_stream_env
 
 JsonPatch = list[dict[str, Any]]
 
@@ -54,7 +55,7 @@ def collector_container(entry: PolicyEntry, settings: InjectionSettings) -> dict
         _field_env("POD_UID", "metadata.uid"),
         _field_env("NODE_NAME", "spec.nodeName"),
         # $(VAR) expands variables defined earlier in this list (Kubernetes env syntax).
-        {"name": "AUDITLOCK_SIDECAR__STREAM__ID", "value": "$(POD_NAMESPACE)_$(POD_NAME)"},
+        {"name": "AUDITLOCK_SIDECAR__STREAM__ID", "value": pod_stream_env(settings.cluster)},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__POD", "value": "$(POD_NAME)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__NAMESPACE", "value": "$(POD_NAMESPACE)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__NODE", "value": "$(NODE_NAME)"},

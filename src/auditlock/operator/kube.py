@@ -137,6 +137,9 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    def namespace_uid(self, namespace: str) -> str:
+        return str(self.core.read_namespace(namespace).metadata.uid)
+
     def label_namespace(self, namespace: str, key: str, value: str | None) -> None:
         """Set (or with None remove) one label on a namespace, if it differs."""
         current = self.core.read_namespace(namespace)

@@ -26,7 +26,7 @@ from auditlock.ledger.newest import StreamTip
 from auditlock.operator import conditions as c
 from auditlock.operator import keys
 from auditlock.operator import names as n
-from auditlock.operator.abandonment import AbandonWatch, close_abandoned, pod_of_stream
+from auditlock.operator.abandonment import AbandonWatch, close_abandoned
 from auditlock.operator.destination import (
     SCAN_INTERVAL,
     DestinationState,
@@ -44,6 +44,7 @@ from auditlock.operator.pod_status import (
 )
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data
+from auditlock.operator.stream_ids import pod_of_stream
 from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, parse_spec
 from auditlock.sinks import DestinationError
 
@@ -293,7 +294,10 @@ async def _converge(
 
     # 4. The destination: lock check, public key beside the data, newest checkpoint.
     state = await inspect_destination(
-        spec, secret_data, (material.fingerprint, material.public_pem)
+        spec,
+        secret_data,
+        (material.fingerprint, material.public_pem),
+        mine=_streams_of(ctx.cluster, namespace),
     )
 
     # 5. Pods.
@@ -359,7 +363,11 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     counts = await count_pods(ctx.kube, entry, entry.config_hash)
     fields: dict[str, Any] = counts.fields
     state = await inspect_destination(
-        entry.spec, await _secret_data(ctx, entry), None, max_age=ctx.checkpoint_scan_seconds
+        entry.spec,
+        await _secret_data(ctx, entry),
+        None,
+        max_age=ctx.checkpoint_scan_seconds,
+        mine=_streams_of(ctx.cluster, namespace),
     )
     if state.last_checkpoint:
         fields["lastCheckpoint"] = state.last_checkpoint
@@ -384,10 +392,10 @@ async def _close_abandoned(
     tips: dict[str, StreamTip],
 ) -> None:
     """Close the streams of this policy's namespace whose pods are gone for good."""
-    if not any(pod_of_stream(entry.namespace, stream) for stream in tips):
+    if not any(pod_of_stream(ctx.cluster, entry.namespace, stream) for stream in tips):
         return  # no stream of this namespace: no need to list its pods
     pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
-    due = watch.due(entry.spec.destination.url, entry.namespace, tips, pods)
+    due = watch.due(entry.spec.destination.url, ctx.cluster, entry.namespace, tips, pods)
     for rollback in watch.rollbacks():
         epoch, index = rollback.seen
         message = (
@@ -437,17 +445,25 @@ async def _secret_data(ctx: Context, entry: PolicyEntry) -> dict[str, str] | Non
     return await asyncio.to_thread(ctx.kube.read_secret, entry.namespace, name)
 
 
+def _streams_of(cluster: str, namespace: str) -> Callable[[str], bool]:
+    """The policy's own streams: those of its namespace in this cluster. Another
+    cluster's or namespace's streams in a shared prefix say nothing about this policy."""
+    return lambda stream: pod_of_stream(cluster, namespace, stream) is not None
+
+
 async def inspect_destination(
     spec: AuditPolicySpec,
     secret_data: dict[str, str] | None,
     public_key: tuple[str, bytes] | None,
     *,
     max_age: float = 0.0,
+    mine: Callable[[str], bool],
 ) -> DestinationState:
     options = open_options(spec, secret_data)
     try:
         return await asyncio.wait_for(
-            asyncio.to_thread(inspect, spec, options, public_key, max_age), DESTINATION_TIMEOUT
+            asyncio.to_thread(inspect, spec, options, public_key, max_age, mine),
+            DESTINATION_TIMEOUT,
         )
     except TimeoutError:
         url = spec.destination.url

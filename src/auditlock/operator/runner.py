@@ -18,9 +18,11 @@ from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
 from auditlock.operator.handlers import build_registry
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
+from auditlock.operator.names import LABEL_MANAGED_BY, MANAGED_BY
 from auditlock.operator.policy_watch import PolicyWatch
 from auditlock.operator.reconcile import Context
 from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
 log = logging.getLogger("auditlock.operator")
@@ -35,7 +37,12 @@ class OperatorConfig:
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     sidecar_mode: Literal["auto", "native", "classic"] = "auto"
     sidecar_pull_policy: str = "IfNotPresent"
+    # Part of every stream id and event source; empty: derived from the kube-system
+    # namespace's UID at start.
     cluster: str = ""
+    # (namespace, name) of a ConfigMap in which the cluster name is published for the
+    # collector beside the operator (the chart's <fullname>-cluster); None: not published.
+    identity_config_map: tuple[str, str] | None = None
     namespaces: list[str] = field(default_factory=list)  # empty: every namespace
     standalone: bool = True
     peering_name: str | None = None
@@ -81,6 +88,24 @@ class Operator:
         ready_flag: threading.Event | None = None,
     ) -> None:
         config = self.config
+        if config.cluster:
+            check_cluster_name(config.cluster)
+        else:
+            # Never empty: the cluster is part of every stream id (stream_ids.py).
+            uid = await asyncio.to_thread(self.kube.namespace_uid, "kube-system")
+            config.cluster = derived_cluster_name(uid)
+        if config.identity_config_map is not None:
+            namespace, name = config.identity_config_map
+            labels = {"app.kubernetes.io/part-of": "auditlock", LABEL_MANAGED_BY: MANAGED_BY}
+            await asyncio.to_thread(
+                self.kube.apply_config_map,
+                namespace,
+                name,
+                {"clusterName": config.cluster},
+                {"labels": labels},
+            )
+        log.info("cluster name %s: stream ids are %s_<namespace>_<pod>", config.cluster,
+                 config.cluster)  # fmt: skip
         self.version = await asyncio.to_thread(self.kube.server_version)
         native = sidecar_style(config.sidecar_mode, self.version)
         log.info(

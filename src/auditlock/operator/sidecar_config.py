@@ -19,8 +19,8 @@ from auditlock.policy.model import MIN_SPOOL_LIMIT_MIB, AuditPolicySpec
 from auditlock.sidecar.config import ForwardSource, HttpSource
 
 MIB = 1024 * 1024
-# Placeholder stream id; every pod overrides it with <namespace>_<pod> from the downward
-# API (ledger stream ids allow no "/"; "_" occurs in neither name, so the split is clear).
+# Placeholder stream id; every pod overrides it with <cluster>_<namespace>_<pod> from the
+# downward API (stream_ids.py).
 STREAM_PLACEHOLDER = "unset_set-by-pod-env"
 
 
