@@ -13,8 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.servers import hostile_intake
 from tests.servers.sidecar import (
     ROOT,
     SidecarProcess,
@@ -54,17 +53,8 @@ def event(event_id: str | None = None, **extra: Any) -> dict[str, Any]:
 
 
 def post_raw(port: int, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    code, answer = hostile_intake.post(port, body, timeout=30)
+    return code, json.loads(answer)
 
 
 def post(port: int, payload: Any) -> tuple[int, dict[str, Any]]:
