@@ -32,6 +32,7 @@ from tests.servers.auditlock_operator import (
     TEST_SIDECAR_IMAGE,
     RunningOperator,
     register_webhooks,
+    remove_policy,
     unregister_webhooks,
 )
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -110,8 +111,15 @@ def collector_of(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
+def policy_pci(running_operator: RunningOperator, operator_namespace: str) -> Iterator[None]:
+    """Removes the test's AuditPolicy `pci` afterwards (see remove_policy)."""
+    yield
+    remove_policy(running_operator.kube, operator_namespace, "pci")
+
+
+@pytest.fixture
 def required_namespace(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> str:
     kube = running_operator.kube
     create_policy(
@@ -123,7 +131,7 @@ def required_namespace(
 
 @pytest.fixture
 def optional_namespace(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> str:
     kube = running_operator.kube
     create_policy(kube, operator_namespace, "pci", file_spec(tmp_path / "t"))
@@ -420,7 +428,7 @@ def test_kubectl_set_image_cannot_swap_the_collector(
 
 
 def test_genuine_collector_with_odd_quantities_and_watched_files_passes_enforcement(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> None:
     """The API server rewrites quantities ("0.5" -> "500m") and fills defaults; the
     exact-collector check must still recognise what the operator injected."""

@@ -40,7 +40,7 @@ from tests.integration.test_operator_policies import (
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import RunningOperator
+from tests.servers.auditlock_operator import RunningOperator, remove_policy
 
 TOKEN = "s3cret-token"
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -249,6 +249,21 @@ def test_real_operator_refuses_hostile_audit_bodies_and_keeps_what_it_accepted(
     reach the ledger; the accepted one is there exactly once, and the trail verifies."""
     kube = running_operator.kube
     create_policy(kube, operator_namespace, "hostile", file_spec(tmp_path / "app-trail"))
+    try:
+        hostile_bodies_are_refused(
+            running_operator, operator_namespace, operator_collector, tmp_path
+        )
+    finally:
+        remove_policy(kube, operator_namespace, "hostile")
+
+
+def hostile_bodies_are_refused(
+    running_operator: RunningOperator,
+    operator_namespace: str,
+    operator_collector: Path,
+    tmp_path: Path,
+) -> None:
+    kube = running_operator.kube
     wait_condition(kube, operator_namespace, "hostile", "Ready", "True")
     context = kube.client_ssl_context()
     tag = uuid.uuid4().hex[:8]

@@ -253,3 +253,29 @@ def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Ite
             proc.kill()
             proc.wait()
         log.close()
+
+
+def remove_policy(kube: KubeControlPlane, namespace: str, name: str, timeout: float = 10.0) -> None:
+    """Delete an AuditPolicy and wait until it is gone (the operator's finalizer runs its
+    cleanup), dropping the finalizer if the operator is not there to do it. Without this
+    the policy outlives its test namespace in the rig's etcd (no namespace controller
+    empties it), and every operator started later resumes it and retries against a
+    namespace that no longer exists."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    group, version, plural = "auditlock.io", "v1alpha1", "auditpolicies"
+    with kube.api_client() as api:
+        custom = client.CustomObjectsApi(api)
+        try:
+            custom.delete_namespaced_custom_object(group, version, namespace, plural, name)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+                time.sleep(0.2)
+            custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, {"metadata": {"finalizers": None}}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
