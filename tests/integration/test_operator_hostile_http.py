@@ -324,3 +324,30 @@ def hostile_bodies_are_refused(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["result"] == "PASS"
+
+
+async def test_a_failing_audit_sink_is_a_503_to_resend_not_a_500(tmp_path: Path) -> None:
+    cert = tls.self_signed(["127.0.0.1"], tmp_path)
+
+    async def broken(events: list[dict[str, Any]]) -> AuditAnswer:
+        raise RuntimeError("bug in the sink")
+
+    server = WebhookServer(
+        registry=_registry(),
+        injection=injection.InjectionSettings(image="i", native_sidecar=True),
+        listeners=[Listener("127.0.0.1", 0, cert.server_context())],
+        audit_sink=broken,
+    )
+    await server.start()
+    try:
+        context = ssl.create_default_context(cadata=cert.ca_pem.decode())
+        answer = await raw_https(server.bound_ports[0], context, post_request("/audit", GOOD))
+        status, body = split(answer)
+        assert status == 503 and b"Retry-After: 5" in answer
+        assert b"resend it" in body
+        sample = server.metrics.get_sample_value(
+            "auditlock_operator_audit_webhook_events_total", {"outcome": "sink-error"}
+        )
+        assert sample == 1.0
+    finally:
+        await server.stop()

@@ -234,7 +234,18 @@ class WebhookServer:
         if self.audit_sink is None:
             self._audit.labels(outcome="ignored").inc(len(items))
             return web.json_response({"accepted": 0})
-        answer = await self.audit_sink(events)
+        try:
+            answer = await self.audit_sink(events)
+        except Exception:
+            # A bug must not become a 500 the API server cannot act on: nothing was
+            # stored, so ask for the batch again, like a full spool.
+            log.exception("audit sink failed on a batch of %d events; answering 503", len(items))
+            self._audit.labels(outcome="sink-error").inc(len(items))
+            return web.json_response(
+                {"error": "the operator could not store the batch (see its log); resend it"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         if answer.status != 200:
             self._audit.labels(outcome="pushed-back").inc(len(items))
             headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
