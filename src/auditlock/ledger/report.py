@@ -136,10 +136,12 @@ class VerifyReport:
                 mode = escape(o.mode or "none")
                 modes[mode] = modes.get(mode, 0) + 1
             until = [o.retain_until for o in self.objects if o.retain_until]
+            held = sum(1 for o in self.objects if o.legal_hold)
             lines.append(
                 "  retention: "
                 + ", ".join(f"{n} {m}" for m, n in sorted(modes.items()))
                 + (f"; earliest retain-until {escape(min(until))}" if until else "")
+                + f"; legal hold on {held} of {len(self.objects)} objects"
             )
         for w in self.warnings:
             lines.append(f"warning: {w.describe()}")

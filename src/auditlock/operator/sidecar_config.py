@@ -30,6 +30,7 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         "url": spec.destination.url,
         "retention_days": spec.retention.days,
         "lock_mode": spec.retention.mode,
+        "legal_hold": spec.retention.legal_hold,
         "options": location_options(spec),
     }
     sources = spec.sources

@@ -302,7 +302,13 @@ class Retention(_Model):
         description="Locked cannot be shortened by anyone (S3 COMPLIANCE, GCS Locked); "
         "Unlocked can be lifted by a privileged identity (S3 GOVERNANCE, GCS Unlocked).",
     )
-    legal_hold: bool = Field(default=False, description="Also place a legal hold on objects.")
+    legal_hold: bool = Field(
+        default=False,
+        description="Also place a legal hold (S3) or temporary hold (GCS) on every object: "
+        "each segment and checkpoint the collectors write and the published public key. "
+        "A held object cannot be deleted, whatever its retention date, until the hold is "
+        "lifted by hand.",
+    )
 
 
 # The smallest spool emptyDir whose rendered spool still holds an 8 MiB Forward message

@@ -208,6 +208,9 @@ class DestinationConfig:
     url: str  # gs://bucket/prefix, s3://bucket/prefix or file:///path
     retention_days: Positive = 365.0
     lock_mode: Literal["Locked", "Unlocked"] = "Locked"
+    # Also a legal hold on every segment and checkpoint (S3 legal hold, GCS temporary
+    # hold): no one can delete the object until the hold is lifted, whatever the date.
+    legal_hold: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # endpoint, region, ...
 
 
@@ -215,7 +218,8 @@ class DestinationConfig:
 class StreamConfig:
     __pydantic_config__ = _FORBID_EXTRA
 
-    # One stream per sidecar: <namespace>_<pod> (letters, digits, '.', '_', '-').
+    # One stream per sidecar; under the operator <cluster>_<namespace>_<pod> (letters,
+    # digits, '.', '_', '-').
     id: str
     signing_key_file: Path  # Ed25519 private key (PEM)
 

@@ -163,7 +163,9 @@ class Shipper:
         self.destination = sinks.open(dest.url, **dest.options)
         key = load_private_key(self.config.stream.signing_key_file)
         retention = RetentionSpec(
-            period=timedelta(days=dest.retention_days), mode=LockMode(dest.lock_mode)
+            period=timedelta(days=dest.retention_days),
+            mode=LockMode(dest.lock_mode),
+            legal_hold=dest.legal_hold,
         )
         self.writer = StreamWriter.resume(
             self.destination,
