@@ -28,12 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from tests.integration.chart_helpers import InstalledRelease, install_release
+from tests.integration.chart_helpers import RELEASE, InstalledRelease, install_release
 
 # The scenarios re-run as the chart's ServiceAccount. Imported names are collected as
 # tests of this module, where `running_operator` below replaces the admin-token one.
 from tests.integration.test_operator_capture import (  # noqa: F401
-    operator_collector,
     test_exec_secret_read_and_rolebinding_become_ledger_events,
 )
 from tests.integration.test_operator_policies import (  # noqa: F401
@@ -47,6 +46,7 @@ from tests.integration.test_operator_policies import (  # noqa: F401
     test_policy_update_raises_stale_pod_count,
     test_required_enforcement_refuses_pod_without_collector,
     test_selected_pod_is_injected_and_others_untouched,
+    test_selected_pods_without_a_collector_are_counted_and_named,
     wait_condition,
     wait_for,
 )
@@ -253,6 +253,8 @@ def running_operator(service_account_run: ServiceAccountRun) -> Iterator[Running
         token=run.token,
         standalone=False,
         peering_name=peering["metadata"]["name"],
+        # Published where the chart's collector reads it, as the chart's args say.
+        identity_config_map=(run.release.namespace, f"{RELEASE}-auditlock-cluster"),
     )
     try:
         yield running

@@ -74,20 +74,18 @@ def test_every_segment_and_checkpoint_carries_the_legal_hold(
         hold = s3.get_object_legal_hold(Bucket=s3_locked_bucket, Key=key)
         assert hold["LegalHold"]["Status"] == "ON", key
 
-    done = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", url,
-         "--public-key", str(tmp_path / "key.pub.pem"), "--require-retention", "1"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **seaweedfs.env()},
-    )  # fmt: skip
+    def cli_verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "auditlock", "verify", url,
+             "--public-key", str(tmp_path / "key.pub.pem"), "--require-retention", "1", *extra],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **seaweedfs.env()},
+        )  # fmt: skip
+
+    done = cli_verify()
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"legal hold on {len(names)} of {len(names)} objects" in done.stdout, done.stdout
-    as_json = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", url,
-         "--public-key", str(tmp_path / "key.pub.pem"), "--require-retention", "1", "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **seaweedfs.env()},
-    )  # fmt: skip
+    as_json = cli_verify("--json")
     report = json.loads(as_json.stdout)
     assert report["events_verified"] == EVENTS
     objects = {o["name"]: o for o in report["objects"]}
