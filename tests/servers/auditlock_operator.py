@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,27 +216,29 @@ def operator_namespace(kube_apiserver: KubeControlPlane, kube_namespace: str) ->
     return label_namespace(kube_apiserver, kube_namespace)
 
 
-@pytest.fixture
-def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Iterator[Path]:
-    """The operator's collector sidecar on the port the operator sends to; yields the
-    directory its ledger is stored in."""
-    store = tmp_path / "operator-trail"
+@contextmanager
+def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[Path]:
+    """The operator's collector sidecar (configured as the chart does) with its HTTP
+    intake on `collector_port`; yields the directory its ledger is stored in."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "operator-trail"
     spec = parse_spec({"destination": {"file": {"path": str(store)}}, "retention": {"days": 1}})
     config: dict[str, Any] = render(spec, cluster="rig")
     material = keys.generate()
-    key_file = tmp_path / "ed25519.pem"
+    key_file = workdir / "ed25519.pem"
     key_file.write_bytes(material.private_pem)
+    (workdir / "ed25519.pub.pem").write_bytes(material.public_pem)
     config["stream"] = {"id": "auditlock-system_operator", "signing_key_file": str(key_file)}
     config["sources"]["forward"]["port"] = free_port()
     # The operator's own collector: its capture tags carry observer marks (as in the chart).
     config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
-    config["sources"]["http"]["port"] = running_operator.collector_port
+    config["sources"]["http"]["port"] = collector_port
     config["health"] = {"host": "127.0.0.1", "port": free_port()}
-    config["spool"]["dir"] = str(tmp_path / "spool")
+    config["spool"]["dir"] = str(workdir / "spool")
     config["delivery"]["max_delay_seconds"] = 0.2
-    config_file = tmp_path / "sidecar.yaml"
+    config_file = workdir / "sidecar.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    log = (tmp_path / "sidecar.log").open("wb")
+    log = (workdir / "sidecar.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "auditlock", "sidecar", "--config", str(config_file)],
         stdout=log,
@@ -253,6 +256,14 @@ def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Ite
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def operator_collector(running_operator: RunningOperator, tmp_path: Path) -> Iterator[Path]:
+    """The operator's collector sidecar on the port the operator sends to; yields the
+    directory its ledger is stored in."""
+    with operator_collector_process(running_operator.collector_port, tmp_path) as store:
+        yield store
 
 
 def remove_policy(kube: KubeControlPlane, namespace: str, name: str, timeout: float = 10.0) -> None:

@@ -12,6 +12,8 @@ from auditlock.operator.audit_events import from_audit_event, from_watch_event
 
 def _audit(resource: str, verb: str, subresource: str = "", **extra: Any) -> dict[str, Any]:
     ref: dict[str, Any] = {"resource": resource, "namespace": "shop", "name": "x"}
+    if resource in ("roles", "rolebindings"):
+        ref["apiGroup"] = "rbac.authorization.k8s.io"  # as the API server sends them
     if subresource:
         ref["subresource"] = subresource
     return {
@@ -102,3 +104,86 @@ def test_watch_events_hash_secret_values_and_never_store_them() -> None:
     validate_event({**event, "source": {}})
     assert from_watch_event("Secret", "BOOKMARK", body, "2026-11-29T15:08:52Z") is None
     assert from_watch_event("Pod", "ADDED", body, "2026-11-29T15:08:52Z") is None
+
+
+def _cluster(group: str, resource: str, verb: str, **extra: Any) -> dict[str, Any]:
+    ref = {"resource": resource, "name": "x", "apiGroup": group}
+    return _audit(resource, verb, objectRef=ref, **extra)
+
+
+@pytest.mark.parametrize(
+    ("group", "resource", "category"),
+    [
+        ("rbac.authorization.k8s.io", "clusterroles", "authorization"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings", "authorization"),
+        ("", "namespaces", "configuration"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "configuration"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "configuration"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "configuration"),
+    ],
+)
+def test_cluster_scoped_writes_are_kept_without_any_policy(
+    group: str, resource: str, category: str
+) -> None:
+    event = from_audit_event(_cluster(group, resource, "create"), set())
+    assert event is not None and event["category"] == category
+    assert "namespace" not in event["target"]
+    validate_event({**event, "source": {"cluster": "c"}})
+    assert from_audit_event(_cluster(group, resource, "get"), set()) is None
+
+
+def test_binding_subjects_role_ref_and_rules_are_in_details() -> None:
+    body = {
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x"},
+        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    ref = {"resource": "clusterrolebindings", "name": "b", "apiGroup": "rbac.authorization.k8s.io"}
+    event = from_audit_event(_audit("x", "create", objectRef=ref, requestObject=body), set())
+    assert event is not None
+    assert event["details"]["subjects"] == [body["subjects"][0]]
+    assert event["details"]["role_ref"]["name"] == "x"
+    rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    role = from_audit_event(_audit("roles", "update", requestObject={"rules": rules}), {"shop"})
+    assert role is not None and role["details"]["rules"] == rules
+
+
+def test_impersonation_keeps_both_users() -> None:
+    raw = _audit("secrets", "get", impersonatedUser={"username": "bob", "groups": ["ops"]})
+    event = from_audit_event(raw, {"shop"})
+    assert event is not None
+    assert event["actor"]["name"] == "alice@example.com"
+    assert event["details"]["impersonated_user"] == {"username": "bob", "groups": ["ops"]}
+
+
+@pytest.mark.parametrize(
+    ("group", "resource"),
+    [("apps", "deployments"), ("batch", "cronjobs"), ("networking.k8s.io", "networkpolicies"),
+     ("", "services"), ("serving.knative.dev", "services")],
+)  # fmt: skip
+def test_namespaced_configuration_needs_a_policy_and_the_right_group(
+    group: str, resource: str
+) -> None:
+    ref = {"resource": resource, "namespace": "shop", "name": "x", "apiGroup": group}
+    kept = from_audit_event(_audit(resource, "patch", objectRef=ref), {"shop"})
+    assert (kept is not None) == (group != "serving.knative.dev")
+    assert from_audit_event(_audit(resource, "patch", objectRef=ref), {"other"}) is None
+
+
+def test_auditpolicy_writes_are_kept_in_any_namespace() -> None:
+    ref = {
+        "resource": "auditpolicies",
+        "namespace": "gone",
+        "name": "p",
+        "apiGroup": "auditlock.io",
+    }
+    event = from_audit_event(_audit("auditpolicies", "delete", objectRef=ref), set())
+    assert event is not None and event["category"] == "configuration"
+
+
+def test_failed_authentication_is_kept_from_its_only_stage() -> None:
+    raw = _audit("secrets", "get", stage="ResponseStarted", user={},
+                 responseStatus={"code": 401, "reason": "Unauthorized"})  # fmt: skip
+    event = from_audit_event(raw, {"shop"})
+    assert event is not None and event["outcome"] == "failure"
+    assert event["actor"]["kind"] == "anonymous"
+    assert event["details"]["status_reason"] == "Unauthorized"

@@ -15,8 +15,36 @@ import hashlib
 from typing import Any
 
 LONG_RUNNING = frozenset({"exec", "attach", "portforward", "proxy"})
+RBAC_GROUP = "rbac.authorization.k8s.io"
 RBAC = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 READ_VERBS = frozenset({"get", "list", "watch"})
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# Objects whose writes change how the cluster runs: (API group, resource). Reads of them
+# are noise; their contents stay with the API server (the audit policy logs Metadata).
+CONFIGURATION = frozenset(
+    {
+        ("", "configmaps"),
+        ("", "services"),
+        ("", "namespaces"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("auditlock.io", "auditpolicies"),
+    }
+)
+# Written through a subresource, still a change of the object (kubectl scale).
+CONFIGURATION_SUBRESOURCES = frozenset({"", "scale"})
+# The auditor's own policy: recorded in every namespace, with or without a policy left.
+AUDIT_POLICIES = ("auditlock.io", "auditpolicies")
+MAX_LIST = 64
+MAX_TEXT = 256
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -43,41 +71,108 @@ def _actor(user: dict[str, Any], source_ips: Any) -> dict[str, Any]:
     return actor
 
 
-def category_for(resource: str, subresource: str, verb: str) -> str | None:
+def category_for(group: str, resource: str, subresource: str, verb: str) -> str | None:
     """The SOC 2 category of an API request, or None when it is not captured."""
-    if resource == "pods" and subresource in LONG_RUNNING:
-        return "access"
-    if resource in RBAC:
-        return None if verb in READ_VERBS else "authorization"
-    if resource == "secrets":
-        return "access" if verb in READ_VERBS else "data"
-    if resource == "configmaps":
-        return None if verb in READ_VERBS else "configuration"
+    if group == "":
+        if resource == "pods" and subresource in LONG_RUNNING:
+            return "access"
+        if resource == "secrets" and not subresource:
+            return "access" if verb in READ_VERBS else "data"
+        if resource == "serviceaccounts" and subresource == "token":
+            return "authorization" if verb == "create" else None
+    if group == RBAC_GROUP and resource in RBAC and not subresource:
+        return "authorization" if verb in WRITE_VERBS else None
+    if (group, resource) in CONFIGURATION and subresource in CONFIGURATION_SUBRESOURCES:
+        return "configuration" if verb in WRITE_VERBS else None
     return None
+
+
+def _text(value: Any) -> str:
+    return str(value)[:MAX_TEXT]
+
+
+def _pick(value: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The named members of an object, each a string or a list of strings, bounded."""
+    out: dict[str, Any] = {}
+    for key, item in _object(value).items():
+        if key not in keys:
+            continue
+        if isinstance(item, list):
+            out[key] = [_text(v) for v in item[:MAX_LIST]]
+        elif item is not None and not isinstance(item, dict):
+            out[key] = _text(item)
+    return out
+
+
+def _rbac_details(body: dict[str, Any]) -> dict[str, Any]:
+    """Who was granted what: a binding's subjects and roleRef, a role's rules, as the
+    request (Request level) sent them; a patch carries only what it changes."""
+    out: dict[str, Any] = {}
+    subjects = body.get("subjects")
+    if isinstance(subjects, list):
+        out["subjects"] = [
+            _pick(s, ("kind", "name", "namespace", "apiGroup")) for s in subjects[:MAX_LIST]
+        ]
+    if "roleRef" in body:
+        out["role_ref"] = _pick(body.get("roleRef"), ("apiGroup", "kind", "name"))
+    rules = body.get("rules")
+    if isinstance(rules, list):
+        keys = ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
+        out["rules"] = [_pick(r, keys) for r in rules[:MAX_LIST]]
+    aggregation = _object(body.get("aggregationRule")).get("clusterRoleSelectors")
+    if isinstance(aggregation, list):
+        out["aggregation_selectors"] = len(aggregation)
+    return out
+
+
+def _labels(body: dict[str, Any]) -> dict[str, str] | None:
+    labels = _object(_object(body.get("metadata")).get("labels"))
+    if not labels:
+        return None
+    return {_text(k): _text(v) for k, v in list(labels.items())[:MAX_LIST]}
+
+
+def in_scope(event: dict[str, Any], namespaces: set[str]) -> bool:
+    """Cluster-scoped requests (no namespace) always; namespaced ones when a policy
+    covers the namespace, and writes to AuditPolicy objects in any namespace."""
+    ref = _object(event.get("objectRef"))
+    namespace = ref.get("namespace")
+    if not namespace or ref.get("resource") == "namespaces":
+        return True
+    if not isinstance(namespace, str):
+        return False
+    return namespace in namespaces or (ref.get("apiGroup"), ref.get("resource")) == AUDIT_POLICIES
 
 
 def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, Any] | None:
     """A ledger event for one `audit.k8s.io/v1` Event, or None when it is out of scope
-    (other namespace, not a captured kind of request, or not the final stage)."""
-    if event.get("stage") not in ("ResponseComplete", "Panic"):
+    (another namespace, not a captured kind of request, or not the final stage; for a
+    failed authentication the API server's only stage, ResponseStarted)."""
+    stage = event.get("stage")
+    if stage not in ("ResponseComplete", "Panic") and not (
+        # A failed authentication is audited once, at ResponseStarted, and never completes.
+        stage == "ResponseStarted" and _object(event.get("responseStatus")).get("code") == 401
+    ):
         return None
     ref = event.get("objectRef")
-    if not isinstance(ref, dict):
+    if not isinstance(ref, dict) or not in_scope(event, namespaces):
         return None
     namespace = ref.get("namespace")
-    if not isinstance(namespace, str) or namespace not in namespaces:
-        return None
+    group = ref.get("apiGroup")
+    group = group if isinstance(group, str) else ""
     resource = str(ref.get("resource") or "")
     subresource = str(ref.get("subresource") or "")
     verb = str(event.get("verb") or "")
-    category = category_for(resource, subresource, verb)
+    category = category_for(group, resource, subresource, verb)
     if category is None:
         return None
     audit_id = str(event.get("auditID") or "")
     code = _object(event.get("responseStatus")).get("code")
     outcome = ("success" if code < 400 else "failure") if isinstance(code, int) else "unknown"
     action = subresource if subresource in LONG_RUNNING else verb
-    target: dict[str, Any] = {"resource": resource, "namespace": namespace}
+    target: dict[str, Any] = {"resource": resource}
+    if isinstance(namespace, str) and namespace:
+        target["namespace"] = namespace
     if ref.get("name"):
         target["name"] = str(ref["name"])
     if subresource:
@@ -90,19 +185,41 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
     }
     if isinstance(code, int):
         details["status_code"] = code
+    reason = _object(event.get("responseStatus")).get("reason")
+    if reason and outcome == "failure":
+        details["status_reason"] = _text(reason)
     if event.get("userAgent"):
         details["user_agent"] = str(event["userAgent"])[:512]
-    groups = _object(event.get("user")).get("groups")
+    user = _object(event.get("user"))
+    groups = user.get("groups")
     if isinstance(groups, list):
         details["groups"] = [str(g) for g in groups][:32]
-    if ref.get("apiGroup"):
-        details["api_group"] = str(ref["apiGroup"])
+    impersonated = _object(event.get("impersonatedUser"))
+    if impersonated:
+        # The actor is who authenticated; whom they acted as is recorded beside it.
+        details["impersonated_user"] = _pick(impersonated, ("username", "uid", "groups"))
+    if group:
+        details["api_group"] = group
+    annotations = _object(event.get("annotations"))
+    decision = annotations.get("authorization.k8s.io/decision")
+    if decision:
+        details["authorization"] = {
+            "decision": _text(decision),
+            "reason": _text(annotations.get("authorization.k8s.io/reason") or ""),
+        }
+    body = _object(event.get("requestObject"))
+    if category == "authorization" and group == RBAC_GROUP and body:
+        details.update(_rbac_details(body))
+    if resource == "namespaces" and body:
+        labels = _labels(body)
+        if labels is not None:
+            details["labels"] = labels
     result: dict[str, Any] = {
         "time": str(event.get("requestReceivedTimestamp") or event.get("stageTimestamp")),
         "category": category,
         "action": action,
         "outcome": outcome,
-        "actor": _actor(_object(event.get("user")), event.get("sourceIPs")),
+        "actor": _actor(user, event.get("sourceIPs")),
         "target": target,
         "details": details,
     }

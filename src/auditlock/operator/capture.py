@@ -137,7 +137,7 @@ class ClusterCapture:
         namespaces = self._namespaces("audit_webhook")
         events = []
         for raw in items:
-            event = from_audit_event(raw, namespaces) if namespaces else None
+            event = from_audit_event(raw, namespaces)
             if event is not None:
                 events.append(self._stamp(event))
         self.events.labels("ignored").inc(len(items) - len(events))
