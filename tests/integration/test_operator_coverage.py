@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_operator_capture import ledger_events
 from tests.integration.test_operator_policies import create_pod, file_spec
 from tests.servers.auditlock_operator import (
     RunningOperator,
@@ -90,14 +91,6 @@ class Trail:
             if same and (name is None or target.get("name") == name):
                 return event
         raise AssertionError(f"no {action} of {resource} {name or ''} in the trail")
-
-
-def _ledger(store: Path) -> list[dict[str, Any]]:
-    events = []
-    for segment in sorted(store.glob("streams/*/*/seg-*.jsonl")):
-        for line in segment.read_bytes().splitlines():
-            events.append(json.loads(line)["event"])
-    return events
 
 
 def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, str]:
@@ -376,11 +369,11 @@ def trail(
         pod = create_pod(kube, ns, {"app": "payments"})["metadata"]["name"]
         names = _requests(api, kube, ns, pod)
         deadline = time.monotonic() + 30
-        while not any(e.get("target", {}).get("name") == "the-end" for e in _ledger(store)):
+        while not any(e.get("target", {}).get("name") == "the-end" for e in ledger_events(store)):
             assert time.monotonic() < deadline, "the last request never reached the trail"
             time.sleep(0.3)
         time.sleep(1.0)
-        yield Trail(ns, names, _ledger(store), store)
+        yield Trail(ns, names, ledger_events(store), store)
     # After the collector stopped (it closed its stream): the trail verifies.
     result = cli_verify(f"file://{store}", workdir / "ed25519.pub.pem")
     assert result is None or result.returncode == 0, (result.stdout, result.stderr)
