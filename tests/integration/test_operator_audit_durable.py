@@ -33,6 +33,7 @@ from typing import Any
 from kubernetes import client
 
 from tests.integration.test_operator_policies import create_policy, file_spec, wait_condition
+from tests.servers.auditlock_operator import remove_policy
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 from tests.servers.sidecar import (
@@ -171,6 +172,7 @@ def scene(kube: KubeControlPlane, tmp_path: Path, **collector: Any) -> Iterator[
     finally:
         operator.kill()
         sidecar.kill()
+        remove_policy(kube, namespace, "capture")
 
 
 def apiserver_log_offset(kube: KubeControlPlane) -> int:

@@ -27,6 +27,7 @@ from tests.servers.auditlock_operator import (
     RunningOperator,
     label_namespace,
     operator_collector_process,
+    remove_policy,
 )
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.sidecar import cli_verify
@@ -374,6 +375,7 @@ def trail(
             time.sleep(0.3)
         time.sleep(1.0)
         yield Trail(ns, names, ledger_events(store), store)
+        remove_policy(kube, ns, "capture")
     # After the collector stopped (it closed its stream): the trail verifies.
     result = cli_verify(f"file://{store}", workdir / "ed25519.pub.pem")
     assert result is None or result.returncode == 0, (result.stdout, result.stderr)
