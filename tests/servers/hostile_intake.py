@@ -123,9 +123,12 @@ def http_cases(size: int) -> list[Case]:
     items, _ = _fill(b"{},", FRAME)
     lines, count = _fill(b"{}\n", size)
     within, within_count = _fill(b"{},", 700_000)  # just under the decode budget
+    # Valid events as small as they come: each a ~300-byte ledger line from 60 bytes.
+    small, _ = _fill(b'{"category":"access","action":"a","actor":"b","target":"c"}\n', FRAME)
     return [
         Case("array-of-empty-objects", b"[" + items + b"{}]", 413, None),
         Case("array-of-empty-arrays", b"[" + items.replace(b"{}", b"[]") + b"[]]", 413, None),
         Case("ndjson-empty-objects", lines, 400, count),
         Case("array-within-decode-budget", b"[" + within + b"{}]", 400, within_count + 1),
+        Case("ndjson-smallest-valid-events", small, 413, None),
     ]

@@ -15,7 +15,7 @@ from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
 from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.pipeline.redact import Redactor
 
-__all__ = ["Pipeline", "Processed", "Rejected"]
+__all__ = ["MESSAGE_EVENT_BYTES", "Pipeline", "Processed", "Rejected"]
 
 
 class Pipeline:
@@ -92,6 +92,12 @@ class Pipeline:
                 out.ids.append((normalize.sender_key, len(events) - 1, index))
         return out
 
+
+# The events of one Forward message or HTTP request, as canonical JSON lines, may take at
+# most this before they are spooled: an event is a larger line than its input (its id,
+# time, source and intake are added), up to ~10 times for the smallest events. Over it,
+# the message (connection closed) or request (413) is refused: "send smaller batches".
+MESSAGE_EVENT_BYTES = 16 * 1024 * 1024
 
 # Rejections kept with their message per message or request; the rest are only counted. A
 # rejection must cost O(1) memory: a message of millions of bad entries within the frame

@@ -46,6 +46,7 @@ from auditlock.sidecar.config import HttpSource
 from auditlock.sidecar.connections import ConnectionSlots, Timeouts
 from auditlock.sidecar.http_server import HttpServer, Request, Response
 from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
+from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
 from auditlock.sidecar.sources.json_body import BadBody, TooDense, parse_body
 from auditlock.sidecar.spool.chunk_ids import http_key
 from auditlock.sidecar.spool.spool import RecordTooLarge
@@ -129,9 +130,17 @@ class HttpIntake:
             # Items are decoded as the pipeline takes them (NDJSON line by line), in
             # batches with the event loop free in between: a body can hold millions.
             items = parse_body(body)
+            event_bytes = 0
             while batch := [(tag, now, item) for item in itertools.islice(items, BATCH)]:
-                prepared.extend(self.intake.prepare(INPUT, batch, count=False), prepared.seen)
+                part = self.intake.prepare(INPUT, batch, count=False)
+                prepared.extend(part, prepared.seen)
                 prepared.seen += len(batch)
+                event_bytes += sum(map(len, part.events))
+                if event_bytes > MESSAGE_EVENT_BYTES:
+                    raise TooDense(
+                        f"the request's events take more than {MESSAGE_EVENT_BYTES} bytes as "
+                        "ledger lines: send fewer events per request"
+                    )
                 await asyncio.sleep(0)
         except BadBody as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_json").inc()

@@ -29,6 +29,7 @@ from auditlock.sidecar.config import ForwardSource
 from auditlock.sidecar.connections import ConnectionSlots
 from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
 from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
 from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
@@ -44,11 +45,6 @@ READ_SIZE = 64 * 1024
 # room before it reads more: without it, max_connections partial frames of
 # max_frame_bytes each could take several times the container's memory.
 PARTIAL_BUDGET = 8 * 1024 * 1024
-# The events of one message, as canonical JSON lines, may take at most this before the
-# message is committed: an event is a larger line than its msgpack (its id, time, source
-# and intake are added), up to ~10 times for the smallest events. A message over it
-# closes the connection (`too_large`); typical events of an 8 MiB message take ~16 MiB.
-MESSAGE_EVENT_BYTES = 16 * 1024 * 1024
 WRITE_RETRY_SECONDS = 0.5  # after the spool disk refused a write
 
 
