@@ -544,22 +544,26 @@ def test_last_checkpoint_is_read_from_the_destination(
     key = load_private_key(base64.b64decode(secret.data[n.KEY_FILE]))
     destination = sinks.open(f"file://{trail}")
     retention = sinks.RetentionSpec(period=timedelta(days=7))
-    writer = StreamWriter.resume(destination, "shop_api-1", key, retention=retention)
-    writer.append(
-        validate_event(
-            {
-                "id": "e-1",
-                "time": "2026-11-29T15:00:00Z",
-                "category": "access",
-                "action": "get",
-                "outcome": "success",
-                "actor": {"kind": "user", "name": "alice"},
-                "target": {"resource": "orders"},
-                "source": {"namespace": operator_namespace},
-            }
+
+    def write(stream: str) -> None:
+        writer = StreamWriter.resume(destination, stream, key, retention=retention)
+        writer.append(
+            validate_event(
+                {
+                    "id": "e-1",
+                    "time": "2026-11-29T15:00:00Z",
+                    "category": "access",
+                    "action": "get",
+                    "outcome": "success",
+                    "actor": {"kind": "user", "name": "alice"},
+                    "target": {"resource": "orders"},
+                    "source": {"namespace": operator_namespace},
+                }
+            )
         )
-    )
-    writer.store(writer.seal())
+        writer.store(writer.seal())
+
+    write(f"rig_{operator_namespace}_api-1")  # the stream id this cluster's collector has
 
     def checkpoint_seen() -> str | None:
         status = get_policy(kube, operator_namespace, "ckpt")["status"]
@@ -567,6 +571,13 @@ def test_last_checkpoint_is_read_from_the_destination(
 
     seen = wait_for("status.lastCheckpoint", checkpoint_seen, timeout=15)
     assert seen.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+    # Newer checkpoints of another cluster's and another namespace's streams sharing the
+    # prefix say nothing about this policy: LAST-CHECKPOINT stays its own.
+    time.sleep(1.1)
+    write(f"other-cluster_{operator_namespace}_api-1")
+    write("rig_other-namespace_api-1")
+    time.sleep(3 * 2.0)  # three refreshes (and checkpoint scans) of the fixture's operator
+    assert checkpoint_seen() == seen
     row = kube.kubectl("get", "auditpolicy", "ckpt", "-n", operator_namespace).stdout
     assert "<none>" not in row.splitlines()[1]
 
