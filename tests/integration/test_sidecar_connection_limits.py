@@ -35,15 +35,6 @@ T = 1_764_428_645
 RECORD = {"category": "access", "action": "read", "actor": "ok", "target": "t"}
 
 
-def metric(proc: SidecarProcess, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"auditlock_sidecar_{name}{{{wanted}}}" if labels else f"auditlock_sidecar_{name} "
-    for line in proc.metrics().splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def closed_within(sock: socket.socket, seconds: float) -> bytes:
     """What the server sent before it closed the socket; fails if it stays open."""
     sock.settimeout(seconds)
@@ -97,8 +88,18 @@ def test_idle_and_unfinished_forward_connections_are_closed(limited: SidecarProc
     with connect(limited.forward_port) as partial:
         partial.sendall(frame[: len(frame) // 2])  # then nothing: a stalled frame
         assert closed_within(partial, 5) == b""  # never acknowledged
-    assert metric(limited, "connections_timed_out_total", listener="forward", phase="idle") >= 1
-    assert metric(limited, "connections_timed_out_total", listener="forward", phase="frame") == 1
+    assert (
+        limited.metric(
+            "auditlock_sidecar_connections_timed_out_total", listener="forward", phase="idle"
+        )
+        >= 1
+    )
+    assert (
+        limited.metric(
+            "auditlock_sidecar_connections_timed_out_total", listener="forward", phase="frame"
+        )
+        == 1
+    )
 
 
 def test_slow_http_headers_body_and_idle_keep_alive_are_closed(limited: SidecarProcess) -> None:
@@ -116,7 +117,12 @@ def test_slow_http_headers_body_and_idle_keep_alive_are_closed(limited: SidecarP
         answer = closed_within(keep_alive, 5)  # answered, then closed once idle
         assert answer.startswith(b"HTTP/1.1 202 "), answer
     for phase in ("header", "body", "idle"):
-        assert metric(limited, "connections_timed_out_total", listener="http", phase=phase) >= 1
+        assert (
+            limited.metric(
+                "auditlock_sidecar_connections_timed_out_total", listener="http", phase=phase
+            )
+            >= 1
+        )
 
 
 @pytest.mark.parametrize(
@@ -139,13 +145,16 @@ def test_bad_chunk_size_lines_are_answered_400(limited: SidecarProcess, size_lin
 
 
 def test_connections_over_the_cap_are_closed_at_once(limited: SidecarProcess) -> None:
-    before = metric(limited, "connections_refused_total", listener="forward")
+    before = limited.metric("auditlock_sidecar_connections_refused_total", listener="forward")
     held = [connect(limited.forward_port) for _ in range(4)]
     try:
         time.sleep(0.2)
         with connect(limited.forward_port) as extra:
             assert closed_within(extra, 0.5) == b""
-        assert metric(limited, "connections_refused_total", listener="forward") == before + 1
+        assert (
+            limited.metric("auditlock_sidecar_connections_refused_total", listener="forward")
+            == before + 1
+        )
     finally:
         for sock in held:
             sock.close()
@@ -185,7 +194,12 @@ def test_unauthenticated_connections_get_a_handshake_deadline(tmp_path: Path) ->
             for sock in socks:
                 sock.close()
         assert (
-            metric(proc, "connections_timed_out_total", listener="forward", phase="handshake") == 20
+            proc.metric(
+                "auditlock_sidecar_connections_timed_out_total",
+                listener="forward",
+                phase="handshake",
+            )
+            == 20
         )
 
 
@@ -208,10 +222,12 @@ def test_health_answers_while_1100_connections_hit_a_collector_with_1024_fds(
                     flood.append(connect(ports[n % 3]))
             time.sleep(3)  # longer than the health listener's 2 s header timeout
             assert healthz(proc, timeout=2) == 200
-            assert metric(proc, "connections_refused_total", listener="forward") > 0
-            assert metric(proc, "connections_refused_total", listener="http") > 0
-            assert metric(proc, "connections_refused_total", listener="health") > 0
-            assert metric(proc, "connections_open", listener="forward") <= 32
+            assert (
+                proc.metric("auditlock_sidecar_connections_refused_total", listener="forward") > 0
+            )
+            assert proc.metric("auditlock_sidecar_connections_refused_total", listener="http") > 0
+            assert proc.metric("auditlock_sidecar_connections_refused_total", listener="health") > 0
+            assert proc.metric("auditlock_sidecar_connections_open", listener="forward") <= 32
         finally:
             for sock in flood:
                 sock.close()
@@ -257,8 +273,12 @@ def test_unfinished_frames_on_many_connections_stay_within_the_memory_limit(
                 sock.close()
         # Each was closed: by the frame timeout, or (the one reading while the others
         # waited) when its message's events passed the per-message limit.
-        timed_out = metric(proc, "connections_timed_out_total", listener="forward", phase="frame")
-        too_large = metric(proc, "forward_connections_closed_total", reason="too_large")
+        timed_out = proc.metric(
+            "auditlock_sidecar_connections_timed_out_total", listener="forward", phase="frame"
+        )
+        too_large = proc.metric(
+            "auditlock_sidecar_forward_connections_closed_total", reason="too_large"
+        )
         assert timed_out >= 1 and timed_out + too_large == 16
         frame: Any = msgpack.packb(["app.access", T, RECORD, {"chunk": "after"}])
         with connect(proc.forward_port) as sock:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditlock.sidecar.sources.forward import protocol
-from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process
+from tests.servers.sidecar import SidecarProcess, make_config, metric_value, sidecar_process
 
 T = 1_764_428_645
 FRAMES = 10_000
@@ -135,14 +135,6 @@ def control_ack(port: int, chunk: str) -> Any:
                 return message
 
 
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @pytest.fixture(scope="module")
 def fuzz_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("fuzz")
@@ -184,8 +176,8 @@ def test_ten_thousand_random_and_mutated_frames(fuzz_sidecar: SidecarProcess) ->
     assert fuzz_sidecar.proc is not None and fuzz_sidecar.proc.poll() is None, fuzz_sidecar.tail()
     assert control_ack(port, "control-end") == {"ack": "control-end"}
     text = fuzz_sidecar.metrics()
-    closed = metric(text, "auditlock_sidecar_forward_connections_closed_total")
-    rejected = metric(text, "auditlock_sidecar_events_rejected_total")
+    closed = metric_value(text, "auditlock_sidecar_forward_connections_closed_total")
+    rejected = metric_value(text, "auditlock_sidecar_events_rejected_total")
     assert closed > FRAMES / 10, "bad frames should close their connections"
     assert rejected > 0
     log = fuzz_sidecar.log_path.read_text()
@@ -196,12 +188,12 @@ def test_ten_thousand_random_and_mutated_frames(fuzz_sidecar: SidecarProcess) ->
 
 def test_oversized_frame_and_huge_declared_length(fuzz_sidecar: SidecarProcess) -> None:
     port = fuzz_sidecar.forward_port
-    too_large = 'auditlock_sidecar_forward_connections_closed_total{reason="too_large"}'
-    before = metric(fuzz_sidecar.metrics(), too_large)
+    closed = "auditlock_sidecar_forward_connections_closed_total"
+    before = fuzz_sidecar.metric(closed, reason="too_large")
     big = msgpack.packb(["app.access", T, {"action": "read", "blob": "a" * 3_000_000}])
     assert exchange(port, big) == b""
     # A str header claiming 4 GiB followed by more than the frame limit of bytes.
     assert exchange(port, b"\x93\xa1t\xdb\xff\xff\xff\xf0" + b"x" * 2_000_000) == b""
-    after = metric(fuzz_sidecar.metrics(), too_large)
+    after = fuzz_sidecar.metric(closed, reason="too_large")
     assert after - before == 2
     assert control_ack(port, "after-big") == {"ack": "after-big"}

@@ -19,13 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers.fakegcs import FakeGCS
-from tests.servers.sidecar import ROOT, make_config
+from tests.servers.sidecar import ROOT, make_config, wait_for
 
 # A sitecustomize on PYTHONPATH runs in every interpreter the sidecar starts, including
 # the collector it execs into: it installs a SIGUSR1 handler that writes the loaded
@@ -51,15 +49,6 @@ NOT_IMPORTED = (
     "auditlock.ledger.verify",
     "auditlock.ledger.proof",
 )
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def post_event(port: int) -> None:

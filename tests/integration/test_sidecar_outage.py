@@ -22,6 +22,7 @@ from tests.servers.seaweedfs import SeaweedFS
 from tests.servers.sidecar import (
     ledger_events,
     make_config,
+    metric_value,
     open_store,
     sidecar_process,
     verify_ledger,
@@ -46,13 +47,6 @@ def post_event(port: int) -> tuple[int, dict[str, str]]:
             return answer.status, dict(answer.headers)
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers)
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.mark.slow
@@ -96,7 +90,7 @@ def test_seaweedfs_down_for_a_minute_loses_nothing(
         # The spool fills, then acks stop: push back instead of loss.
         while (
             time.monotonic() - last_ack[0] < 3.0
-            or metric(sidecar.metrics(), "auditlock_sidecar_spool_fill_ratio") < 0.85
+            or sidecar.metric("auditlock_sidecar_spool_fill_ratio") < 0.85
         ):
             assert time.monotonic() - down_at < OUTAGE_SECONDS, "acks never stopped"
             time.sleep(0.1)
@@ -105,9 +99,9 @@ def test_seaweedfs_down_for_a_minute_loses_nothing(
         assert status == 503
         assert headers.get("Retry-After") == "1"
         metrics = sidecar.metrics()
-        assert metric(metrics, "auditlock_sidecar_spool_fill_ratio") > 0.85
+        assert metric_value(metrics, "auditlock_sidecar_spool_fill_ratio") > 0.85
         # (The S3 sink retries on its own first; the lag shows the outage either way.)
-        assert metric(metrics, "auditlock_sidecar_upload_lag_seconds") > 1.0
+        assert metric_value(metrics, "auditlock_sidecar_upload_lag_seconds") > 1.0
         assert sidecar.ready(), "the sidecar must stay up (ready, degraded) during an outage"
 
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
@@ -119,7 +113,7 @@ def test_seaweedfs_down_for_a_minute_loses_nothing(
         catch_up = time.monotonic() - back_at
         assert client.acked_events == EVENTS
         deadline = time.monotonic() + 60
-        while metric(sidecar.metrics(), "auditlock_sidecar_upload_lag_seconds") > 0:
+        while sidecar.metric("auditlock_sidecar_upload_lag_seconds") > 0:
             assert time.monotonic() < deadline, "shipping did not catch up"
             time.sleep(0.2)
         assert post_event(sidecar.http_port)[0] == 202

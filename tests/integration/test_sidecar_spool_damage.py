@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_sidecar_spool_faults import metric, wait_for
 from tests.servers.sidecar import (
     ledger_events,
     make_config,
     open_store,
     sidecar_process,
     verify_ledger,
+    wait_for,
 )
 from tests.unit.test_sidecar_spool_faults import record_offsets
 
@@ -47,7 +47,7 @@ def spool_with_unshipped_records(workdir: Path, batches: int, ship: int = 0) -> 
             assert post_batch(sidecar.http_port, i * BATCH) == 202
         if ship:
             wait_for(
-                lambda: metric(sidecar, "auditlock_sidecar_events_shipped_total") >= ship * BATCH,
+                lambda: sidecar.metric("auditlock_sidecar_events_shipped_total") >= ship * BATCH,
                 30,
                 "the first batches shipped",
             )

@@ -38,6 +38,7 @@ from tests.servers.sidecar import (
     open_store,
     sidecar_process,
     verify_ledger,
+    wait_for,
 )
 
 FSIZE_LIMIT = 256 * 1024
@@ -149,22 +150,6 @@ def run_senders(
     return http, forward, threads
 
 
-def metric(sidecar: SidecarProcess, name: str) -> float:
-    for line in sidecar.metrics().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def check_ledger(
     config: dict[str, Any], workdir: Path, http: HttpSender, forward: ForwardSender
 ) -> None:
@@ -204,7 +189,7 @@ def test_the_spool_disk_fails_and_recovers_and_no_acknowledged_event_is_lost(
             wait_for(lambda: len(http.acked) > 200, 30, "events before the fault")
             fill(spool_dir, leave=20_000)
         wait_for(lambda: http.refused, 60, "a refused HTTP request")
-        errors = metric(sidecar, "auditlock_sidecar_spool_write_errors_total")
+        errors = sidecar.metric("auditlock_sidecar_spool_write_errors_total")
         assert errors >= 1
         time.sleep(1.0)  # the disk stays broken a while; Forward acks wait meanwhile
         acked_during = len(forward.acked)

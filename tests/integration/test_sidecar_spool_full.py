@@ -18,7 +18,6 @@ from typing import Any
 import msgpack
 
 from auditlock.sidecar.sources.forward import protocol
-from tests.integration.test_sidecar_spool_faults import metric, wait_for
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.sidecar import (
     SidecarProcess,
@@ -27,6 +26,7 @@ from tests.servers.sidecar import (
     open_store,
     sidecar_process,
     verify_ledger,
+    wait_for,
 )
 
 SPOOL_BYTES = 1024 * 1024
@@ -153,7 +153,7 @@ def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused
         assert answer(waiting, 30) == {"ack": "c-waiting"}
         wait_for(lambda: post(sidecar.http_port, 7002, 500_000)[0] == 202, 30, "room again")
         assert health(sidecar, "/readyz") == (200, "ready\n")
-        assert metric(sidecar, "auditlock_sidecar_spool_fill_ratio") < 1
+        assert sidecar.metric("auditlock_sidecar_spool_fill_ratio") < 1
         for sock in (first, waiting, never):
             sock.close()
         assert sidecar.terminate() == 0, sidecar.tail()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,34 @@ from typing import Any
 from auditlock.ledger.keys import generate, private_pem, public_pem
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` in Prometheus text whose labels include
+    `labels` (all of its samples when none are given); 0 when there is none."""
+    total = 0.0
+    for line in text.splitlines():
+        sample = _SAMPLE.match(line)
+        if sample is None or sample.group(1) != name:
+            continue
+        have = dict(_LABEL.findall(sample.group(2) or ""))
+        if all(have.get(key) == value for key, value in labels.items()):
+            total += float(sample.group(3))
+    return total
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `check` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:
@@ -160,6 +189,10 @@ class SidecarProcess:
         with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=5) as answer:
             text: str = answer.read().decode()
             return text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """`metric_value` of this collector's /metrics."""
+        return metric_value(self.metrics(), name, **labels)
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
