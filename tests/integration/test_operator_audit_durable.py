@@ -219,7 +219,11 @@ def test_sigkill_of_operator_and_collector_loses_no_acknowledged_audit_event(
         with Traffic(kube, namespace) as traffic:
             time.sleep(2.0)
             sidecar.kill()  # SIGKILL: the operator can no longer store anything
-            time.sleep(2.0)
+            deadline = time.monotonic() + 15
+            while "collector_unreachable" not in pushbacks(operator.metrics()):
+                assert time.monotonic() < deadline, "no pushback counted with the collector down"
+                time.sleep(0.2)
+            time.sleep(1.0)
             operator.kill()  # SIGKILL: whatever the operator held in memory is gone
             time.sleep(0.5)
             sidecar.start()
