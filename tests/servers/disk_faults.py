@@ -9,6 +9,7 @@ past it fail with EFBIG); `resource.prlimit(pid, ...)` lifts it again from outsi
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import subprocess
@@ -40,10 +41,18 @@ def small_tmpfs(path: Path, size: int) -> Iterator[Path]:
 def fill(path: Path, leave: int) -> None:
     """Take the free space of the file system at `path`, all but `leave` bytes."""
     stat = os.statvfs(path)
-    free = stat.f_bavail * stat.f_frsize
-    with open(path / FILLER, "ab") as handle:
-        handle.write(b"\0" * max(0, free - leave))
-        handle.flush()
+    wanted = max(0, stat.f_bavail * stat.f_frsize - leave)
+    block = b"\0" * (1024 * 1024)
+    # The collector under test may write between statvfs and here: running out of space
+    # early means the file system is already as full as asked (fuller, by its writes).
+    with open(path / FILLER, "ab", buffering=0) as handle:
+        while wanted > 0:
+            try:
+                wanted -= handle.write(block[: min(wanted, len(block))])
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                break
         os.fsync(handle.fileno())
 
 
