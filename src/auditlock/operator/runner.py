@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
-from auditlock.operator.handlers import build_registry
+from auditlock.operator.handlers import HandlerMemo, handler_registry
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
 from auditlock.operator.names import LABEL_MANAGED_BY, MANAGED_BY
@@ -163,16 +163,16 @@ class Operator:
             metrics=self.metrics,
         )
         await self.server.start()
-        kopf_registry = build_registry(
-            ctx,
-            connection=config.kopf_connection,
+        handlers = handler_registry(
+            login_handler=config.kopf_connection is not None,
             refresh_seconds=config.refresh_seconds,
-            capture=self.capture,
-            watch_fallback=config.watch_fallback,
+            watch_fallback=config.watch_fallback and self.capture is not None,
         )
+        memo = HandlerMemo(ctx, capture=self.capture, connection=config.kopf_connection)
         try:
             await kopf.operator(
-                registry=kopf_registry,
+                registry=handlers,
+                memo=memo,
                 standalone=config.standalone,
                 peering_name=config.peering_name,
                 priority=config.priority,
