@@ -6,5 +6,7 @@ pytest_plugins: list[str] = [
     "tests.servers.fakegcs",
     "tests.servers.kube",
     "tests.servers.auditlock_operator",
+    "tests.servers.alertmanager",
+    "tests.servers.prometheus",
     "tests.integration.chart_helpers",
 ]
