@@ -20,7 +20,7 @@ from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import validate_event
 from auditlock.ledger.line_rules import LineRules
-from auditlock.ledger.lines import ZERO_HASH, encode_line, line_prefix
+from auditlock.ledger.lines import ZERO_HASH, LineFormat, line_prefix
 from auditlock.ledger.normalize import normalize_event
 from auditlock.ledger.synth import SimulatedClock, synthetic_events
 from auditlock.ledger.writer import StreamWriter
@@ -176,7 +176,7 @@ def test_repeated_id_is_a_warning_naming_both_places(tmp_path: Path) -> None:
 
 
 def _line(event: bytes, seq: int = 0) -> bytes:
-    return encode_line(b"s", 0, seq, ZERO_HASH, event)
+    return LineFormat(b"s", 0).chain([event], seq, ZERO_HASH)[0][0]
 
 
 def _verdict(lines: list[bytes]) -> list[tuple[int, str]]:

@@ -38,6 +38,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
 from auditlock.ledger.errors import EventError
+from auditlock.ledger.lines import PREV_MARK
 from auditlock.ledger.normalize import plain_json
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
@@ -55,7 +56,6 @@ _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
 _IDS = re.compile(f"(?:{_ID}\n)*{_ID}\\Z")
 _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z"
 _TIMES = re.compile(f"(?:{_TIME}\n)*{_TIME}\\Z")
-_MARK = b',"prev":"'
 # The lead bytes of the UTF-8 characters above U+FFFF (five single-byte searches are much
 # faster than one character-class regex).
 _ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
@@ -193,7 +193,7 @@ class LineRules:
         # Fast path, the whole segment at once: the events joined as one JSON array are
         # decoded in one call and re-encoded in one call; equal bytes mean every event is
         # canonical and well-typed. Any doubt: line by line, to name the line.
-        ends = [line.rfind(_MARK) for line in lines]
+        ends = [line.rfind(PREV_MARK) for line in lines]
         if min(ends) >= prefix_len:
             events = [ln[prefix_len:e] for ln, e in zip(lines, ends, strict=True)]
             joined = b"[" + b",".join(events) + b"]"
@@ -219,7 +219,7 @@ class LineRules:
         ids = self._ids
         details: list[Any] = []
         for line in lines:
-            end = line.rfind(_MARK)
+            end = line.rfind(PREV_MARK)
             if end < prefix_len:
                 seq += 1
                 details.append(None)

@@ -5,8 +5,8 @@
     empty tree = SHA-256("")
     MTH(D[n])  = node(MTH(D[0:k]), MTH(D[k:n])), k the largest power of two < n
 
-A ledger's leaves are its event lines (docs/FORMAT.md, "Lines"), so the leaf hash is also
-the event hash that the next line's `prev` commits to.
+A ledger's leaves are its event lines (docs/FORMAT.md, "Lines"), so the leaf hash is the
+event hash that the next line's `prev` commits to; lines.py defines it, once.
 
 `Frontier` is the compact form a writer and a verifier keep while appending: the roots
 of the perfect subtrees that make up the tree, largest first (one per set bit of the
@@ -22,19 +22,22 @@ import hashlib
 from collections.abc import Sequence
 
 from auditlock.ledger.errors import ProofError
+from auditlock.ledger.lines import event_hash
 
 _sha256 = hashlib.sha256
 EMPTY_ROOT = _sha256(b"").digest()
+# SHA-256 with the node prefix already absorbed (cheaper to copy than to prepend).
+_NODE = _sha256(b"\x01")
 
-
-def hash_leaf(data: bytes) -> bytes:
-    """RFC 9162 2.1.1: the hash of one leaf."""
-    return _sha256(b"\x00" + data).digest()
+hash_leaf = event_hash  # RFC 9162 2.1.1: the hash of one leaf
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
     """RFC 9162 2.1.1: the hash of an interior node."""
-    return _sha256(b"\x01" + left + right).digest()
+    h = _NODE.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
 
 
 def _split(n: int) -> int:
@@ -51,7 +54,7 @@ def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
     # Level by level, pairing left to right; an odd last node is promoted unchanged. This
     # is the same tree as the recursive definition (the last subtree is the short one).
     while len(level) > 1:
-        paired = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        paired = _pairs(level[: len(level) & ~1])
         if len(level) % 2:
             paired.append(level[-1])
         level = paired
@@ -74,7 +77,7 @@ class Frontier:
         size = self.size
         nodes = self.nodes
         while size & 1:
-            node = _sha256(b"\x01" + nodes.pop() + node).digest()
+            node = hash_children(nodes.pop(), node)
             size >>= 1
         nodes.append(node)
         self.size += 1
@@ -85,7 +88,6 @@ class Frontier:
             for leaf in leaf_hashes:
                 self.append(leaf)
             return
-        sha = _sha256
         nodes = self.nodes
         position = self.size  # index, on the current level, of the first node in `level`
         level = list(leaf_hashes)
@@ -96,9 +98,7 @@ class Frontier:
                 position -= 1
             if len(level) & 1:
                 finished.append(level.pop())
-            level = [
-                sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
-            ]
+            level = _pairs(level)
             position >>= 1
         nodes.extend(reversed(finished))
         self.size += len(leaf_hashes)
@@ -113,6 +113,20 @@ class Frontier:
 
     def copy(self) -> Frontier:
         return Frontier(self.size, self.nodes)
+
+
+def _pairs(level: list[bytes]) -> list[bytes]:
+    """The parents of an even-length level, left to right."""
+    node = _NODE
+    out: list[bytes] = []
+    add = out.append
+    pairs = iter(level)
+    for left, right in zip(pairs, pairs, strict=True):
+        h = node.copy()
+        h.update(left)
+        h.update(right)
+        add(h.digest())
+    return out
 
 
 # -- inclusion (RFC 9162 2.1.3) -------------------------------------------------------------

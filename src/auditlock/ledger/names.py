@@ -51,10 +51,6 @@ def stream_prefix(stream: str) -> str:
     return f"streams/{stream}/"
 
 
-def epoch_prefix(stream: str, epoch: int) -> str:
-    return f"streams/{stream}/{epoch:06d}/"
-
-
 def checkpoint_name(stream: str, epoch: int, index: int) -> str:
     return f"streams/{stream}/{epoch:06d}/ckpt-{index:012d}.ckpt"
 

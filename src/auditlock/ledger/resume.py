@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
 from auditlock.ledger.errors import FormatError, SignatureError
 from auditlock.ledger.keys import Signer, verify
-from auditlock.ledger.lines import ZERO_HASH, event_hash, line_prefix, line_suffix
+from auditlock.ledger.lines import ZERO_HASH, LineFormat, claimed_prev, event_hash
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import ObjectName
 from auditlock.ledger.newest import list_stream
@@ -116,8 +116,7 @@ def adopt_segments(
     """Extend the plan with stored segments that chain on from its head; segments after
     a gap go to `plan.reserved`. Raises `ResumeBroken` at the first segment that
     overlaps or does not chain on (what came before it stays adopted)."""
-    stream_b = stream.encode()
-    prefix = line_prefix(plan.epoch)
+    envelope = LineFormat(stream.encode(), plan.epoch)
     for seg in sorted(segs, key=lambda s: s.first):
         size = plan.frontier.size
         if seg.last < size:
@@ -125,7 +124,7 @@ def adopt_segments(
         if seg.first < size or (plan.reserved and seg.first <= plan.reserved[-1][1]):
             raise ResumeBroken(f"segment {seg.name} overlaps events already stored")
         if seg.first > size or plan.reserved:
-            _check_orphan(destination, seg, prefix, stream_b)
+            _check_orphan(destination, seg, envelope)
             plan.reserved.append((seg.first, seg.last))
             continue
         lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
@@ -134,10 +133,7 @@ def adopt_segments(
         prev = plan.head if size else ZERO_HASH
         leaves = []
         for offset, line in enumerate(lines):
-            if not (
-                line.startswith(prefix)
-                and line.endswith(line_suffix(stream_b, size + offset, prev))
-            ):
+            if not envelope.fits(line, size + offset, prev):
                 raise ResumeBroken(f"segment {seg.name} line {offset} does not chain on")
             prev = event_hash(line)
             leaves.append(prev)
@@ -146,9 +142,7 @@ def adopt_segments(
         plan.adopted += len(lines)
 
 
-def _check_orphan(
-    destination: Destination, seg: ObjectName, prefix: bytes, stream_b: bytes
-) -> None:
+def _check_orphan(destination: Destination, seg: ObjectName, envelope: LineFormat) -> None:
     """A segment after a gap is kept (and later re-created) only if it is whole and
     chains within itself: the writer will hold re-fed events back to match it."""
     lines = decode_segment(destination.get(seg.name), compressed=seg.compressed)
@@ -157,14 +151,9 @@ def _check_orphan(
     prev: bytes | None = None
     for offset, line in enumerate(lines):
         if prev is None:
-            marker = line.rfind(b',"prev":"')
-            try:
-                prev = bytes.fromhex(line[marker + 9 : marker + 73].decode())
-            except (ValueError, UnicodeDecodeError):
-                raise ResumeBroken(f"segment {seg.name} line {offset} is malformed") from None
-        if not (
-            line.startswith(prefix)
-            and line.endswith(line_suffix(stream_b, seg.first + offset, prev))
-        ):
+            prev = claimed_prev(line)
+            if prev is None:
+                raise ResumeBroken(f"segment {seg.name} line {offset} is malformed")
+        if not envelope.fits(line, seg.first + offset, prev):
             raise ResumeBroken(f"segment {seg.name} line {offset} does not chain on")
         prev = event_hash(line)

@@ -19,9 +19,7 @@ finding naming it, so one bad object never hides the verdict on the rest.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
-import hashlib
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -44,7 +42,14 @@ from auditlock.ledger.limits import (
     MAX_STORED_SEGMENT_BYTES,
 )
 from auditlock.ledger.line_rules import LineRules
-from auditlock.ledger.lines import ZERO_HASH, line_prefix
+from auditlock.ledger.lines import (
+    ZERO_HASH,
+    LineFormat,
+    claimed_prev,
+    event_hash,
+    leaf_hashes,
+    line_prefix,
+)
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import ObjectName, key_name, parse_name
 from auditlock.ledger.observer import observer_of_details
@@ -669,9 +674,7 @@ class _EventScan:
         self.e = epoch
         self.segs = segs
         self.boundaries = boundaries
-        self.stream_b = epoch.stream.encode()
-        self.prefix = line_prefix(epoch.epoch)
-        self.tail = b',"stream":"' + self.stream_b + b'"}'
+        self.envelope = LineFormat(epoch.stream.encode(), epoch.epoch)
         opt = epoch.v.opt
         self.start = 0
         self.frontier = Frontier()
@@ -775,12 +778,9 @@ class _EventScan:
         if prev is not None and body:
             # Fast path, in bulk: hash every line, then compare every line's prefix and
             # suffix with the bytes FORMAT.md says they must be. No JSON parsing.
-            sha = hashlib.sha256
-            leaves = [sha(b"\x00" + line).digest() for line in body]
-            hexes = binascii.hexlify(b"".join([prev, *leaves[:-1]]))
-            form = b',"prev":"%b","seq":%d' + self.tail
-            expected = [form % (hexes[i * 64 : i * 64 + 64], seq + i) for i in range(len(body))]
-            prefix = self.prefix
+            leaves = leaf_hashes(body)
+            expected = self.envelope.suffixes(seq, [prev, *leaves[:-1]])
+            prefix = self.envelope.prefix
             if all(map(bytes.endswith, body, expected)) and all(
                 line.startswith(prefix) for line in body
             ):
@@ -791,19 +791,16 @@ class _EventScan:
 
     def _chain_slowly(self, body: list[bytes]) -> tuple[list[bytes], list[int], list[int]]:
         """Line by line, diagnosing the first line of each broken run."""
-        sha = hashlib.sha256
-        hexlify = binascii.hexlify
-        prefix, tail = self.prefix, self.tail
+        envelope = self.envelope
         prev, seq = self.prev, self.seq
         leaves: list[bytes] = []
         bad: list[int] = []
         seqs: list[int] = []
         for i, line in enumerate(body):
             if prev is None:  # after a gap: accept this line's own prev, check the rest
-                prev = _claimed_prev(line)
-            if line.startswith(prefix) and line.endswith(
-                b',"prev":"%b","seq":%d%b' % (hexlify(prev), seq, tail)
-            ):
+                named = claimed_prev(line)
+                prev = ZERO_HASH if named is None else named
+            if envelope.fits(line, seq, prev):
                 self._close_run()
             else:
                 bad.append(i)
@@ -812,25 +809,15 @@ class _EventScan:
                 else:
                     self.run.last_bad = seq
                     self.run.consequences += 1
-                claimed = self._claimed_seq(line)
+                claimed = envelope.claimed_seq(line)
                 if claimed is not None:
                     seq = claimed  # carry on from where this line says it belongs
             seqs.append(seq)
-            prev = sha(b"\x00" + line).digest()
+            prev = event_hash(line)
             leaves.append(prev)
             seq += 1
         self.prev, self.seq = prev, seq
         return leaves, bad, seqs
-
-    def _claimed_seq(self, line: bytes) -> int | None:
-        """The seq a line of this stream and epoch names; None for any other line."""
-        if not (line.startswith(self.prefix) and line.endswith(self.tail)):
-            return None
-        at = line.rfind(b',"seq":', 0, len(line) - len(self.tail) + 1)
-        digits = line[at + 7 : len(line) - len(self.tail)]
-        if at < 0 or not digits.isdigit() or len(digits) > 12:
-            return None
-        return int(digits)
 
     def _close_run(self) -> None:
         run, self.run = self.run, None
@@ -984,14 +971,6 @@ def _shown(value: object) -> str:
     if value is None or isinstance(value, bool | int):
         return repr(value)[:40]
     return f"a JSON {type(value).__name__}"
-
-
-def _claimed_prev(line: bytes) -> bytes:
-    marker = line.rfind(b',"prev":"')
-    try:
-        return bytes.fromhex(line[marker + 9 : marker + 73].decode())
-    except (ValueError, UnicodeDecodeError):
-        return ZERO_HASH
 
 
 def _holes(present: list[int]) -> str:

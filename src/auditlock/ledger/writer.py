@@ -2,9 +2,10 @@
 
 The pipeline is split so uploads can overlap:
 
-* `append(event)` (pure CPU): canonical bytes, line, event hash; returns the event's seq.
-* `seal()` (pure CPU): cuts a segment from the appended lines and signs a checkpoint
-  over it; returns `PendingObject`s (name, bytes, covered seqs). No I/O.
+* `append(event)` (pure CPU): canonical bytes; returns the event's seq.
+* `seal()` (pure CPU): builds the lines of the appended events and their hash chain
+  (lines.py, in one pass), cuts segments and signs a checkpoint over them; returns
+  `PendingObject`s (name, bytes, covered seqs). No I/O.
 * `store(objects)` (I/O, may run in a worker thread): puts them, idempotently. Several
   sealed batches may be storing at once; segments land in any order, but checkpoints are
   put strictly in index order (a checkpoint waits briefly for its predecessor, then
@@ -25,7 +26,6 @@ an idempotent no-op). When the tail cannot be continued (closed, corrupt, incons
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import logging
 import threading
@@ -45,7 +45,7 @@ from auditlock.ledger.checkpoint import (
 from auditlock.ledger.errors import LedgerError, StoreError
 from auditlock.ledger.keys import Signer, public_pem
 from auditlock.ledger.limits import MAX_EVENT_BYTES, MAX_SEGMENT_BYTES
-from auditlock.ledger.lines import ZERO_HASH, line_prefix
+from auditlock.ledger.lines import ZERO_HASH, LineFormat
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import (
     MAX_SEQ,
@@ -62,7 +62,6 @@ from auditlock.sinks.base import Destination, RetentionSpec
 log = logging.getLogger(__name__)
 
 _sha256 = hashlib.sha256
-_hexlify = binascii.hexlify
 _dumps = orjson.dumps
 _SORT = orjson.OPT_SORT_KEYS
 
@@ -119,11 +118,12 @@ class StreamWriter:
         self.compress = compress
         self._frontier = frontier
         self._head = head  # hash of the last sealed line (the tree's last leaf)
-        self._prev = head  # hash of the last appended line
+        self._prev = head  # hash of the last line built
         self.next_seq = frontier.size
         self.resumed_seq = frontier.size  # seqs below this are stored: do not feed them
         self._pending_first = frontier.size
-        self._lines: list[bytes] = []
+        self._events: list[bytes] = []  # appended, not yet built into lines
+        self._lines: list[bytes] = []  # built, not yet cut into segments
         self._leaves: list[bytes] = []
         self._checkpoint_index = checkpoint_index
         self._checkpoint_digest = checkpoint_digest
@@ -134,7 +134,7 @@ class StreamWriter:
         self._key_pending = True
         self._reserved: list[tuple[int, int]] = []  # orphan segments found after a gap
         self.closed = False
-        self._prefix = line_prefix(epoch)
+        self._format = LineFormat(self._stream_b, epoch)
         self._stored_lock = threading.Condition()
         self._sealed: dict[int, list[PendingObject]] = {}  # unstored checkpoint -> its batch
         self._stored_index = -1 if need_genesis else checkpoint_index
@@ -209,13 +209,7 @@ class StreamWriter:
         if len(event) > MAX_EVENT_BYTES:
             raise LedgerError(f"event is {len(event)} bytes, more than {MAX_EVENT_BYTES}")
         seq = self.next_seq
-        line = b'%b%b,"prev":"%b","seq":%d,"stream":"%b"}' % (
-            self._prefix, event, _hexlify(self._prev), seq, self._stream_b,
-        )  # fmt: skip
-        leaf = _sha256(b"\x00" + line).digest()
-        self._lines.append(line)
-        self._leaves.append(leaf)
-        self._prev = leaf
+        self._events.append(event)
         self.next_seq = seq + 1
         if seq >= MAX_SEQ:
             raise LedgerError(f"stream {self.stream_id} epoch {self.epoch} is full")
@@ -224,7 +218,7 @@ class StreamWriter:
     @property
     def pending_events(self) -> int:
         """Appended events not yet sealed."""
-        return len(self._lines)
+        return len(self._events) + len(self._lines)
 
     # -- sealing (pure CPU) --------------------------------------------------------------
 
@@ -305,7 +299,20 @@ class StreamWriter:
             objects.append(self._checkpoint("genesis"))
         return objects
 
+    def _build_lines(self) -> None:
+        """Lines and event hashes of the appended events: the hash chain, in one pass."""
+        events = self._events
+        if not events:
+            return
+        seq = self._pending_first + len(self._lines)
+        lines, leaves = self._format.chain(events, seq, self._prev)
+        self._lines.extend(lines)
+        self._leaves.extend(leaves)
+        self._prev = leaves[-1]
+        self._events = []
+
     def _cut_segments(self) -> list[PendingObject]:
+        self._build_lines()
         if not self._lines:
             return []
         first = self._pending_first
