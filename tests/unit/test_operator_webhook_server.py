@@ -122,7 +122,7 @@ def test_signing_key_round_trips_and_is_never_in_repr() -> None:
     material = generate()
     assert material.private_pem.decode() not in repr(material)
     again = from_secret_data(material.secret_data(), "s")
-    assert again.fingerprint == material.fingerprint and len(material.fingerprint) == 64
+    assert again.key_id == material.key_id and len(material.key_id) == 64
     with pytest.raises(KeySecretError, match=r"has no ed25519\.pem"):
         from_secret_data({}, "s")
     with pytest.raises(KeySecretError, match="not an unencrypted PEM") as bad:

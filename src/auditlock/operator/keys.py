@@ -1,4 +1,4 @@
-"""The policy's Ed25519 signing key: generation, fingerprint, and what goes in its Secret.
+"""The policy's Ed25519 signing key: generation, key id, and what goes in its Secret.
 
 The private key is only ever in the Secret's data and in the collector's mounted file.
 Nothing here logs it, and `SigningKeyMaterial.__repr__` hides it so an accidental log
@@ -8,12 +8,13 @@ line or traceback cannot leak it.
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from auditlock.ledger import keys as ledger_keys
+from auditlock.ledger.keys import key_id, private_pem, public_pem
 from auditlock.operator.names import KEY_FILE, PUBLIC_KEY_FILE
 
 
@@ -25,7 +26,7 @@ class KeySecretError(Exception):
 class SigningKeyMaterial:
     private_pem: bytes = field(repr=False)
     public_pem: bytes
-    fingerprint: str
+    key_id: str  # what status calls keyFingerprint (docs/FORMAT.md, key ids)
 
     def secret_data(self) -> dict[str, str]:
         """The Secret's `data` (base64 values)."""
@@ -35,28 +36,13 @@ class SigningKeyMaterial:
         }
 
 
-def fingerprint(public_key: Ed25519PublicKey) -> str:
-    """Key id: SHA-256 of the raw 32-byte public key, hex (as in docs/FORMAT.md)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
-
-
 def generate() -> SigningKeyMaterial:
-    private = Ed25519PrivateKey.generate()
-    return _material(private)
+    return _material(ledger_keys.generate())
 
 
 def _material(private: Ed25519PrivateKey) -> SigningKeyMaterial:
-    private_pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     public = private.public_key()
-    public_pem = public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return SigningKeyMaterial(private_pem, public_pem, fingerprint(public))
+    return SigningKeyMaterial(private_pem(private), public_pem(public), key_id(public))
 
 
 def from_secret_data(data: dict[str, str] | None, secret_name: str) -> SigningKeyMaterial:

@@ -47,20 +47,34 @@ def _parse_time(text: str) -> dt.datetime | None:
         return None
 
 
-def injecting_message(counts: PodCensus | None) -> str:
+def injecting_condition(
+    generation: int,
+    counts: PodCensus | None = None,
+    *,
+    invalid: str | None = None,
+    serving: int | None = None,
+) -> dict[str, Any]:
+    """The Injecting condition. `counts`: the pods, when counted; `invalid`: why the
+    current spec is invalid, with `serving` the last valid generation the webhooks
+    keep injecting (None: there is none, nothing is injected)."""
+    if invalid is not None:
+        if serving is None:
+            return c.condition(c.INJECTING, False, "InvalidSpec", invalid, generation)
+        message = f"Pods are injected with generation {serving}, the last valid spec."
+        return c.condition(c.INJECTING, True, "LastValidSpec", message, generation)
     if counts is None:
-        return "The injection webhook serves this policy's selector."
-    return (
-        f"{counts.injected} pod(s) carry the collector; {counts.stale} run an older "
-        "configuration and pick up the current one when re-created."
-    )
+        message = "The injection webhook serves this policy's selector."
+    else:
+        message = (
+            f"{counts.injected} pod(s) carry the collector; {counts.stale} run an older "
+            "configuration and pick up the current one when re-created."
+        )
+    return c.condition(c.INJECTING, True, "WebhookServing", message, generation)
 
 
 def pod_conditions(counts: PodCensus, generation: int) -> list[dict[str, Any]]:
     """The Injecting, CollectorIsolated and AllPodsAudited conditions for these counts."""
-    injecting = c.condition(
-        c.INJECTING, True, "WebhookServing", injecting_message(counts), generation
-    )
+    injecting = injecting_condition(generation, counts)
     if not counts.sharing:
         isolated = c.condition(
             c.COLLECTOR_ISOLATED,

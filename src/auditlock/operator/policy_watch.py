@@ -66,7 +66,8 @@ class PolicyWatch:
         if kind == "DELETED" or meta.get("deletionTimestamp"):
             self.registry.remove(namespace, name)
             return
-        # An invalid edit keeps the last valid version in force (see reconcile).
+        # An invalid edit keeps the last valid version in force: auditing is not
+        # switched off by a bad edit.
         with contextlib.suppress(ValidationError, KeyError):
             self.registry.put(entry_for(obj, self.cluster))
 

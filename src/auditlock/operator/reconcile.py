@@ -38,7 +38,7 @@ from auditlock.operator.kube import Kube
 from auditlock.operator.pod_status import (
     POD_CONDITIONS,
     count_pods,
-    injecting_message,
+    injecting_condition,
     pod_conditions,
     unchanged,
 )
@@ -51,6 +51,10 @@ from auditlock.sinks import DestinationError
 log = logging.getLogger("auditlock.operator.reconcile")
 
 DESTINATION_TIMEOUT = 30.0
+# How long a reconcile waits for the policy watch to see the object it reconciles (the
+# watch and kopf read the same API server, so this is normally a few milliseconds).
+REGISTRY_WAIT = 30.0
+REGISTRY_POLL = 0.02
 
 
 class RetryLater(Exception):
@@ -105,8 +109,8 @@ def entry_for(body: dict[str, Any], cluster: str = "") -> PolicyEntry:
     """The registry entry for a policy object; raises ValidationError for a bad spec."""
     namespace, name, uid, generation, created = _meta(body)
     spec = parse_spec(body.get("spec") or {})
-    _, digest = config_map_data(spec, cluster=cluster)
-    return PolicyEntry(namespace, name, uid, generation, spec, digest, created)
+    data, digest = config_map_data(spec, cluster=cluster)
+    return PolicyEntry(namespace, name, uid, generation, spec, digest, created, data[n.CONFIG_FILE])
 
 
 def owned_meta(body: dict[str, Any]) -> dict[str, Any]:
@@ -164,31 +168,25 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
         entry = entry_for(body, ctx.cluster)
     except ValidationError as exc:
         message = validation_message(exc)
+        # Auditing is not switched off by a bad edit: the webhooks keep serving the last
+        # valid generation (the policy watch keeps it) until the spec is fixed.
         last = ctx.registry.get(namespace, name)
-        if last is not None:
-            # Auditing is not switched off by a bad edit: the webhooks keep serving the
-            # last valid generation until the spec is fixed.
-            injecting = c.condition(
-                c.INJECTING,
-                True,
-                "LastValidSpec",
-                f"Pods are injected with generation {last.generation}, the last valid spec.",
-                generation,
-            )
-        else:
-            injecting = c.condition(c.INJECTING, False, "InvalidSpec", message, generation)
+        serving = last.generation if last is not None else None
         await _status(
             ctx,
             body,
             [
                 c.condition(c.READY, False, "InvalidSpec", message, generation),
                 c.condition(c.DESTINATION_LOCKED, None, "InvalidSpec", message, generation),
-                injecting,
+                injecting_condition(generation, invalid=message, serving=serving),
             ],
         )
         raise InvalidPolicy(message) from None
     spec = entry.spec
-    ctx.registry.put(entry)
+    await _registry_caught_up(
+        lambda: ctx.registry.holds(namespace, name, entry.uid, generation),
+        f"generation {generation} of {namespace}/{name}",
+    )
     summary: dict[str, Any] = {
         "destination": spec.destination.url,
         "retention": _retention_text(spec),
@@ -201,9 +199,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> None:
             [
                 c.condition(c.READY, False, reason, message, generation),
                 c.condition(c.DESTINATION_LOCKED, lock, reason, message, generation),
-                c.condition(
-                    c.INJECTING, True, "WebhookServing", injecting_message(None), generation
-                ),
+                injecting_condition(generation),
             ],
             **summary,
         )
@@ -245,7 +241,7 @@ async def _converge(
     except keys.KeySecretError as exc:
         await fail("SigningKeyInvalid", f"{exc}; delete it to have a new key generated.")
         raise RetryLater(str(exc)) from None
-    summary["keyFingerprint"] = material.fingerprint
+    summary["keyFingerprint"] = material.key_id
     summary["publicKey"] = material.public_pem.decode()
     summary["keySecret"] = secret_name
 
@@ -280,12 +276,13 @@ async def _converge(
                 )
                 await fail("KeyRotationFailed", message)
                 raise RetryLater(message) from None
-            summary["keyFingerprint"] = material.fingerprint
+            summary["keyFingerprint"] = material.key_id
             summary["publicKey"] = material.public_pem.decode()
 
     # 3. The collector configuration.
-    data, digest = config_map_data(spec, cluster=ctx.cluster)
+    digest = entry.config_hash
     config_map = n.config_map_name(name)
+    data = {n.CONFIG_FILE: entry.config_text}
     await asyncio.to_thread(
         ctx.kube.apply_config_map, namespace, config_map, data, owned_meta(body)
     )
@@ -296,7 +293,7 @@ async def _converge(
     state = await inspect_destination(
         spec,
         secret_data,
-        (material.fingerprint, material.public_pem),
+        (material.key_id, material.public_pem),
         mine=_streams_of(ctx.cluster, namespace),
     )
 
@@ -486,7 +483,7 @@ def _ensure_key(
     material = keys.generate()
     if ctx.kube.create_secret(namespace, secret_name, material.secret_data(), owned_meta(body)):
         log.info("created signing key Secret %s/%s (key id %s)", namespace, secret_name,
-                 material.fingerprint)  # fmt: skip
+                 material.key_id)  # fmt: skip
         return material
     # Someone else created it between our read and create: use theirs.
     return keys.from_secret_data(ctx.kube.read_secret(namespace, secret_name), secret_name)
@@ -524,7 +521,7 @@ def _rotate(
         namespace, secret_name, new.secret_data(), {n.ANNOTATION_ROTATED_FOR: requested}
     )
     log.info("rotated the signing key of %s/%s: %s -> %s", namespace, secret_name,
-             old.fingerprint, new.fingerprint)  # fmt: skip
+             old.key_id, new.key_id)  # fmt: skip
     return new
 
 
@@ -538,6 +535,18 @@ def _credentials_secret(spec: AuditPolicySpec) -> str | None:
 
 def _retention_text(spec: AuditPolicySpec) -> str:
     return f"{spec.retention.days}d {spec.retention.mode}"
+
+
+async def _registry_caught_up(done: Callable[[], bool], what: str) -> None:
+    """Wait until the policy watch, the registry's one writer, has seen `what`: the
+    webhooks and the namespace's enforcement label then follow the same generation that
+    this reconcile writes into status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REGISTRY_WAIT
+    while not done():
+        if loop.time() > deadline:
+            raise RetryLater(f"The operator's policy watch has not seen {what} yet.")
+        await asyncio.sleep(REGISTRY_POLL)
 
 
 async def mark_enforced_namespace(ctx: Context, namespace: str) -> None:
@@ -555,8 +564,11 @@ async def mark_enforced_namespace(ctx: Context, namespace: str) -> None:
 async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     """On delete: remove what the operator created in the cluster. The ledger, its keys
     and the public key in the destination stay untouched (they are under retention)."""
-    namespace, name, _, _, _ = _meta(body)
-    ctx.registry.remove(namespace, name)
+    namespace, name, uid, _, _ = _meta(body)
+    await _registry_caught_up(
+        lambda: ctx.registry.holds_none(namespace, name, uid),
+        f"the deletion of {namespace}/{name}",
+    )
     await mark_enforced_namespace(ctx, namespace)
     await asyncio.to_thread(ctx.kube.delete, "ConfigMap", namespace, n.config_map_name(name))
     await asyncio.to_thread(ctx.kube.delete, "Secret", namespace, n.key_secret_name(name))

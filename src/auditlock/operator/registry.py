@@ -1,9 +1,10 @@
 """The operator's in-memory view of every valid AuditPolicy, read by the webhooks.
 
-Admission must answer in milliseconds, so the webhooks never call the API server: the
-kopf event handler keeps this registry current from the AuditPolicy watch. Each entry
-holds what injection needs, computed once per policy generation (rendered config and
-its hash), not once per pod.
+Admission must answer in milliseconds, so the webhooks never call the API server. The
+registry has one writer, `PolicyWatch` (policy_watch.py), which follows the AuditPolicy
+list in every replica; reconcile and the kopf handlers only read it. Each entry holds
+what injection needs, computed once per policy generation (the rendered collector
+config and its hash), not once per pod.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class PolicyEntry:
     spec: AuditPolicySpec
     config_hash: str
     created: str  # creationTimestamp: older policies win when several select one pod
+    config_text: str = ""  # the rendered collector config file, whose hash is config_hash
 
     @property
     def required(self) -> bool:
@@ -81,6 +83,16 @@ class PolicyRegistry:
 
     def get(self, namespace: str, name: str) -> PolicyEntry | None:
         return self._by_namespace.get(namespace, {}).get(name)
+
+    def holds(self, namespace: str, name: str, uid: str, generation: int) -> bool:
+        """True when the entry for this object is at `generation` or newer."""
+        held = self.get(namespace, name)
+        return held is not None and held.uid == uid and held.generation >= generation
+
+    def holds_none(self, namespace: str, name: str, uid: str) -> bool:
+        """True when no entry for this object (this uid) is held."""
+        held = self.get(namespace, name)
+        return held is None or held.uid != uid
 
     def in_namespace(self, namespace: str) -> tuple[PolicyEntry, ...]:
         return self._ordered.get(namespace, ())
