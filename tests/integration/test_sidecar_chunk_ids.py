@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from auditlock.sidecar.sources.http_intake import HttpIntake
+from auditlock.sidecar.sources.http.server import HttpIntake
 from tests.integration.test_sidecar_forward import forward_port, read_ack
 from tests.servers.sidecar import (
     ledger_events,

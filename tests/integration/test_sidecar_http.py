@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from auditlock.sidecar.sources.http_intake import HttpIntake
+from auditlock.sidecar.sources.http.server import HttpIntake
 from tests.servers.sidecar import (
     SidecarProcess,
     ledger_events,

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from auditlock.sidecar.sources.access_proxy import AccessProxy
-from auditlock.sidecar.sources.config_files import ConfigFileWatcher
+from auditlock.sidecar.sources.access_proxy.proxy import AccessProxy
+from auditlock.sidecar.sources.config_files.watcher import ConfigFileWatcher
 from tests.servers.sidecar import (
     free_port,
     ledger_events,

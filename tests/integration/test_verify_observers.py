@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from auditlock.sidecar.sources.config_files import ConfigFileWatcher
-from auditlock.sidecar.sources.http_intake import HttpIntake
+from auditlock.sidecar.sources.config_files.watcher import ConfigFileWatcher
+from auditlock.sidecar.sources.http.server import HttpIntake
 from tests.servers.sidecar import ROOT, make_config, running_sidecar
 from tests.unit.test_sidecar_config_files import ConfigMapVolume
 

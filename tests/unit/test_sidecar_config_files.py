@@ -7,8 +7,8 @@ import os
 import threading
 from pathlib import Path
 
-from auditlock.sidecar.sources.config_files import Scanner, diff
-from auditlock.sidecar.sources.config_scan import _Scan
+from auditlock.sidecar.sources.config_files.scan import _Scan
+from auditlock.sidecar.sources.config_files.watcher import Scanner, diff
 
 
 def sha(text: str) -> str:

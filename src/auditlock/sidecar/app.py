@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from auditlock.sidecar import memory
@@ -30,6 +31,7 @@ from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline
 from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.shipping import Shipper
+from auditlock.sidecar.sources import Source, SourceContext, build_sources
 from auditlock.sidecar.spool.spool import RecoveryReport, Spool
 
 log = logging.getLogger("auditlock.sidecar")
@@ -52,10 +54,10 @@ class Sidecar:
             recent_ids,
             config.sources.forward.observer_tag_prefix,
         )
-        self.intake = Intake(pipeline, self.spool, self.metrics, recent_ids)
+        self.intake = Intake(pipeline, self.spool, self.metrics, recent_ids, config.stream.id)
         self.shipper = Shipper(config, self.spool, self.metrics)
         self.health = HealthServer(config.health, self.metrics, self.readiness, self.refresh)
-        self.sources: list[Any] = []
+        self.sources: list[Source] = []
         self.state = "starting"
         self.started_at = time.monotonic()
         self._trimmer: asyncio.Task[None] | None = None
@@ -114,33 +116,15 @@ class Sidecar:
         self.metrics.spool_records_lost.inc(report.lost_records)
         event = spool_damage_event(str(self.config.spool.dir), report)
         prepared = self.intake.prepare(SPOOL_INPUT, [(SPOOL_TAG, time.time_ns(), event)])
-        await self.intake.commit(SPOOL_INPUT, prepared, [])
+        await self.intake.commit(SPOOL_INPUT, [(prepared, None)])
 
     async def _start_sources(self) -> None:
-        sources = self.config.sources
-        if sources.forward.enabled:
-            from auditlock.sidecar.sources.forward.server import ForwardServer
-
-            self.sources.append(ForwardServer(sources.forward, self.intake, self.metrics))
-        if sources.http.enabled:
-            from auditlock.sidecar.sources.http_intake import HttpIntake
-
-            self.sources.append(HttpIntake(sources.http, self.intake))
-        if sources.config_files.enabled:
-            from auditlock.sidecar.sources.config_files import ConfigFileWatcher
-
-            self.sources.append(
-                ConfigFileWatcher(
-                    sources.config_files,
-                    self.intake,
-                    self.config.spool.dir,
-                    private=[self.config.stream.signing_key_file],
-                )
-            )
-        if sources.access_proxy.enabled:
-            from auditlock.sidecar.sources.access_proxy import AccessProxy
-
-            self.sources.append(AccessProxy(sources.access_proxy, self.intake))
+        context = SourceContext(
+            self.intake,
+            state_dir=Path(self.config.spool.dir),
+            private=[Path(self.config.stream.signing_key_file)],
+        )
+        self.sources = build_sources(self.config.sources, context)
         for source in self.sources:
             await source.start()
 
@@ -153,7 +137,7 @@ class Sidecar:
         log.info("stopping: closing intake")
         for source in reversed(self.sources):
             await source.stop()
-        self.intake.accepting = False
+        self.intake.close()
         await self.spool.flush()
         log.info("stopping: shipping what is spooled and closing the stream")
         await self.shipper.drain_and_close()

@@ -29,122 +29,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le
+from annotated_types import Ge, Le
 
 from auditlock.ledger.vocabulary import CATEGORIES, Category
+from auditlock.sidecar.config_fields import FORBID_EXTRA, Port, Positive
+from auditlock.sidecar.sources.access_proxy.config import AccessProxySource as AccessProxySource
+from auditlock.sidecar.sources.config_files.config import ConfigFilesSource as ConfigFilesSource
+from auditlock.sidecar.sources.forward.config import ForwardSource as ForwardSource
+from auditlock.sidecar.sources.http.config import HttpSource as HttpSource
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
 ENV_PREFIX = "AUDITLOCK_SIDECAR__"
 
-Port = Annotated[int, Ge(0), Le(65535)]  # 0 picks a free port (tests)
-Positive = Annotated[float, Gt(0)]
-
-# The sections are plain frozen dataclasses, validated by pydantic at the boundary
-# (`config_from_dict`). The long-running collector process reads an already validated
-# file into the same classes without importing pydantic (handoff.py), which keeps
-# about 8 MiB of pydantic out of the pod's memory limit. Unknown keys are a typo in a
-# rendered file: every section refuses them.
-_FORBID_EXTRA = {"extra": "forbid"}
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardSource:
-    """Fluentd Forward protocol intake (fluent-logger, Fluent Bit, Fluentd out_forward)."""
-
-    __pydantic_config__ = _FORBID_EXTRA
-
-    enabled: bool = True
-    host: str = "127.0.0.1"  # keep it loopback
-    port: Port = 24224
-    shared_key: str | None = None  # when set, clients must pass HELO/PING/PONG
-    self_hostname: str = "auditlock-sidecar"  # our name in PONG
-    max_frame_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024  # bigger closes the connection
-    # Forward tags under this prefix come from auditlock's operator (its own collector
-    # only): their events may carry observer marks an app's may not (pipeline/observers.py).
-    observer_tag_prefix: str | None = None
-    # Recent chunk ids (and HTTP Idempotency-Keys, which share the memory, in their own
-    # namespace) remembered in the spool to drop retransmissions: the window is the last
-    # chunk_memory ids. About 100 bytes of memory each whatever the id's length (a digest
-    # is kept, spool/chunk_ids.py): 20 MB at the default, 50 MB at the maximum.
-    chunk_memory: Annotated[int, Ge(1000), Le(500_000)] = 200_000
-    # Connection limits (sidecar/connections.py): one more connection is closed at once;
-    # a handshake (shared_key set), a started message, or silence that takes longer
-    # closes the connection.
-    max_connections: Annotated[int, Ge(1)] = 32
-    handshake_timeout_seconds: Positive = 5.0
-    frame_timeout_seconds: Positive = 30.0
-    idle_timeout_seconds: Positive = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSource:
-    """JSON over HTTP: POST /v1/events with an object, an array or NDJSON."""
-
-    __pydantic_config__ = _FORBID_EXTRA
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Port = 8686
-    max_body_bytes: Annotated[int, Ge(1024)] = 8 * 1024 * 1024
-    # Connection limits (sidecar/connections.py): request line + headers, then the body,
-    # must each arrive within their timeout; a keep-alive connection idle longer closes.
-    max_connections: Annotated[int, Ge(1)] = 32
-    header_timeout_seconds: Positive = 10.0
-    body_timeout_seconds: Positive = 30.0
-    idle_timeout_seconds: Positive = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigFilesSource:
-    """Watches mounted files (ConfigMap/Secret volumes); records hashes, never contents."""
-
-    __pydantic_config__ = _FORBID_EXTRA
-
-    enabled: bool = False
-    paths: list[str] = field(default_factory=list)  # files or directories
-    poll_seconds: Positive = 2.0
-    # Entries (files and directories) examined per scan; past it the rest is reported
-    # as skipped. Bounds the scan's memory and time whatever a folder holds.
-    max_files: Annotated[int, Ge(1)] = 10_000
-    # Larger files are reported as skipped, not hashed (ConfigMaps and Secrets hold 1 MiB).
-    max_file_bytes: Annotated[int, Ge(1)] = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class AccessProxySource:
-    """HTTP reverse proxy in front of the app's port that records access events."""
-
-    __pydantic_config__ = _FORBID_EXTRA
-
-    enabled: bool = False
-    host: str = "0.0.0.0"  # the proxy is what Services point at
-    port: Port = 8080
-    upstream: str = "http://127.0.0.1:8081"  # the app's real port
-    # Request bodies larger than this are answered 413 (0: no limit). Bodies are streamed,
-    # so this is a policy, not a memory bound.
-    max_body_bytes: Annotated[int, Ge(0)] = 64 * 1024 * 1024
-    # Access events held in memory while the spool is full; past it requests get 503.
-    max_pending_events: Annotated[int, Ge(1)] = 4096
-    # Open client connections; past it new ones are closed at once. Each may hold up
-    # to 128 KiB of a body in flight each way, so this bounds memory too.
-    max_connections: Annotated[int, Ge(1)] = 256
-    # A connection with no complete request for this long (idle keep-alive, or headers
-    # sent slowly) is closed. Keep it above the idle timeout of a load balancer in front.
-    idle_timeout_seconds: Positive = 75.0
-    # Headers whose value is recorded as a claimed, unverified identity.
-    identity_headers: list[str] = field(
-        default_factory=lambda: ["x-forwarded-user", "x-remote-user", "x-auth-request-email"]
-    )
-    # Correlation headers: traceparent gives trace_id, the first other one present gives
-    # request_id.
-    request_id_headers: list[str] = field(default_factory=lambda: ["x-request-id", "traceparent"])
-
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    __pydantic_config__ = _FORBID_EXTRA
+    """One section per source; each source keeps its section's class beside its code
+    (sources/*/config.py) and is listed in `sources.SOURCES`."""
+
+    __pydantic_config__ = FORBID_EXTRA
 
     forward: ForwardSource = field(default_factory=ForwardSource)
     http: HttpSource = field(default_factory=HttpSource)
@@ -156,7 +61,7 @@ class Sources:
 class MatchRule:
     """Matches when the value at `field` (dotted path) equals one of `values`."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     field: str
     values: list[str]
@@ -166,7 +71,7 @@ class MatchRule:
 class PipelineConfig:
     """Policy filter and redaction applied before an event is spooled."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     categories: list[Category] = field(default_factory=lambda: list(CATEGORIES))
     include: list[MatchRule] = field(default_factory=list)  # non-empty: keep only matches
@@ -180,7 +85,7 @@ class PipelineConfig:
 class SpoolConfig:
     """The write-ahead spool: every event is fsynced here before it is acknowledged."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     dir: Path = Path("/var/lib/auditlock/spool")
     max_bytes: Annotated[int, Ge(64 * 1024)] = 256 * 1024 * 1024  # full: intake pushes back
@@ -191,7 +96,7 @@ class SpoolConfig:
 class DeliveryConfig:
     """How events become ledger segments and reach the destination."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     batch_max_events: Annotated[int, Ge(1)] = 5000  # seal a segment at this many events
     max_delay_seconds: Positive = 0.25  # seal at least this often
@@ -203,7 +108,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class DestinationConfig:
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     url: str  # gs://bucket/prefix, s3://bucket/prefix or file:///path
     retention_days: Positive = 365.0
@@ -216,7 +121,7 @@ class DestinationConfig:
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     # One stream per sidecar; under the operator <cluster>_<namespace>_<pod> (letters,
     # digits, '.', '_', '-').
@@ -238,7 +143,7 @@ class StreamConfig:
 class SourceIdentity:
     """Where this sidecar runs; copied into every event's `source` (downward API)."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     cluster: str = ""
     namespace: str = ""
@@ -251,7 +156,7 @@ class SourceIdentity:
 class HealthConfig:
     """/healthz, /readyz and /metrics. Not loopback: the kubelet and Prometheus call it."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     host: str = "0.0.0.0"  # probes come from the node
     port: Port = 9880
@@ -266,7 +171,7 @@ class HealthConfig:
 class SidecarConfig:
     """The whole sidecar configuration file."""
 
-    __pydantic_config__ = _FORBID_EXTRA
+    __pydantic_config__ = FORBID_EXTRA
 
     destination: DestinationConfig
     stream: StreamConfig

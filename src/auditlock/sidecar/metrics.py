@@ -72,6 +72,12 @@ class Metrics:
             ["input"],
             registry=r,
         )
+        self.tap_errors = Counter(
+            f"{NS}_tap_errors",
+            "Exceptions raised by an intake tap (ignored: the events were stored), by tap",
+            ["tap"],
+            registry=r,
+        )
         self.config_files_skipped = Counter(
             f"{NS}_config_files_skipped",
             "Watched entries not hashed (FIFO, link leaving the volume, too large, past the "

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 APP_INPUTS = frozenset({"forward", "http"})
-# sources/config_files.py ACTOR, and app.py's spool-damage alert.
+# sources/config_files/watcher.py ACTOR, and app.py's spool-damage alert.
 RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher", "auditlock-collector"})
 # The collector's own sources' tags (config_files.TAG, access_proxy.TAG) and the
 # operator's capture (operator/capture.py TAG_PREFIX).
 RESERVED_TAG_PREFIXES = ("config_files", "access_proxy", "auditlock.")
-# operator/audit_events.py (observed_by), sources/access_proxy.py (identity_*), and the
+# operator/audit_events.py (observed_by), sources/access_proxy/proxy.py (identity_*), and the
 # members that make a record a Kubernetes API audit event (audit.k8s.io Event).
 RESERVED_DETAILS = frozenset(
     {"observed_by", "identity_verified", "identity_header", "auditID", "requestURI", "stage"}

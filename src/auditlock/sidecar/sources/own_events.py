@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from auditlock.sidecar.intake import Intake, Prepared
-from auditlock.sidecar.spool.spool import RecordTooLarge, SpoolFull
+from auditlock.sidecar.intake import Intake, Processed, RecordTooLarge, SpoolFull
 
 log = logging.getLogger("auditlock.sidecar.own_events")
 
@@ -25,7 +24,7 @@ async def spool_events(
     """Spool canonical events in records that fit. Returns how many leading events are
     done (durable, or refused as never fitting) and the SpoolFull that stopped the rest
     (None when all are done)."""
-    budget = min(MAX_RECORD_BYTES, intake.spool.max_bytes // 4)
+    budget = min(MAX_RECORD_BYTES, intake.max_record_bytes // 4)
     done = 0
     while done < len(events):
         end, size = done, 0
@@ -33,7 +32,7 @@ async def spool_events(
             size += len(events[end]) + PER_EVENT_OVERHEAD
             end += 1
         try:
-            await intake.commit(input_name, Prepared(events=events[done:end]), [])
+            await intake.commit(input_name, [(Processed(events=events[done:end]), None)])
         except RecordTooLarge as exc:
             if end - done > 1:  # cannot happen with a quarter of the spool; be safe
                 budget //= 2

@@ -25,16 +25,23 @@ import contextlib
 import logging
 from typing import Any
 
-from auditlock.sidecar.config import ForwardSource
 from auditlock.sidecar.connections import ConnectionSlots
-from auditlock.sidecar.intake import Intake, Prepared, RateLimit, SpoolFull
-from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.intake import (
+    STREAM,
+    ChunkNotStored,
+    Group,
+    Processed,
+    RateLimit,
+    RecordTooLarge,
+    SpoolFull,
+)
 from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
+from auditlock.sidecar.sources import SourceContext
 from auditlock.sidecar.sources.forward import protocol
+from auditlock.sidecar.sources.forward.config import ForwardSource
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
 from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
 from auditlock.sidecar.spool.chunk_ids import forward_key
-from auditlock.sidecar.spool.spool import RecordTooLarge, SpoolWriteFailed
 
 log = logging.getLogger("auditlock.sidecar.forward")
 
@@ -45,7 +52,6 @@ READ_SIZE = 64 * 1024
 # room before it reads more: without it, max_connections partial frames of
 # max_frame_bytes each could take several times the container's memory.
 PARTIAL_BUDGET = 8 * 1024 * 1024
-WRITE_RETRY_SECONDS = 0.5  # after the spool disk refused a write
 
 
 class ConnectionClosed(Exception):
@@ -55,17 +61,17 @@ class ConnectionClosed(Exception):
 
 
 class ForwardServer:
-    def __init__(self, config: ForwardSource, intake: Intake, metrics: Metrics) -> None:
+    def __init__(self, config: ForwardSource, context: SourceContext) -> None:
         self.config = config
-        self.intake = intake
-        self.metrics = metrics
+        self.intake = context.intake
+        self.metrics = context.intake.metrics
         self.port = config.port
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], _Connection] = {}
-        self._closing = False
+        self.closing = False  # stop() was called: connections finish their batch and end
         # A flood of bad connections must not flood the log: 20 lines/s, then a count.
         self.close_log_budget = RateLimit(per_second=20)
-        self.slots = ConnectionSlots(INPUT, config.max_connections, metrics)
+        self.slots = ConnectionSlots(INPUT, config.max_connections, self.metrics)
         self._accepted = 0
         self.partial_bytes = 0  # sum of the connections' `held`
         # One message of the largest size must always be able to complete.
@@ -82,7 +88,7 @@ class ForwardServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting; let connections finish the batch they are committing."""
-        self._closing = True
+        self.closing = True
         if self._server is not None:
             self._server.close()
         for task, connection in list(self._connections.items()):
@@ -147,7 +153,7 @@ class _Connection:
         self.messages.handshake = not self.authenticated
         # The message being read: its entries go through the pipeline as they arrive (in
         # batches), so only canonical bytes and a bounded rejection report are kept.
-        self._current = Prepared()
+        self._current = Processed()
         self._current_bytes = 0
 
     async def run(self) -> None:
@@ -160,7 +166,7 @@ class _Connection:
         handshake_deadline = loop.time() + config.handshake_timeout_seconds
         frame_deadline = 0.0
         frame_mark = -1  # messages completed when frame_deadline was set
-        while not self.server._closing:
+        while not self.server.closing:
             # What a client may take before its next bytes: the rest of the handshake
             # (shared key), of the message it started, or an idle pause between messages.
             if not self.authenticated:
@@ -260,7 +266,7 @@ class _Connection:
                     option = item.option
                     chunk = option.get("chunk") if option else None
                     batch.add(self._current, chunk)
-                    self._current = Prepared()
+                    self._current = Processed()
                     self._current_bytes = 0
         except ProtocolError as exc:
             failure = ConnectionClosed(exc.reason, str(exc))
@@ -293,58 +299,21 @@ class _Connection:
         self.authenticated = True
 
     async def _commit(self, batch: _Batch) -> None:
-        spool = self.intake.spool
-        waits: list[asyncio.Future[int]] = []
-        first_try = True
-        while True:
-            # Drop chunks already durable (a retransmission) and wait for chunks another
-            # connection is spooling right now. Re-checked after every wait for room: a
-            # client that timed out may have retransmitted the chunk on a new connection
-            # meanwhile, and only one of the two may store it. From here to the append
-            # there is no await, so the check and the registration are atomic.
-            waits = []
-            fresh = Prepared()
-            fresh_chunks: list[str] = []
-            duplicates = 0
-            for prepared, chunk in batch.groups:
-                if chunk is not None:
-                    key = forward_key(chunk)
-                    if spool.seen_chunk(key) or key in fresh_chunks:
-                        duplicates += 1
-                        continue
-                    inflight = spool.inflight_chunk(key)
-                    if inflight is not None:
-                        duplicates += 1
-                        waits.append(inflight)
-                        continue
-                    fresh_chunks.append(key)
-                fresh.extend(prepared, 0)
-                prepared.unstorable = []  # counted by the commit below, once
-            if first_try:
-                self.intake.count(INPUT, fresh)
-                first_try = False
-            try:
-                await self.intake.commit(INPUT, fresh, fresh_chunks)
-                break
-            except RecordTooLarge as exc:
-                raise ConnectionClosed("too_large_for_spool", str(exc)) from None
-            except SpoolFull as exc:
-                if self.server._closing or not self.intake.accepting:
-                    raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
-                # Withhold the ack and stop reading until shipping frees room for this
-                # record (woken by a release, no polling), or after a pause when the
-                # disk refused the write.
-                if isinstance(exc, SpoolWriteFailed):
-                    await asyncio.sleep(WRITE_RETRY_SECONDS)
-                else:
-                    await spool.wait_for_room(exc.needed)
-        if duplicates:
-            self.metrics.duplicate_chunks.inc(duplicates)
-        for future in waits:
-            try:
-                await future
-            except Exception as exc:  # the other connection's commit failed: no ack
-                raise ConnectionClosed("spool_error", f"chunk not stored: {exc}") from None
+        server = self.server
+        try:
+            committed = await self.intake.commit(
+                INPUT, batch.groups, STREAM, stopping=lambda: server.closing
+            )
+        except RecordTooLarge as exc:
+            raise ConnectionClosed("too_large_for_spool", str(exc)) from None
+        except SpoolFull:  # the spool waits for room unless the sidecar is stopping
+            raise ConnectionClosed("shutdown", "sidecar is shutting down") from None
+        except ChunkNotStored as exc:  # another connection's commit of a chunk failed
+            if exc.duplicates:
+                self.metrics.duplicate_chunks.inc(exc.duplicates)
+            raise ConnectionClosed("spool_error", str(exc)) from None
+        if committed.duplicates:
+            self.metrics.duplicate_chunks.inc(committed.duplicates)
         if batch.chunks:
             self.writer.write(b"".join(protocol.ack(c) for c in batch.chunks))
             await self.writer.drain()
@@ -354,10 +323,10 @@ class _Batch:
     """The messages completed by one read, prepared, with their chunks in order."""
 
     def __init__(self) -> None:
-        self.groups: list[tuple[Prepared, str | None]] = []
+        self.groups: list[Group] = []  # keyed by the chunk id (spool/chunk_ids.py)
         self.chunks: list[str] = []
 
-    def add(self, prepared: Prepared, chunk: str | None) -> None:
-        self.groups.append((prepared, chunk))
+    def add(self, prepared: Processed, chunk: str | None) -> None:
+        self.groups.append((prepared, None if chunk is None else forward_key(chunk)))
         if chunk is not None:
             self.chunks.append(chunk)

@@ -3,7 +3,7 @@
 Kubernetes updates ConfigMap and Secret volumes atomically: the files live in a
 timestamped directory (`..2026_11_29_15_04_05.123`), `..data` is a symlink to it, and
 each visible name is a symlink `name -> ..data/name`. An update writes a new timestamped
-directory and swaps `..data` with one rename. The scan (config_scan.py) therefore
+directory and swaps `..data` with one rename. The scan (scan.py) therefore
 resolves every visible name through its symlinks, within the volume, and hashes what it
 points at; in such a volume, entries whose names start with `..` are its machinery and
 are not listed themselves.
@@ -36,12 +36,12 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from auditlock.sidecar.config import ConfigFilesSource
-from auditlock.sidecar.intake import Intake, SpoolFull
-from auditlock.sidecar.sources.config_scan import Entry, Scanner, Snapshot, Stopped
+from auditlock.sidecar.intake import SpoolFull
+from auditlock.sidecar.sources import SourceContext
+from auditlock.sidecar.sources.config_files.config import ConfigFilesSource
+from auditlock.sidecar.sources.config_files.scan import Entry, Scanner, Snapshot, Stopped
 from auditlock.sidecar.sources.own_events import spool_events
 
 __all__ = ["ConfigFileWatcher", "Scanner", "Snapshot", "diff"]
@@ -109,23 +109,17 @@ def _record(action: str, path: str, before: Entry | None, after: Entry | None) -
 
 
 class ConfigFileWatcher:
-    def __init__(
-        self,
-        config: ConfigFilesSource,
-        intake: Intake,
-        state_dir: Path,
-        private: list[Path] | None = None,
-    ) -> None:
-        """`private`: the collector's own files (signing key, spool), never read."""
+    def __init__(self, config: ConfigFilesSource, context: SourceContext) -> None:
         self.config = config
-        self.intake = intake
+        self.intake = context.intake
+        # The collector's own files (signing key, spool) are never read.
         self.scanner = Scanner(
             config.paths,
             max_files=config.max_files,
             max_file_bytes=config.max_file_bytes,
-            private=[*(private or []), Path(state_dir)],
+            private=[*context.private, context.state_dir],
         )
-        self.state_path = Path(state_dir) / STATE_FILE
+        self.state_path = context.state_dir / STATE_FILE
         self._task: asyncio.Task[None] | None = None
         self._previous: Snapshot | None = None
         self._closing = False
@@ -184,8 +178,8 @@ class ConfigFileWatcher:
                 if full is not None:
                     if self._closing:
                         raise full  # the changes are reported again at the next start
-                    with contextlib.suppress(TimeoutError):  # no new scan until there is room
-                        await asyncio.wait_for(self.intake.spool.wait_for_room(full.needed), 1)
+                    # No new scan until there is room.
+                    await self.intake.wait_for_room(full.needed, 1)
         # Only after the events are durable: a crash before this re-reports the change.
         if records or previous is None:
             await asyncio.to_thread(self._save_state, snapshot)

@@ -48,8 +48,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from auditlock.ledger.values import normalize_ip
-from auditlock.sidecar.config import AccessProxySource
-from auditlock.sidecar.intake import Intake, RateLimit
+from auditlock.sidecar.intake import RateLimit
+from auditlock.sidecar.sources import SourceContext
+from auditlock.sidecar.sources.access_proxy.config import AccessProxySource
 from auditlock.sidecar.sources.own_events import spool_events
 
 log = logging.getLogger("auditlock.sidecar.access_proxy")
@@ -119,9 +120,9 @@ class _CappedServer(web.Server):
 
 
 class AccessProxy:
-    def __init__(self, config: AccessProxySource, intake: Intake) -> None:
+    def __init__(self, config: AccessProxySource, context: SourceContext) -> None:
         self.config = config
-        self.intake = intake
+        self.intake = context.intake
         self.port = config.port
         self.upstream = config.upstream.rstrip("/")
         self._identity_headers = [h.lower() for h in config.identity_headers]
@@ -356,8 +357,7 @@ class AccessProxy:
                         len(backlog)
                     )
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.intake.spool.wait_for_room(full.needed), 0.5)
+                await self.intake.wait_for_room(full.needed, 0.5)
             elif self._stopping and not self._pending:
                 return
 

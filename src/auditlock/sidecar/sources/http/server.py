@@ -9,7 +9,7 @@ Answers:
                                             at most 100 errors are listed, then
                                             "more_errors": n and "reasons": {reason: n}
     413                                     body larger than sources.http.max_body_bytes,
-                                            too dense to decode at once (json_body.py),
+                                            too dense to decode at once (body.py),
                                             or its events larger than the whole spool
     503 + Retry-After                       spool full or shutting down; retry later
 
@@ -42,14 +42,14 @@ from typing import Any
 
 import orjson
 
-from auditlock.sidecar.config import HttpSource
 from auditlock.sidecar.connections import ConnectionSlots, Timeouts
 from auditlock.sidecar.http_server import HttpServer, Request, Response
-from auditlock.sidecar.intake import Intake, Prepared, SpoolFull
+from auditlock.sidecar.intake import REQUEST, Processed, RecordTooLarge, SpoolFull
 from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
-from auditlock.sidecar.sources.json_body import BadBody, TooDense, parse_body
+from auditlock.sidecar.sources import SourceContext
+from auditlock.sidecar.sources.http.body import BadBody, TooDense, parse_body
+from auditlock.sidecar.sources.http.config import HttpSource
 from auditlock.sidecar.spool.chunk_ids import http_key
-from auditlock.sidecar.spool.spool import RecordTooLarge
 
 log = logging.getLogger("auditlock.sidecar.http")
 
@@ -83,9 +83,9 @@ def request_tag(headers: dict[str, str]) -> str:
 
 
 class HttpIntake:
-    def __init__(self, config: HttpSource, intake: Intake) -> None:
+    def __init__(self, config: HttpSource, context: SourceContext) -> None:
         self.config = config
-        self.intake = intake
+        self.intake = intake = context.intake
         self.server = HttpServer(
             config.host,
             config.port,
@@ -125,7 +125,7 @@ class HttpIntake:
             self.intake.metrics.events_rejected.labels(INPUT, "bad_tag").inc()
             return _json(400, {"error": str(exc), "errors": []})
         now = time.time_ns()
-        prepared = Prepared()
+        prepared = Processed()
         try:
             # Items are decoded as the pipeline takes them (NDJSON line by line), in
             # batches with the event loop free in between: a body can hold millions.
@@ -148,23 +148,8 @@ class HttpIntake:
         except TooDense as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "too_large").inc()
             return _json(413, {"error": str(exc), "errors": []})
-        if prepared.rejected_count:
-            self.intake.count(INPUT, prepared)
-            return _json(400, _rejections(prepared))
-        if chunk is not None and await self._already_stored(chunk):
-            self.intake.metrics.duplicate_requests.inc()
-            return _json(202, {"accepted": 0, "filtered": 0, "duplicate": True})
-        duplicates = self.intake.duplicate_ids(prepared)
-        if duplicates:  # a repeated id: refused like any invalid event
-            for _, entry, rejection in sorted(duplicates, key=lambda d: d[1]):
-                prepared.reject(entry, rejection)
-            self.intake.count(INPUT, prepared)
-            return _json(400, _rejections(prepared))
-        self.intake.count(INPUT, prepared)
-        # No await from the checks above to the spool registering the key (synchronously,
-        # in append_packed): a concurrent request with the same key sees it in flight.
         try:
-            await self.intake.commit(INPUT, prepared, [chunk] if chunk is not None else [])
+            committed = await self.intake.commit(INPUT, [(prepared, chunk)], REQUEST)
         except RecordTooLarge as exc:
             self.intake.metrics.events_rejected.labels(INPUT, "too_large_for_spool").inc(
                 len(prepared.events)
@@ -172,20 +157,15 @@ class HttpIntake:
             return _json(413, {"error": str(exc), "errors": []})
         except SpoolFull as exc:
             return _unavailable(str(exc))
-        return _json(202, {"accepted": len(prepared.events), "filtered": prepared.filtered})
-
-    async def _already_stored(self, chunk: str) -> bool:
-        """True when a request with this key is durable, waiting for one in flight."""
-        spool = self.intake.spool
-        while (inflight := spool.inflight_chunk(chunk)) is not None:
-            try:
-                await inflight
-            except Exception:  # that commit failed; ours may still succeed
-                break
-        return spool.seen_chunk(chunk)
+        if committed.refused is not None:
+            return _json(400, _rejections(committed.refused))
+        if committed.duplicates:
+            self.intake.metrics.duplicate_requests.inc()
+            return _json(202, {"accepted": 0, "filtered": 0, "duplicate": True})
+        return _json(202, {"accepted": committed.stored, "filtered": prepared.filtered})
 
 
-def _rejections(prepared: Prepared) -> dict[str, Any]:
+def _rejections(prepared: Processed) -> dict[str, Any]:
     """The 400 answer: the first REPORTED_REJECTIONS errors, a count of the rest."""
     errors = [
         {"index": index, "field": exc.field, "reason": exc.reason, "message": str(exc)}

@@ -1,0 +1,1 @@
+"""The config-file watcher: scan mounted files (scan.py), record changes (watcher.py)."""
