@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -72,6 +72,17 @@ MAX_FINDINGS_PER_STREAM = 100
 RETENTION_CLOCK_SKEW_NS = 300 * 1_000_000_000
 READ_THREADS = 8  # reads in flight against remote stores (S3, GCS)
 
+# (stream, epoch, first seq, lines): a run of stored lines, positions first..first+n-1 of
+# the epoch's tree, whose leaf hashes a signed checkpoint root vouched for with no broken
+# line between the checkpoint before it and that one: exactly the lines `events_verified`
+# counts. The lines are the stored bytes without their LF.
+AcceptedLines = Callable[[str, int, int, list[bytes]], None]
+
+
+class AcceptedConsumerError(Exception):
+    """`on_accepted` failed: the consumer's own error (a full disk, say), never a finding
+    about the store; it ends verification and is raised from `verify` as its __cause__."""
+
 
 @dataclass
 class VerifyOptions:
@@ -83,6 +94,9 @@ class VerifyOptions:
     require_retention_days: float | None = None
     check_retention: bool = True
     read_threads: int | None = None  # None: 0 for file:// (local), 8 for remote stores
+    # Called with every run of lines verification accepted (AcceptedLines above); the
+    # review loader builds its table from these and nothing else.
+    on_accepted: AcceptedLines | None = None
 
 
 @dataclass
@@ -167,6 +181,8 @@ class _Verifier:
         no rule covers yet, must never take the rest of the report down with it."""
         try:
             yield
+        except AcceptedConsumerError:
+            raise
         except Exception as exc:
             self._find("verify-error", f"could not be checked: {_describe(exc)}", **place)
 
@@ -703,6 +719,9 @@ class _EventScan:
         self.tainted = False
         self.clean_from: int | None = self.start  # leaves from here on are unbroken
         self.verified = 0
+        # lines from clean_from on, kept only for on_accepted until a root vouches for them
+        self.on_accepted = opt.on_accepted
+        self.pending: list[bytes] = []
 
     def run_all(self) -> int:
         wanted = []
@@ -767,7 +786,7 @@ class _EventScan:
             self.prev = cp.head
         leaves, bad, seqs = self._chain(body)
         self.e.check_content(seg, body, first, seqs)
-        self._grow(leaves, bad)
+        self._grow(leaves, bad, body)
 
     # -- the chain cursor -----------------------------------------------------------------
 
@@ -871,7 +890,7 @@ class _EventScan:
 
     # -- the tree cursor ------------------------------------------------------------------
 
-    def _grow(self, leaves: list[bytes], bad: list[int]) -> None:
+    def _grow(self, leaves: list[bytes], bad: list[int], lines: list[bytes]) -> None:
         """Add the leaves of unbroken lines to the tree; taint it at a broken one; while
         tainted, look for the head of a later checkpoint to resynchronise from."""
         n = len(leaves)
@@ -890,7 +909,7 @@ class _EventScan:
                 continue
             while b < i:
                 b = next(next_bad)
-            self._extend(leaves[i:b], self.pos)
+            self._extend(leaves[i:b], self.pos, lines[i:b])
             self.pos += b - i
             i = b
             if b < n:
@@ -899,6 +918,7 @@ class _EventScan:
     def _taint(self) -> None:
         self.tainted = True
         self.clean_from = None
+        self.pending.clear()
 
     def _resync(self, cp: Checkpoint) -> None:
         self.frontier = Frontier(cp.tree_size, cp.frontier)
@@ -906,10 +926,11 @@ class _EventScan:
         self.pos = cp.tree_size
         self.tainted = False
         self.clean_from = cp.tree_size
+        self.pending.clear()
         while self.marks and self.marks[0] <= cp.tree_size:
             self.marks.pop(0)
 
-    def _extend(self, leaves: list[bytes], first: int) -> None:
+    def _extend(self, leaves: list[bytes], first: int, lines: list[bytes]) -> None:
         """Add leaves to the tree, comparing root and head at each checkpoint size."""
         position = first
         offset = 0
@@ -920,6 +941,8 @@ class _EventScan:
             if self.marks and self.marks[0] <= first + len(leaves):
                 stop = self.marks[0] - first
             self.frontier.extend(leaves[offset:stop])
+            if self.on_accepted is not None:
+                self.pending.extend(lines[offset:stop])
             position = first + stop
             offset = stop
             if self.marks and self.marks[0] == position:
@@ -942,7 +965,17 @@ class _EventScan:
             self.frontier = Frontier(cp.tree_size, cp.frontier)
         elif self.clean_from is not None:
             self.verified += size - self.clean_from
+            if self.on_accepted is not None:
+                self._accept(self.clean_from)
+        self.pending = []
         self.clean_from = size
+
+    def _accept(self, first: int) -> None:
+        assert self.on_accepted is not None
+        try:
+            self.on_accepted(self.e.stream, self.e.epoch, first, self.pending)
+        except Exception as exc:
+            raise AcceptedConsumerError(f"on_accepted: {_describe(exc)}") from exc
 
 
 @dataclass

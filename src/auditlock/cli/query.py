@@ -1,0 +1,188 @@
+"""`auditlock query URL...`: ask a verified trail questions (docs/review.md).
+
+Every URL is read through verification (or the cache of an earlier verification of the
+same trail); only accepted events are in the `events` table, and what was excluded is
+said on stderr (and in --json). Filters narrow the view `events`; `--sql` queries it
+(and `all_events`, the same without the filters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from auditlock.cli.review_common import (
+    UsageError,
+    add_trail_options,
+    exit_code,
+    load_trails,
+    print_summaries,
+    run_guarded,
+    write_stdout,
+)
+from auditlock.ledger.vocabulary import CATEGORIES
+
+OUTCOMES = ("success", "failure", "unknown")
+DEFAULT_QUERY = "SELECT * EXCLUDE (event_json) FROM events ORDER BY {order}"
+
+
+def register(subparsers: Any) -> None:
+    from auditlock.review.formats import FORMATS
+
+    parser = subparsers.add_parser(
+        "query",
+        help="query verified events (filters, SQL; table, jsonl, csv, ocsf, parquet)",
+        description="Verify each URL (file://DIR, s3://bucket/prefix, gs://bucket/prefix), "
+        "or reuse the cache of an earlier verification of the same trail, and answer from "
+        "the events verification accepted. Text flags match exactly, or as a glob with "
+        "* ? [. Exit 0: every trail verified; 1: findings (answers exclude what was not "
+        "accepted, named on stderr); 2: usage or I/O error; 3: the command failed.",
+    )
+    parser.add_argument("urls", nargs="+", metavar="URL")
+    add_trail_options(parser)
+    add_filter_options(parser)
+    parser.add_argument(
+        "--sql",
+        metavar="QUERY",
+        help="a DuckDB SELECT over the view `events` (filtered) or `all_events` "
+        "(docs/review.md lists the columns)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="write to FILE (default: standard output)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N rows (default: 50 for the table format, else all)",
+    )
+    parser.set_defaults(func=lambda args: run_guarded(args, _run))
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="RFC3339", help="events at or after this time")
+    parser.add_argument("--until", metavar="RFC3339", help="events before this time")
+    parser.add_argument(
+        "--category", action="append", default=[], choices=CATEGORIES, help="(repeatable)"
+    )
+    parser.add_argument("--action", action="append", default=[], help="(repeatable)")
+    parser.add_argument(
+        "--outcome", action="append", default=[], choices=OUTCOMES, help="(repeatable)"
+    )
+    parser.add_argument("--actor", action="append", default=[], help="actor name (repeatable)")
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        help="target name, resource, or resource/name (repeatable)",
+    )
+    parser.add_argument("--stream", action="append", default=[], help="stream id (repeatable)")
+    parser.add_argument("--request-id", action="append", default=[], help="(repeatable)")
+    parser.add_argument("--trace-id", action="append", default=[], help="(repeatable)")
+
+
+def filters_from(args: argparse.Namespace) -> Any:
+    from auditlock.ledger.verify import parse_time_option
+    from auditlock.review.engine import Filters
+
+    try:
+        since = parse_time_option(args.since) if args.since else None
+        until = parse_time_option(args.until) if args.until else None
+    except ValueError as exc:
+        raise UsageError(f"--since/--until: {exc}") from None
+    return Filters(
+        since_ns=since, until_ns=until, categories=args.category, actions=args.action,
+        outcomes=args.outcome, actors=args.actor, targets=args.target, streams=args.stream,
+        request_ids=args.request_id, trace_ids=args.trace_id,
+    )  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from auditlock.review.engine import TIME_ORDER, Engine
+
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    if args.format == "parquet" and args.out is None and sys.stdout.isatty():
+        raise UsageError("--format parquet writes binary: give --out FILE or redirect stdout")
+    filters = filters_from(args)
+    trails = load_trails(args, args.urls)
+    try:
+        with Engine(trails, filters, memory_limit=args.memory_limit) as engine:
+            query = args.sql or DEFAULT_QUERY.format(order=TIME_ORDER)
+            _check_sql(engine, query)
+            if args.json:
+                _print_json(engine, trails, query, args.limit)
+            else:
+                print_summaries(trails)
+                _write(engine, query, args)
+    finally:
+        for trail in trails:
+            trail.close()
+    return exit_code(trails)
+
+
+def _check_sql(engine: Any, query: str) -> None:
+    import duckdb
+
+    try:
+        engine.sql(query).columns  # noqa: B018  (binds the query: errors surface here)
+    except duckdb.Error as exc:
+        raise UsageError(f"--sql: {exc}") from None
+
+
+def _write(engine: Any, query: str, args: argparse.Namespace) -> None:
+    from auditlock.review import formats
+
+    limit = args.limit
+    if args.format == "table":
+        width = shutil.get_terminal_size((120, 24)).columns
+        text, total = formats.table(engine.con, query, width, 50 if limit is None else limit)
+        shown = min(total, 50 if limit is None else limit)
+        footer = f"({total} rows" + (f", first {shown} shown; --limit N" if shown < total else "")
+        _emit(args, text + "\n" + footer + ")")
+        return
+    if limit is not None:
+        query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
+    formats.copy_to(engine.con, query, args.format, args.out or binary_stdout())
+    sys.stdout.flush()
+
+
+class _TextSink:
+    """Bytes onto a text stream without a binary buffer (a redirected sys.stdout)."""
+
+    def write(self, data: bytes) -> int:
+        return sys.stdout.write(data.decode("utf-8"))
+
+
+def binary_stdout() -> Any:
+    return getattr(sys.stdout, "buffer", None) or _TextSink()
+
+
+def _emit(args: argparse.Namespace, text: str) -> None:
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    else:
+        write_stdout(text)
+
+
+def _print_json(engine: Any, trails: list[Any], query: str, limit: int | None) -> None:
+    from auditlock.review.formats import texts_for_times
+
+    relation = engine.sql(query)
+    select = f"SELECT to_json(r) FROM (SELECT {texts_for_times(relation)} FROM ({query})) r"
+    if limit is not None:
+        select += f" LIMIT {int(limit)}"
+    rows = [json.loads(text) for (text,) in engine.sql(select).fetchall()]
+    document = {
+        "result": "PASS" if all(t.passed for t in trails) else "FAIL",
+        "trails": [t.summary_json() for t in trails],
+        "columns": list(relation.columns),
+        "rows": rows,
+    }
+    write_stdout(json.dumps(document, indent=1))

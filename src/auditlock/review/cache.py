@@ -1,0 +1,196 @@
+"""The local cache of verified events (docs/review.md, "The cache and who can change it").
+
+A cache entry is the `events` table of one trail as Parquet files plus a manifest (the
+verify report and what was excluded), written only by the loader after verification and
+named by a key that commits to everything verification depended on:
+
+* the URL and the ids of the `--public-key`s (another trust anchor is another verdict);
+* the digest of the store's whole listing (an object added, deleted or renamed);
+* the digest of the newest checkpoint of every epoch of every stream (each checkpoint
+  commits to the one before it, and its root to the events it covers);
+* the loader's table version.
+
+A trail that grew, lost an object or gained one gets a new key and is verified again;
+an unchanged one is answered from the entry without reading a segment. Computing the key
+costs one listing and one small read per epoch.
+
+The cache lives outside the trail (a `file://` store may not contain it), in a
+directory only its owner can write (else it is not used: anyone able to write it could
+make queries answer what they like). An entry is written under a temporary name and
+renamed into place, so a crash never leaves a half entry under a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditlock.ledger.keys import key_id
+from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES
+from auditlock.ledger.names import ObjectName, parse_name
+from auditlock.sinks.base import Destination, DestinationError
+
+CACHE_FORMAT = "auditlock/review-cache/v1"  # bump when the table or the key changes
+MANIFEST = "manifest.json"
+ENV_CACHE_DIR = "AUDITLOCK_CACHE_DIR"
+
+
+class CacheUnsafe(Exception):
+    """The cache directory cannot be trusted (owner, mode, or inside the trail)."""
+
+
+def default_root() -> Path:
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "auditlock" / "review"
+
+
+@dataclass(frozen=True)
+class TrailState:
+    """What the cache key is computed from (see the module docstring)."""
+
+    url: str
+    anchors: tuple[str, ...]
+    listing_digest: str
+    newest: tuple[tuple[str, int, str, str], ...]  # (stream, epoch, object name, digest)
+    names: tuple[str, ...] = field(default=(), compare=False)  # the listing itself
+
+    @property
+    def key(self) -> str:
+        body = json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "url": self.url,
+                "anchors": list(self.anchors),
+                "listing": self.listing_digest,
+                "newest": [list(n) for n in self.newest],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def trail_state(destination: Destination, anchors: Iterable[Any]) -> TrailState:
+    """List the store and read each epoch's newest checkpoint (bounded reads)."""
+    names = sorted(destination.list(""))
+    listing = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
+    newest: dict[tuple[str, int], ObjectName] = {}
+    for name in names:
+        parsed = parse_name(name)
+        if parsed is None or parsed.kind != "checkpoint":
+            continue
+        place = (parsed.stream, parsed.epoch)
+        if place not in newest or parsed.index > newest[place].index:
+            newest[place] = parsed
+    digests = []
+    for (stream, epoch), obj in sorted(newest.items()):
+        try:
+            data = destination.get(obj.name, max_bytes=MAX_CHECKPOINT_BYTES)
+            digest = hashlib.sha256(data).hexdigest()
+        except DestinationError as exc:  # verify will say what is wrong; the key differs
+            digest = "unreadable:" + type(exc).__name__
+        digests.append((stream, epoch, obj.name, digest))
+    return TrailState(
+        url=destination.url,
+        anchors=tuple(sorted(key_id(k) for k in anchors)),
+        listing_digest=listing,
+        newest=tuple(digests),
+        names=tuple(names),
+    )
+
+
+def check_root(root: Path, trail_root: Path | None) -> Path:
+    """Create the cache root if needed (mode 0700) and refuse one others could write, or
+    one inside a `file://` trail. Returns the resolved root."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    resolved = root.resolve()
+    if trail_root is not None:
+        trail = trail_root.resolve()
+        if resolved == trail or trail in resolved.parents:
+            raise CacheUnsafe(f"cache directory {resolved} is inside the trail {trail}")
+    info = resolved.stat()
+    if info.st_uid != os.getuid():
+        raise CacheUnsafe(f"{resolved} is owned by uid {info.st_uid}, not by you")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheUnsafe(f"{resolved} can be written by others ({stat.filemode(info.st_mode)})")
+    # Every directory above it: owned by you or root, and not writable by others unless
+    # sticky (like /tmp), so nobody else can swap the cache for another directory.
+    for directory in resolved.parents:
+        info = directory.stat()
+        if info.st_uid not in (0, os.getuid()):
+            raise CacheUnsafe(f"{directory} is owned by uid {info.st_uid}")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            mode = stat.filemode(info.st_mode)
+            raise CacheUnsafe(f"{directory} can be written by others ({mode})")
+    return resolved
+
+
+@dataclass
+class Entry:
+    """A complete cache entry: its directory, manifest and Parquet files."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / name for name in self.manifest["files"]]
+
+
+def lookup(root: Path, key: str) -> Entry | None:
+    path = root / key
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return None
+    if manifest.get("format") != CACHE_FORMAT:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(
+        isinstance(f, str) and "/" not in f and (path / f).is_file() for f in files
+    ):
+        return None
+    return Entry(path, manifest)
+
+
+class Staging:
+    """A cache entry being written: files go into a private temporary directory that
+    `commit` renames to the key (or `discard` removes)."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root = root
+        self.key = key
+        self.path = Path(tempfile.mkdtemp(prefix=f".staging-{key[:16]}-", dir=root))
+
+    def commit(self, manifest: dict[str, Any]) -> Entry:
+        manifest = {"format": CACHE_FORMAT, "key": self.key, **manifest}
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        final = self.root / self.key
+        if final.exists():  # a concurrent load of the same trail finished first
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(self.path, final)
+        return Entry(final, manifest)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def prune(root: Path, url: str, anchors: list[str], keep: str) -> None:
+    """Remove older entries of the same trail and trust (a grown trail's previous key)."""
+    for child in root.iterdir():
+        if child.name == keep or child.name.startswith("."):
+            continue
+        entry = lookup(root, child.name)
+        if entry and entry.manifest.get("url") == url and entry.manifest.get("anchors") == anchors:
+            shutil.rmtree(child, ignore_errors=True)
