@@ -361,7 +361,7 @@ def trail(
         assert api("POST", f"/apis/auditlock.io/v1alpha1/namespaces/{ns}/auditpolicies",
                    policy)[0] in (200, 201)  # fmt: skip
         deadline = time.monotonic() + 15
-        while ns not in running_operator.thread.registry.namespaces():
+        while ns not in running_operator.thread.policies.namespaces():
             assert time.monotonic() < deadline, "policy never reached the registry"
             time.sleep(0.1)
         assert api("POST", f"/api/v1/namespaces/{ns}/secrets",

@@ -37,7 +37,7 @@ def test_restarted_operator_resumes_policies(
         core.delete_namespaced_config_map(n.config_map_name("resumed"), kube_namespace)
     second = start_operator(kube, audit_intake=False, register=False)
     try:
-        assert second.thread.registry.get(kube_namespace, "resumed") is not None
+        assert second.thread.policies.get(kube_namespace, "resumed") is not None
 
         def recreated() -> bool:
             with kube.api_client() as api:

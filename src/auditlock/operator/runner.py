@@ -77,7 +77,7 @@ class Operator:
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
         self.kube = Kube(config.api_client)
-        self.registry = PolicyRegistry()
+        self.policies = PolicyRegistry()
         self.server: WebhookServer | None = None
         self.capture: ClusterCapture | None = None
         self.version: ServerVersion | None = None
@@ -129,7 +129,7 @@ class Operator:
         grace = config.abandon_grace_seconds
         ctx = Context(
             self.kube,
-            self.registry,
+            self.policies,
             config.cluster,
             events=post_event,
             outcomes=lambda reason: outcomes.labels(reason).inc(),
@@ -138,19 +138,19 @@ class Operator:
             abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
         )
         self.policy_watch = PolicyWatch(
-            self.kube, self.registry, cluster=config.cluster, namespaces=config.namespaces
+            self.kube, self.policies, cluster=config.cluster, namespaces=config.namespaces
         )
         await asyncio.to_thread(self.policy_watch.start)
         if config.capture_enabled:
             self.capture = ClusterCapture(
-                self.registry,
+                self.policies,
                 self.kube,
                 cluster=config.cluster,
                 collector=config.collector,
                 metrics=self.metrics,
             )
         self.server = WebhookServer(
-            registry=self.registry,
+            registry=self.policies,
             injection=InjectionSettings(
                 image=config.sidecar_image,
                 native_sidecar=native,
@@ -218,8 +218,8 @@ class OperatorThread:
         self._thread.join(timeout)
 
     @property
-    def registry(self) -> PolicyRegistry:
-        return self.operator.registry
+    def policies(self) -> PolicyRegistry:
+        return self.operator.policies
 
     @property
     def webhook_ports(self) -> list[int]:

@@ -2,7 +2,10 @@
 
 The CRD in `crds/` is generated from these classes (`auditlock crds`), so every field's
 description here is what `kubectl explain auditpolicy.spec...` shows. Field names are
-camelCase on the wire (Kubernetes convention) and snake_case in Python.
+camelCase on the wire (Kubernetes convention) and snake_case in Python. The sections of
+the spec are named `...Spec` (`DestinationSpec`, `ForwardSourceSpec`): the stores
+(`sinks.S3Destination`) and the collector's config (`sidecar.config.ForwardSource`) are
+other things, reached through one mapping (operator/sidecar_config.py).
 
 Rules a structural CRD schema can express (types, enums, minimums, "exactly one
 destination" via min/maxProperties) live in the schema; everything else is checked by
@@ -78,7 +81,7 @@ class PodSelector(_Model):
     )
 
 
-class ForwardSource(_Model):
+class ForwardSourceSpec(_Model):
     """The Fluentd Forward intake on the pod's loopback (fluent-logger, Fluent Bit)."""
 
     enabled: bool = Field(default=True, description="Accept Forward protocol events.")
@@ -87,7 +90,7 @@ class ForwardSource(_Model):
     )
 
 
-class HttpSource(_Model):
+class HttpSourceSpec(_Model):
     """JSON over HTTP intake on the pod's loopback (POST /v1/events)."""
 
     enabled: bool = Field(default=True, description="Accept JSON events over HTTP.")
@@ -96,7 +99,7 @@ class HttpSource(_Model):
     )
 
 
-class ConfigFilesSource(_Model):
+class ConfigFilesSourceSpec(_Model):
     """Records changes to mounted configuration files as configuration events."""
 
     paths: list[str] = Field(
@@ -106,7 +109,7 @@ class ConfigFilesSource(_Model):
     )
 
 
-class AccessProxySource(_Model):
+class AccessProxySourceSpec(_Model):
     """An HTTP reverse proxy in front of the app that records access events."""
 
     enabled: bool = Field(default=False, description="Run the access proxy in the collector.")
@@ -118,7 +121,7 @@ class AccessProxySource(_Model):
     )
 
 
-class ClusterSource(_Model):
+class ClusterSourceSpec(_Model):
     """Cluster-level capture done by the operator for the policy's namespace."""
 
     audit_webhook: bool = Field(
@@ -133,21 +136,21 @@ class ClusterSource(_Model):
     )
 
 
-class Sources(_Model):
+class SourcesSpec(_Model):
     """Where audit events come from."""
 
-    forward: ForwardSource = Field(
-        default_factory=ForwardSource, description="Fluentd Forward intake on loopback."
+    forward: ForwardSourceSpec = Field(
+        default_factory=ForwardSourceSpec, description="Fluentd Forward intake on loopback."
     )
-    http: HttpSource = Field(default_factory=HttpSource, description="JSON/HTTP intake.")
-    config_files: ConfigFilesSource = Field(
-        default_factory=ConfigFilesSource, description="Mounted configuration file watcher."
+    http: HttpSourceSpec = Field(default_factory=HttpSourceSpec, description="JSON/HTTP intake.")
+    config_files: ConfigFilesSourceSpec = Field(
+        default_factory=ConfigFilesSourceSpec, description="Mounted configuration file watcher."
     )
-    access_proxy: AccessProxySource = Field(
-        default_factory=AccessProxySource, description="HTTP access-logging reverse proxy."
+    access_proxy: AccessProxySourceSpec = Field(
+        default_factory=AccessProxySourceSpec, description="HTTP access-logging reverse proxy."
     )
-    cluster: ClusterSource = Field(
-        default_factory=ClusterSource, description="Operator-side cluster-level capture."
+    cluster: ClusterSourceSpec = Field(
+        default_factory=ClusterSourceSpec, description="Operator-side cluster-level capture."
     )
 
 
@@ -213,7 +216,7 @@ class SecretRef(_Model):
     name: str = Field(pattern=_DNS_LABEL, max_length=253, description="The Secret's name.")
 
 
-class GcsDestination(_Model):
+class GCSDestinationSpec(_Model):
     """A Google Cloud Storage bucket with object retention or a locked retention policy."""
 
     bucket: str = Field(min_length=3, max_length=222, description="Bucket name.")
@@ -228,7 +231,7 @@ class GcsDestination(_Model):
     )
 
 
-class S3Destination(_Model):
+class S3DestinationSpec(_Model):
     """An S3 bucket with Object Lock enabled."""
 
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
@@ -250,25 +253,25 @@ class S3Destination(_Model):
     )
 
 
-class FileDestination(_Model):
+class FileDestinationSpec(_Model):
     """A local directory: for development and demos only, it is not WORM storage."""
 
     path: str = Field(pattern=r"^/", description="Absolute directory path (inside the collector).")
 
 
-class Destination(_Model):
+class DestinationSpec(_Model):
     """Where the ledger is stored. Exactly one of gcs, s3 or file must be set."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
-    gcs: GcsDestination | None = Field(default=None, description="Google Cloud Storage.")
-    s3: S3Destination | None = Field(default=None, description="S3 with Object Lock.")
-    file: FileDestination | None = Field(
+    gcs: GCSDestinationSpec | None = Field(default=None, description="Google Cloud Storage.")
+    s3: S3DestinationSpec | None = Field(default=None, description="S3 with Object Lock.")
+    file: FileDestinationSpec | None = Field(
         default=None, description="Local directory (not WORM; development only)."
     )
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Destination:
+    def _exactly_one(self) -> DestinationSpec:
         chosen = [n for n in ("gcs", "s3", "file") if getattr(self, n) is not None]
         if len(chosen) != 1:
             raise ValueError(
@@ -378,7 +381,7 @@ class AuditPolicySpec(_Model):
         default_factory=PodSelector,
         description="Pods in this namespace that get the collector sidecar.",
     )
-    sources: Sources = Field(default_factory=Sources, description="Where events come from.")
+    sources: SourcesSpec = Field(default_factory=SourcesSpec, description="Where events come from.")
     categories: list[Category] = Field(
         default_factory=lambda: list(CATEGORIES),
         description="SOC 2 event categories kept: access, authorization, data, "
@@ -388,7 +391,7 @@ class AuditPolicySpec(_Model):
     redaction: Redaction = Field(
         default_factory=Redaction, description="Values removed before events are stored."
     )
-    destination: Destination = Field(
+    destination: DestinationSpec = Field(
         description="WORM object storage for the ledger; exactly one of gcs, s3, file."
     )
     retention: Retention = Field(description="Retention period and lock mode of every object.")
