@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.errors import PROBLEM_CODES
 from auditlock.ledger.normalize import normalize_event
 from auditlock.sidecar.config import MatchRule, PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline import Pipeline, Rejected
@@ -86,6 +87,32 @@ def test_bad_records_are_rejected_with_reason_and_field(
 ) -> None:
     with pytest.raises(Rejected) as caught:
         pipeline().process("http", "http", NS, record)
+    assert (caught.value.reason, caught.value.field) == (reason, field), str(caught.value)
+
+
+BASE = {"category": "data", "action": "a", "actor": "x", "target": "t"}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "field"),
+    [
+        # Words in the message or in the sender's own text do not make the label.
+        ({"actor": {"kind": "user", "name": "x", "ip": "missing type"}}, "bad_value", "actor.ip"),
+        ({"target": {"resource": "t", "name": ""}}, "bad_value", "target.name"),
+        ({"target": {"resource": "t", "name": "\udcff"}}, "invalid_utf8", "target.name"),
+        ({"target": {"name": "t"}}, "missing_field", "target.resource"),
+        ({"details": {"x": {"y": object()}}}, "bad_type", "details.x.y"),
+        ({"details": {"x": {5: "unicode required type"}}}, "bad_value", "details.x"),
+        ({"details": {"x": {"\U0001f600": 1}}}, "bad_value", "details.x.\U0001f600"),
+        ({"id": "missing required"}, "bad_value", "id"),
+    ],
+)  # fmt: skip
+def test_reason_labels_come_from_the_ledgers_error_codes(
+    change: dict[str, Any], reason: str, field: str
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        pipeline().process("http", "http", NS, {**BASE, **change})
+    assert caught.value.reason in PROBLEM_CODES
     assert (caught.value.reason, caught.value.field) == (reason, field), str(caught.value)
 
 

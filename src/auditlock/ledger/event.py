@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from auditlock.ledger.errors import EventError
+from auditlock.ledger import vocabulary
+from auditlock.ledger.errors import BAD_TYPE, BAD_VALUE, MISSING_FIELD, EventError
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import (
     ValueProblem,
     check_json,
     check_short,
     normalize_ip,
+    problem_code,
 )
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
@@ -41,7 +43,8 @@ def _check_details(value: dict[str, Any]) -> dict[str, Any]:
     try:
         check_json(value)
     except ValueProblem as exc:
-        raise ValueError(f"{exc.path}: {exc.reason}" if exc.path else exc.reason) from None
+        reason = f"{exc.path}: {exc.reason}" if exc.path else exc.reason
+        raise ValueProblem(exc.path, reason, exc.code) from None
     return value
 
 
@@ -121,12 +124,40 @@ class AuditEvent(_Part):
         return self.model_dump(mode="python", exclude_none=True)
 
 
+def _check_vocabulary() -> None:
+    """The members listed in vocabulary.py (what the fast checker uses) are the models'."""
+    for model, members in (
+        (AuditEvent, vocabulary.EVENT_MEMBERS),
+        (Actor, vocabulary.ACTOR_MEMBERS),
+        (Target, vocabulary.TARGET_MEMBERS),
+        (Source, vocabulary.SOURCE_MEMBERS),
+        (Correlation, vocabulary.CORRELATION_MEMBERS),
+    ):
+        fields = tuple(model.model_fields)
+        if fields != members:
+            raise RuntimeError(f"{model.__name__} has members {fields}, vocabulary.py {members}")
+
+
+_check_vocabulary()
+
+
 def validate_event(raw: Any) -> dict[str, Any]:
     """Validate with the model; return the normalized dict or raise EventError (all problems)."""
     try:
         return AuditEvent.model_validate(raw).to_dict()
     except ValidationError as exc:
-        raise EventError([_problem(err) for err in exc.errors()]) from None
+        errors = exc.errors()
+        raise EventError([_problem(err) for err in errors], _code(errors[0])) from None
+
+
+def _code(err: Any) -> str:
+    kind = str(err["type"])
+    if kind == "missing":
+        return MISSING_FIELD
+    if kind.endswith("_type"):
+        return BAD_TYPE
+    cause = (err.get("ctx") or {}).get("error")
+    return problem_code(cause) if isinstance(cause, ValueError) else BAD_VALUE
 
 
 def _problem(err: Any) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER
-from auditlock.ledger.errors import EventError
+from auditlock.ledger.errors import BAD_VALUE, MISSING_FIELD, EventError
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import (
     MAX_DEPTH,
@@ -31,31 +31,29 @@ from auditlock.ledger.values import (
     check_json,
     check_short,
     normalize_ip,
+    problem_code,
 )
-from auditlock.ledger.vocabulary import ACTOR_KINDS, CATEGORIES, ID_PATTERN, OUTCOMES
+from auditlock.ledger.vocabulary import (
+    ACTOR_KINDS,
+    ACTOR_MEMBERS,
+    CATEGORIES,
+    CORRELATION_MEMBERS,
+    EVENT_MEMBERS,
+    ID_PATTERN,
+    OUTCOMES,
+    SOURCE_MEMBERS,
+    TARGET_MEMBERS,
+)
 
 _ID = re.compile(ID_PATTERN.rstrip("$") + r"\Z")
 _CATEGORIES = frozenset(CATEGORIES)
 _OUTCOMES = frozenset(OUTCOMES)
 _ACTOR_KINDS = frozenset(ACTOR_KINDS)
-_TOP = frozenset(
-    (
-        "id",
-        "time",
-        "category",
-        "action",
-        "outcome",
-        "actor",
-        "target",
-        "source",
-        "correlation",
-        "details",
-    )
-)
-_ACTOR = ("kind", "name", "ip")
-_TARGET = ("resource", "namespace", "name")
-_SOURCE = ("cluster", "namespace", "pod", "container", "node")
-_CORRELATION = ("request_id", "trace_id")
+_TOP = frozenset(EVENT_MEMBERS)
+_ACTOR = ACTOR_MEMBERS
+_TARGET = TARGET_MEMBERS
+_SOURCE = SOURCE_MEMBERS
+_CORRELATION = CORRELATION_MEMBERS
 _MEMBERS: dict[tuple[str, ...], frozenset[str]] = {
     m: frozenset(m) for m in (_ACTOR, _TARGET, _SOURCE, _CORRELATION)
 }
@@ -127,7 +125,9 @@ def normalize_members(
     if type(event_id) is not str or not _ID.match(event_id):
         _fail("id", event_id, f"must be a string matching {ID_PATTERN}")
     if type(when) is not str:
-        raise EventError([("time", "missing (required)" if when is None else "must be a string")])
+        if when is None:
+            raise EventError([("time", "missing (required)")], MISSING_FIELD)
+        raise EventError([("time", "must be a string")])
     if not (
         len(when) == 30
         and when[:20] == _canonical_second[0]
@@ -194,7 +194,7 @@ def normalize_members(
                 check_json(details)
             except ValueProblem as exc:
                 path = f"details.{exc.path}" if exc.path else "details"
-                raise EventError([(path, exc.reason)]) from None
+                raise EventError([(path, exc.reason)], exc.code) from None
     out = {
         "id": event_id,
         "time": when,
@@ -263,8 +263,8 @@ def _cached_ip(text: str) -> str:
 
 def _fail(path: str, value: Any, reason: str) -> None:
     if value is None:
-        reason = "missing (required)"
-    raise EventError([(path, reason)])
+        raise EventError([(path, "missing (required)")], MISSING_FIELD)
+    raise EventError([(path, reason)], BAD_VALUE)
 
 
 def _choice(
@@ -287,7 +287,7 @@ def _short(part: Mapping[str, Any], key: str, path: str, *, required: bool) -> s
     try:
         return check_short(value)
     except ValueError as exc:
-        raise EventError([(path, str(exc))]) from None
+        raise EventError([(path, str(exc))], problem_code(exc)) from None
 
 
 def _part(

@@ -12,18 +12,32 @@ import ipaddress
 from typing import Any
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER
+from auditlock.ledger.errors import BAD_TYPE, BAD_VALUE, INVALID_UTF8
 
 MAX_DEPTH = 16
 MAX_SHORT = 1024  # characters in a fixed (non-details) string field
 
 
 class ValueProblem(ValueError):
-    """One rule broken at `path` (relative to the value being checked)."""
+    """One rule broken at `path` (relative to the value being checked); `code` is one of
+    errors.PROBLEM_CODES."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, code: str = BAD_VALUE) -> None:
         super().__init__(reason)
         self.path = path
         self.reason = reason
+        self.code = code
+
+
+class InvalidText(ValueError):
+    """A string with no UTF-8 form (errors.INVALID_UTF8)."""
+
+
+def problem_code(exc: ValueError) -> str:
+    """The errors.PROBLEM_CODES member for a ValueError raised by a rule of this module."""
+    if isinstance(exc, ValueProblem):
+        return exc.code
+    return INVALID_UTF8 if isinstance(exc, InvalidText) else BAD_VALUE
 
 
 def check_text(value: str) -> None:
@@ -31,7 +45,7 @@ def check_text(value: str) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError("contains a lone surrogate (not valid Unicode)") from None
+            raise InvalidText("contains a lone surrogate (not valid Unicode)") from None
 
 
 def check_short(value: str) -> str:
@@ -76,7 +90,7 @@ def check_json(value: Any, path: str = "", depth: int = 0) -> None:
         try:
             check_text(value)
         except ValueError as exc:
-            raise ValueProblem(path, str(exc)) from None
+            raise ValueProblem(path, str(exc), problem_code(exc)) from None
     elif kind is bool or value is None:
         return
     elif kind is int:
@@ -93,7 +107,8 @@ def check_json(value: Any, path: str = "", depth: int = 0) -> None:
             try:
                 check_name(key)
             except ValueError as exc:
-                raise ValueProblem(f"{path}.{key}" if path else key, str(exc)) from None
+                path_to = f"{path}.{key}" if path else key
+                raise ValueProblem(path_to, str(exc), problem_code(exc)) from None
             check_json(item, f"{path}.{key}" if path else key, depth + 1)
     elif kind is list:
         if depth >= MAX_DEPTH:
@@ -101,4 +116,4 @@ def check_json(value: Any, path: str = "", depth: int = 0) -> None:
         for index, item in enumerate(value):
             check_json(item, f"{path}[{index}]", depth + 1)
     else:
-        raise ValueProblem(path, f"{kind.__name__} is not a JSON value")
+        raise ValueProblem(path, f"{kind.__name__} is not a JSON value", BAD_TYPE)

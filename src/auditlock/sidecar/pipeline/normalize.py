@@ -41,29 +41,14 @@ from auditlock.ledger.errors import EventError
 from auditlock.ledger.normalize import check_source, normalize_members
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import ValueProblem, check_json
-from auditlock.ledger.vocabulary import CATEGORIES
+from auditlock.ledger.vocabulary import CATEGORIES, CORRELATION_MEMBERS, EVENT_MEMBERS
 from auditlock.sidecar.config import SourceIdentity
 from auditlock.sidecar.pipeline.observers import APP_INPUTS, ReservedIdentity, check_app_event
 from auditlock.sidecar.pipeline.recent_ids import RecentIds, id_key
 
 _CATEGORY_SET = frozenset(CATEGORIES)
-_KNOWN = frozenset(
-    {
-        "id",
-        "time",
-        "category",
-        "action",
-        "outcome",
-        "actor",
-        "target",
-        "correlation",
-        "request_id",
-        "trace_id",
-        "details",
-        "source",
-    }
-)
-_ACTOR_KINDS = frozenset({"user", "serviceaccount", "system", "anonymous"})
+# Members of a record the normalizer maps itself; every other one goes into details.
+_KNOWN = frozenset((*EVENT_MEMBERS, *CORRELATION_MEMBERS))
 
 
 class Rejected(Exception):
@@ -277,20 +262,9 @@ class Normalizer:
                 self._checked_source,
             )
         except EventError as exc:
-            path, reason = exc.problems[0] if exc.problems else ("", str(exc))
-            raise Rejected(_reason_label(path, reason), path or "event", str(exc)) from None
+            path = exc.problems[0][0] if exc.problems else ""
+            raise Rejected(exc.code, path or "event", str(exc)) from None
         if intake_checked:
             out["details"]["intake"] = intake  # the very `details` object checked above
         return out
 
-
-def _reason_label(path: str, reason: str) -> str:
-    """A low-cardinality metric label for a ledger validation problem."""
-    text = reason.lower()
-    if "surrogate" in text or "unicode" in text or "utf-8" in text:
-        return "invalid_utf8"
-    if "required" in text or "missing" in text:
-        return "missing_field"
-    if "type" in text or "should be a valid" in text or "not a json value" in text:
-        return "bad_type"
-    return "bad_value"
