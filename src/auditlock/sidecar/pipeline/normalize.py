@@ -267,4 +267,3 @@ class Normalizer:
         if intake_checked:
             out["details"]["intake"] = intake  # the very `details` object checked above
         return out
-
