@@ -58,10 +58,15 @@ class RunningOperator:
 
 
 def apply_crd(kube: KubeControlPlane, timeout: float = 30.0) -> None:
+    """Create or replace every generated CRD (crds/*.yaml) and wait until each serves."""
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        _apply_one_crd(kube, yaml.safe_load(path.read_text()), timeout)
+
+
+def _apply_one_crd(kube: KubeControlPlane, crd: dict[str, Any], timeout: float) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    crd = yaml.safe_load((ROOT / "crds" / "auditlock.io_auditpolicies.yaml").read_text())
     with kube.api_client() as api:
         ext = client.ApiextensionsV1Api(api)
         try:
@@ -78,7 +83,7 @@ def apply_crd(kube: KubeControlPlane, timeout: float = 30.0) -> None:
             if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
                 return
             time.sleep(0.1)
-    raise TimeoutError("AuditPolicy CRD not Established")
+    raise TimeoutError(f"CRD {crd['metadata']['name']} not Established")
 
 
 def register_webhooks(kube: KubeControlPlane, url: str, name: str = WEBHOOK_NAME) -> None:
