@@ -1,1 +1,2 @@
-"""Alert rules over the live trail: the AuditAlertRule model, its CRD, and the engine (docs/alerts.md)."""
+"""Alert rules over the live trail: the AuditAlertRule model, its CRD and the engine
+(docs/alerts.md)."""

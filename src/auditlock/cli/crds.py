@@ -14,7 +14,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "crds",
         help="write the AuditPolicy and AuditAlertRule CRDs generated from the models",
-        description="Write crds/*.yaml from auditlock.policy.model and auditlock.alerts.model, or check they are current.",
+        description="Write crds/*.yaml from auditlock.policy.model and "
+        "auditlock.alerts.model, or check they are current.",
     )
     parser.add_argument(
         "--output", "-o", type=Path, default=Path("crds"), help="directory (default: crds)"
