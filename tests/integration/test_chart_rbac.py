@@ -255,6 +255,7 @@ def running_operator(service_account_run: ServiceAccountRun) -> Iterator[Running
         peering_name=peering["metadata"]["name"],
         # Published where the chart's collector reads it, as the chart's args say.
         identity_config_map=(run.release.namespace, f"{RELEASE}-auditlock-cluster"),
+        secret_hash_key=(run.release.namespace, f"{RELEASE}-auditlock-secret-hash-key"),
     )
     try:
         yield running

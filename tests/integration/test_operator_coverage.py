@@ -8,6 +8,8 @@ module (the `trail` fixture); each test checks one row group of the table.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import ssl
 import time
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from auditlock.ledger.value_hash import key_id, value_hash
 from tests.integration.test_operator_capture import ledger_events
 from tests.integration.test_operator_policies import create_pod, file_spec
 from tests.servers.auditlock_operator import (
@@ -28,11 +31,14 @@ from tests.servers.auditlock_operator import (
     label_namespace,
     operator_collector_process,
     remove_policy,
+    secret_hash_key,
 )
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.sidecar import cli_verify
 
 SECRET_VALUE = "hunter2-" + uuid.uuid4().hex[:8]
+SECRET_VALUE_2 = "hunter3-" + uuid.uuid4().hex[:8]
+SECRET_USER = "svc-" + uuid.uuid4().hex[:8]
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
 
@@ -84,6 +90,7 @@ class Trail:
     names: dict[str, str]
     events: list[dict[str, Any]]
     store: Path
+    hash_key: bytes
 
     def find(self, resource: str, action: str, name: str | None = None) -> dict[str, Any]:
         for event in self.events:
@@ -306,25 +313,25 @@ def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, 
         == 200
     )
     assert api("DELETE", f"{policies}/second")[0] == 200
-    # data
+    # data (deleted by the `trail` fixture once the operator has read it)
     assert (
         api(
             "POST",
             f"/api/v1/namespaces/{ns}/secrets",
-            {"metadata": {"name": "api-key"}, "stringData": {"key": SECRET_VALUE}},
+            {"metadata": {"name": "api-key"},
+             "stringData": {"key": SECRET_VALUE, "user": SECRET_USER}},
         )[0]
         in ok
-    )
+    )  # fmt: skip
     assert (
         api(
             "PATCH",
             f"/api/v1/namespaces/{ns}/secrets/api-key",
-            {"stringData": {"key": SECRET_VALUE + "2"}},
+            {"stringData": {"key": SECRET_VALUE_2}},
             content_type="application/merge-patch+json",
         )[0]
         == 200
     )
-    assert api("DELETE", f"/api/v1/namespaces/{ns}/secrets/api-key")[0] == 200
     # noise
     assert api("GET", f"/api/v1/namespaces/{ns}/configmaps")[0] == 200
     assert api("GET", f"/api/v1/namespaces/{ns}/pods")[0] == 200
@@ -373,8 +380,16 @@ def trail(
         while not any(e.get("target", {}).get("name") == "the-end" for e in ledger_events(store)):
             assert time.monotonic() < deadline, "the last request never reached the trail"
             time.sleep(0.3)
+        # The operator read api-key after its writes; its delete names the keys it saw.
+        assert api("DELETE", f"/api/v1/namespaces/{ns}/secrets/api-key")[0] == 200
+        assert api("DELETE", f"/api/v1/namespaces/{ns}/configmaps/the-end")[0] == 200
+        deadline = time.monotonic() + 30
+        while not any(e.get("target", {}).get("name") == "the-end" and e["action"] == "delete"
+                      for e in ledger_events(store)):  # fmt: skip
+            assert time.monotonic() < deadline, "the last delete never reached the trail"
+            time.sleep(0.3)
         time.sleep(1.0)
-        yield Trail(ns, names, ledger_events(store), store)
+        yield Trail(ns, names, ledger_events(store), store, secret_hash_key(kube))
         remove_policy(kube, ns, "capture")
     # After the collector stopped (it closed its stream): the trail verifies.
     result = cli_verify(f"file://{store}", workdir / "ed25519.pub.pem")
@@ -426,9 +441,10 @@ def test_access_long_running_secret_reads_impersonation_and_refusals(trail: Trai
     reads = [e for e in trail.events if e["target"]["resource"] == "secrets"
              and e["category"] == "access"]  # fmt: skip
     assert {e["action"] for e in reads} >= {"get", "list", "watch"}
-    by_admin = [e for e in reads if e["action"] == "get" and e["outcome"] == "success"]
-    assert by_admin and by_admin[0]["target"]["name"] == "db"
-    assert by_admin[0]["actor"]["name"] == "admin"
+    # (The operator's own reads of written Secrets, to hash them, are in the trail too.)
+    by_admin = [e for e in reads if e["action"] == "get" and e["outcome"] == "success"
+                and e["target"].get("name") == "db"]  # fmt: skip
+    assert by_admin and by_admin[0]["actor"]["name"] == "admin"
     impersonated = next(e for e in reads if "impersonated_user" in e["details"])
     assert impersonated["actor"]["name"] == "admin"
     assert impersonated["details"]["impersonated_user"]["username"] == "bob"
@@ -472,8 +488,32 @@ def test_configuration_changes_are_recorded(trail: Trail) -> None:
 def test_data_secret_writes_without_their_values(trail: Trail) -> None:
     for action in ("create", "patch", "delete"):
         assert trail.find("secrets", action, "api-key")["category"] == "data"
-    stored = b"".join(p.read_bytes() for p in trail.store.rglob("*.jsonl"))
-    assert SECRET_VALUE.encode() not in stored
+    key = trail.hash_key
+    first, second = (value_hash(v.encode(), key) for v in (SECRET_VALUE, SECRET_VALUE_2))
+    user = value_hash(SECRET_USER.encode(), key)
+    # Read right after the patch: exactly the patched value, at the version the operator saw.
+    patched = trail.find("secrets", "patch", "api-key")["details"]["secret"]
+    assert patched["keys"] == {"key": second, "user": user}
+    assert patched["hash"] == "hmac-sha256" and patched["hash_key_id"] == key_id(key)
+    assert patched["observed_after_write"] is True
+    version = int(patched["observed_resource_version"])
+    # Read right after the create: the created value, or the patched one when the patch
+    # landed before the operator read it (the event says which version it saw).
+    created = trail.find("secrets", "create", "api-key")["details"]["secret"]
+    assert created["observed_after_write"] is True
+    observed = int(created["observed_resource_version"])
+    assert observed <= version
+    assert created["keys"] == {"key": first if observed < version else second, "user": user}
+    deleted = trail.find("secrets", "delete", "api-key")["details"]["secret"]
+    assert deleted == {"keys_last_seen": ["key", "user"],
+                       "last_seen_resource_version": str(version)}  # fmt: skip
+    # No stored object holds a value: not as text, base64 or unkeyed SHA-256.
+    stored = b"".join(p.read_bytes() for p in trail.store.rglob("*") if p.is_file())
+    assert stored.count(b"api-key") >= 3  # the events are there to be searched
+    for value in (SECRET_VALUE, SECRET_VALUE_2, SECRET_USER):
+        for form in (value.encode(), base64.b64encode(value.encode()),
+                     hashlib.sha256(value.encode()).hexdigest().encode()):  # fmt: skip
+            assert form not in stored, form
 
 
 def test_noise_stays_out(trail: Trail) -> None:

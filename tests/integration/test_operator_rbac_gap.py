@@ -58,7 +58,12 @@ def test_missing_permission_is_reported_in_status(
         )
     token = kube.service_account_token(kube_namespace, "operator")
     running = start_operator(
-        kube, token=token, audit_intake=False, register=False, watch_fallback=False
+        kube,
+        token=token,
+        audit_intake=False,
+        register=False,
+        watch_fallback=False,
+        secret_hash_key=None,  # the gap is Secret create: the reconcile must report it
     )
     try:
         create_policy(kube, kube_namespace, "limited", file_spec(tmp_path / "trail"))

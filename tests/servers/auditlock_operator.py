@@ -43,6 +43,9 @@ WEBHOOK_NAME = "auditlock-test"
 # server are never affected (label yours with `label_namespace`).
 TEST_NAMESPACE_LABEL = {"auditlock.io/test-operator": "true"}
 TEST_SIDECAR_IMAGE = "auditlock/sidecar:test"
+# Where the rig's operators keep the key Secret values are hashed under (the chart: the
+# release namespace); read it with `secret_hash_key(kube)`.
+SECRET_HASH_KEY = ("default", "auditlock-secret-hash-key")
 
 
 @dataclass
@@ -137,9 +140,11 @@ def start_operator(
     watch_fallback: bool = True,
     register: bool = True,
     cluster: str = "rig",
+    secret_hash_key: tuple[str, str] | None = SECRET_HASH_KEY,
     **overrides: Any,
 ) -> RunningOperator:
-    """`cluster=""` lets the operator derive its cluster name (kube-system's UID)."""
+    """`cluster=""` lets the operator derive its cluster name (kube-system's UID);
+    `secret_hash_key=None` runs it without the Secret hash key (Secret writes unhashed)."""
     port = free_port()
     pair = kube.issue_serving_cert("auditlock-operator")
     listeners = [Listener("127.0.0.1", port, kube.server_ssl_context(pair))]
@@ -156,6 +161,7 @@ def start_operator(
         checkpoint_scan_seconds=refresh_seconds,
         collector=f"127.0.0.1:{collector_port}",
         watch_fallback=watch_fallback,
+        secret_hash_key=secret_hash_key,
         **overrides,
     )
     thread = OperatorThread(config).start()
@@ -163,6 +169,15 @@ def start_operator(
     if register:
         register_webhooks(kube, url)
     return RunningOperator(thread, url, collector_port, kube)
+
+
+def secret_hash_key(kube: KubeControlPlane, ref: tuple[str, str] = SECRET_HASH_KEY) -> bytes:
+    """The key an operator of the rig hashes Secret values under, as an auditor given it
+    would read it: `kubectl get secret -o jsonpath={.data.key} | base64 -d`."""
+    import base64
+
+    secret = kube.get_json(f"/api/v1/namespaces/{ref[0]}/secrets/{ref[1]}")
+    return base64.b64decode(secret["data"]["key"])
 
 
 def post_pod_review(

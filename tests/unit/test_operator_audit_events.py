@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from auditlock.ledger.event import validate_event
+from auditlock.ledger.value_hash import key_id, value_hash
 from auditlock.operator.audit_events import from_audit_event, from_watch_event
 
 
@@ -95,13 +96,20 @@ def test_watch_events_hash_secret_values_and_never_store_them() -> None:
         },
         "data": {"password": "czNjcjN0"},
     }
-    event = from_watch_event("Secret", "MODIFIED", body, "2026-11-29T15:08:52Z")
+    key = bytes(range(32))
+    event = from_watch_event("Secret", "MODIFIED", body, "2026-11-29T15:08:52Z", key)
     assert event is not None
     assert event["category"] == "data" and event["action"] == "update"
-    assert "czNjcjN0" not in repr(event)
-    assert set(event["details"]["keys_sha256"]) == {"password"}
+    # Keyed: an unkeyed SHA-256 of "s3cr3t" (or of its base64) would be a dictionary away.
+    assert event["details"]["secret"]["keys"] == {"password": value_hash(b"s3cr3t", key)}
+    assert event["details"]["secret"]["hash_key_id"] == key_id(key)
+    for form in ("czNjcjN0", "s3cr3t", value_hash(b"s3cr3t"), value_hash(b"czNjcjN0")):
+        assert form not in repr(event)
     assert event["details"]["last_manager"] == "kubectl-edit"
     validate_event({**event, "source": {}})
+    unkeyed = from_watch_event("Secret", "MODIFIED", body, "2026-11-29T15:08:52Z")
+    assert unkeyed is not None
+    assert unkeyed["details"]["secret"] == {"key_names": ["password"], "not_hashed": "no-hash-key"}
     assert from_watch_event("Secret", "BOOKMARK", body, "2026-11-29T15:08:52Z") is None
     assert from_watch_event("Pod", "ADDED", body, "2026-11-29T15:08:52Z") is None
 

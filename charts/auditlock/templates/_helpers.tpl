@@ -26,6 +26,10 @@ their names carry the release namespace to let two releases coexist. */}}
 
 {{/* The ConfigMap in which the operator publishes the cluster name it uses (--cluster-name
 or derived from the kube-system namespace's UID), for the collector beside it. */}}
+{{- define "auditlock.secretHashKey" -}}
+{{- .Values.secretHashKey | default (printf "%s-secret-hash-key" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "auditlock.clusterIdentityConfigMap" -}}
 {{- printf "%s-cluster" (include "auditlock.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -80,6 +80,14 @@ def register(subparsers: Any) -> None:
         "the collector beside the operator",
     )
     run.add_argument(
+        "--secret-hash-key",
+        default=_env("AUDITLOCK_SECRET_HASH_KEY", ""),
+        metavar="NAMESPACE/NAME",
+        help="Secret holding the key that Secret values are hashed under (HMAC-SHA256) in "
+        "the trail; created with a random key when absent. Without it, Secret writes are "
+        "recorded without hashes of their values",
+    )
+    run.add_argument(
         "--sidecar-pull-policy",
         choices=["Always", "IfNotPresent", "Never"],
         default=_env("AUDITLOCK_SIDECAR_PULL_POLICY", "IfNotPresent"),
@@ -216,6 +224,14 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
         identity = (namespace, name)
+    hash_key: tuple[str, str] | None = None
+    if args.secret_hash_key:
+        namespace, _, name = args.secret_hash_key.partition("/")
+        if not namespace or not name:
+            print("auditlock operator: --secret-hash-key must be NAMESPACE/NAME",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        hash_key = (namespace, name)
     try:
         api_client = load_api_client(args.kubeconfig)
     except (ConfigException, OSError) as exc:
@@ -247,6 +263,7 @@ def _run(args: argparse.Namespace) -> int:
         sidecar_pull_policy=args.sidecar_pull_policy,
         cluster=args.cluster_name,
         identity_config_map=identity,
+        secret_hash_key=hash_key,
         namespaces=args.namespace,
         standalone=args.standalone or args.peering is None,
         peering_name=args.peering,
@@ -258,5 +275,11 @@ def _run(args: argparse.Namespace) -> int:
         watch_fallback=args.watch_fallback,
         abandon_grace_seconds=args.abandon_grace_seconds or None,
     )
-    asyncio.run(Operator(config).run())
+    from auditlock.operator.secret_hashes import HashKeyError
+
+    try:
+        asyncio.run(Operator(config).run())
+    except HashKeyError as exc:
+        print(f"auditlock operator: --secret-hash-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK

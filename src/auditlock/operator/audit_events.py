@@ -4,15 +4,21 @@ Pure functions (unit-tested) used by `capture.py`. The ledger event model is
 auditlock.ledger.event.AuditEvent: id, time, category, action, outcome, actor, target,
 correlation, details; the operator's collector fills `source` with its own identity, so
 where the event was observed (the API server's audit webhook or a watch) is recorded in
-`details.observed_by`. Secret values never leave the cluster: for Secrets the watch
-fallback records key names and a SHA-256 per value, and the audit policy must log
-Secrets at Metadata level.
+`details.observed_by`. Secret values never leave the cluster: the audit policy logs
+Secrets at Metadata level, and the values' keyed hashes are added by
+`secret_hashes.py` (the watch fallback hashes what the watch delivered the same way).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from typing import Any
+
+from auditlock.ledger.value_hash import value_hash
+from auditlock.operator.kube import SecretSeen
+from auditlock.operator.secret_hashes import MAX_KEYS, NO_KEY, summary
 
 LONG_RUNNING = frozenset({"exec", "attach", "portforward", "proxy"})
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -230,10 +236,19 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
 
 
 def _fingerprints(data: dict[str, Any] | None) -> dict[str, str]:
-    """Key -> SHA-256 of the value (Secrets and ConfigMaps): what changed, never the value."""
-    return {
-        str(k): hashlib.sha256(str(v).encode()).hexdigest() for k, v in sorted((data or {}).items())
-    }
+    """Key -> SHA-256 of a ConfigMap value: what changed, checkable by anyone."""
+    return {str(k): value_hash(str(v).encode()) for k, v in sorted((data or {}).items())}
+
+
+def _secret_seen(body: dict[str, Any]) -> SecretSeen:
+    meta = _object(body.get("metadata"))
+    values: dict[str, bytes] = {}
+    for key, encoded in _object(body.get("data")).items():
+        try:
+            values[str(key)] = base64.b64decode(str(encoded or ""), validate=True)
+        except (binascii.Error, ValueError):
+            values[str(key)] = str(encoded).encode()
+    return SecretSeen(str(meta.get("resourceVersion") or ""), str(body.get("type") or ""), values)
 
 
 WATCHED = {
@@ -246,12 +261,13 @@ WATCHED = {
 
 
 def from_watch_event(
-    kind: str, event_type: str, body: dict[str, Any], now: str
+    kind: str, event_type: str, body: dict[str, Any], now: str, secret_key: bytes | None = None
 ) -> dict[str, Any] | None:
     """A ledger event for one watch event of a watched kind (the fallback for clusters
     whose API server audit cannot be configured). The watch does not say who made the
     change; `actor` is recorded as unknown (system) and the managedFields manager, when
-    present, goes into details."""
+    present, goes into details. A Secret's values are hashed under `secret_key`
+    (`details.secret`, as on the audit path); without a key only its key names are kept."""
     if kind not in WATCHED or event_type not in ("ADDED", "MODIFIED", "DELETED"):
         return None
     resource, category = WATCHED[kind]
@@ -264,7 +280,13 @@ def from_watch_event(
     managers = [str(m.get("manager")) for m in meta.get("managedFields") or [] if m.get("manager")]
     if managers:
         details["last_manager"] = managers[-1]
-    if kind in ("ConfigMap", "Secret"):
+    if kind == "Secret":
+        seen = _secret_seen(body)
+        if secret_key is not None:
+            details["secret"] = summary(seen, secret_key)
+        else:
+            details["secret"] = {"key_names": sorted(seen.values)[:MAX_KEYS], "not_hashed": NO_KEY}
+    elif kind == "ConfigMap":
         data = dict(body.get("data") or {})
         data.update(body.get("binaryData") or {})
         details["keys_sha256"] = _fingerprints(data)

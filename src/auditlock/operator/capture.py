@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter
 from auditlock.operator.audit_events import from_audit_event, from_watch_event
 from auditlock.operator.kube import Kube
 from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.secret_hashes import SecretObserver
 
 log = logging.getLogger("auditlock.operator.capture")
 
@@ -89,10 +90,12 @@ class ClusterCapture:
         collector: str = DEFAULT_COLLECTOR,
         metrics: CollectorRegistry | None = None,
         timeout: float = COLLECTOR_TIMEOUT_SECONDS,
+        secret_key: bytes | None = None,
     ) -> None:
         self.registry = registry
         self.kube = kube
         self.cluster = cluster
+        self.secret_key = secret_key
         host, _, port = collector.rpartition(":")
         self.url = f"http://{host or '127.0.0.1'}:{int(port)}/v1/events"
         self.timeout = timeout
@@ -111,6 +114,7 @@ class ClusterCapture:
             ["reason"],
             registry=self.metrics,
         )
+        self.secrets = SecretObserver(kube, secret_key, metrics=self.metrics)
         self._session: aiohttp.ClientSession | None = None
         self._closed = asyncio.Event()
 
@@ -143,6 +147,7 @@ class ClusterCapture:
         self.events.labels("ignored").inc(len(items) - len(events))
         if not events:
             return AuditAnswer(200)
+        await self.secrets.annotate(events)
         try:
             stored = await self._store(events, batch_key(items), "audit")
         except CollectorRefused as exc:
@@ -162,7 +167,7 @@ class ClusterCapture:
         if namespace not in self._namespaces("watch"):
             return False
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-        event = from_watch_event(kind, event_type, body, now)
+        event = from_watch_event(kind, event_type, body, now, self.secret_key)
         if event is None:
             return False
         key = f"k8s-watch-{event.get('id') or hashlib.sha256(orjson.dumps(event)).hexdigest()}"

@@ -6,6 +6,8 @@ loop (and the webhooks sharing it) never waits on the network.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,15 @@ class ServerVersion:
         """Native sidecars (restartPolicy: Always init containers) are on by default
         from Kubernetes 1.29."""
         return (self.major, self.minor) >= (1, 29)
+
+
+@dataclass(frozen=True, repr=False)
+class SecretSeen:
+    """A Secret as one read saw it; repr=False keeps the values out of any log line."""
+
+    resource_version: str
+    type: str
+    values: dict[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,27 @@ class Kube:
                 return None
             raise
         return dict(secret.data or {})
+
+    def observe_secret(self, namespace: str, name: str, timeout: float) -> SecretSeen | None:
+        """The Secret as it is now (resourceVersion, type, decoded values), or None when it
+        does not exist. For hashing only: callers never keep or log the values."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        values: dict[str, bytes] = {}
+        for key, encoded in (secret.data or {}).items():
+            try:
+                values[str(key)] = base64.b64decode(encoded or "", validate=True)
+            except (binascii.Error, ValueError):
+                values[str(key)] = str(encoded).encode()
+        return SecretSeen(
+            resource_version=str(secret.metadata.resource_version or ""),
+            type=str(secret.type or ""),
+            values=values,
+        )
 
     def create_secret(
         self, namespace: str, name: str, data: dict[str, str], meta: dict[str, Any]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import kopf
 from prometheus_client import CollectorRegistry, Counter
 
+from auditlock.ledger.value_hash import key_id
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
 from auditlock.operator.handlers import HandlerMemo, handler_registry
@@ -22,6 +23,7 @@ from auditlock.operator.names import LABEL_MANAGED_BY, MANAGED_BY
 from auditlock.operator.policy_watch import PolicyWatch
 from auditlock.operator.reconcile import Context
 from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.secret_hashes import load_or_create_key
 from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
@@ -43,6 +45,9 @@ class OperatorConfig:
     # (namespace, name) of a ConfigMap in which the cluster name is published for the
     # collector beside the operator (the chart's <fullname>-cluster); None: not published.
     identity_config_map: tuple[str, str] | None = None
+    # (namespace, name) of the Secret holding the key Secret values are hashed under
+    # (created when absent; secret_hashes.py); None: Secret writes are kept unhashed.
+    secret_hash_key: tuple[str, str] | None = None
     namespaces: list[str] = field(default_factory=list)  # empty: every namespace
     standalone: bool = True
     peering_name: str | None = None
@@ -106,6 +111,16 @@ class Operator:
             )
         log.info("cluster name %s: stream ids are %s_<namespace>_<pod>", config.cluster,
                  config.cluster)  # fmt: skip
+        secret_key = None
+        if config.secret_hash_key is not None:
+            secret_key = await asyncio.to_thread(
+                load_or_create_key, self.kube, *config.secret_hash_key
+            )
+            log.info("Secret values are recorded as HMAC-SHA256 under key id %s (Secret %s/%s)",
+                     key_id(secret_key), *config.secret_hash_key)  # fmt: skip
+        else:
+            log.warning("no Secret hash key (--secret-hash-key): Secret writes are recorded "
+                        "without hashes of their values")  # fmt: skip
         self.version = await asyncio.to_thread(self.kube.server_version)
         native = sidecar_style(config.sidecar_mode, self.version)
         log.info(
@@ -148,6 +163,7 @@ class Operator:
                 cluster=config.cluster,
                 collector=config.collector,
                 metrics=self.metrics,
+                secret_key=secret_key,
             )
         self.server = WebhookServer(
             registry=self.policies,

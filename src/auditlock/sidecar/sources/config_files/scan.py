@@ -32,13 +32,14 @@ new or changed reason into a `config.file.skipped` event, a log line and a metri
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from auditlock.ledger.value_hash import hasher
 
 Entry = dict[str, Any]  # {"sha256", "size", "revision"?} or {"skipped": reason, ...}
 Snapshot = dict[str, Entry]  # watched path (as the app sees it) -> entry
@@ -280,7 +281,9 @@ class _Scan:
             if not stat.S_ISREG(st.st_mode):
                 self.skip(shown, NOT_REGULAR)
                 return None, 0, key
-            digest = hashlib.sha256()
+            # Config files are hashed unkeyed, so anyone can check a file against the trail
+            # (docs/threat-model.md: do not watch files holding guessable secrets).
+            digest = hasher()
             size = 0
             limit = self.scanner.max_file_bytes
             while block := os.read(fd, BLOCK):
