@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, ForwardSource
+from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, ForwardSourceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -73,7 +73,7 @@ def test_sample_app_emits_with_fluent_logger_to_the_collector() -> None:
     ]
     assert calls, "fluent.sender.FluentSender is used"
     kwargs = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords}
-    default_port = ForwardSource().port
+    default_port = ForwardSourceSpec().port
     assert kwargs == {"host": "127.0.0.1", "port": default_port}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "/app/emit.py"]
