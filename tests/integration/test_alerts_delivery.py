@@ -152,11 +152,19 @@ def test_the_webhook_signature_verifies_on_a_real_server_and_a_dead_receiver_is_
             changes += engine.observe(_exec_event(n), "s")
         dispatcher.submit(changes)
         assert time.perf_counter() - started < 0.05  # submit never waits on a receiver
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        while _metric(registry, "test_alert_delivery_failures_total", receiver="alertmanager") < 2:
-            await asyncio.sleep(0.05)
+
+        async def until(check: Any) -> None:
+            async with asyncio.timeout(10):
+                while not check():  # noqa: ASYNC110 - polling a counter and a list
+                    await asyncio.sleep(0.05)
+
+        await until(lambda: received)
+        await until(
+            lambda: (
+                _metric(registry, "test_alert_delivery_failures_total", receiver="alertmanager")
+                >= 2
+            )
+        )
         await dispatcher.close()
         await runner.cleanup()
         return registry
