@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "prove",
     "count",
     "query",
+    "trace",
+    "export",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O,

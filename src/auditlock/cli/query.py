@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with Engine(trails, filters, memory_limit=args.memory_limit) as engine:
             query = args.sql or DEFAULT_QUERY.format(order=TIME_ORDER)
+            if args.format == "ocsf" and not args.sql:
+                query = f"SELECT * FROM events ORDER BY {TIME_ORDER}"
             _check_sql(engine, query)
             if args.json:
                 _print_json(engine, trails, query, args.limit)
@@ -149,6 +151,9 @@ def _write(engine: Any, query: str, args: argparse.Namespace) -> None:
         return
     if limit is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
+    if args.format == "ocsf":
+        write_ocsf(engine, query, args.out)
+        return
     formats.copy_to(engine.con, query, args.format, args.out or binary_stdout())
     sys.stdout.flush()
 
@@ -162,6 +167,23 @@ class _TextSink:
 
 def binary_stdout() -> Any:
     return getattr(sys.stdout, "buffer", None) or _TextSink()
+
+
+def write_ocsf(engine: Any, query: str, out: Path | None) -> None:
+    from auditlock import __version__
+    from auditlock.review import ocsf
+
+    missing = ocsf.REQUIRED_COLUMNS - set(engine.sql(query).columns)
+    if missing:
+        raise UsageError(
+            "--format ocsf needs rows of the events table (SELECT * FROM events ...); "
+            f"missing columns: {', '.join(sorted(missing))}"
+        )
+    if out is None:
+        ocsf.write(engine.con, query, binary_stdout(), __version__)
+        return
+    with out.open("wb") as sink:
+        ocsf.write(engine.con, query, sink, __version__)
 
 
 def _emit(args: argparse.Namespace, text: str) -> None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from auditlock.ledger.escape import escape
 from auditlock.review.schema import sql_string
 
-FORMATS = ("table", "jsonl", "csv", "parquet")
+FORMATS = ("table", "jsonl", "csv", "parquet", "ocsf")
 RFC3339_NS = "%Y-%m-%dT%H:%M:%S.%nZ"
 RFC3339_US = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -82,8 +82,9 @@ def table(con: Any, query: str, width: int, limit: int) -> tuple[str, int]:
 def _fit(headers: list[str], rows: list[list[str]], width: int) -> str:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     budget = max(width - 2 * (len(headers) - 1), len(headers) * 4)
-    while sum(widths) > budget:  # shrink the widest column until the row fits
-        widest = max(range(len(widths)), key=widths.__getitem__)
+    while sum(widths) > budget:  # shrink the widest column (the time last) until it fits
+        others = [i for i in range(1, len(widths)) if widths[i] > 6] or range(len(widths))
+        widest = max(others, key=widths.__getitem__)
         widths[widest] -= 1
 
     def cell(text: str, w: int) -> str:
