@@ -82,9 +82,12 @@ def table(con: Any, query: str, width: int, limit: int) -> tuple[str, int]:
 def _fit(headers: list[str], rows: list[list[str]], width: int) -> str:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     budget = max(width - 2 * (len(headers) - 1), len(headers) * 4)
+    floors = [min(len(h), 10) for h in headers]
     while sum(widths) > budget:  # shrink the widest column (the time last) until it fits
-        others = [i for i in range(1, len(widths)) if widths[i] > 6] or range(len(widths))
-        widest = max(others, key=widths.__getitem__)
+        others = [i for i in range(1, len(widths)) if widths[i] > floors[i]]
+        widest = max(others or range(len(widths)), key=widths.__getitem__)
+        if widths[widest] <= 1:
+            break
         widths[widest] -= 1
 
     def cell(text: str, w: int) -> str:
