@@ -44,8 +44,10 @@ def verify_in_processes(
     """Each stream's outcome, in stream order, verified by `options.jobs` processes."""
     # Keys travel inside `trust`; the options' own key objects do not pickle.
     plain = dataclasses.replace(options, public_keys=[], jobs=1, on_accepted=None)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["auditlock.ledger.verify_parallel"])
+    # fork: the workers start with verify already imported and never re-run the caller's
+    # main module. Nothing runs threads of ours at this point (reads of step 3 have not
+    # started; those of step 4 come after).
+    context = multiprocessing.get_context("fork")
     names = sorted(streams)
     with ProcessPoolExecutor(max_workers=options.jobs, mp_context=context) as pool:
         yield from pool.map(
