@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.spool.chunk_ids import forward_key, http_key
 from auditlock.sidecar.spool.records import HEADER
 from auditlock.sidecar.spool.spool import Spool, SpoolFull
@@ -20,8 +21,9 @@ def make(directory: Path, max_bytes: int = 1 << 20, segment_bytes: int = 4096) -
     return spool
 
 
-def events(n: int, start: int = 0) -> list[dict[str, object]]:
-    return [{"n": i, "pad": "x" * 40} for i in range(start, start + n)]
+def events(n: int, start: int = 0) -> list[bytes]:
+    """Events as the intake hands them to the spool: their canonical bytes."""
+    return [canonical_bytes({"n": i, "pad": "x" * 40}) for i in range(start, start + n)]
 
 
 async def test_append_returns_increasing_record_numbers_and_reads_back(tmp_path: Path) -> None:
@@ -36,7 +38,7 @@ async def test_append_returns_increasing_record_numbers_and_reads_back(tmp_path:
 async def test_reopen_finds_every_record_and_its_chunks(tmp_path: Path) -> None:
     spool = make(tmp_path)
     for i in range(50):
-        await spool.append(events(2, i * 2), chunks=[f"chunk-{i}"])
+        await spool.append(events(2, i * 2), keys=[f"chunk-{i}"])
     spool.close()
     again = make(tmp_path)
     assert again.committed == 50
@@ -97,7 +99,7 @@ async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
 ) -> None:
     spool = make(tmp_path, segment_bytes=2048)
     for i in range(40):
-        await spool.append(events(5, i * 5), chunks=[f"c{i}"])
+        await spool.append(events(5, i * 5), keys=[f"c{i}"])
     before = len(spool.segment_paths())
     assert before > 3
     spool.join_stream(0, 0)
@@ -118,7 +120,7 @@ async def test_chunk_ids_with_newlines_survive_release_and_restart(tmp_path: Pat
     odd = ["a\nb", 'say "hi"', "Ünïcode ✓", "http:key-1"]
     spool = make(tmp_path, segment_bytes=2048)
     for i, chunk in enumerate(odd * 10):
-        await spool.append(events(5, i * 5), chunks=[f"{chunk}-{i}"])
+        await spool.append(events(5, i * 5), keys=[f"{chunk}-{i}"])
     spool.join_stream(0, 0)
     spool.release(40, 200, 0)
     await spool.settle()

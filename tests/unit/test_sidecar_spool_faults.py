@@ -12,6 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.spool.chunk_ids import forward_key, http_key
 from auditlock.sidecar.spool.records import HEADER, encode
 from auditlock.sidecar.spool.recovery import RecoveryReport
@@ -32,8 +33,9 @@ def make(directory: Path, max_bytes: int = 1 << 20, segment_bytes: int = 4096) -
     return spool
 
 
-def events(n: int, start: int = 0, pad: int = 40) -> list[dict[str, object]]:
-    return [{"n": i, "pad": "x" * pad} for i in range(start, start + n)]
+def events(n: int, start: int = 0, pad: int = 40) -> list[bytes]:
+    """Events as the intake hands them to the spool: their canonical bytes."""
+    return [canonical_bytes({"n": i, "pad": "x" * pad}) for i in range(start, start + n)]
 
 
 def numbers_read(spool: Spool) -> list[int]:
@@ -42,7 +44,7 @@ def numbers_read(spool: Spool) -> list[int]:
 
 async def filled(spool: Spool, count: int, per: int = 5) -> None:
     for i in range(count):
-        await spool.append(events(per, i * per), chunks=[forward_key(f"c{i}")])
+        await spool.append(events(per, i * per), keys=[forward_key(f"c{i}")])
     spool.close()
 
 
@@ -68,7 +70,7 @@ async def test_a_write_the_full_disk_refuses_is_cut_off_and_never_acknowledged(
                 refused.append(i)
         assert refused, "the disk never filled"
         (tail,) = spool.segment_paths()
-        assert tail.stat().st_size == spool._segments[-1].size  # nothing half-written
+        assert tail.stat().st_size == spool.state.segments[-1].size  # nothing half-written
         unfill(disk)
         after = await spool.append(events(1, 9999))
         assert after == spool.committed  # the next number, none repeated or skipped
@@ -86,8 +88,8 @@ async def test_a_record_number_out_of_order_is_an_error_not_skipped(tmp_path: Pa
     tail = spool.segment_paths()[-1]
     # What the old writer left after a failed write: the same number written again.
     append_bytes(tail, encode(1, msgpack.packb([[], 0, [b"{}"], 2])))
-    spool._segments[-1].size = tail.stat().st_size
-    spool.committed = 2
+    spool.state.segments[-1].size = tail.stat().st_size
+    spool.state.committed = 2
     with pytest.raises(
         SpoolCorrupt, match=rf"{tail.name} at byte \d+: record number 1, expected 2"
     ):
@@ -241,8 +243,8 @@ async def test_a_missing_segment_file_is_reported_as_lost_records(tmp_path: Path
 
 async def test_a_forward_chunk_id_never_matches_an_http_key(tmp_path: Path) -> None:
     spool = make(tmp_path)
-    await spool.append(events(1), chunks=[forward_key("http:K")])
-    await spool.append(events(1), chunks=[http_key("L")])
+    await spool.append(events(1), keys=[forward_key("http:K")])
+    await spool.append(events(1), keys=[http_key("L")])
     assert spool.seen_chunk(forward_key("http:K")) and not spool.seen_chunk(http_key("K"))
     assert spool.seen_chunk(http_key("L")) and not spool.seen_chunk(forward_key("http:L"))
     spool.close()
@@ -267,7 +269,7 @@ async def test_chunk_id_memory_is_bounded_in_bytes_not_by_id_length(tmp_path: Pa
         base = tracemalloc.get_traced_memory()[0]
         for batch in range(20):
             keys = [forward_key(f"{batch:04d}-{i:06d}".ljust(256, "x")) for i in range(10_000)]
-            await spool.append([], chunks=keys)
+            await spool.append([], keys=keys)
             del keys
         grown = tracemalloc.get_traced_memory()[0] - base
     finally:

@@ -347,7 +347,7 @@ class Intake:
             recent.add(ids)
         spool = self.spool
         try:
-            number = await spool.append_packed(spool.pack_encoded(events, keys), keys)
+            number = await spool.append(events, keys)
         except SpoolFull:
             self.metrics.pushback.labels(input_name).inc()
             if recent is not None:

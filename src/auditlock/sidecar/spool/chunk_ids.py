@@ -26,6 +26,10 @@ import os
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("auditlock.sidecar.spool")
 
@@ -78,6 +82,43 @@ class ChunkMemory:
         self._order.append(item)
         if len(self._order) > self.capacity:
             self._set.discard(self._order.popleft())
+
+
+class ChunkKeys:
+    """The spool's chunk memory: keys of durable records (the last `capacity`) and keys an
+    append is writing right now, each with the future of its commit."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.memory = ChunkMemory(capacity)
+        self._inflight: dict[bytes, asyncio.Future[int]] = {}
+
+    def load(self, directory: Path) -> None:
+        """Remember the keys of released records (the log; call before recovery)."""
+        for item in load_log(directory, self.capacity):
+            self.memory.add(item)
+
+    def seen(self, key: str) -> bool:
+        """True when a record holding this key is already durable."""
+        return digest(key) in self.memory
+
+    def inflight(self, key: str) -> asyncio.Future[int] | None:
+        """The commit a key is waiting for, if an append is writing it right now."""
+        return self._inflight.get(digest(key))
+
+    def writing(self, digests: list[bytes], future: asyncio.Future[int]) -> None:
+        for item in digests:
+            self._inflight[item] = future
+
+    def written(self, digests: list[bytes]) -> None:
+        """The record holding these is durable."""
+        for item in digests:
+            self.memory.add(item)
+            self._inflight.pop(item, None)
+
+    def not_written(self, digests: list[bytes]) -> None:
+        for item in digests:
+            self._inflight.pop(item, None)
 
 
 def load_log(directory: Path, capacity: int) -> list[bytes]:

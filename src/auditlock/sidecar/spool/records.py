@@ -21,11 +21,9 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 import msgpack
 
-from auditlock.ledger.canonical import canonical_bytes
 from auditlock.sidecar.spool.chunk_ids import legacy_digest
 
 HEADER = struct.Struct("<IIQ")
@@ -45,11 +43,6 @@ class SpoolRecord:
 
 def encode(number: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), zlib.crc32(payload), number) + payload
-
-
-def pack_payload(chunks: list[bytes], spooled_ns: int, events: list[dict[str, Any]]) -> bytes:
-    """Raises TypeError (orjson.JSONEncodeError) for a value without canonical bytes."""
-    return pack_encoded(chunks, spooled_ns, [canonical_bytes(event) for event in events])
 
 
 def pack_encoded(chunks: list[bytes], spooled_ns: int, encoded: list[bytes]) -> bytes:
