@@ -6,7 +6,9 @@
 Each benchmark runs in its own process (one core each, as the targets say), one after
 the other so they do not compete for the machine's two cores. Their own output is kept
 in out/bench/<name>.log; the table is printed at the end and written to
-out/bench/summary.md.
+out/bench/summary.md. Each figure stands beside its floor when it has one (the same
+work's physical lower bound, measured by the benchmark in the same run on the same
+data), the ratio of the two, and its target.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def main() -> int:
         figures, code, seconds = run(script, quick if args.quick else full, logs)
         if code != 0 or not figures:
             failed += 1
-            rows.append(f"| {script} | benchmark failed (exit {code}), see out/bench | | | |")
+            rows.append(f"| {script} | benchmark failed (exit {code}), see out/bench | | | | | |")
             continue
         for f in figures:
             met = {True: "yes", False: "**no**", None: ""}[f["met"]]  # type: ignore[index]
@@ -93,8 +95,13 @@ def main() -> int:
                 if f["target"] is None
                 else (("≥ " if f["better"] == "higher" else "≤ ") + fmt(f["target"]))
             )
+            if f.get("target_ratio") is not None:
+                target = f"≥ {fmt(f['target_ratio'])} x floor"
+            floor = "" if f.get("floor") is None else f"{fmt(f['floor'])} {f['unit']}"
+            ratio = "" if f.get("ratio") is None else fmt(f["ratio"])
             rows.append(
-                f"| {script} | {f['name']} | {fmt(f['value'])} {f['unit']} | {target} | {met} |"
+                f"| {script} | {f['name']} | {fmt(f['value'])} {f['unit']} | {floor} | "
+                f"{ratio} | {target} | {met} |"
             )
         print(f"  done in {seconds:.0f} s", flush=True)
     header = [
@@ -103,8 +110,8 @@ def main() -> int:
         f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         + (" (--quick)" if args.quick else ""),
         "",
-        "| benchmark | figure | measured | target | met |",
-        "|---|---|---|---|---|",
+        "| benchmark | figure | measured | floor | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
     ]
     table = "\n".join(header + rows)
     print()
