@@ -8,7 +8,9 @@ Pods stay Pending (no scheduler or kubelet in the rig): tests read the admitted 
 from __future__ import annotations
 
 import base64
+import ssl
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +25,7 @@ from auditlock.operator import names as n
 from tests.servers.auditlock_operator import RunningOperator, register_webhooks, unregister_webhooks
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.sidecar import metric_value
 
 GROUP, VERSION, PLURAL = "auditlock.io", "v1alpha1", "auditpolicies"
 T = TypeVar("T")
@@ -106,6 +109,13 @@ def create_pod(
         created = client.CoreV1Api(api).create_namespaced_pod(namespace, body)
         result: dict[str, Any] = api.sanitize_for_serialization(created)
         return result
+
+
+def operator_metric(running: RunningOperator, name: str, **labels: str) -> float:
+    """A metric from the operator's /metrics, as Prometheus scrapes it."""
+    context = ssl.create_default_context(cafile=str(running.kube.ca_path))
+    with urllib.request.urlopen(f"{running.webhook_url}/metrics", context=context) as answer:
+        return metric_value(answer.read().decode(), name, **labels)
 
 
 def s3_spec(seaweedfs: SeaweedFS, bucket: str, **extra: Any) -> dict[str, Any]:
@@ -433,6 +443,15 @@ def test_selected_pods_without_a_collector_are_counted_and_named(
     assert f"{opted} (opted out)" in message
     assert f"{missed} (admitted without the collector)" in message
     assert injected["metadata"]["name"] not in message
+    # The same counts for Prometheus (the chart's AuditlockPodsWithoutCollector rule).
+    who = {"namespace": operator_namespace, "policy": "honest"}
+    assert operator_metric(running_operator, "auditlock_operator_policy_pods",
+                           state="unaudited", **who) == 3  # fmt: skip
+    assert operator_metric(running_operator, "auditlock_operator_policy_pods",
+                           state="selected", **who) == 4  # fmt: skip
+    assert operator_metric(running_operator, "auditlock_operator_policy_condition",
+                           condition="AllPodsAudited", status="false",
+                           reason="PodsWithoutCollector", **who) == 1  # fmt: skip
 
     out = kube.kubectl("get", "auditpolicies", "-n", operator_namespace).stdout
     header, row = out.splitlines()[:2]
@@ -457,6 +476,8 @@ def test_selected_pods_without_a_collector_are_counted_and_named(
     assert policy["status"]["podsUnaudited"] == 0
     assert policy["status"]["podsSelected"] == 1
     assert condition(policy, "AllPodsAudited")["reason"] == "AllSelectedPodsAudited"
+    assert operator_metric(running_operator, "auditlock_operator_policy_pods",
+                           state="unaudited", **who) == 0  # fmt: skip
 
 
 def test_delete_removes_owned_objects_and_keeps_the_data(

@@ -52,6 +52,8 @@ def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own:
         client = RetransmittingClient(sidecar.forward_port)
         send(client, 0, 5000)
         assert "degraded" in _readyz(sidecar)
+        # What the chart's AuditlockDestinationFailing alert reads: the streak so far.
+        assert sidecar.metric("auditlock_sidecar_destination_failing_seconds") > 0
         assert sidecar.terminate() == 0, sidecar.tail()  # nothing to drain: quick
         client.close()
 
@@ -64,6 +66,7 @@ def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own:
         while "ledger_last_seq 5999.0" not in sidecar.metrics():
             assert time.monotonic() < deadline, sidecar.tail()
             time.sleep(0.2)
+        assert sidecar.metric("auditlock_sidecar_destination_failing_seconds") == 0
 
         # 3. Down again, then SIGTERM: exit within the grace period, spool keeps events.
         seaweedfs_own.stop()

@@ -44,6 +44,7 @@ from auditlock.operator.pod_status import (
 )
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.sidecar_config import config_map_data
+from auditlock.operator.status_metrics import PolicyStatusMetrics
 from auditlock.operator.stream_ids import pod_of_stream
 from auditlock.policy.model import API_VERSION, KIND, AuditPolicySpec, parse_spec
 from auditlock.sinks import DestinationError
@@ -84,6 +85,8 @@ class Context:
     abandon: AbandonWatch | None = None
     # Counts abandonment attempts by outcome (a metric in the operator).
     abandon_outcomes: Callable[[str], None] | None = None
+    # Exports each policy's status as gauges (pods without a collector, conditions).
+    status_metrics: PolicyStatusMetrics | None = None
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -138,6 +141,8 @@ async def _status(
     status = {"observedGeneration": generation, **fields}
     status["conditions"] = c.merge(previous, new_conditions)
     await asyncio.to_thread(ctx.kube.patch_policy_status, namespace, name, status)
+    if ctx.status_metrics is not None:
+        ctx.status_metrics.observe(namespace, name, status)
     _announce(ctx, body, previous, new_conditions)
 
 
@@ -569,6 +574,8 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
         lambda: ctx.registry.holds_none(namespace, name, uid),
         f"the deletion of {namespace}/{name}",
     )
+    if ctx.status_metrics is not None:
+        ctx.status_metrics.forget(namespace, name)
     await mark_enforced_namespace(ctx, namespace)
     await asyncio.to_thread(ctx.kube.delete, "ConfigMap", namespace, n.config_map_name(name))
     await asyncio.to_thread(ctx.kube.delete, "Secret", namespace, n.key_secret_name(name))

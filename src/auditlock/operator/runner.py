@@ -24,6 +24,7 @@ from auditlock.operator.policy_watch import PolicyWatch
 from auditlock.operator.reconcile import Context
 from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.secret_hashes import load_or_create_key
+from auditlock.operator.status_metrics import PolicyStatusMetrics
 from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
@@ -141,6 +142,9 @@ class Operator:
             ["outcome"],
             registry=self.metrics,
         )
+        # Three refresh periods: a replica that stood down stops exporting soon after.
+        status_metrics = PolicyStatusMetrics(ttl_seconds=3 * config.refresh_seconds)
+        self.metrics.register(status_metrics)
         grace = config.abandon_grace_seconds
         ctx = Context(
             self.kube,
@@ -151,6 +155,7 @@ class Operator:
             checkpoint_scan_seconds=config.checkpoint_scan_seconds,
             abandon=AbandonWatch(grace_seconds=grace) if grace else None,
             abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
+            status_metrics=status_metrics,
         )
         self.policy_watch = PolicyWatch(
             self.kube, self.policies, cluster=config.cluster, namespaces=config.namespaces

@@ -122,6 +122,17 @@ class Metrics:
             "Seconds since the last checkpoint was stored (-1 before the first)",
             registry=r,
         )
+        self.destination_failing = Gauge(
+            f"{NS}_destination_failing_seconds",
+            "Seconds since the destination began failing (uploads or resuming the stream "
+            "erroring without a success since; 0 while it works)",
+            registry=r,
+        )
+        self.heartbeat = Gauge(
+            f"{NS}_heartbeat_seconds",
+            "Configured heartbeat: an idle stream stores a checkpoint at least this often",
+            registry=r,
+        )
         self.last_seq = Gauge(f"{NS}_ledger_last_seq", "Last ledger sequence stored", registry=r)
         self.upload_seconds = Histogram(
             f"{NS}_upload_seconds",
@@ -131,8 +142,23 @@ class Metrics:
         )
         self.last_checkpoint_monotonic: float | None = None
         self.checkpoint_age.set_function(self._checkpoint_age)
+        self.destination_failing_since: float | None = None  # time.monotonic()
+        self.destination_failing.set_function(self._destination_failing)
 
     def _checkpoint_age(self) -> float:
         if self.last_checkpoint_monotonic is None:
             return -1.0
         return time.monotonic() - self.last_checkpoint_monotonic
+
+    def destination_failed(self) -> None:
+        """An upload or a resume failed; a streak already running keeps its start."""
+        if self.destination_failing_since is None:
+            self.destination_failing_since = time.monotonic()
+
+    def destination_worked(self) -> None:
+        self.destination_failing_since = None
+
+    def _destination_failing(self) -> float:
+        if self.destination_failing_since is None:
+            return 0.0
+        return time.monotonic() - self.destination_failing_since

@@ -46,6 +46,7 @@ class Shipper:
         self.delivery = config.delivery
         self.spool = spool
         self.metrics = metrics
+        metrics.heartbeat.set(self.delivery.heartbeat_seconds)
         self.writer: Any = None
         self.destination: Any = None
         self.epoch = 0
@@ -85,6 +86,7 @@ class Shipper:
             await self._in_thread(self._open)
         except TransientError as exc:
             self.problem = f"destination unreachable, retrying: {exc}"
+            self.metrics.destination_failed()
             log.warning("cannot resume the stream yet (%s); intake runs, shipping retries", exc)
             self._runner = asyncio.create_task(self._resume_later())
             self._runner.add_done_callback(self._runner_done)
@@ -102,8 +104,10 @@ class Shipper:
                 await self._in_thread(self._open)
             except TransientError as exc:
                 self.problem = f"destination unreachable, retrying: {exc}"
+                self.metrics.destination_failed()
                 continue
             self.problem = None
+            self.metrics.destination_worked()
             log.info("destination reachable again: stream resumed")
             await self._run_after_resume()
             return
@@ -256,6 +260,7 @@ class Shipper:
                     await self._in_thread(self.writer.store, objects)
                 except Exception as exc:
                     self.metrics.uploads.labels("error").inc()
+                    self.metrics.destination_failed()
                     self.problem = f"upload failed, retrying: {exc}"
                     log.warning(
                         "storing %s failed (%s); retry in %.1fs", objects[-1].name, exc, delay
@@ -265,6 +270,7 @@ class Shipper:
                     continue
                 break
             self.problem = None
+            self.metrics.destination_worked()
             self.metrics.uploads.labels("ok").inc()
             self.metrics.upload_seconds.observe(time.monotonic() - started)
             self.metrics.bytes_out.inc(sum(len(o.data) for o in objects))
