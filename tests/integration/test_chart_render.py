@@ -52,6 +52,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "destination": {"url": "s3://trail/cluster", "options": {"region": "eu-west-1"}},
             "credentialsSecret": "trail-s3",
         },
+        "monitoring": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+            "podMonitor": {"enabled": True, "namespaces": ["shop"]},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Audit"}},
+        },
     },
     "minimal": {
         "operator": {"replicas": 1},
@@ -63,7 +69,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 # Kinds that are not built into Kubernetes, validated another way below.
-CUSTOM_KINDS = {"ClusterKopfPeering", "Certificate", "Issuer"}
+CUSTOM_KINDS = {
+    "ClusterKopfPeering",
+    "Certificate",
+    "Issuer",
+    # Prometheus Operator objects: tests/integration/test_chart_monitoring.py.
+    "PrometheusRule",
+    "ServiceMonitor",
+    "PodMonitor",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
