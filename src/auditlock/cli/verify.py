@@ -53,6 +53,14 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="tolerance on top of the heartbeat interval before a time gap is a problem",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="verify up to N streams at once, each in its own process (default 1; the "
+        "report is the same for every N)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -75,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     from auditlock.ledger.keys import load_public_key
     from auditlock.ledger.verify import VerifyOptions, parse_time_option, verify
 
+    if args.jobs < 1:
+        return _error(args, EXIT_USAGE, f"--jobs must be at least 1, not {args.jobs}")
     for flag, value in (("--slack", args.slack), ("--require-retention", args.require_retention)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             return _error(args, EXIT_USAGE, f"{flag} must be a finite number >= 0, not {value}")
@@ -86,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
             until_ns=parse_time_option(args.until) if args.until else None,
             slack_seconds=args.slack,
             require_retention_days=args.require_retention,
+            jobs=args.jobs,
         )
     except KeyFileError as exc:
         return _error(args, EXIT_USAGE, str(exc))

@@ -22,7 +22,8 @@ A line failing any step is diagnosed slowly, with the pydantic model of event.py
 the member, so the reason an auditor reads comes from the same rules as intake's.
 
 `id` uniqueness: the source assigns ids and the writer cannot remember every id of a
-stream, so a repeat is reported as a warning (`duplicate-id`), never a failure.
+stream, so a repeat is reported as a warning (`duplicate-id`), never a failure. The ids
+of a stream are kept in bounded memory (seen_ids.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.lines import PREV_MARK
 from auditlock.ledger.normalize import plain_json
+from auditlock.ledger.seen_ids import SeenIds
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
@@ -165,11 +167,18 @@ def _details_ok(details: dict[str, Any]) -> bool:
 
 
 class LineRules:
-    """Checks the event inside each line; remembers the ids of the current stream."""
+    """Checks the event inside each line; remembers the ids of the current stream
+    (seen_ids.py: bounded memory; repeats far apart are reported by `end_stream`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_ids: int | None = None) -> None:
         self._stream: str | None = None
-        self._ids: set[str] = set()
+        self._ids = SeenIds(run_ids)
+
+    def end_stream(self) -> None:
+        """The current stream is done: report its repeats across runs (`warn` of the
+        segment each repeat is in) and forget its ids."""
+        self._ids.finish()
+        self._stream = None
 
     def check(
         self,
@@ -187,9 +196,11 @@ class LineRules:
         Lines without the envelope's `,"prev":"` marker are left to verify's structural
         diagnosis; streams must come one after the other (ids are kept per stream)."""
         if stream != self._stream:
-            self._stream, self._ids = stream, set()
+            self._ids.finish()
+            self._stream = stream
         if not lines:
             return []
+        self._ids.segment(warn)
         # Fast path, the whole segment at once: the events joined as one JSON array are
         # decoded in one call and re-encoded in one call; equal bytes mean every event is
         # canonical and well-typed. Any doubt: line by line, to name the line.
@@ -205,12 +216,9 @@ class LineRules:
                 len(parsed) == len(lines)
                 and _encode(parsed) == joined
                 and _valid(parsed, check_details=_has_astral(joined))
+                and self._ids.all_new([p.id for p in parsed], first_seq)
             ):
-                ids = [p.id for p in parsed]
-                unique = set(ids)
-                if len(unique) == len(ids) and self._ids.isdisjoint(unique):
-                    self._ids |= unique
-                    return [p.details for p in parsed]
+                return [p.details for p in parsed]
         return self._check_slowly(lines, first_seq, prefix_len, find, warn)
 
     def _check_slowly(
@@ -235,11 +243,8 @@ class LineRules:
                 problem = diagnose(line, event)
                 if problem is not None:
                     find(seq, *problem)
-            if parsed is not None:
-                if parsed.id in ids:
-                    warn(seq, "duplicate-id", f"event id {parsed.id!r} was used before")
-                else:
-                    ids.add(parsed.id)
+            if parsed is not None and ids.seen(parsed.id, seq):
+                warn(seq, "duplicate-id", f"event id {parsed.id!r} was used before")
             details.append(parsed.details if parsed is not None else None)
             seq += 1
         return details

@@ -209,19 +209,26 @@ class ContentCheck:
     """The event inside each line (FORMAT.md sections 3 to 5, via line_rules.py): the one
     place where each stored line's event is looked at, whether or not the line's
     structure checked out. Who observed each event is counted (observer.py) from the same
-    decoding."""
+    decoding. One per stream: the ids of a stream are checked across its epochs, and a
+    repeat found only when the stream ends (seen_ids.py) is returned by `end_stream`."""
 
-    def __init__(self, place: Place, rules: LineRules) -> None:
-        self.place = place
-        self.rules = rules
-        self.prefix_len = len(line_prefix(place.epoch or 0))
-        self.observers: dict[str, int] = {}
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.rules = LineRules()
+        self.observers: dict[str, int] = {}  # of the current epoch
+        self._sink: list[Finding] = []  # where reports made now go
 
     def lines(
-        self, seg: ObjectName, lines: list[bytes], first_seq: int, seqs: list[int] | None
+        self,
+        place: Place,
+        seg: ObjectName,
+        lines: list[bytes],
+        first_seq: int,
+        seqs: list[int] | None,
     ) -> list[Finding]:
-        place = self.place
         found: list[Finding] = []
+        self._sink = found
+        sink = self
 
         # Name each line by the seq the chain check gave it (after a duplicated or deleted
         # line, the seq it carries rather than its position).
@@ -232,14 +239,22 @@ class ContentCheck:
             found.append(place.find(code, message, first_seq=at(seq), object=seg.name))
 
         def warn(seq: int, code: str, message: str) -> None:
-            found.append(place.warn(code, message, first_seq=at(seq), object=seg.name))
+            # `sink`, not `found`: a repeat may be reported when the stream ends
+            sink._sink.append(place.warn(code, message, first_seq=at(seq), object=seg.name))
 
-        assert place.stream is not None
-        details = self.rules.check(place.stream, lines, first_seq, self.prefix_len, find, warn)
+        prefix_len = len(line_prefix(place.epoch or 0))
+        details = self.rules.check(self.stream, lines, first_seq, prefix_len, find, warn)
         tally = self.observers
         for who in map(observer_of_details, details):
             tally[who] = tally.get(who, 0) + 1
         return found
+
+    def end_stream(self) -> list[Finding]:
+        """Repeated ids found only now (in ids of runs the stream wrote to disk)."""
+        late: list[Finding] = []
+        self._sink = late
+        self.rules.end_stream()
+        return late
 
 
 class TreeCheck:
@@ -391,7 +406,7 @@ class EventScan:
     segs: list[ObjectName]  # sorted by (first, last)
     valid: list[SignedCheckpoint]
     boundaries: dict[int, SignedCheckpoint]
-    rules: LineRules
+    content: ContentCheck
     keep_lines: bool = False
     observers: dict[str, int] = field(default_factory=dict)
     verified: int = 0  # lines counted in events_verified, once `run` is exhausted
@@ -411,7 +426,8 @@ class EventScan:
             if opt.until_ns is not None and cp.time_ns >= opt.until_ns and end is None:
                 end = cp.tree_size
         chain = ChainCheck(place, LineFormat(place.stream.encode(), place.epoch), start, head)
-        content = ContentCheck(place, self.rules)
+        content = self.content
+        content.observers = {}
         tree = TreeCheck(place, self.boundaries, start, frontier, head, self.keep_lines)
         wanted = []
         for seg in self.segs:
@@ -482,7 +498,7 @@ class EventScan:
             chain.prev = restart.head
         leaves, bad, seqs, broken = chain.lines(body)
         add(broken)
-        add(content.lines(seg, body, first, seqs))
+        add(content.lines(place, seg, body, first, seqs))
         add(tree.grow(leaves, bad, body))
 
     def _unreadable(self, seg: ObjectName, error: Exception) -> list[Finding]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from auditlock.ledger.line_rules import LineRules
 from auditlock.ledger.lines import ZERO_HASH
 from auditlock.ledger.report import StreamSummary
 from auditlock.ledger.timestamps import format_ns
@@ -31,7 +30,7 @@ from auditlock.ledger.verify_checkpoints import (
     read_checkpoints,
 )
 from auditlock.ledger.verify_context import StreamContext
-from auditlock.ledger.verify_events import AcceptedLines, EventScan
+from auditlock.ledger.verify_events import AcceptedLines, ContentCheck, EventScan
 from auditlock.ledger.verify_findings import Notes, Place, holes
 from auditlock.ledger.verify_inventory import EpochObjects
 from auditlock.ledger.verify_segments import (
@@ -72,7 +71,7 @@ def verify_stream(
         notes.add([Place(stream).find("epoch-missing", f"epochs {missing} have no objects")])
     allowed = trust.anchored()
     keys_stored = KeysStored(trust.stored)
-    rules = LineRules()
+    content = ContentCheck(stream)
     incoming = ZERO_HASH
     last_time: int | None = None
     for number in numbers:
@@ -104,7 +103,7 @@ def verify_stream(
         if is_newest:
             notes.add(stream_stale(place, valid, ctx.options, ctx.now_ns))
         # 3.3 lines, 3.4 roots
-        scan = EventScan(ctx, notes, place, segs, valid, boundaries, rules, keep_lines)
+        scan = EventScan(ctx, notes, place, segs, valid, boundaries, content, keep_lines)
         yield from scan.run()
         _summarise(result, scan, checkpoints)
         if allowed is None and checkpoints.first_key is not None:
@@ -122,6 +121,8 @@ def verify_stream(
         if valid:
             last_time = valid[-1].checkpoint.time_ns
         incoming = checkpoints.last_digest
+    # 3.3 ids repeated far apart (in runs written to disk): reported as the stream ends
+    notes.add(content.end_stream())
 
 
 def _summarise(result: StreamResult, scan: EventScan, checkpoints: EpochCheckpoints) -> None:
