@@ -8,5 +8,6 @@ pytest_plugins: list[str] = [
     "tests.servers.auditlock_operator",
     "tests.servers.alertmanager",
     "tests.servers.prometheus",
+    "tests.servers.prometheus_operator_crds",
     "tests.integration.chart_helpers",
 ]

@@ -21,6 +21,7 @@ from tests.integration.chart_helpers import CHART, by_kind, one, render
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
+from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.prom_process import debian_binary
 from tests.servers.prometheus import Prometheus
 from tests.servers.sidecar import make_config, sidecar_process, wait_for
@@ -144,6 +145,36 @@ def test_monitors_scrape_the_ports_that_serve_metrics(all_on: list[dict[str, Any
         {"key": n.LABEL_POLICY, "operator": "Exists"}
     ]
     assert endpoint["relabelings"][0]["replacement"] == "auditlock-collector"
+
+
+def test_the_prometheus_operator_crds_accept_the_monitoring_objects_unchanged(
+    helm_path: Path,
+    prometheus_operator_crds: KubeControlPlane,
+    kube_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The real API server, with the Prometheus Operator's own CRDs, validates what the
+    chart renders strictly (an unknown or misplaced field is an error, not pruned)."""
+    values = copy.deepcopy(ALL_ON)
+    values["monitoring"]["podMonitor"]["namespaces"] = ["shop"]
+    values["monitoring"]["serviceMonitor"]["scrapeTimeout"] = "10s"
+    objects = [
+        o
+        for o in render(helm_path, values, namespace=kube_namespace)
+        if o["kind"] in MONITORING_KINDS
+    ]
+    assert {o["kind"] for o in objects} == MONITORING_KINDS
+    manifest = tmp_path / "monitoring.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    kube = prometheus_operator_crds
+    applied = kube.kubectl(
+        "apply", "--validate=strict", "-n", kube_namespace, "-f", str(manifest), "-o", "json",
+        check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    stored = {item["kind"]: item for item in json.loads(applied.stdout)["items"]}
+    for sent in objects:
+        assert stored[sent["kind"]]["spec"] == sent["spec"], f"{sent['kind']} changed when stored"
 
 
 def test_dashboard_config_map_is_labelled_for_the_grafana_sidecar(helm_path: Path) -> None:
