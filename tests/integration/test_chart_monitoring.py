@@ -344,6 +344,48 @@ def test_dashboard_queries_only_metrics_the_collector_and_operator_serve(
         assert essential in used, essential
 
 
+def test_dashboard_layout_is_sound_and_every_query_parses_in_a_real_prometheus(
+    all_on: list[dict[str, Any]], prometheus: Prometheus
+) -> None:
+    import urllib.error
+
+    dashboard = json.loads(dashboard_object(all_on)["data"]["auditlock-pipeline.json"])
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    boxes = []
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for x, y, w, h, title in boxes:  # no two panels on the same grid cells
+            overlap = (grid["x"] < x + w and x < grid["x"] + grid["w"]
+                       and grid["y"] < y + h and y < grid["y"] + grid["h"])  # fmt: skip
+            assert not overlap, f"{panel['title']!r} overlaps {title!r}"
+        boxes.append((grid["x"], grid["y"], grid["w"], grid["h"], panel["title"]))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert variables["collector_job"]["query"] == chart_values["monitoring"]["collectorJob"]
+
+    substitutions = {
+        "$__rate_interval": "1m",
+        "$namespace": ".*",
+        "$collector_job": variables["collector_job"]["query"],
+    }
+    for title, expr in dashboard_exprs(dashboard):
+        query = expr
+        for variable, value in substitutions.items():
+            query = query.replace(variable, value)
+        assert "$" not in query, f"panel {title!r}: unknown variable in {expr}"
+        try:
+            prometheus.query(query)
+        except urllib.error.HTTPError as error:
+            body = error.read().decode(errors="replace")
+            pytest.fail(f"panel {title!r}: Prometheus refuses {query!r}: {body}")
+
+
 # -- a real Prometheus scraping a real collector ------------------------------------------
 
 
