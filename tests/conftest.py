@@ -9,5 +9,6 @@ pytest_plugins: list[str] = [
     "tests.servers.alertmanager",
     "tests.servers.prometheus",
     "tests.servers.prometheus_operator_crds",
+    "tests.servers.tsa",
     "tests.integration.chart_helpers",
 ]
