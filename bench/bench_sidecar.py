@@ -24,6 +24,11 @@ ready       Seconds from spawning the process to /readyz 200, five times, file:/
             gs://.
 profile     Runs the sidecar under cProfile while 100,000 events go through, and prints
             the functions with the most own time (not part of `all`).
+stages      The collector's per-event work stage by stage in this process (one core,
+            CPU time), beside the floor over the same frames: Forward reading, the
+            pipeline, spool packing and reading back, the ledger writer (append + seal,
+            without storing). Shows where the time goes without a profiler's overhead
+            (not part of `all`).
 """
 
 from __future__ import annotations
@@ -404,6 +409,78 @@ def bench_profile(events: int = 100_000) -> None:
         pstats.Stats(str(out)).sort_stats("tottime").print_stats(25)
 
 
+def bench_stages(events: int) -> None:
+    from datetime import timedelta
+
+    from auditlock import sinks
+    from auditlock.ledger.keys import generate
+    from auditlock.ledger.writer import StreamWriter
+    from auditlock.sidecar.config import PipelineConfig, SourceIdentity
+    from auditlock.sidecar.pipeline import Pipeline
+    from auditlock.sidecar.pipeline.recent_ids import RecentIds
+    from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
+    from auditlock.sidecar.spool.records import decode_payload, pack_encoded
+    from auditlock.sinks.base import LockMode, RetentionSpec
+
+    frames = event_frames(0, events, CHUNK)
+    timings: list[tuple[str, float]] = []
+
+    def timed(name: str, work: Any) -> Any:
+        started = time.process_time()
+        result = work()
+        timings.append((name, time.process_time() - started))
+        return result
+
+    floor = floor_rate([frames])
+    timings.append(("floor (decode + sorted-key JSON + SHA-256)", floor["cpu_s"]))
+
+    def read() -> list[Entries]:
+        reader = MessageReader(8 * 1024 * 1024)
+        out = []
+        for frame in frames:
+            reader.feed(frame)
+            out.extend(item for item in reader.read() if type(item) is Entries)
+        return out
+
+    batches = timed("Forward reader (decode entries)", read)
+    identity = SourceIdentity(cluster="c", namespace="shop", pod="api-1", container="app")
+    pipeline = Pipeline(PipelineConfig(), identity, RecentIds())
+    prepared = timed(
+        "pipeline (normalize, check, canonical bytes)",
+        lambda: [pipeline.process_all("forward", batch).events for batch in batches],
+    )
+    batches.clear()
+    payloads = timed("spool: pack records", lambda: [pack_encoded([], 0, e) for e in prepared])
+    records = timed(
+        "spool: read records back", lambda: [decode_payload(1, p, len(p)) for p in payloads]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        store = sinks.open(f"file://{tmp}/store")
+        writer = StreamWriter.resume(
+            store,
+            "bench-1",
+            generate(),
+            retention=RetentionSpec(period=timedelta(days=1), mode=LockMode("Unlocked")),
+        )
+
+        def write() -> None:
+            for record in records:
+                for event in record.events:
+                    writer.append_canonical(event)
+                    if writer.pending_events >= 5000:
+                        writer.seal()
+            writer.seal()
+
+        timed("ledger writer (append + seal, not stored)", write)
+    floor_us = floor["cpu_s"] * 1e6 / events
+    print(f"{'stage':50s} {'us/event':>9s} {'x floor':>8s}")
+    for name, cpu in timings:
+        us = cpu * 1e6 / events
+        print(f"{name:50s} {us:9.2f} {us / floor_us:8.2f}")
+    total = sum(cpu for name, cpu in timings[1:]) * 1e6 / events
+    print(f"{'sum of the stages (no I/O, no event loop)':50s} {total:9.2f} {total / floor_us:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -451,6 +528,8 @@ def main() -> None:
                    target=target_busy, better="lower")  # fmt: skip
     if args.what == "profile":
         bench_profile()
+    if args.what == "stages":
+        bench_stages(args.events)
     if args.what in ("ready", "all"):
         for scheme in ("file", "gs"):
             result = bench_ready(scheme)

@@ -141,7 +141,7 @@ def decode_message(message: Any, max_frame_bytes: int) -> tuple[list[Entry], dic
             if compressed != "gzip":
                 raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
             second = gunzip(second, max_frame_bytes)
-        return list(packed_entries(tag, second)), option
+        return [entry for batch in packed_entries(tag, second) for entry in batch], option
     raise ProtocolError(
         "bad_message", f"second item must be time, array or binary, got {kind.__name__}"
     )
@@ -170,8 +170,12 @@ def _entry(tag: str, item: Any) -> Entry:
     return tag, time_to_ns(item[0]), item[1]
 
 
-def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
-    """The entries of a PackedForward blob, decoded one at a time (see the module doc).
+PACKED_BATCH = 1024  # entries of a packed blob handed on at once
+
+
+def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
+    """The entries of a PackedForward blob, decoded in batches of at most PACKED_BATCH
+    (see the module doc).
 
     The scout skips (C code, no objects built) over spans of entries of up to
     MAX_ENTRY_BYTES together, and each span is then decoded entry by entry in one pass;
@@ -185,20 +189,22 @@ def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
         return
     scout = new_unpacker(end_of_data)
     scout.feed(data)
+    skip = scout.skip
+    tell = scout.tell
     start = end = 0
     while end < end_of_data:
         try:
-            scout.skip()
+            skip()
         except msgpack.OutOfData:
             raise ProtocolError(
                 "bad_entries", "packed entries end in the middle of an entry"
             ) from None
         except Exception as exc:
             raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
-        entry_end = scout.tell()
+        entry_end = tell()
         if entry_end - end > MAX_ENTRY_BYTES:
             yield from _decode_span(tag, view[start:end])
-            yield tag, 0, Oversized(entry_end - end)
+            yield [(tag, 0, Oversized(entry_end - end))]
             start = entry_end
         elif entry_end - start > MAX_ENTRY_BYTES:
             yield from _decode_span(tag, view[start:end])
@@ -207,28 +213,36 @@ def packed_entries(tag: str, data: bytes) -> Iterator[Entry]:
     yield from _decode_span(tag, view[start:end])
 
 
-def _decode_span(tag: str, span: memoryview) -> Iterator[Entry]:
-    """Every entry of `span`, which holds whole entries only, one at a time."""
+def _decode_span(tag: str, span: memoryview) -> Iterator[list[Entry]]:
+    """Every entry of `span`, which holds whole entries only, in batches."""
     if not span:
         return
     unpacker = new_unpacker(max(len(span), 1))
+    batch: list[Entry] = []
     try:
         unpacker.feed(span)
         end = 0
         tell = unpacker.tell
+        append = batch.append
         for item in unpacker:
             # _entry() inlined for the common shape: this loop runs once per event.
             if type(item) is list and len(item) == 2 and type(item[0]) is EventTime:
-                yield tag, int(item[0]), item[1]
+                append((tag, int(item[0]), item[1]))
             else:
-                yield _entry(tag, item)
+                append(_entry(tag, item))
             end = tell()  # after the last complete entry
+            if len(batch) >= PACKED_BATCH:
+                yield batch
+                batch = []
+                append = batch.append
     except ProtocolError:
         raise
     except Exception as exc:  # any msgpack decode error (incl. TypeError: unhashable key)
         raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
     if end != len(span):
         raise ProtocolError("bad_entries", "packed entries end in the middle of an entry")
+    if batch:
+        yield batch
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

@@ -16,7 +16,6 @@ objects built) to learn its size, then the decoder decodes or skips the same obj
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ import msgpack
 from auditlock.sidecar.pipeline.normalize import Oversized
 from auditlock.sidecar.sources.forward.protocol import (
     MAX_ENTRY_BYTES,
+    PACKED_BATCH,
     EventTime,
     ProtocolError,
     _entry,
@@ -39,7 +39,7 @@ from auditlock.sidecar.sources.forward.protocol import (
 Entry = tuple[str, int, Any]
 
 MAX_HEADER_OBJECT_BYTES = 64 * 1024  # a tag, an option map, a handshake message
-ENTRY_BATCH = 1024  # entries handed to the pipeline at once
+ENTRY_BATCH = PACKED_BATCH  # entries handed to the pipeline at once
 
 
 _HEAD, _TAG, _SECOND, _ENTRIES, _RECORD, _OPTION = range(6)
@@ -65,7 +65,7 @@ class MessageReader:
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._ready: list[Iterator[Entry] | Entries] = []
+        self._ready: list[Iterator[list[Entry]] | Entries] = []
         self.scout = new_unpacker(max_frame_bytes)
         self.decoder = new_unpacker(max_frame_bytes)
         self.handshake = False
@@ -118,11 +118,11 @@ class MessageReader:
                 if self._ready:
                     ready, self._ready = self._ready, []
                     for entries in ready:
-                        if type(entries) is Entries:
+                        if isinstance(entries, Entries):
                             yield entries
                             continue
-                        while batch := Entries(itertools.islice(entries, ENTRY_BATCH)):
-                            yield batch
+                        for batch in entries:  # a packed blob, decoded batch by batch
+                            yield Entries(batch)
                 if done:
                     yield End(option)
         except _NeedMore:
