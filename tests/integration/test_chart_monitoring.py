@@ -135,15 +135,27 @@ def test_monitors_scrape_the_ports_that_serve_metrics(all_on: list[dict[str, Any
     jobs = {e["port"]: e["relabelings"][0]["replacement"] for e in monitor["spec"]["endpoints"]}
     assert jobs == {"metrics": "auditlock-operator", "collector-metrics": "auditlock-collector"}
 
-    # Injected collectors: the port name and label the operator's injection sets.
-    from auditlock.operator import names as n
+    # Injected collectors: a pod as the operator's injection patches it (native sidecar
+    # or classic container) carries the label the PodMonitor selects and the port it names.
+    from auditlock.operator import injection
+    from auditlock.operator.registry import PolicyEntry
+    from auditlock.policy import parse_spec
 
     pod_monitor = one(objects, "PodMonitor")
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "al-health"
-    assert pod_monitor["spec"]["selector"]["matchExpressions"] == [
-        {"key": n.LABEL_POLICY, "operator": "Exists"}
-    ]
+    (requirement,) = pod_monitor["spec"]["selector"]["matchExpressions"]
+    assert requirement["operator"] == "Exists"
+    spec = parse_spec({"destination": {"file": {"path": "/t"}}, "retention": {"days": 1}})
+    entry = PolicyEntry("shop", "p", "u", 1, spec, "h", "t")
+    app = {"metadata": {"name": "api", "labels": {"app": "api"}},
+           "spec": {"containers": [{"name": "app", "image": "app"}]}}  # fmt: skip
+    for native in (True, False):
+        settings = injection.InjectionSettings(cluster="c", image="i", native_sidecar=native)
+        pod = injection.apply_patch(app, injection.injection_patch(app, entry, settings))
+        assert requirement["key"] in pod["metadata"]["labels"]
+        containers = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+        assert ports.get(endpoint["port"]) == 9880, (native, ports)
     assert endpoint["relabelings"][0]["replacement"] == "auditlock-collector"
 
 
