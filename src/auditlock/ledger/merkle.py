@@ -19,7 +19,7 @@ Inclusion and consistency proofs follow 2.1.3 and 2.1.4 step by step.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from auditlock.ledger.errors import ProofError
 from auditlock.ledger.lines import event_hash
@@ -138,6 +138,36 @@ def inclusion_path(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     if not 0 <= index < n:
         raise ProofError(f"leaf index {index} is outside a tree of size {n}")
     return _path(index, leaf_hashes, 0, n)
+
+
+def inclusion_paths(indices: Iterable[int], leaf_hashes: Sequence[bytes]) -> dict[int, list[bytes]]:
+    """PATH(m, D[n]) of 2.1.3.1 for many leaves of one tree, building the tree once.
+
+    Built level by level with an odd last node promoted unchanged (the tree of 2.1.1, as
+    in `root_of`), a leaf's path is the sibling of its node on each level, bottom up,
+    skipping the levels where its node is the promoted one: the order of 2.1.3.1."""
+    n = len(leaf_hashes)
+    wanted = sorted(set(indices))
+    for index in wanted:
+        if not 0 <= index < n:
+            raise ProofError(f"leaf index {index} is outside a tree of size {n}")
+    levels = [list(leaf_hashes)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        paired = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        levels.append(paired)
+    paths: dict[int, list[bytes]] = {}
+    for index in wanted:
+        path, position = [], index
+        for level in levels[:-1]:
+            sibling = position ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            position >>= 1
+        paths[index] = path
+    return paths
 
 
 def _path(m: int, leaves: Sequence[bytes], lo: int, hi: int) -> list[bytes]:

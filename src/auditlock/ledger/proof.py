@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from auditlock.ledger.checkpoint import decode_checkpoint
+from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
 from auditlock.ledger.errors import FormatError, ProofError
 from auditlock.ledger.keys import key_id, load_public_key, public_pem, verify
 from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES, MAX_KEY_BYTES, MAX_STORED_SEGMENT_BYTES
 from auditlock.ledger.lines import event_hash, line_prefix
-from auditlock.ledger.merkle import inclusion_path, verify_inclusion
+from auditlock.ledger.merkle import inclusion_path, inclusion_paths, verify_inclusion
 from auditlock.ledger.names import ObjectName, key_name, parse_name
 from auditlock.ledger.segment import decode_segment
 from auditlock.sinks.base import Destination, ObjectNotFound, ObjectUnreadable
@@ -52,6 +53,66 @@ def build_proof(
                 if needle in line and _event_id(line) == event_id:
                     return _prove(destination, stream_id, epoch, seg.first + offset, line, group)
     raise ProofError(f"no event with id {event_id!r} found under {prefix}")
+
+
+def build_proofs(
+    destination: Destination, stream: str, epoch: int, seqs: Iterable[int]
+) -> dict[int, dict[str, Any]]:
+    """Proofs for several events of one stream epoch, by seq, against the epoch's newest
+    readable checkpoint; the epoch's segments are read and its tree built once (memory
+    grows with the epoch: two hashes per event). ProofError if one cannot be proven."""
+    wanted = sorted(set(seqs))
+    group: dict[str, list[ObjectName]] = {"segment": [], "checkpoint": []}
+    for name in destination.list(f"streams/{stream}/{epoch:06d}/"):
+        parsed = parse_name(name)
+        if parsed is not None and parsed.kind in group:
+            group[parsed.kind].append(parsed)
+    signed, candidate = _newest_checkpoint(destination, stream, epoch, group["checkpoint"])
+    cp = signed.checkpoint
+    if wanted and wanted[-1] >= cp.tree_size:
+        raise ProofError(f"event seq {wanted[-1]} is not yet covered by a checkpoint")
+    lines: dict[int, bytes] = {}
+    leaves = _leaves(destination, group["segment"], cp.tree_size, keep=set(wanted), lines=lines)
+    paths = inclusion_paths(wanted, leaves)
+    pem = _stored_pem(destination, cp.key_id)
+    return {
+        seq: {
+            "format": FORMAT,
+            "stream": stream,
+            "epoch": epoch,
+            "seq": seq,
+            "line": lines[seq].decode(),
+            "tree_size": cp.tree_size,
+            "path": [node.hex() for node in paths[seq]],
+            "checkpoint": {
+                "name": candidate.name,
+                "body": signed.body.decode(),
+                "signature": base64.b64encode(signed.signature).decode(),
+            },
+            "public_key": pem,
+        }
+        for seq in wanted
+    }
+
+
+def _newest_checkpoint(
+    destination: Destination, stream: str, epoch: int, checkpoints: list[ObjectName]
+) -> tuple[SignedCheckpoint, ObjectName]:
+    for candidate in sorted(checkpoints, key=lambda c: c.index, reverse=True):
+        try:
+            return decode_checkpoint(
+                destination.get(candidate.name, MAX_CHECKPOINT_BYTES)
+            ), candidate
+        except (FormatError, ObjectNotFound, ObjectUnreadable):
+            continue
+    raise ProofError(f"stream {stream} epoch {epoch} has no readable checkpoint")
+
+
+def _stored_pem(destination: Destination, key: str) -> str:
+    try:
+        return public_pem(load_public_key(destination.get(key_name(key), MAX_KEY_BYTES))).decode()
+    except Exception:  # informative only; the verifier brings its own key
+        return ""
 
 
 def _event_id(line: bytes) -> str | None:
@@ -108,15 +169,27 @@ def _prove(
     raise ProofError(f"stream {stream} epoch {epoch} has no readable checkpoint")
 
 
-def _leaves(destination: Destination, segments: list[ObjectName], size: int) -> list[bytes]:
+def _leaves(
+    destination: Destination,
+    segments: list[ObjectName],
+    size: int,
+    *,
+    keep: set[int] | None = None,
+    lines: dict[int, bytes] | None = None,
+) -> list[bytes]:
+    """The first `size` leaf hashes of an epoch; the lines at the seqs in `keep` go into
+    `lines` (what a proof carries)."""
     leaves: list[bytes] = []
     for seg in sorted(segments, key=lambda s: s.first):
         if len(leaves) >= size:
             break
         if seg.first != len(leaves):
             raise ProofError(f"segments do not tile the epoch at seq {len(leaves)}")
-        lines = decode_segment(_read_segment(destination, seg), compressed=seg.compressed)
-        leaves.extend(event_hash(line) for line in lines)
+        decoded = decode_segment(_read_segment(destination, seg), compressed=seg.compressed)
+        if keep and lines is not None:
+            for seq in keep.intersection(range(seg.first, seg.first + len(decoded))):
+                lines[seq] = decoded[seq - seg.first]
+        leaves.extend(event_hash(line) for line in decoded)
     if len(leaves) < size:
         raise ProofError(
             f"only {len(leaves)} of the {size} events the checkpoint covers are stored"
