@@ -5,6 +5,7 @@ pytest_plugins: list[str] = [
     "tests.servers.seaweedfs",
     "tests.servers.fakegcs",
     "tests.servers.kube",
+    "tests.servers.chromium",
     "tests.servers.auditlock_operator",
     "tests.servers.alertmanager",
     "tests.servers.prometheus",

@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "query",
     "trace",
     "export",
+    "report",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O,
