@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "trace",
     "export",
     "report",
+    "evidence",
 )
 
 # Exit codes shared by every subcommand (verify's contract: 0 ok, 1 findings, 2 usage/I-O,
