@@ -5,7 +5,8 @@ access proxy takes from `traceparent`); the access proxy records the same header
 API server records its audit id, which a client may set itself with the `Audit-ID`
 header. `trace_query(id)` selects, from every loaded trail, the events whose
 `request_id`, `trace_id` or `audit_id` equals the id, in time order, and says which of
-the three matched.
+the three matched (the audit id first: the API server's events carry it as their
+request id too).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from auditlock.review.schema import sql_string
 def trace_query(ident: str) -> str:
     """All columns of the matching events of `all_events`, plus `matched_by`."""
     value = sql_string(ident)
-    return f"""SELECT *, CASE WHEN request_id = {value} THEN 'request_id'
-                             WHEN trace_id = {value} THEN 'trace_id'
-                             ELSE 'audit_id' END AS matched_by
+    return f"""SELECT *, CASE WHEN audit_id = {value} THEN 'audit_id'
+                             WHEN request_id = {value} THEN 'request_id'
+                             ELSE 'trace_id' END AS matched_by
 FROM all_events
 WHERE request_id = {value} OR trace_id = {value} OR audit_id = {value}
 ORDER BY {TIME_ORDER}"""
