@@ -1,10 +1,10 @@
 """The chart's RBAC is sufficient and minimal, proven on the real API server.
 
 Sufficient: a representative set of the operator's own integration scenarios
-(tests/integration/test_operator_*.py) runs here unchanged, with the operator
+(tests/helpers/operator_scenarios.py, which test_operator_policies.py and
+test_operator_capture.py run as admin) runs here unchanged, with the operator
 authenticated as the chart's ServiceAccount (a token minted with the TokenRequest API)
-instead of as admin. This module overrides their `running_operator` fixture; everything
-else about those tests is theirs.
+instead of as admin: this module's `running_operator` fixture is that operator.
 
 Minimal: the operator's API traffic goes through a recording TLS proxy. After the
 scenarios, every (API group, resource, verb) the chart's ClusterRole grants must have
@@ -19,7 +19,7 @@ import copy
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,32 +28,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
+from tests.helpers import operator_scenarios as scenarios
+from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
 from tests.integration.chart_helpers import RELEASE, InstalledRelease, install_release
-
-# The scenarios re-run as the chart's ServiceAccount. Imported names are collected as
-# tests of this module, where `running_operator` below replaces the admin-token one.
-from tests.integration.test_operator_capture import (  # noqa: F401
-    test_exec_secret_read_and_rolebinding_become_ledger_events,
-)
-from tests.integration.test_operator_policies import (  # noqa: F401
-    create_policy,
-    file_spec,
-    test_delete_removes_owned_objects_and_keeps_the_data,
-    test_invalid_policies_are_refused_or_reported_and_others_still_served,
-    test_key_rotation_is_signed_by_the_old_key,
-    test_missing_credentials_secret_is_reported_then_retried,
-    test_policy_on_locked_s3_is_ready_within_5s,
-    test_policy_update_raises_stale_pod_count,
-    test_required_enforcement_refuses_pod_without_collector,
-    test_selected_pod_is_injected_and_others_untouched,
-    test_selected_pods_without_a_collector_are_counted_and_named,
-    wait_condition,
-    wait_for,
-)
 from tests.servers.auditlock_operator import RunningOperator, post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
+from tests.servers.seaweedfs import SeaweedFS
 
-SCENARIOS = {name for name in dir() if name.startswith("test_")}
 _finished: set[str] = set()  # scenarios of this module that ran to the end
 
 # The operator's scenarios start it with the watch fallback on, so the chart is
@@ -280,6 +261,105 @@ def wait_crd_established(kube: KubeControlPlane, name: str, timeout: float = 30)
             return
         time.sleep(0.2)
     raise AssertionError(f"CRD {name} not Established within {timeout} s")
+
+
+# -- the operator's scenarios, as the chart's ServiceAccount ------------------------------
+
+SCENARIOS: set[str] = set()  # names of this module's scenario tests
+
+
+def scenario(test: Callable[..., None]) -> Callable[..., None]:
+    SCENARIOS.add(test.__name__)
+    return test
+
+
+@scenario
+def test_policy_on_locked_s3_is_ready_within_5s(
+    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
+) -> None:
+    scenarios.policy_on_locked_s3_is_ready_within_5s(
+        running_operator, operator_namespace, seaweedfs
+    )
+
+
+@scenario
+def test_selected_pod_is_injected_and_others_untouched(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.selected_pod_is_injected_and_others_untouched(
+        running_operator, operator_namespace, tmp_path
+    )
+
+
+@scenario
+def test_policy_update_raises_stale_pod_count(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.policy_update_raises_stale_pod_count(running_operator, operator_namespace, tmp_path)
+
+
+@scenario
+def test_required_enforcement_refuses_pod_without_collector(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.required_enforcement_refuses_pod_without_collector(
+        running_operator, operator_namespace, tmp_path
+    )
+
+
+@scenario
+def test_invalid_policies_are_refused_or_reported_and_others_still_served(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.invalid_policies_are_refused_or_reported_and_others_still_served(
+        running_operator, operator_namespace, tmp_path
+    )
+
+
+@scenario
+def test_missing_credentials_secret_is_reported_then_retried(
+    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
+) -> None:
+    scenarios.missing_credentials_secret_is_reported_then_retried(
+        running_operator, operator_namespace, seaweedfs
+    )
+
+
+@scenario
+def test_selected_pods_without_a_collector_are_counted_and_named(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.selected_pods_without_a_collector_are_counted_and_named(
+        running_operator, operator_namespace, tmp_path
+    )
+
+
+@scenario
+def test_delete_removes_owned_objects_and_keeps_the_data(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.delete_removes_owned_objects_and_keeps_the_data(
+        running_operator, operator_namespace, tmp_path
+    )
+
+
+@scenario
+def test_key_rotation_is_signed_by_the_old_key(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.key_rotation_is_signed_by_the_old_key(running_operator, operator_namespace, tmp_path)
+
+
+@scenario
+def test_exec_secret_read_and_rolebinding_become_ledger_events(
+    running_operator: RunningOperator,
+    operator_namespace: str,
+    operator_collector: Path,
+    tmp_path: Path,
+) -> None:
+    scenarios.exec_secret_read_and_rolebinding_become_ledger_events(
+        running_operator, operator_namespace, operator_collector, tmp_path
+    )
 
 
 # -- what the run proves ------------------------------------------------------------------

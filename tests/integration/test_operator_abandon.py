@@ -30,7 +30,7 @@ from auditlock.ledger.newest import StreamTip, newest_checkpoint
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
-from tests.integration.test_operator_policies import (
+from tests.helpers.policies import (
     create_pod,
     create_policy,
     create_s3_secret,

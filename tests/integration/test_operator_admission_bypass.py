@@ -21,12 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
 from auditlock.operator.webhook_config import webhook_configurations
-from tests.integration.test_operator_policies import (
-    condition,
-    create_policy,
-    file_spec,
-    wait_condition,
-)
+from tests.helpers.policies import condition, create_policy, file_spec, wait_condition
 from tests.servers.auditlock_operator import (
     TEST_NAMESPACE_LABEL,
     TEST_SIDECAR_IMAGE,

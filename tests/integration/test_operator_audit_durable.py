@@ -32,7 +32,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.integration.test_operator_policies import create_policy, file_spec, wait_condition
+from tests.helpers.policies import create_policy, file_spec, wait_condition
 from tests.servers.auditlock_operator import remove_policy
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.kube_controlplane import KubeControlPlane, free_port

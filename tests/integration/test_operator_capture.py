@@ -21,26 +21,14 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.ledger.value_hash import value_hash
-from tests.integration.test_operator_policies import (
-    create_pod,
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers import operator_scenarios as scenarios
+from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, remove_policy, secret_hash_key
 from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import access_proxy_config, sidecar_process
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def ledger_events(store: Path) -> list[dict[str, Any]]:
-    events = []
-    for segment in sorted(store.glob("streams/*/*/seg-*.jsonl")):
-        for line in segment.read_bytes().splitlines():
-            events.append(json.loads(line)["event"])
-    return events
 
 
 def test_exec_secret_read_and_rolebinding_become_ledger_events(
@@ -49,61 +37,9 @@ def test_exec_secret_read_and_rolebinding_become_ledger_events(
     operator_collector: Path,
     tmp_path: Path,
 ) -> None:
-    kube = running_operator.kube
-    create_policy(kube, operator_namespace, "capture", file_spec(tmp_path / "app-trail"))
-    wait_condition(kube, operator_namespace, "capture", "Ready", "True")
-    pod = create_pod(kube, operator_namespace, {"app": "payments"})
-    pod_name = pod["metadata"]["name"]
-    with kube.api_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_namespaced_secret(
-            operator_namespace, {"metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}}
-        )
-        core.read_namespaced_secret("db", operator_namespace)
-        client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
-            operator_namespace,
-            {
-                "metadata": {"name": "viewers"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "view",
-                },
-                "subjects": [
-                    {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
-                ],
-            },
-        )
-    # The pod is Pending (no kubelet): the exec request is refused, and still audited.
-    kube.kubectl("exec", "-n", operator_namespace, pod_name, "--", "true", check=False)
-
-    def captured() -> dict[str, dict[str, Any]] | None:
-        found: dict[str, dict[str, Any]] = {}
-        for event in ledger_events(operator_collector):
-            target = event.get("target", {})
-            if target.get("namespace") != operator_namespace:
-                continue
-            if event["action"] == "exec" and target.get("name") == pod_name:
-                found["exec"] = event
-            # The operator reads Secrets too (its policy's key, a written one to hash it).
-            secret = target.get("resource") == "secrets" and target.get("name") == "db"
-            if secret and event["action"] == "get":
-                found["secret-read"] = event
-            if target.get("resource") == "rolebindings" and event["action"] == "create":
-                found["rolebinding"] = event
-        return found if len(found) == 3 else None
-
-    found = wait_for("exec, Secret read and RoleBinding in the operator's ledger", captured, 30)
-    assert found["exec"]["category"] == "access"
-    assert found["exec"]["target"]["resource"] == "pods/exec"
-    assert found["exec"]["actor"] == {"kind": "user", "name": "admin", "ip": "127.0.0.1"}
-    assert found["secret-read"]["category"] == "access"
-    assert found["secret-read"]["outcome"] == "success"
-    assert found["secret-read"]["target"]["name"] == "db"
-    assert found["rolebinding"]["category"] == "authorization"
-    assert found["rolebinding"]["target"]["name"] == "viewers"
-    # The Secret's value never reaches the ledger.
-    assert b"s3cr3t" not in b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
+    scenarios.exec_secret_read_and_rolebinding_become_ledger_events(
+        running_operator, operator_namespace, operator_collector, tmp_path
+    )
 
 
 def test_watch_fallback_records_config_changes_with_hashes_only(
@@ -136,7 +72,7 @@ def test_watch_fallback_records_config_changes_with_hashes_only(
     def captured() -> list[dict[str, Any]] | None:
         events = [
             e
-            for e in ledger_events(operator_collector)
+            for e in stored_events(operator_collector)
             if e.get("target", {}).get("namespace") == operator_namespace
             and e.get("details", {}).get("observed_by") == "watch"
         ]
@@ -221,7 +157,7 @@ def test_one_request_id_is_traced_across_app_proxy_and_api_server(
 
     wait_for(
         "the API server's event in the operator's ledger",
-        lambda: any(e["id"] == f"k8s-audit-{request}" for e in ledger_events(operator_collector)),
+        lambda: any(e["id"] == f"k8s-audit-{request}" for e in stored_events(operator_collector)),
         90,
     )
     cache = tmp_path / "cache"

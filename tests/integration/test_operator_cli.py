@@ -12,12 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.integration.test_operator_policies import (
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
 from tests.servers.auditlock_operator import post_pod_review
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from auditlock.ledger.value_hash import key_id, value_hash
-from tests.integration.test_operator_capture import ledger_events
-from tests.integration.test_operator_policies import create_pod, file_spec
+from tests.helpers.policies import create_pod, file_spec
+from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import (
     RunningOperator,
     label_namespace,
@@ -377,7 +377,7 @@ def trail(
         pod = create_pod(kube, ns, {"app": "payments"})["metadata"]["name"]
         names = _requests(api, kube, ns, pod)
         deadline = time.monotonic() + 30
-        while not any(e.get("target", {}).get("name") == "the-end" for e in ledger_events(store)):
+        while not any(e.get("target", {}).get("name") == "the-end" for e in stored_events(store)):
             assert time.monotonic() < deadline, "the last request never reached the trail"
             time.sleep(0.3)
         # The operator read api-key after its writes; its delete names the keys it saw.
@@ -385,11 +385,11 @@ def trail(
         assert api("DELETE", f"/api/v1/namespaces/{ns}/configmaps/the-end")[0] == 200
         deadline = time.monotonic() + 30
         while not any(e.get("target", {}).get("name") == "the-end" and e["action"] == "delete"
-                      for e in ledger_events(store)):  # fmt: skip
+                      for e in stored_events(store)):  # fmt: skip
             assert time.monotonic() < deadline, "the last delete never reached the trail"
             time.sleep(0.3)
         time.sleep(1.0)
-        yield Trail(ns, names, ledger_events(store), store, secret_hash_key(kube))
+        yield Trail(ns, names, stored_events(store), store, secret_hash_key(kube))
         remove_policy(kube, ns, "capture")
     # After the collector stopped (it closed its stream): the trail verifies.
     result = cli_verify(f"file://{store}", workdir / "ed25519.pub.pem")

@@ -33,13 +33,8 @@ from auditlock.operator.capture import AuditAnswer
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.webhook_server import MAX_BODY, Listener, WebhookServer
 from auditlock.policy import parse_spec
-from tests.integration.test_operator_capture import ledger_events
-from tests.integration.test_operator_policies import (
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 
 TOKEN = "s3cret-token"
@@ -305,7 +300,7 @@ def hostile_bodies_are_refused(
     def ours() -> list[str]:
         return [
             e["id"]
-            for e in ledger_events(operator_collector)
+            for e in stored_events(operator_collector)
             if str(e.get("id", "")).startswith(f"k8s-audit-{tag}-")
         ]
 

@@ -9,12 +9,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.test_operator_policies import (
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
 from tests.servers.auditlock_operator import post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 

@@ -28,13 +28,7 @@ from auditlock.ledger import load_public_key
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from tests.e2e.podrun import answers_ok
-from tests.integration.test_operator_policies import (
-    create_pod,
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_pod, create_policy, file_spec, wait_condition, wait_for
 from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.kube_controlplane import free_port
 

@@ -10,14 +10,7 @@ from kubernetes import client
 from auditlock.operator.kube import Kube
 from auditlock.operator.policy_watch import PolicyWatch
 from auditlock.operator.registry import PolicyRegistry
-from tests.integration.test_operator_policies import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    create_policy,
-    file_spec,
-    wait_for,
-)
+from tests.helpers.policies import GROUP, PLURAL, VERSION, create_policy, file_spec, wait_for
 from tests.servers.kube_controlplane import KubeControlPlane
 
 

@@ -8,12 +8,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from tests.integration.test_operator_policies import (
-    condition,
-    create_policy,
-    file_spec,
-    wait_condition,
-)
+from tests.helpers.policies import condition, create_policy, file_spec, wait_condition
 from tests.servers.auditlock_operator import start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 

@@ -9,7 +9,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
-from tests.integration.test_operator_policies import (
+from tests.helpers.policies import (
     create_pod,
     create_policy,
     file_spec,

@@ -27,13 +27,7 @@ from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from auditlock.operator.stream_ids import derived_cluster_name
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
-from tests.integration.test_operator_policies import (
-    create_policy,
-    file_spec,
-    get_policy,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_policy, file_spec, get_policy, wait_condition, wait_for
 from tests.servers.auditlock_operator import apply_crd, label_namespace, start_operator
 from tests.servers.kube import start_plane
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
