@@ -26,8 +26,8 @@ from auditlock.operator.names import KEY_FILE, PUBLIC_KEY_FILE, SPOOL_MOUNT
 from auditlock.operator.sidecar_config import render_yaml
 from auditlock.policy.model import parse_spec
 from auditlock.policy.paths import MARKER
+from tests.helpers.deploy import quickstart_count_args
 from tests.servers.sidecar import cli_verify, ledger_events, open_store
-from tests.unit.test_deploy_kind import quickstart_count_args
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -294,7 +294,7 @@ def test_webhooks_use_the_service_and_skip_system_namespaces(
 def test_webhook_paths_are_routes_the_operator_serves(
     default_objects: list[dict[str, Any]],
 ) -> None:
-    from tests.unit.test_deploy_kind import operator_routes
+    from tests.helpers.deploy import operator_routes
 
     routes = operator_routes()
     for _, hook in _webhooks(default_objects):

@@ -10,7 +10,7 @@ import aiohttp
 import msgpack
 
 from auditlock.sidecar.sources.http.server import HttpIntake
-from tests.integration.test_sidecar_forward import forward_port, read_ack
+from tests.helpers.forward import forward_port, read_ack
 from tests.servers.sidecar import (
     ledger_events,
     make_config,

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
-from auditlock.sidecar.sources.forward import protocol
+from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
 from tests.servers.sidecar import (
     cli_verify,
     ledger_events,
@@ -32,73 +30,7 @@ from tests.servers.sidecar import (
 )
 
 EVENTS = int(os.environ.get("AUDITLOCK_TEST_CRASH_EVENTS", "200000"))
-CHUNK_EVENTS = 500
 KILLS = 5
-
-
-class RetransmittingClient:
-    """PackedForward with chunk acks; retransmits the same chunk until it is acked."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock: socket.socket | None = None
-        self.unpacker = msgpack.Unpacker(raw=False)
-        self.retransmissions = 0
-        self.acked_events = 0
-
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-        self.unpacker = msgpack.Unpacker(raw=False)
-        return sock
-
-    def send(self, chunk: str, frame: bytes, count: int) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            if attempt > 1:
-                self.retransmissions += 1
-            try:
-                if self.sock is None:
-                    self.sock = self._connect()
-                self.sock.sendall(frame)
-                if self._wait_ack(chunk):
-                    self.acked_events += count
-                    return
-            except OSError:
-                pass
-            if self.sock is not None:
-                self.sock.close()
-                self.sock = None
-            time.sleep(0.05)
-
-    def _wait_ack(self, chunk: str) -> bool:
-        assert self.sock is not None
-        while True:
-            for message in self.unpacker:
-                if message == {"ack": chunk}:
-                    return True
-            data = self.sock.recv(4096)
-            if not data:
-                return False
-            self.unpacker.feed(data)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-
-
-def chunk_frame(first: int, count: int, chunk: str) -> bytes:
-    now = time.time_ns()
-    entries = b"".join(
-        msgpack.packb(
-            [
-                protocol.pack_event_time(now + n),
-                {"action": "read", "actor": "load", "target": "orders", "n": n},
-            ]
-        )
-        for n in range(first, first + count)
-    )
-    return bytes(msgpack.packb(["app.access", entries, {"chunk": chunk, "size": count}]))
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import msgpack
 import pytest
 
 from auditlock.sidecar.sources.forward import protocol
-from auditlock.sidecar.sources.forward.server import ForwardServer
+from tests.helpers.forward import forward_port, read_ack
 from tests.servers.sidecar import (
     ledger_events,
     make_config,
@@ -27,27 +26,6 @@ T = 1_764_428_645
 
 def record(n: int, **extra: Any) -> dict[str, Any]:
     return {"action": "read", "actor": "alice", "target": f"orders/{n}", "n": n, **extra}
-
-
-def forward_port(sidecar: Any) -> int:
-    return int(sidecar.source(ForwardServer).port)
-
-
-_UNPACKERS: weakref.WeakKeyDictionary[asyncio.StreamReader, msgpack.Unpacker] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def read_ack(reader: asyncio.StreamReader, wait: float = 5.0) -> Any:
-    """The next msgpack answer on this connection (keeps what arrived beyond it)."""
-    unpacker = _UNPACKERS.setdefault(reader, msgpack.Unpacker(raw=False))
-    while True:
-        for message in unpacker:
-            return message
-        data = await asyncio.wait_for(reader.read(4096), wait)
-        if not data:
-            raise ConnectionError("closed before an answer")
-        unpacker.feed(data)
 
 
 async def test_python_fluent_logger_events_reach_the_verified_ledger(tmp_path: Path) -> None:

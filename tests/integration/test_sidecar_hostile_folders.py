@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.config_volumes import ConfigMapVolume
 from tests.servers.sidecar import (
     ledger_events,
     make_config,
@@ -22,7 +23,6 @@ from tests.servers.sidecar import (
     terminate_promptly,
     verify_ledger,
 )
-from tests.unit.test_sidecar_config_files import ConfigMapVolume
 
 MiB = 1024 * 1024
 # A collector with nothing to watch takes up to about 6 s to become ready on a loaded

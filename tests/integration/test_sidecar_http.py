@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from auditlock.sidecar.sources.http.server import HttpIntake
+from tests.helpers.http_intake import event, post, wait_until_shipped
 from tests.servers.sidecar import (
-    SidecarProcess,
     ledger_events,
     make_config,
     open_store,
@@ -22,18 +18,6 @@ from tests.servers.sidecar import (
     sidecar_process,
     verify_ledger,
 )
-
-
-def event(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "category": "data",
-        "action": "delete",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "bob", "ip": "10.0.0.9"},
-        "target": {"resource": "invoices", "name": f"inv-{n}"},
-        "request_id": f"req-{n}",
-        **extra,
-    }
 
 
 async def test_object_array_and_ndjson_are_accepted_once_durable(tmp_path: Path) -> None:
@@ -94,20 +78,6 @@ async def test_body_over_the_limit_gets_413(tmp_path: Path) -> None:
             assert answer.status == 413
 
 
-def post(port: int, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events", json.dumps(body).encode(), headers
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
     tmp_path: Path,
 ) -> None:
@@ -149,13 +119,3 @@ def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
     names = [e["event"]["target"]["name"] for e in ledger_events(store)]
     assert names == ["inv-0", "inv-1", "inv-2", "inv-10", "inv-11", "inv-3", "inv-4", "inv-4"]
     verify_ledger(store, tmp_path / "key.pub.pem")
-
-
-def wait_until_shipped(sidecar: SidecarProcess, events: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    store = open_store(sidecar.config["destination"]["url"])
-    while time.monotonic() < deadline:
-        if len(ledger_events(store)) >= events:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{events} events not shipped after {timeout}s")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_sidecar_crash import CHUNK_EVENTS, RetransmittingClient, chunk_frame
+from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
 from tests.servers.seaweedfs import SeaweedFS
 from tests.servers.sidecar import (
     ledger_events,

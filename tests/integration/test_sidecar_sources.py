@@ -11,6 +11,7 @@ from aiohttp import web
 
 from auditlock.sidecar.sources.access_proxy.proxy import AccessProxy
 from auditlock.sidecar.sources.config_files.watcher import ConfigFileWatcher
+from tests.helpers.config_volumes import ConfigMapVolume
 from tests.servers.sidecar import (
     free_port,
     ledger_events,
@@ -19,7 +20,6 @@ from tests.servers.sidecar import (
     running_sidecar,
     verify_ledger,
 )
-from tests.unit.test_sidecar_config_files import ConfigMapVolume
 
 
 async def test_configmap_update_is_recorded_with_hashes_only(tmp_path: Path) -> None:

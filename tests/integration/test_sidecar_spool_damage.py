@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.spool import record_offsets
 from tests.servers.sidecar import (
     ledger_events,
     make_config,
@@ -18,7 +19,6 @@ from tests.servers.sidecar import (
     verify_ledger,
     wait_for,
 )
-from tests.unit.test_sidecar_spool_faults import record_offsets
 
 BATCH = 5
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from auditlock.ledger.keys import load_public_key
 from auditlock.ledger.verify import VerifyOptions, verify
+from tests.helpers.http_intake import event, post, wait_until_shipped
 from tests.servers.sidecar import ledger_events, make_config, open_store, sidecar_process
-
-from .test_sidecar_http import event, post, wait_until_shipped
 
 FORMS = {
     "::FFFF:102:304": "::ffff:1.2.3.4",

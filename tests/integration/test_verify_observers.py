@@ -14,8 +14,8 @@ import aiohttp
 
 from auditlock.sidecar.sources.config_files.watcher import ConfigFileWatcher
 from auditlock.sidecar.sources.http.server import HttpIntake
+from tests.helpers.config_volumes import ConfigMapVolume
 from tests.servers.sidecar import ROOT, make_config, running_sidecar
-from tests.unit.test_sidecar_config_files import ConfigMapVolume
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

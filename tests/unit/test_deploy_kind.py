@@ -14,26 +14,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tests.helpers.deploy import operator_routes, quickstart_count_args
+
 ROOT = Path(__file__).resolve().parents[2]
 KIND_CONFIG = ROOT / "kind-config.yaml"
 SCRIPT = ROOT / "scripts" / "kind-quickstart.sh"
 DOC = ROOT / "docs" / "quickstart-kind.md"
 AUDIT_MOUNT_DIR = "/etc/kubernetes/auditlock"
-
-
-def operator_routes() -> set[tuple[str, str]]:
-    """(method, path) of every route the operator's HTTPS server answers."""
-    from auditlock.operator.injection import InjectionSettings
-    from auditlock.operator.registry import PolicyRegistry
-    from auditlock.operator.webhook_server import WebhookServer
-
-    server = WebhookServer(
-        registry=PolicyRegistry(),
-        injection=InjectionSettings(cluster="test", image="x", native_sidecar=True),
-        listeners=[],
-    )
-    routes = server.app().router.routes()
-    return {(r.method, r.resource.canonical) for r in routes if r.resource is not None}
 
 
 def _kind() -> dict[str, Any]:
@@ -223,13 +210,6 @@ def test_verify_step_uses_the_operators_key_secret_and_the_real_cli() -> None:
     assert f'trail="{url}?endpoint=' in script and '"$AUDITLOCK" verify "$trail"' in script
     args = build_parser().parse_args(["verify", url, "--public-key", "key.pem"])
     assert callable(args.func)
-
-
-def quickstart_count_args() -> list[str]:
-    """The arguments after `count "$trail"` in the script's event check."""
-    match = re.search(r'^"\$AUDITLOCK" count "\$trail" (.+?) \|\|$', SCRIPT.read_text(), re.M)
-    assert match, "scripts/kind-quickstart.sh runs `auditlock count` on the verified trail"
-    return match.group(1).split()
 
 
 def sample_app_categories() -> set[str]:

@@ -261,7 +261,7 @@ def test_the_independent_verifier_accepts_the_abandon_checkpoint(tmp_path: Path)
     """The abandon checkpoint, adopted events included, satisfies FORMAT.md's checkpoint
     rules as the verifier written from FORMAT.md alone computes them (chain, Merkle root
     of the covered lines, frontier, head, signature)."""
-    from .test_ledger_spec_verifier import spec_verify
+    from tests.helpers.spec_verifier import spec_verify
 
     ledger = new_ledger(tmp_path)
     writer = write_stream(ledger, "app", events=20, per_segment=10, close=False)

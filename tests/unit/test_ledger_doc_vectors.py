@@ -81,7 +81,7 @@ def test_each_invalid_ledger_gives_exactly_its_findings() -> None:
             assert {k: got[k] for k in want} == want, (case["case"], found)  # type: ignore[index]
 
 
-# Faults the independent verifier of test_ledger_spec_verifier.py (written from FORMAT.md
+# Faults the independent verifier of tests/helpers/spec_verifier.py (written from FORMAT.md
 # alone, a simple reading without the event rules, time gaps or names) must also refuse.
 _SPEC_VERIFIER_CATCHES = (
     "altered-last-event",
@@ -94,9 +94,9 @@ _SPEC_VERIFIER_CATCHES = (
 
 
 def test_the_vectors_serve_a_verifier_written_from_format_md_alone() -> None:
-    from .test_ledger_spec_verifier import _key, spec_verify
+    from tests.helpers.spec_verifier import read_public_key, spec_verify
 
-    key = _key(OUT / "signing.pub")
+    key = read_public_key(OUT / "signing.pub")
     assert spec_verify(OUT / "example", key) == {"example": 2}
     for case in _SPEC_VERIFIER_CATCHES:
         try:

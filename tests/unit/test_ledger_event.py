@@ -14,26 +14,12 @@ from hypothesis import strategies as st
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import event_json_schema, validate_event
 from auditlock.ledger.normalize import normalize_event
+from tests.helpers.events import sample
 
 from .ledger_strategies import bad_values, events
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "docs" / "event-schema.json"
-
-
-def sample() -> dict[str, Any]:
-    return {
-        "id": "evt-1",
-        "time": "2026-11-29T16:08:52.5+01:00",
-        "category": "access",
-        "action": "get",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "alice", "ip": "10.0.0.7"},
-        "target": {"resource": "secrets", "namespace": "shop", "name": "db"},
-        "source": {"cluster": "c1", "namespace": "shop", "pod": "api-1", "container": "api"},
-        "correlation": {"request_id": "r1", "trace_id": "t1"},
-        "details": {"verb": "get", "bytes": 12, "ok": True, "tags": ["a", None]},
-    }
 
 
 def test_valid_event_is_normalized_to_utc_nanoseconds() -> None:

@@ -21,7 +21,7 @@ from auditlock.policy.model import parse_spec
 from auditlock.sidecar.config import MatchRule, PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline import Pipeline
 from auditlock.sidecar.pipeline.filter import lookup
-from tests.unit.test_ledger_event import sample
+from tests.helpers.events import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,6 +24,7 @@ from auditlock.sidecar.spool.spool import (
     SpoolWriteFailed,
 )
 from auditlock.sidecar.spool.unreleased import Unreleased
+from tests.helpers.spool import record_offsets
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 
 
@@ -115,15 +116,6 @@ def append_bytes(path: Path, data: bytes) -> None:
 
 def first_of(path: Path) -> int:
     return int(path.name[len("seg-") : -len(".spool")])
-
-
-def record_offsets(path: Path) -> list[int]:
-    data = path.read_bytes()
-    offsets, offset = [], 0
-    while offset < len(data):
-        offsets.append(offset)
-        offset += HEADER.size + HEADER.unpack_from(data, offset)[0]
-    return offsets
 
 
 def flip(path: Path, offset: int) -> bytes:

@@ -14,32 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import AnonymousCredentials
 
 from auditlock import sinks
 from auditlock.sinks import DestinationError
 from auditlock.sinks.gcs import GCSDestination
 from auditlock.sinks.gcs_json import SCOPES, format_time, parse_time
-
-EMAIL = "trail-writer@acme.iam.gserviceaccount.com"
-
-
-def service_account_info() -> dict[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return {
-        "type": "service_account",
-        "client_email": EMAIL,
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-        "project_id": "acme",
-    }
+from tests.helpers.gcs import EMAIL, service_account_info
 
 
 def open_gcs(**options: Any) -> GCSDestination:

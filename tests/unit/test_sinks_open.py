@@ -10,7 +10,7 @@ from auditlock import sinks
 from auditlock.sinks import DestinationError
 from auditlock.sinks.gcs import GCSDestination
 from auditlock.sinks.s3 import S3Destination
-from tests.unit.test_sinks_gcs_json import EMAIL, service_account_info
+from tests.helpers.gcs import EMAIL, service_account_info
 
 
 def test_unknown_option_is_a_destination_error_naming_it() -> None:

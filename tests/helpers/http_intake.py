@@ -1,0 +1,48 @@
+"""The collector's HTTP intake from a test's side: an event, a POST, waiting for the
+stored trail to hold what was sent."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tests.servers.sidecar import SidecarProcess, ledger_events, open_store
+
+
+def event(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "category": "data",
+        "action": "delete",
+        "outcome": "success",
+        "actor": {"kind": "user", "name": "bob", "ip": "10.0.0.9"},
+        "target": {"resource": "invoices", "name": f"inv-{n}"},
+        "request_id": f"req-{n}",
+        **extra,
+    }
+
+
+def post(port: int, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events", json.dumps(body).encode(), headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_until_shipped(sidecar: SidecarProcess, events: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    store = open_store(sidecar.config["destination"]["url"])
+    while time.monotonic() < deadline:
+        if len(ledger_events(store)) >= events:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{events} events not shipped after {timeout}s")
