@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_verify_rss.py [--events 1000000] [--segment-events 1000]
 
 Each figure is the peak RSS (VmHWM) of a real `auditlock verify` child process and its
-wall time. The hostile stores are a small honest ledger (10,000 events) with one attack
+wall time. An honest trail is verified at a quarter of --events and at --events: the
+peak must not grow with the trail (ids are kept in bounded memory, seen_ids.py). The
+hostile stores are a small honest ledger (10,000 events) with one attack
 each (issue 12 point 10, issue 13 point 1): a segment symlinked to /dev/zero, a FIFO as a
 segment, a 1 MiB gzip bomb inflating to 1 GiB, a sparse 4 GiB checkpoint, a symlink to
 /etc/passwd, a checkpoint and a line nested 100,000 deep. Each must end in findings
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import zlib
@@ -29,6 +32,7 @@ from bench.figures import figure
 
 TIMEOUT_S = 600
 HOSTILE_RSS_TARGET_MIB = 256  # the largest legal segment (64 MiB) held, split and hashed
+GROWTH_TARGET = 1.1  # peak RSS with 4 x the events, over peak RSS with 1 x: within noise
 
 
 def _segments(root: Path) -> list[Path]:
@@ -102,15 +106,22 @@ def main() -> None:
 
     print(f"# bench_verify_rss: {args.events} events, {args.segment_events} per segment")
     with tempfile.TemporaryDirectory() as tmp:
-        big = Path(tmp) / "big"
-        build(args.events, args.segment_events, sinks.open(f"file://{big}", fsync=False))
-        run = run_verify_child(["verify", f"file://{big}", "--json"], TIMEOUT_S)
-        doc = run.json()
-        assert run.code == 0 and doc["events_verified"] == args.events, run.out[:2000]
-        figure(f"verify peak RSS, {args.events:,} events", run.peak_rss_mib, "MiB",
-               better="lower")  # fmt: skip
-        print(f"honest trail: {args.events:,} events, exit {run.code}, peak RSS "
-              f"{run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s wall")  # fmt: skip
+        peaks = []
+        for events in (args.events // 4, args.events):
+            big = Path(tmp) / f"honest-{events}"
+            build(events, args.segment_events, sinks.open(f"file://{big}", fsync=False))
+            run = run_verify_child(["verify", f"file://{big}", "--json"], TIMEOUT_S)
+            doc = run.json()
+            assert run.code == 0 and doc["events_verified"] == events, run.out[:2000]
+            peaks.append(run.peak_rss_mib)
+            figure(f"verify peak RSS, {events:,} events", run.peak_rss_mib, "MiB",
+                   better="lower")  # fmt: skip
+            print(f"honest trail: {events:,} events, exit {run.code}, peak RSS "
+                  f"{run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s wall")  # fmt: skip
+            shutil.rmtree(big)
+        # Peak RSS must not grow with the trail (issue 19 point 3): 4 x the events.
+        figure("verify peak RSS growth, 4 x the events", peaks[1] / peaks[0], "x",
+               target=GROWTH_TARGET, better="lower")  # fmt: skip
         for label, attack in ATTACKS.items():
             root = Path(tmp) / f"hostile-{len(os.listdir(tmp))}"
             build(10_000, 500, sinks.open(f"file://{root}", fsync=False))

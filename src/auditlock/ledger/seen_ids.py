@@ -13,7 +13,7 @@ sorted runs:
   stream's other warnings.
 
 A stream of fewer than `run_ids` events never touches the disk. Memory is the set
-(`run_ids` ids) plus one reporting callback per segment; disk is about 40 bytes per event
+(`run_ids` ids) plus one reporting callback per segment; disk is about 20 bytes per event
 plus the id, under $TMPDIR, removed when the stream is done.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-RUN_IDS = 200_000  # ids held in memory (about 20 MiB)
+RUN_IDS = 50_000  # ids held in memory (about 5 MiB, and as much again while writing a run)
 MERGE_FAN_IN = 64  # runs merged at once (open files)
 
 Report = Callable[[int, str, str], None]  # (seq, code, message), as line_rules reports

@@ -17,7 +17,7 @@ _GZIP = 16 + zlib.MAX_WBITS  # zlib's "gzip container" mode
 
 
 def encode_segment(lines: list[bytes], *, compressed: bool) -> bytes:
-    data = b"\n".join(lines) + b"\n"
+    data = b"\n".join([*lines, b""])  # one copy of the lines, each followed by its LF
     # mtime=0 keeps the gzip header deterministic, so a re-sealed segment is byte-identical.
     return gzip.compress(data, compresslevel=6, mtime=0) if compressed else data
 

@@ -197,7 +197,13 @@ class StreamWriter:
 
     def append(self, event: dict[str, Any]) -> int:
         """Add a normalized event (see normalize_event); return its seq. Pure CPU."""
-        return self.append_canonical(_dumps(event, option=_SORT))
+        canonical = _dumps(event, option=_SORT)
+        if self.closed or len(canonical) > MAX_EVENT_BYTES or self.next_seq >= MAX_SEQ:
+            return self.append_canonical(canonical)  # raises, with the reason
+        seq = self.next_seq
+        self._events.append(canonical)
+        self.next_seq = seq + 1
+        return seq
 
     def append_canonical(self, event: bytes) -> int:
         """Add an event given as its canonical (RFC 8785) bytes; return its seq.
