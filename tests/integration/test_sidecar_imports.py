@@ -5,11 +5,13 @@ its config and execs the lean collector (handoff.py), which ships an event to
 fake-gcs-server; then the collector is asked, by SIGUSR1, to write down `sys.modules`.
 What it does not need must not be there:
 
-* google-cloud-storage, google-api-core and protobuf (~8 MiB together): the gs:// sink
-  uses google-auth and google-resumable-media directly;
-* pydantic and the event model (~8 MiB): the front end validated the config;
-* charset-normalizer (~5 MiB): requests falls back to UTF-8 without it;
+* google-cloud-storage, google-api-core and protobuf: the gs:// sink uses google-auth
+  and google-resumable-media directly;
+* pydantic and the event model: the front end validated the config;
+* charset-normalizer: requests falls back to UTF-8 without it;
 * the ledger's verifier and proofs (auditlock.ledger exports lazily).
+
+What each would cost: docs/benchmarks.md, "Import costs".
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ from tests.servers.sidecar import (
 )
 
 LIMIT_MIB = 128
-# Messages of tiny invalid entries: memory no longer grows with their number, CPU does
-# (linearly, ~20 us each); a quarter of the limit keeps the test short.
+# Messages of tiny invalid entries: memory does not grow with their number, CPU does
+# (linearly); a quarter of the limit keeps the test short.
 # bench/bench_sidecar_rejections.py runs the full 8 MiB.
 DENSE = FRAME // 4
 

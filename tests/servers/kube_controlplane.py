@@ -42,8 +42,8 @@ from tests.servers.kube_certs import CertPair, KubeTestCA, write_service_account
 
 AUDIT_POLICY_FILE = Path(__file__).with_name("kube_audit_policy.yaml")
 
-# How long the API server may take to become ready. Warm start is ~5 s on 2 cores; the
-# margin is for a machine busy with other builds.
+# How long the API server may take to become ready (its warm start: docs/testing.md,
+# "Times"); the margin is for a machine busy with other builds.
 DEFAULT_START_TIMEOUT = float(os.environ.get("AUDITLOCK_KUBE_START_TIMEOUT", "90"))
 # Audit batching: events reach the receiver at most this long after the request
 # (the API server's default is 30 s, far too slow for a test).

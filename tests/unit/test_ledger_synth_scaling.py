@@ -1,8 +1,8 @@
 """`auditlock synth --streams N` does work linear in N (issue 13.8).
 
-Each stream's writer lists its own stream before it starts (resume). The file://
-destination used to walk the whole store for every listing, so N streams cost N whole
-walks: quadratic. The work is counted, not timed, so a busy machine cannot hide it:
+Each stream's writer lists its own stream before it starts (resume). A file://
+destination that walked the whole store for every listing would make N streams cost N
+whole walks: quadratic. The work is counted, not timed, so a busy machine cannot hide it:
 directories walked by the destination and files it looked at.
 """
 

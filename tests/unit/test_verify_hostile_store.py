@@ -25,8 +25,8 @@ from tests.servers.verify_child import VerifyHung, VerifyRun, run_verify_child
 
 from .ledger_helpers import Ledger, new_ledger, write_stream
 
-# verify's own peak on the small ledger below is ~60 MiB; a read that followed
-# /dev/zero or inflated the bomb would pass gigabytes.
+# verify's own peak on a small ledger is far below this (docs/benchmarks.md, "Verify's
+# memory"); a read that followed /dev/zero or inflated the bomb would pass gigabytes.
 RSS_LIMIT_MIB = 200
 TIMEOUT_S = 60
 

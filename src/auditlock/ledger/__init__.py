@@ -10,7 +10,7 @@ verification algorithm), proof (inclusion proofs).
 The names below are exported lazily (PEP 562 module `__getattr__`): importing one
 submodule, e.g. `auditlock.ledger.canonical` in the sidecar, does not import the others
 (the pydantic event model, the verifier, ...), which keeps the sidecar's memory small.
-`from auditlock.ledger import X` works as before.
+`from auditlock.ledger import X` works for every name below.
 """
 
 from __future__ import annotations

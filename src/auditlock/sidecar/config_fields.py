@@ -4,7 +4,8 @@ config.py).
 The sections are plain frozen dataclasses, validated by pydantic at the boundary
 (`config.config_from_dict`). The long-running collector process reads an already
 validated file into the same classes without importing pydantic (handoff.py), which
-keeps about 8 MiB of pydantic out of the pod's memory limit. Unknown keys are a typo in
+keeps pydantic out of the pod's memory limit (docs/benchmarks.md, "Import costs").
+Unknown keys are a typo in
 a rendered file: every section refuses them (`FORBID_EXTRA`).
 """
 

@@ -6,7 +6,8 @@
 the validated config from an anonymous in-memory file (memfd: the config may hold a
 Forward shared key, so not argv or the environment) into the same frozen dataclasses,
 without importing pydantic. pydantic and its schema would otherwise stay resident for
-the life of the pod, about 8 MiB of the collector's memory limit (docs/benchmarks.md).
+the life of the pod, in the collector's memory limit (docs/benchmarks.md, "Import
+costs").
 
 Where memfd is not available (not Linux) the front end runs the collector itself.
 """
@@ -90,9 +91,10 @@ def _read_fd(fd: int) -> bytes:
 
 
 def _without_charset_detection() -> None:
-    # requests imports charset-normalizer (about 5 MiB resident) to guess the encoding
-    # of text responses. The collector reads only bytes and JSON from its destinations,
-    # and requests falls back to UTF-8 without it, which it supports and warns about.
+    # requests imports charset-normalizer (docs/benchmarks.md, "Import costs") to guess
+    # the encoding of text responses. The collector reads only bytes and JSON from its
+    # destinations, and requests falls back to UTF-8 without it, which it supports and
+    # warns about.
     import warnings
 
     sys.modules.setdefault("charset_normalizer", None)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on asyncio streams, for the intake and health endpoints.
 
-Why not aiohttp here: importing aiohttp costs about 12 MiB of RSS and 0.3 s of start-up
-in a container whose budget is 48 MiB idle and ready within 1.5 s; these endpoints need
+Why not aiohttp here: importing aiohttp costs resident memory and start-up time
+(docs/benchmarks.md, "Import costs") in a container whose budget is 48 MiB idle and
+ready within 1.5 s; these endpoints need
 only routing by (method, path), Content-Length or chunked bodies, `Expect:
 100-continue` and keep-alive. (The optional access proxy, a real reverse proxy, uses
 aiohttp and imports it only when enabled.)

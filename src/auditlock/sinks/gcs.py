@@ -67,13 +67,14 @@ if TYPE_CHECKING:
     from google.cloud import storage
 
 # The sink's own calls go through gcs_json (google-auth + google-resumable-media), so a
-# sidecar never imports google-cloud-storage, google-api-core or protobuf (~8 MiB RSS).
-# `GCSDestination.client` (google.cloud.storage.Client) is still there for `check` and
-# callers that want the whole client library; errors from it are handled alike.
+# sidecar never imports google-cloud-storage, google-api-core or protobuf
+# (docs/benchmarks.md, "Import costs"). `GCSDestination.client`
+# (google.cloud.storage.Client) serves `check` and callers that want the whole client
+# library; errors from it are handled alike.
 _API_CORE = "google.api_core.exceptions"
 
-# google-cloud-storage is still the `gcs` extra (`client`, `check`): without it this
-# module does not load, so sinks.open names the extra to install, as before. (find_spec
+# google-cloud-storage is the `gcs` extra (`client`, `check`): without it this module
+# does not load, so sinks.open names the extra to install. (find_spec
 # alone would answer from sys.modules, hence `import google.cloud` above.)
 if importlib.util.find_spec("google.cloud.storage") is None:
     raise ModuleNotFoundError("No module named 'google.cloud.storage'", name="google.cloud.storage")

@@ -1,7 +1,8 @@
 """The Cloud Storage JSON API calls the gs:// sink makes, without google-cloud-storage.
 
 Why: importing `google.cloud.storage` also imports google-api-core, protobuf and the
-googleapis status protos, ~8 MiB of resident memory in a sidecar whose budget is 48 MiB.
+googleapis status protos, resident for the life of a sidecar whose budget is 48 MiB
+(their cost: docs/benchmarks.md, "Import costs").
 The sink needs six calls, so it makes them with the pieces google-cloud-storage itself
 is built on, all official Google libraries:
 

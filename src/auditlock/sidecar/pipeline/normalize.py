@@ -26,7 +26,7 @@ the hot path: plain dict code here, the ledger's own fast checker after it (give
 members one by one: no intermediate event dict). The identity
 is checked by the ledger once at start (`check_source`) and the checked object is shared
 by every event, so the per-event check skips it (an identity the ledger refuses is not
-pre-checked: then every event is refused with the ledger's reason, as before).
+pre-checked: then every event is refused with the ledger's reason).
 """
 
 from __future__ import annotations
