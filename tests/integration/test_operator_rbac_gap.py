@@ -19,6 +19,12 @@ RULES_WITHOUT_SECRET_CREATE = [
         "verbs": ["get", "list", "watch", "patch"],
     },
     {"apiGroups": ["auditlock.io"], "resources": ["auditpolicies/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["auditlock.io"],
+        "resources": ["auditalertrules"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["auditlock.io"], "resources": ["auditalertrules/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},

@@ -287,6 +287,12 @@ class Engine:
         for path, value in zip(rule.group_by, key, strict=True):
             labels[label_name(path)] = value
         labels["stream"] = stream
+        if rule.scope is None:  # a rule for every namespace: the event's namespace routes
+            namespace = _namespace_of(event)
+            if namespace:
+                labels["namespace"] = namespace
+            else:
+                labels.pop("namespace", None)
         pod = _pod_of(event)
         values = {
             "count": count,

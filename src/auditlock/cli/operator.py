@@ -147,6 +147,50 @@ def register(subparsers: Any) -> None:
         help="close the stream of a pod that is gone for good after this long (an "
         "'abandon' checkpoint, docs/operator.md); 0 never closes them",
     )
+    alerts = run.add_argument_group("alerts (docs/alerts.md)")
+    alerts.add_argument(
+        "--alertmanager-url",
+        default=_env("AUDITLOCK_ALERTMANAGER_URL"),
+        help="base URL of Alertmanager (alerts go to URL/api/v2/alerts); unset: none",
+    )
+    alerts.add_argument(
+        "--alert-webhook-url",
+        default=_env("AUDITLOCK_ALERT_WEBHOOK_URL"),
+        help="a webhook every alert is POSTed to, signed with HMAC-SHA256",
+    )
+    alerts.add_argument(
+        "--alert-webhook-secret-file",
+        type=Path,
+        default=_path("AUDITLOCK_ALERT_WEBHOOK_SECRET_FILE"),
+        help="file holding the webhook's signing secret (required with --alert-webhook-url)",
+    )
+    alerts.add_argument(
+        "--disable-builtin-alert",
+        action="append",
+        default=[n for n in (_env("AUDITLOCK_DISABLED_BUILTIN_ALERTS") or "").split(",") if n],
+        metavar="NAME",
+        help="turn off a built-in alert (repeatable; docs/alerts.md lists them)",
+    )
+    alerts.add_argument(
+        "--operator-identity",
+        action="append",
+        default=[n for n in (_env("AUDITLOCK_OPERATOR_IDENTITY") or "").split(",") if n],
+        metavar="USER",
+        help="the operator's own API identity (its AuditPolicy patches are not alerted)",
+    )
+    alerts.add_argument(
+        "--cluster-rules-namespace",
+        default=_env("AUDITLOCK_CLUSTER_RULES_NAMESPACE", _env("POD_NAMESPACE")),
+        help="AuditAlertRules in this namespace apply to every namespace (default: the "
+        "operator's own)",
+    )
+    alerts.add_argument(
+        "--trail-watch-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_TRAIL_WATCH_SECONDS", "60") or 60),
+        help="how often the trail watcher reads every stream's newest checkpoint",
+    )
+    alerts.add_argument("--no-alerts", action="store_true", help="evaluate no alert rules at all")
     run.set_defaults(func=_run)
     config = sub.add_parser("webhook-config", help="print the webhook configurations (YAML)")
     config.add_argument("--name", default="auditlock")
@@ -181,6 +225,35 @@ def _webhook_config(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return EXIT_OK
+
+
+def _alert_settings(args: argparse.Namespace) -> Any:
+    from auditlock.alerts.builtin import ALL
+    from auditlock.operator.alerting import AlertSettings
+
+    unknown = sorted(set(args.disable_builtin_alert) - set(ALL))
+    if unknown:
+        raise SystemExit(
+            f"auditlock operator: --disable-builtin-alert {', '.join(unknown)}: no such "
+            f"built-in alert; known: {', '.join(ALL)}"
+        )
+    secret: bytes | None = None
+    if args.alert_webhook_url:
+        if args.alert_webhook_secret_file is None:
+            raise SystemExit(
+                "auditlock operator: --alert-webhook-url needs --alert-webhook-secret-file"
+            )
+        secret = args.alert_webhook_secret_file.read_bytes().strip()
+    return AlertSettings(
+        enabled=not args.no_alerts,
+        alertmanager_url=args.alertmanager_url,
+        webhook_url=args.alert_webhook_url,
+        webhook_secret=secret,
+        disabled_builtins=frozenset(args.disable_builtin_alert),
+        own_identities=tuple(args.operator_identity),
+        cluster_rules_namespace=args.cluster_rules_namespace,
+        watch_seconds=args.trail_watch_seconds,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -274,6 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         collector=f"{host or '127.0.0.1'}:{port}",
         watch_fallback=args.watch_fallback,
         abandon_grace_seconds=args.abandon_grace_seconds or None,
+        alerts=_alert_settings(args),
     )
     from auditlock.operator.secret_hashes import HashKeyError
 

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,16 @@ class ClusterCapture:
         self.secrets = SecretObserver(kube, secret_key, metrics=self.metrics)
         self._session: aiohttp.ClientSession | None = None
         self._closed = asyncio.Event()
+        # Told the events of every batch once they are durable (alert evaluation,
+        # operator/alerting.py); called on the event loop, must not block.
+        self.observers: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    def _tell(self, events: list[dict[str, Any]]) -> None:
+        for observer in self.observers:
+            try:
+                observer(events)
+            except Exception:
+                log.exception("capture observer failed (the events are stored)")
 
     # -- scope --------------------------------------------------------------------------
 
@@ -156,6 +167,8 @@ class ClusterCapture:
                         exc.status, exc)  # fmt: skip
             retry = RETRY_AFTER_SECONDS if exc.status in (429, 503) else None
             return AuditAnswer(exc.status, error=str(exc), retry_after=retry)
+        if stored:  # 0: a batch sent again (already stored and told) or all refused
+            self._tell(events)
         return AuditAnswer(200, accepted=stored)
 
     # -- the watch fallback -------------------------------------------------------------
@@ -175,6 +188,7 @@ class ClusterCapture:
         while not self._closed.is_set():
             try:
                 await self._store([self._stamp(event)], key, "watch")
+                self._tell([event])
                 return True
             except CollectorRefused as exc:
                 self.pushback.labels(exc.reason).inc()
@@ -246,6 +260,13 @@ class ClusterCapture:
             events = [e for i, e in enumerate(events) if i not in bad]
             if not events:
                 return 0
+
+    async def store_alert_events(self, events: list[dict[str, Any]]) -> None:
+        """Store alert events (alerts/receivers/trail.py) in the operator's stream; the
+        key makes a retried batch stored once. Raises CollectorRefused (retried by the
+        alert dispatcher)."""
+        digest = hashlib.blake2b(orjson.dumps(events), digest_size=16).hexdigest()
+        await self._store([self._stamp(e) for e in events], f"auditlock-alerts-{digest}", "alerts")
 
     async def close(self) -> None:
         self._closed.set()

@@ -17,6 +17,8 @@ from typing import Any
 
 import kopf
 
+from auditlock.operator import alert_rules
+from auditlock.operator.alerting import OperatorAlerts
 from auditlock.operator.capture import ClusterCapture
 from auditlock.operator.reconcile import (
     Context,
@@ -58,6 +60,7 @@ class HandlerMemo:
     ctx: Context
     capture: ClusterCapture | None = None
     connection: Any | None = None  # kopf.ConnectionInfo; None: kopf's own login
+    alerts: OperatorAlerts | None = None
     recounts: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -130,10 +133,15 @@ async def watched_changed(
 
 
 def handler_registry(
-    *, login_handler: bool = False, refresh_seconds: float = 60.0, watch_fallback: bool = False
+    *,
+    login_handler: bool = False,
+    refresh_seconds: float = 60.0,
+    watch_fallback: bool = False,
+    alert_rules_enabled: bool = False,
 ) -> kopf.OperatorRegistry:
     """A kopf registry with the handlers; `login_handler` when the memo carries the
-    connection, `watch_fallback` to record ConfigMap/Secret/Role/RoleBinding changes."""
+    connection, `watch_fallback` to record ConfigMap/Secret/Role/RoleBinding changes,
+    `alert_rules_enabled` to evaluate AuditAlertRules (operator/alert_rules.py)."""
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(configure)
     if login_handler:
@@ -143,6 +151,8 @@ def handler_registry(
     kopf.on.delete(*POLICIES, registry=registry)(remove)
     kopf.timer(*POLICIES, registry=registry, interval=refresh_seconds, initial_delay=1.0)(look)
     kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)
+    if alert_rules_enabled:
+        alert_rules.register(registry, status_seconds=refresh_seconds)
     if watch_fallback:
         for _, group, plural in WATCHED_RESOURCES:
             kopf.on.event(group, "v1", plural, registry=registry)(watched_changed)

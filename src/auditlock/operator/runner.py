@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from auditlock.ledger.value_hash import key_id
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
+from auditlock.operator.alerting import AlertSettings, OperatorAlerts
 from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
 from auditlock.operator.handlers import HandlerMemo, handler_registry
 from auditlock.operator.injection import InjectionSettings
@@ -62,6 +63,8 @@ class OperatorConfig:
     watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
     # Close the streams of pods gone for good after this long (None: never).
     abandon_grace_seconds: float | None = DEFAULT_GRACE_SECONDS
+    # Alert rules on API events, the trail watcher and delivery (operator/alerting.py).
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -86,6 +89,7 @@ class Operator:
         self.policies = PolicyRegistry()
         self.server: WebhookServer | None = None
         self.capture: ClusterCapture | None = None
+        self.alerts: OperatorAlerts | None = None
         self.version: ServerVersion | None = None
 
     async def run(
@@ -170,6 +174,8 @@ class Operator:
                 metrics=self.metrics,
                 secret_key=secret_key,
             )
+        if config.alerts.enabled:
+            self.alerts = self._alerting(config)
         self.server = WebhookServer(
             registry=self.policies,
             injection=InjectionSettings(
@@ -188,8 +194,11 @@ class Operator:
             login_handler=config.kopf_connection is not None,
             refresh_seconds=config.refresh_seconds,
             watch_fallback=config.watch_fallback and self.capture is not None,
+            alert_rules_enabled=self.alerts is not None,
         )
-        memo = HandlerMemo(ctx, capture=self.capture, connection=config.kopf_connection)
+        memo = HandlerMemo(
+            ctx, capture=self.capture, connection=config.kopf_connection, alerts=self.alerts
+        )
         try:
             await kopf.operator(
                 registry=handlers,
@@ -205,8 +214,32 @@ class Operator:
         finally:
             self.policy_watch.stop()
             await self.server.stop()
+            if self.alerts is not None:
+                await self.alerts.close()
             if self.capture is not None:
                 await self.capture.close()
+
+    def _alerting(self, config: OperatorConfig) -> OperatorAlerts:
+        kube = self.kube
+
+        def read_status(namespace: str, name: str) -> dict[str, Any] | None:
+            body = kube.get_policy(namespace, name)
+            return None if body is None else body.get("status")
+
+        alerts = OperatorAlerts(
+            config.alerts,
+            self.policies,
+            cluster=config.cluster,
+            metrics=self.metrics,
+            store=self.capture.store_alert_events if self.capture is not None else None,
+            kube=kube,
+            read_secret=kube.read_secret,
+            read_status=read_status,
+        )
+        if self.capture is not None:
+            self.capture.observers.append(alerts.observe)
+        alerts.start()
+        return alerts
 
 
 class OperatorThread:

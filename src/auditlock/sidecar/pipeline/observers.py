@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditlock.alerts.engine import ALERT_ACTOR
+
 APP_INPUTS = frozenset({"forward", "http"})
 # sources/config_files/watcher.py ACTOR, and app.py's spool-damage alert.
 RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher", "auditlock-collector"})
