@@ -64,20 +64,20 @@ LOOK_ALIKES = [
         action="create",
         target={"resource": "rolebindings"},
         details={"role_ref": {"name": "view"}},
-    ),  # fmt: skip
+    ),
     _event(
         category="authorization",
         action="create",
         target={"resource": "roles"},
         details={"rules": [{"verbs": ["get", "list"]}]},
-    ),  # fmt: skip
+    ),
     _event(category="configuration", action="create", target={"resource": "auditpolicies"}),
     _event(
         category="configuration",
         action="patch",
         target={"resource": "auditpolicies"},
         actor={"kind": "serviceaccount", "name": "system:serviceaccount:al:op"},
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -127,3 +127,11 @@ def test_state_alerts_fire_resend_and_resolve() -> None:
     assert resolved is not None and resolved.change == "resolved"
     assert resolved.alert.ends_at == 111.0
     assert states.firing() == []
+
+
+def test_an_app_cannot_forge_an_alert_event() -> None:
+    from auditlock.alerts.engine import ALERT_ACTOR
+    from auditlock.sidecar.pipeline.observers import ReservedIdentity, check_app_event
+
+    with pytest.raises(ReservedIdentity, match="reserved for auditlock"):
+        check_app_event("app", {"kind": "system", "name": ALERT_ACTOR}, {}, None)

@@ -18,8 +18,9 @@ from typing import Any
 from auditlock.alerts.engine import ALERT_ACTOR
 
 APP_INPUTS = frozenset({"forward", "http"})
-# sources/config_files/watcher.py ACTOR, and app.py's spool-damage alert.
-RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher", "auditlock-collector"})
+# sources/config_files/watcher.py ACTOR, app.py's spool-damage alert, and the alert
+# events of alert rules (alerts/engine.py ALERT_ACTOR).
+RESERVED_ACTOR_NAMES = frozenset({"auditlock-config-watcher", "auditlock-collector", ALERT_ACTOR})
 # The collector's own sources' tags (config_files.TAG, access_proxy.TAG) and the
 # operator's capture (operator/capture.py TAG_PREFIX).
 RESERVED_TAG_PREFIXES = ("config_files", "access_proxy", "auditlock.")
