@@ -9,7 +9,9 @@ What it does not need must not be there:
   and google-resumable-media directly;
 * pydantic and the event model: the front end validated the config;
 * charset-normalizer: requests falls back to UTF-8 without it;
-* the ledger's verifier and proofs (auditlock.ledger exports lazily).
+* the ledger's verifier and proofs (auditlock.ledger exports lazily);
+* aiohttp, also with alert rules in force that send to Alertmanager (their POST is
+  written on asyncio streams, alerts/receivers/post.py).
 
 What each would cost: docs/benchmarks.md, "Import costs".
 """
@@ -50,6 +52,7 @@ NOT_IMPORTED = (
     "auditlock.ledger.event",
     "auditlock.ledger.verify",
     "auditlock.ledger.proof",
+    "aiohttp",
 )
 
 
@@ -82,11 +85,30 @@ def ready(health_port: int) -> bool:
 def test_sidecar_with_gcs_does_not_import_the_full_client(
     fake_gcs: FakeGCS, gcs_bucket: str, tmp_path: Path
 ) -> None:
+    rules = tmp_path / "alerts.json"  # a rule that fires on the event below
+    rules.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "name": "deletes",
+                        "namespace": "shop",
+                        "spec": {
+                            "summary": "x",
+                            "match": [{"field": "action", "equals": "delete"}],
+                        },
+                    }
+                ],
+                "alertmanager_url": "http://127.0.0.1:9",
+            }
+        )
+    )
     config = make_config(
         tmp_path,
         f"gs://{gcs_bucket}/trail",
         ports=True,
         destination={"options": fake_gcs.destination_options()},
+        alerts={"rules_file": str(rules)},
     )
     config_path = tmp_path / "sidecar.json"
     config_path.write_text(json.dumps(config))

@@ -9,6 +9,8 @@ of the rule's alerts the operator has firing and when it last fired.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -19,6 +21,8 @@ from auditlock.operator.conditions import READY, condition, merge
 from auditlock.policy.model import GROUP, VERSION
 
 RULES = (GROUP, VERSION, PLURAL)
+
+log = logging.getLogger("auditlock.operator.alert_rules")
 
 
 def rule_problem(spec: dict[str, Any]) -> str | None:
@@ -57,11 +61,20 @@ async def rule_changed(
     patch.status["observedGeneration"] = generation
     patch.status["conditions"] = merge(status.get("conditions"), [ready])
     patch.status.update(alerts.rule_status(namespace, name))
+    await _publish(alerts, namespace)
+
+
+async def _publish(alerts: Any, namespace: str) -> None:
+    try:
+        await asyncio.to_thread(alerts.publish_rules, namespace)
+    except Exception as exc:  # retried by the status timer
+        log.warning("alert rules of %s not published to its collectors: %s", namespace, exc)
 
 
 async def rule_removed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     if memo.alerts is not None and namespace is not None:
         memo.alerts.set_rule(namespace, name, None)
+        await _publish(memo.alerts, namespace)
 
 
 async def rule_status(
@@ -72,6 +85,8 @@ async def rule_status(
     now = memo.alerts.rule_status(namespace, name)
     if any(status.get(k) != v for k, v in now.items()):
         patch.status.update(now)
+    # Policies created after the rule, or ConfigMaps rewritten, get the file here.
+    await _publish(memo.alerts, namespace)
 
 
 def register(registry: kopf.OperatorRegistry, *, status_seconds: float) -> None:

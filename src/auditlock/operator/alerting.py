@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
 from auditlock import sinks
@@ -44,6 +46,7 @@ from auditlock.alerts.rules import Rule, compile_rule
 from auditlock.alerts.state import StateAlerts
 from auditlock.ledger.newest import StreamTip, newest_checkpoints
 from auditlock.operator.destination import open_options
+from auditlock.operator.names import ALERT_RULES_FILE, config_map_name
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.stream_ids import pod_of_stream
 
@@ -80,6 +83,7 @@ class _UserRule:
     namespace: str
     name: str
     rule: Rule
+    spec: dict[str, Any]
 
 
 @dataclass
@@ -154,7 +158,7 @@ class OperatorAlerts:
             everywhere = namespace == self.settings.cluster_rules_namespace
             scope = None if everywhere else frozenset({namespace})
             self._user[key] = _UserRule(
-                namespace, name, compile_rule(name, namespace, spec, scope=scope)
+                namespace, name, compile_rule(name, namespace, spec, scope=scope), spec
             )
         self._refresh_rules()
 
@@ -393,6 +397,40 @@ class OperatorAlerts:
                 )
             )
         self._submit(changes)
+
+    # -- rules for the collectors -----------------------------------------------------
+
+    def rules_file(self, namespace: str) -> str:
+        """The collectors' rules file for a namespace: its event rules (absence rules are
+        the watcher's) and where Alertmanager is. No secret goes here: the webhook is
+        the operator's alone."""
+        rules = [
+            {"name": u.name, "namespace": u.namespace, "spec": u.spec}
+            for (ns, _), u in sorted(self._user.items())
+            if ns == namespace and u.rule.absence_seconds is None
+        ]
+        body = {"rules": rules, "alertmanager_url": self.settings.alertmanager_url}
+        return json.dumps(body, sort_keys=True)
+
+    def publish_rules(self, namespace: str) -> None:
+        """Put the namespace's rules file into each of its policies' ConfigMaps (a merge
+        patch of one key; the kubelet updates the mounted file, the collector re-reads
+        it). Blocking: call in a thread."""
+        if self.kube is None:
+            return
+        text = self.rules_file(namespace)
+        for policy in self.policies.in_namespace(namespace):
+            name = config_map_name(policy.name)
+            try:
+                current = self.kube.core.read_namespaced_config_map(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue  # reconcile has not written it yet; the next pass will
+                raise
+            if (current.data or {}).get(ALERT_RULES_FILE) != text:
+                self.kube.core.patch_namespaced_config_map(
+                    name, namespace, {"data": {ALERT_RULES_FILE: text}}
+                )
 
     # -- status of AuditAlertRules ---------------------------------------------------
 

@@ -44,6 +44,7 @@ KEY_FILE = "ed25519.pem"  # PKCS#8 PEM private key inside the Secret
 PUBLIC_KEY_FILE = "ed25519.pub.pem"  # SubjectPublicKeyInfo PEM, also in the Secret
 CONFIG_MOUNT = "/etc/auditlock"
 CONFIG_FILE = "sidecar.yaml"
+ALERT_RULES_FILE = "alerts.json"  # the namespace's alert rules, beside the config
 SPOOL_MOUNT = "/var/lib/auditlock/spool"
 TMP_MOUNT = "/tmp"  # an emptyDir: the root filesystem is read-only
 GCS_CREDENTIALS_MOUNT = "/var/run/auditlock/gcs"

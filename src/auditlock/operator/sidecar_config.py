@@ -14,7 +14,15 @@ from typing import Any
 import yaml
 
 from auditlock.operator.destination import location_options
-from auditlock.operator.names import CONFIG_FILE, HEALTH_PORT, KEY_FILE, KEY_MOUNT, SPOOL_MOUNT
+from auditlock.operator.names import (
+    ALERT_RULES_FILE,
+    CONFIG_FILE,
+    CONFIG_MOUNT,
+    HEALTH_PORT,
+    KEY_FILE,
+    KEY_MOUNT,
+    SPOOL_MOUNT,
+)
 from auditlock.policy.model import MIN_SPOOL_LIMIT_MIB, AuditPolicySpec
 from auditlock.sidecar.config import ForwardSource, HttpSource
 
@@ -70,6 +78,9 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
             "max_delay_seconds": spec.delivery.max_delay_ms / 1000,
         },
         "health": {"port": HEALTH_PORT},
+        # The namespace's AuditAlertRules, kept in the same ConfigMap by the operator
+        # (operator/alerting.py) and re-read by the collector when they change.
+        "alerts": {"rules_file": f"{CONFIG_MOUNT}/{ALERT_RULES_FILE}"},
     }
     return config
 

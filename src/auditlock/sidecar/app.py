@@ -61,6 +61,7 @@ class Sidecar:
         self.state = "starting"
         self.started_at = time.monotonic()
         self._trimmer: asyncio.Task[None] | None = None
+        self.alerts: Any = None  # sidecar/alerting.py CollectorAlerts, when rules are set
 
     def readiness(self) -> tuple[bool, str]:
         if self.state != "running":
@@ -85,6 +86,14 @@ class Sidecar:
         await self._open_spool()
         self.state = "resuming ledger stream"
         await self.shipper.start()
+        if self.config.alerts.rules_file is not None:
+            # Lazily: a collector without rules never imports the alerting code.
+            from auditlock.sidecar.alerting import CollectorAlerts
+
+            self.alerts = CollectorAlerts(
+                self.config.alerts, self.intake, self.metrics, self.config.stream.id
+            )
+            await self.alerts.start()
         self.state = "starting sources"
         await self._start_sources()
         self.state = "running"
@@ -137,6 +146,8 @@ class Sidecar:
         log.info("stopping: closing intake")
         for source in reversed(self.sources):
             await source.stop()
+        if self.alerts is not None:  # its last alert events go in before intake closes
+            await self.alerts.stop()
         self.intake.close()
         await self.spool.flush()
         log.info("stopping: shipping what is spooled and closing the stream")

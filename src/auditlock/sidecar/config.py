@@ -168,6 +168,23 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alert rules evaluated on this pod's events (docs/alerts.md, "Where rules run").
+
+    The rules file (JSON, written by the operator into the policy's ConfigMap as
+    `alerts.json`: `{"rules": [{"name", "namespace", "spec"}], "alertmanager_url"}`) is
+    re-read when it changes, so rules reach running collectors without a restart."""
+
+    __pydantic_config__ = FORBID_EXTRA
+
+    rules_file: str | None = None  # None: no rules, nothing evaluated
+    reload_seconds: Positive = 10.0
+    tick_seconds: Positive = 1.0
+    resend_seconds: Positive = 60.0
+    queue_events: Annotated[int, Ge(1)] = 100_000  # events waiting for evaluation, at most
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarConfig:
     """The whole sidecar configuration file."""
 
@@ -181,6 +198,7 @@ class SidecarConfig:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     # Finish within this after SIGTERM (keep it below the pod's grace period).
     shutdown_grace_seconds: Positive = 20.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -12,16 +12,17 @@ be fed a recorded delivery again (`verify_signature`, docs/alerts.md "Webhook").
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 from collections.abc import Sequence
 
-import aiohttp
 import orjson
 
 from auditlock.alerts.engine import Transition
 from auditlock.alerts.receivers import ReceiverError
+from auditlock.alerts.receivers.post import PostError, check_url, post
 from auditlock.alerts.receivers.wire import alert_json
 
 SIGNATURE_HEADER = "X-Auditlock-Signature"
@@ -50,9 +51,9 @@ class WebhookReceiver:
             raise ValueError("a webhook needs a non-empty signing secret")
         self.name = "webhook"
         self.url = url
+        check_url(url)
         self._secret = secret
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
 
     def body(self, batch: Sequence[Transition], now: float) -> bytes:
         alerts = []
@@ -74,16 +75,13 @@ class WebhookReceiver:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: signature(self._secret, timestamp, body),
         }
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
-                if response.status >= 300:
-                    raise ReceiverError(f"{self.url} answered {response.status}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(self.timeout):
+                status, _ = await post(self.url, body, headers)
+        except (PostError, OSError, TimeoutError) as exc:
             raise ReceiverError(f"{self.url} unreachable: {exc!r}") from None
+        if status >= 300:
+            raise ReceiverError(f"{self.url} answered {status}")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return None

@@ -1,0 +1,231 @@
+"""Alert rules on this pod's events, evaluated in the collector (docs/alerts.md).
+
+The intake tells its taps about every durable commit; this tap only appends the commit's
+encoded events to a bounded queue and returns, as a tap must. A task evaluates them:
+an event is decoded only when its category is one some rule can match (canonical JSON
+spells `"category":"<name>"` exactly one way, so a byte search decides), then run through
+the engine. Alerts go to the trail (an `alert` event committed to this collector's own
+intake, so it is chained and signed into this pod's stream) and to Alertmanager when the
+rules file names one. A queue that is full drops the oldest events from evaluation,
+counted (`auditlock_sidecar_alert_events_dropped_total`): alerting may fall behind, intake
+never waits for it.
+
+Rules come from a JSON file the operator keeps in the policy's ConfigMap, re-read when it
+changes; a file that does not parse or a rule that does not compile is logged and
+counted, and the rules in force stay as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge
+
+from auditlock.alerts.dispatch import Dispatcher, DispatchMetrics
+from auditlock.alerts.engine import Engine, Transition
+from auditlock.alerts.receivers import Receiver, ReceiverError
+from auditlock.alerts.receivers.alertmanager import AlertmanagerReceiver
+from auditlock.alerts.receivers.trail import TrailReceiver
+from auditlock.alerts.rules import Rule, compile_rule
+from auditlock.sidecar.config import AlertsConfig
+from auditlock.sidecar.intake import Accepted, Intake
+from auditlock.sidecar.metrics import Metrics
+
+log = logging.getLogger("auditlock.sidecar.alerting")
+
+ALERT_INPUT = "alerts"
+ALERT_TAG = "auditlock.alerts"  # a reserved prefix: no app may send under it
+MAX_RULES_FILE = 1024 * 1024
+
+
+class CollectorAlerts:
+    def __init__(self, config: AlertsConfig, intake: Intake, metrics: Metrics, stream: str) -> None:
+        self.config = config
+        self.intake = intake
+        self.stream = stream
+        self.engine = Engine(source="collector", resend_seconds=config.resend_seconds)
+        self._queue: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rules_stamp: tuple[int, int] | None = None
+        self._alertmanager_url: str | None = None
+        self._needles: tuple[bytes, ...] | None = ()
+        registry = metrics.registry
+        self.dropped = Counter(
+            "auditlock_sidecar_alert_events_dropped",
+            "Events not evaluated by alert rules because the evaluation queue was full.",
+            registry=registry,
+        )
+        self.rule_errors = Counter(
+            "auditlock_sidecar_alert_rule_errors",
+            "Rules files or rules that could not be loaded (the previous rules stay).",
+            registry=registry,
+        )
+        self.rules_loaded = Gauge(
+            "auditlock_sidecar_alert_rules", "Alert rules in force.", registry=registry
+        )
+        self._dispatch_metrics = DispatchMetrics(registry, "auditlock_sidecar")
+        self.dispatcher = self._dispatcher()
+
+    def _dispatcher(self) -> Dispatcher:
+        receivers: list[Receiver] = [TrailReceiver(self._store)]
+        if self._alertmanager_url:
+            receivers.append(AlertmanagerReceiver(self._alertmanager_url))
+        return Dispatcher(receivers, self._dispatch_metrics)
+
+    # -- the tap -----------------------------------------------------------------------
+
+    def tap(self, accepted: Accepted) -> None:
+        if accepted.input_name == ALERT_INPUT or self._needles == ():
+            return
+        queue = self._queue
+        events = accepted.events
+        limit = self.config.queue_events
+        excess = len(queue) + len(events) - limit
+        if excess > 0:  # the oldest first: newer events matter more to an on-call
+            self.dropped.inc(excess)
+            if len(events) >= limit:
+                queue.clear()
+                events = events[-limit:]
+            else:
+                for _ in range(excess):
+                    queue.popleft()
+        queue.extend(events)
+        self._wake.set()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.reload()
+        self.dispatcher.start()
+        self._tasks = [
+            asyncio.create_task(self._evaluate_forever(), name="alerts-evaluate"),
+            asyncio.create_task(
+                self._every(self.config.tick_seconds, self._tick), name="alerts-tick"
+            ),
+            asyncio.create_task(
+                self._every(self.config.reload_seconds, self.reload), name="alerts-reload"
+            ),
+        ]
+        self.intake.add_tap(self.tap, "alerts")
+
+    async def _every(self, seconds: float, step: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await step()
+            except Exception:
+                log.exception("alerting step failed")
+
+    async def _tick(self) -> None:
+        self.dispatcher.submit(self.engine.tick())
+
+    async def _evaluate_forever(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wake.clear()
+                await self._wake.wait()
+            changes: list[Transition] = []
+            # A slice at a time, then yield: evaluation shares the loop with intake.
+            for _ in range(min(len(queue), 1000)):
+                changes.extend(self._evaluate(queue.popleft()))
+            if changes:
+                self.dispatcher.submit(changes)
+            await asyncio.sleep(0)
+
+    def _evaluate(self, data: bytes) -> list[Transition]:
+        needles = self._needles
+        if needles is not None and not any(n in data for n in needles):
+            return []
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return []
+        return self.engine.observe(event, self.stream)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.dispatcher.drain()
+        await self.dispatcher.close()
+
+    # -- the trail receiver --------------------------------------------------------------
+
+    async def _store(self, events: list[dict[str, Any]]) -> None:
+        now = time.time_ns()
+        prepared = self.intake.prepare(ALERT_INPUT, [(ALERT_TAG, now, e) for e in events])
+        if prepared.rejected_count:
+            raise ReceiverError(f"alert events refused by the pipeline: {prepared.rejected[:1]}")
+        try:
+            await self.intake.commit(ALERT_INPUT, [(prepared, None)])
+        except Exception as exc:
+            raise ReceiverError(f"alert events not spooled: {exc}") from exc
+
+    # -- rules ---------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        path = self.config.rules_file
+        if path is None:
+            return
+        try:
+            info = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            if self._rules_stamp is not None:
+                self._apply([], None)
+                self._rules_stamp = None
+            return
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp == self._rules_stamp:
+            return
+        self._rules_stamp = stamp
+        try:
+            if info.st_size > MAX_RULES_FILE:
+                raise ValueError(f"larger than {MAX_RULES_FILE} bytes")
+            data = orjson.loads(await asyncio.to_thread(_read, path))
+            rules = [
+                compile_rule(str(r["name"]), str(r["namespace"]), dict(r["spec"]))
+                for r in data.get("rules") or []
+            ]
+        except Exception as exc:
+            self.rule_errors.inc()
+            log.error("alert rules file %s not loaded (the rules in force stay): %s", path, exc)
+            return
+        self._apply(rules, data.get("alertmanager_url") or None)
+
+    def _apply(self, rules: list[Rule], alertmanager_url: str | None) -> None:
+        event_rules = [r for r in rules if r.absence_seconds is None]
+        gone = self.engine.set_rules(event_rules)
+        categories = self.engine.categories()
+        if not event_rules:
+            self._needles = ()
+        elif categories is None:
+            self._needles = None
+        else:
+            self._needles = tuple(b'"category":"' + c.encode() + b'"' for c in sorted(categories))
+        self.rules_loaded.set(len(event_rules))
+        if alertmanager_url != self._alertmanager_url:
+            old = self.dispatcher
+            self._alertmanager_url = alertmanager_url
+            self.dispatcher = self._dispatcher()
+            self.dispatcher.start()
+            task = asyncio.create_task(old.close())
+            self._tasks.append(task)
+        self.dispatcher.submit(gone)
+        log.info("alert rules loaded: %d", len(event_rules))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(MAX_RULES_FILE + 1)

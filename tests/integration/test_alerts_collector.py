@@ -1,0 +1,125 @@
+"""Rules evaluated by a real collector process on its pod's events: the rules file is
+read at start and again when it changes, a matching event reaches the real Alertmanager
+with the collector's labels, and the alert is an `alert` event in the pod's own signed
+stream, which verifies."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from auditlock.alerts.model import parse_rule_spec, plain_spec
+from tests.servers.alertmanager import Alertmanager
+from tests.servers.sidecar import (
+    ledger_events,
+    make_config,
+    open_store,
+    sidecar_process,
+    verify_ledger,
+    wait_for,
+)
+
+
+def _rules_file(path: Path, alertmanager: Alertmanager, tag: str, *names: str) -> None:
+    rules = [
+        {
+            "name": name,
+            "namespace": "shop",
+            "spec": plain_spec(
+                parse_rule_spec(
+                    {
+                        "severity": "critical",
+                        "summary": "{{ actor.name }} exported {{ target.name }}",
+                        "labels": {"tag": tag},
+                        "match": [
+                            {"field": "category", "equals": "data"},
+                            {"field": "action", "equals": name},
+                        ],
+                        "groupBy": ["actor.name"],
+                    }
+                )
+            ),
+        }
+        for name in names
+    ]
+    path.write_text(json.dumps({"rules": rules, "alertmanager_url": alertmanager.url}))
+
+
+def _post(port: int, events: list[dict[str, Any]]) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events",
+        json.dumps(events).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def _event(action: str, actor: str = "carol") -> dict[str, Any]:
+    return {
+        "category": "data",
+        "action": action,
+        "outcome": "success",
+        "actor": {"kind": "user", "name": actor},
+        "target": {"resource": "orders", "name": "q4.csv"},
+    }
+
+
+def test_collector_rules_fire_into_alertmanager_and_the_pods_trail(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex
+    rules = tmp_path / "alerts.json"
+    _rules_file(rules, alertmanager, tag, "export")
+    config = make_config(
+        tmp_path, ports=True, alerts={"rules_file": str(rules), "reload_seconds": 0.2}
+    )
+    with sidecar_process(tmp_path, config) as collector:
+        collector.start()
+        assert _post(collector.http_port, [_event("read"), _event("export")]) == 202
+        alert = alertmanager.receiver.wait_for_alert("firing", tag=tag, alertname="export")
+        assert alert["labels"]["auditlock_source"] == "collector"
+        assert alert["labels"]["stream"] == "shop_api-1"
+        assert alert["labels"]["actor_name"] == "carol"
+        assert alert["annotations"]["summary"] == "carol exported q4.csv"
+        # a new rule, without a restart
+        time.sleep(0.05)  # a distinct mtime
+        _rules_file(rules, alertmanager, tag, "export", "wipe")
+        wait_for(lambda: collector.metric("auditlock_sidecar_alert_rules") == 2, 10, "reload")
+        assert _post(collector.http_port, [_event("wipe", "mallory")]) == 202
+        alertmanager.receiver.wait_for_alert("firing", tag=tag, alertname="wipe")
+        assert collector.terminate() == 0
+    store = open_store(config["destination"]["url"])
+    lines = ledger_events(store)
+    events = [line["event"] for line in lines]
+    fired = [e for e in events if e["category"] == "alert" and e["action"] == "alert.fired"]
+    assert sorted(e["details"]["alert"]["name"] for e in fired) == ["export", "wipe"]
+    export = next(e for e in events if e["action"] == "export")
+    ref = next(e for e in fired if e["details"]["alert"]["name"] == "export")["details"]["events"]
+    assert ref == [{"stream": "shop_api-1", "id": export["id"], "time": export["time"]}]
+    assert all(e["source"]["pod"] == "api-1" for e in fired)
+    verify_ledger(store, tmp_path / "key.pub.pem")
+
+
+def test_a_bad_rules_file_keeps_the_rules_in_force(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex
+    rules = tmp_path / "alerts.json"
+    _rules_file(rules, alertmanager, tag, "export")
+    config = make_config(
+        tmp_path, ports=True, alerts={"rules_file": str(rules), "reload_seconds": 0.2}
+    )
+    with sidecar_process(tmp_path, config) as collector:
+        collector.start()
+        time.sleep(0.05)
+        rules.write_text('{"rules": [{"name": "x", "namespace": "shop", "spec": {"match": [')
+        wait_for(
+            lambda: collector.metric("auditlock_sidecar_alert_rule_errors_total") == 1, 10, "error"
+        )
+        assert _post(collector.http_port, [_event("export")]) == 202
+        alertmanager.receiver.wait_for_alert("firing", tag=tag, alertname="export")
