@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from auditlock.operator.alerting import AlertSettings
-from tests.integration.test_operator_capture import ledger_events
-from tests.integration.test_operator_coverage import Api
-from tests.integration.test_operator_policies import create_pod, file_spec
+from tests.helpers.kube_api import Api
+from tests.helpers.policies import create_pod, file_spec
+from tests.helpers.trail import stored_events as ledger_events
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.auditlock_operator import (
     RunningOperator,

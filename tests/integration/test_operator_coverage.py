@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from auditlock.ledger.value_hash import key_id, value_hash
+from tests.helpers.kube_api import Api
 from tests.helpers.policies import create_pod, file_spec
 from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import (
@@ -40,48 +37,6 @@ SECRET_VALUE = "hunter2-" + uuid.uuid4().hex[:8]
 SECRET_VALUE_2 = "hunter3-" + uuid.uuid4().hex[:8]
 SECRET_USER = "svc-" + uuid.uuid4().hex[:8]
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
-
-
-@dataclass
-class Api:
-    kube: KubeControlPlane
-    context: ssl.SSLContext = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.context = ssl.create_default_context(cafile=str(self.kube.ca_path))
-
-    def __call__(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> tuple[int, dict[str, Any]]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.kube.url}{path}",
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {token or self.kube.admin_token}",
-                "Content-Type": content_type,
-                **(headers or {}),
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10, context=self.context) as answer:
-                raw = answer.read()
-                status = int(answer.status)
-        except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except ValueError:
-            parsed = {}
-        return status, parsed if isinstance(parsed, dict) else {}
 
 
 @dataclass
