@@ -243,3 +243,14 @@ def test_a_copied_segment_under_an_overlapping_name_gives_each_event_once(tmp_pa
         assert len(seqs) == len(set(seqs)) and not trail.passed
     finally:
         trail.close()
+
+
+def test_small_batches_make_many_parts_with_the_same_rows(ledger: Ledger) -> None:
+    whole = load(ledger.url, _options(ledger, None))
+    parts = load(ledger.url, _options(ledger, None, batch_bytes=4000))
+    try:
+        assert len(whole.files) == 1 and len(parts.files) > 5
+        assert _rows(parts) == _rows(whole)
+    finally:
+        whole.close()
+        parts.close()

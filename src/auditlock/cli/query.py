@@ -88,12 +88,12 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
 
 
 def filters_from(args: argparse.Namespace) -> Any:
-    from auditlock.ledger.verify import parse_time_option
+    from auditlock.ledger.timestamps import normalize_time, parse_ns
     from auditlock.review.engine import Filters
 
     try:
-        since = parse_time_option(args.since) if args.since else None
-        until = parse_time_option(args.until) if args.until else None
+        since = parse_ns(normalize_time(args.since)) if args.since else None
+        until = parse_ns(normalize_time(args.until)) if args.until else None
     except ValueError as exc:
         raise UsageError(f"--since/--until: {exc}") from None
     return Filters(

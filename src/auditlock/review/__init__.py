@@ -11,6 +11,19 @@ them, so `auditlock --help` stays fast.
 
 from __future__ import annotations
 
-from auditlock.review.loader import LoadedTrail, LoadOptions, load
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auditlock.review.loader import LoadedTrail, LoadOptions, load
 
 __all__ = ["LoadOptions", "LoadedTrail", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    """The loader is imported on first use (PEP 562): `auditlock --help` and the modules
+    that only need the table's schema or formats stay light."""
+    if name in __all__:
+        from auditlock.review import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

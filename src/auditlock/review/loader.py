@@ -23,7 +23,9 @@ import queue
 import tempfile
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,9 @@ from auditlock.review import cache
 from auditlock.review.exclusions import exclusions, stored_events
 from auditlock.review.schema import row_sql, sql_string
 
-DEFAULT_BATCH_BYTES = 64 << 20  # lines per Parquet part: bounds the loader's memory
-DEFAULT_MEMORY_LIMIT = "512MB"  # DuckDB's own limit; beyond it, it spills to temp_directory
+DEFAULT_BATCH_BYTES = 32 << 20  # lines per Parquet part: bounds the loader's memory
+DEFAULT_MEMORY_LIMIT = "512MB"  # DuckDB's own limit for queries; beyond it, it spills
+LOADER_MEMORY_LIMIT = "256MB"  # the loader's DuckDB (rows of one batch at a time)
 
 
 @dataclass
@@ -198,9 +201,11 @@ class _PartWriter:
     def __init__(self, out: Path, opt: LoadOptions) -> None:
         self.out = out
         self.opt = opt
-        self.batch: list[bytes] = []
+        # The batch being filled: the lines' bytes back to back, and where each ends.
+        self.chunks: list[bytes] = []
+        self.ends = array("q", [0])
         self.batch_bytes = 0
-        self.queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[list[bytes], array[int]] | None] = queue.Queue(maxsize=1)
         self.files: list[Path] = []
         self.rows = 0
         self.accepted: dict[str, int] = {}  # stream -> rows
@@ -223,15 +228,21 @@ class _PartWriter:
             return
         self.next_position[place] = first + len(lines)
         self.accepted[stream] = self.accepted.get(stream, 0) + len(lines)
-        self.batch.extend(lines)
-        self.batch_bytes += sum(map(len, lines))
+        # One copy of the lines now, so verification's own line objects can go; the
+        # batch is handed to Arrow as these bytes and their offsets, without a copy.
+        ends = accumulate(map(len, lines), initial=self.batch_bytes)
+        next(ends)
+        self.ends.extend(ends)
+        chunk = b"".join(lines)
+        self.chunks.append(chunk)
+        self.batch_bytes += len(chunk)
         if self.batch_bytes >= self.opt.batch_bytes:
             self._flush()
 
     def _flush(self) -> None:
-        if self.batch:
-            self.queue.put(self.batch)
-            self.batch, self.batch_bytes = [], 0
+        if self.chunks:
+            self.queue.put((self.chunks, self.ends))
+            self.chunks, self.ends, self.batch_bytes = [], array("q", [0]), 0
 
     def finish(self) -> None:
         self._flush()
@@ -246,7 +257,7 @@ class _PartWriter:
 
         try:
             con = duckdb.connect(config={"threads": self.opt.threads})
-            con.execute(f"SET memory_limit = '{self.opt.memory_limit}'")
+            con.execute(f"SET memory_limit = '{LOADER_MEMORY_LIMIT}'")
             con.execute("SET temp_directory = ?", [str(self.out / ".spill")])
             con.execute("SET preserve_insertion_order = false")
         except BaseException as exc:
@@ -254,22 +265,29 @@ class _PartWriter:
             self._drain()
             return
         while True:
-            lines = self.queue.get()
-            if lines is None:
+            batch = self.queue.get()
+            if batch is None:
                 break
             if self.error is not None:
                 continue
             try:
-                batch = pa.table({"line": pa.array(lines, type=pa.binary()).cast(pa.string())})
+                chunks, ends = batch
+                batch = None
+                data = pa.py_buffer(b"".join(chunks))
+                del chunks
+                count = len(ends) - 1
+                lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(ends), data)
                 path = self.out / f"part-{len(self.files):06d}.parquet"
-                con.register("accepted_lines", batch)
+                con.register("accepted_lines", pa.table({"line": lines}))
                 con.execute(
                     f"COPY ({row_sql('accepted_lines')}) TO {sql_string(str(path))} "
-                    "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
+                    "ROW_GROUP_SIZE 122880)"
                 )
                 con.unregister("accepted_lines")
+                del lines, data
                 self.files.append(path)
-                self.rows += len(lines)
+                self.rows += count
             except BaseException as exc:
                 self.error = exc
         con.close()
