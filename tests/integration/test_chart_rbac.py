@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from tests.helpers.policies import create_policy, file_spec, wait_condition, wai
 from tests.integration.chart_helpers import RELEASE, InstalledRelease, install_release
 from tests.servers.auditlock_operator import RunningOperator, post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
-from tests.servers.seaweedfs import SeaweedFS
 
 _finished: set[str] = set()  # scenarios of this module that ran to the end
 
@@ -244,12 +244,6 @@ def running_operator(service_account_run: ServiceAccountRun) -> Iterator[Running
         running.stop()
 
 
-@pytest.fixture(autouse=True)
-def _record_finished_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    _finished.add(request.node.originalname)
-
-
 def wait_crd_established(kube: KubeControlPlane, name: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -265,101 +259,35 @@ def wait_crd_established(kube: KubeControlPlane, name: str, timeout: float = 30)
 
 # -- the operator's scenarios, as the chart's ServiceAccount ------------------------------
 
-SCENARIOS: set[str] = set()  # names of this module's scenario tests
+# Each takes the fixtures its parameters name (tests/helpers/operator_scenarios.py).
+SCENARIOS = (
+    "policy_on_locked_s3_is_ready_within_5s",
+    "selected_pod_is_injected_and_others_untouched",
+    "policy_update_raises_stale_pod_count",
+    "required_enforcement_refuses_pod_without_collector",
+    "invalid_policies_are_refused_or_reported_and_others_still_served",
+    "missing_credentials_secret_is_reported_then_retried",
+    "selected_pods_without_a_collector_are_counted_and_named",
+    "delete_removes_owned_objects_and_keeps_the_data",
+    "key_rotation_is_signed_by_the_old_key",
+    "exec_secret_read_and_rolebinding_become_ledger_events",
+)
 
 
-def scenario(test: Callable[..., None]) -> Callable[..., None]:
-    SCENARIOS.add(test.__name__)
-    return test
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_as_the_charts_service_account(name: str, request: pytest.FixtureRequest) -> None:
+    run = getattr(scenarios, name)
+    run(**{p: request.getfixturevalue(p) for p in inspect.signature(run).parameters})
+    _finished.add(name)
 
 
-@scenario
-def test_policy_on_locked_s3_is_ready_within_5s(
-    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
-) -> None:
-    scenarios.policy_on_locked_s3_is_ready_within_5s(
-        running_operator, operator_namespace, seaweedfs
-    )
-
-
-@scenario
-def test_selected_pod_is_injected_and_others_untouched(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.selected_pod_is_injected_and_others_untouched(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-@scenario
-def test_policy_update_raises_stale_pod_count(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.policy_update_raises_stale_pod_count(running_operator, operator_namespace, tmp_path)
-
-
-@scenario
-def test_required_enforcement_refuses_pod_without_collector(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.required_enforcement_refuses_pod_without_collector(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-@scenario
-def test_invalid_policies_are_refused_or_reported_and_others_still_served(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.invalid_policies_are_refused_or_reported_and_others_still_served(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-@scenario
-def test_missing_credentials_secret_is_reported_then_retried(
-    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
-) -> None:
-    scenarios.missing_credentials_secret_is_reported_then_retried(
-        running_operator, operator_namespace, seaweedfs
-    )
-
-
-@scenario
-def test_selected_pods_without_a_collector_are_counted_and_named(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.selected_pods_without_a_collector_are_counted_and_named(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-@scenario
-def test_delete_removes_owned_objects_and_keeps_the_data(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.delete_removes_owned_objects_and_keeps_the_data(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-@scenario
-def test_key_rotation_is_signed_by_the_old_key(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.key_rotation_is_signed_by_the_old_key(running_operator, operator_namespace, tmp_path)
-
-
-@scenario
-def test_exec_secret_read_and_rolebinding_become_ledger_events(
-    running_operator: RunningOperator,
-    operator_namespace: str,
-    operator_collector: Path,
-    tmp_path: Path,
-) -> None:
-    scenarios.exec_secret_read_and_rolebinding_become_ledger_events(
-        running_operator, operator_namespace, operator_collector, tmp_path
-    )
+def test_every_operator_scenario_runs_as_the_service_account() -> None:
+    defined = {
+        name
+        for name, value in vars(scenarios).items()
+        if inspect.isfunction(value) and value.__module__ == scenarios.__name__
+    }
+    assert set(SCENARIOS) == defined
 
 
 # -- what the run proves ------------------------------------------------------------------
@@ -437,7 +365,7 @@ def test_rbac_grants_exactly_what_the_operator_used(
     running_operator: RunningOperator, service_account_run: ServiceAccountRun
 ) -> None:
     """Runs after the scenarios above (pytest keeps the module's order)."""
-    missing = SCENARIOS - _finished
+    missing = set(SCENARIOS) - _finished
     if missing:
         pytest.skip(f"judges the whole module's traffic; these scenarios did not run: {missing}")
     run = service_account_run
