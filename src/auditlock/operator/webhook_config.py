@@ -110,34 +110,37 @@ def webhook_configurations(
     }
     if image_updates:
         common["matchConditions"] = [dict(IMAGE_CHANGE_CONDITION)]
-    mutating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "inject.auditlock.io",
-                "clientConfig": _client_config(ca_pem, MUTATE_PATH, url=url, service=service),
-                "failurePolicy": inject_failure_policy,
-                "reinvocationPolicy": "IfNeeded",
-                **common,
-            }
-        ],
-    }
+    mutating = _configuration(
+        "MutatingWebhookConfiguration",
+        name,
+        {
+            "name": "inject.auditlock.io",
+            "clientConfig": _client_config(ca_pem, MUTATE_PATH, url=url, service=service),
+            "failurePolicy": inject_failure_policy,
+            "reinvocationPolicy": "IfNeeded",
+            **common,
+        },
+    )
     enforced_selector = copy.deepcopy(namespace_selector)
     enforced_selector.setdefault("matchLabels", {})[LABEL_ENFORCED_NAMESPACE] = ENFORCED
-    validating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "enforce.auditlock.io",
-                "clientConfig": _client_config(ca_pem, VALIDATE_PATH, url=url, service=service),
-                "failurePolicy": "Fail",
-                **common,
-                "namespaceSelector": enforced_selector,
-            }
-        ],
-    }
+    validating = _configuration(
+        "ValidatingWebhookConfiguration",
+        name,
+        {
+            "name": "enforce.auditlock.io",
+            "clientConfig": _client_config(ca_pem, VALIDATE_PATH, url=url, service=service),
+            "failurePolicy": "Fail",
+            **common,
+            "namespaceSelector": enforced_selector,
+        },
+    )
     return mutating, validating
+
+
+def _configuration(kind: str, name: str, webhook: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "webhooks": [webhook],
+    }
