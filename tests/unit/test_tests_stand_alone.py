@@ -4,30 +4,23 @@ one test file never runs or breaks another's tests)."""
 
 from __future__ import annotations
 
-import ast
+import re
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-
-
-def _imported_modules(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            found.append("." * node.level + (node.module or ""))
-            if node.module is None:  # from . import test_x
-                found += [alias.name for alias in node.names]
-    return found
+# `from tests.unit.test_x import ...`, `from .test_x import ...`, `import tests.e2e.test_x`,
+# `from . import test_x` (at any indentation: imports inside functions count too).
+TEST_MODULE_IMPORT = re.compile(
+    r"^\s*(?:from\s+[\w.]*?\.?test_\w*\s+import|import\s+[\w.]*\btest_\w*"
+    r"|from\s+\.+\s+import\s+.*\btest_)",
+    re.M,
+)
 
 
 def test_no_test_module_imports_another_test_module() -> None:
     offenders = [
-        f"{path.relative_to(TESTS)} imports {module}"
+        f"{path.relative_to(TESTS)}: {match.group(0).strip()}"
         for path in sorted(TESTS.rglob("*.py"))
-        for module in _imported_modules(path)
-        if module.rpartition(".")[2].startswith("test_")
+        for match in TEST_MODULE_IMPORT.finditer(path.read_text(encoding="utf-8"))
     ]
     assert not offenders, "move shared code to tests/helpers/: " + "; ".join(offenders)
