@@ -10,19 +10,26 @@ When the local control plane or SeaweedFS cannot be had (say, no Go toolchain to
 kube-apiserver), it says so and runs the collector alone against a `file://` destination,
 which is for development only (not WORM).
 
-It leaves everything under --out (default out/demo): the trail copied from the bucket
-as a folder you can verify again, the public key, and report.md.
+It ends at the auditor's desk: `auditlock report` over the app's and the cluster's trails
+(out/demo/report.html) and `auditlock evidence` with a sample of 20 events and their
+inclusion proofs (out/demo/evidence.tar.gz), checked with `auditlock verify-evidence`.
+
+It leaves everything under --out (default out/demo): the app's trail copied from the
+bucket as a folder you can verify again, the public keys, report.html, evidence.tar.gz
+and report.md (the narration).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,27 +52,38 @@ def run_cluster_demo(out: Path) -> list[str]:
         report.append(f"- {message}")
 
     with Chain(out / "work", narrate=narrate) as chain:
-        say("1/8 starting the local control plane and object storage")
+        say("1/9 starting the local control plane and object storage")
         chain.start_servers()
-        say("2/8 starting the operator (webhooks over TLS, audit intake) and its collector")
+        say("2/9 starting the operator (webhooks over TLS, audit intake) and its collector")
         chain.start_operator()
-        say("3/8 applying AuditPolicy 'orders' (s3://, COMPLIANCE lock, 1 day)")
+        say("3/9 applying AuditPolicy 'orders' (s3://, COMPLIANCE lock, 1 day)")
         chain.apply_policy(timeout=60)
-        say("4/8 creating a pod the policy selects; the webhook injects the collector")
+        say("4/9 creating a pod the policy selects; the webhook injects the collector")
         chain.create_pod()
         chain.run_collector(timeout=60)
-        say("5/8 the app emits events; its config changes; someone reads a Secret")
+        say("5/9 the app emits events; its config changes; someone reads a Secret")
         chain.send_app_events(forward=200, http=50)
         chain.change_config_file()
         chain.read_secret()
-        say("6/8 waiting for signed segments and checkpoints in the bucket")
+        chain.privileged_activity()
+        say("6/9 waiting for signed segments and checkpoints in the bucket")
         facts, _ = chain.wait_for_trail(timeout=30)
         chain.wait_for_cluster_event(
             lambda e: e["target"].get("resource") == "secrets" and e["action"] == "get",
             timeout=30,
         )
-        narrate("cluster: the Secret read reached the operator's trail via the audit webhook")
-        say("7/8 verifying the trail the way an auditor would")
+        for resource, action in (("rolebindings", "create"), ("pods/exec", "exec")):
+            chain.wait_for_cluster_event(
+                lambda e, r=resource, a=action: (
+                    e["target"].get("resource") == r and e["action"] == a
+                ),
+                timeout=30,
+            )
+        narrate(
+            "cluster: the Secret reads, the RoleBinding and the exec reached the operator's "
+            "trail via the audit webhook"
+        )
+        say("7/9 verifying the trail the way an auditor would")
         key = chain.public_key_file()
         shutil.copy(key, out / "orders.pub.pem")
         result = chain.verify(
@@ -80,7 +98,7 @@ def run_cluster_demo(out: Path) -> list[str]:
         tampered = chain.tampered_copy(facts.segments[0])
         bad = chain.verify(f"file://{tampered}", "--public-key", str(key))
         narrate(f"one byte changed in a copy: verify exits {bad.returncode} (FAIL, as it must)")
-        say("8/8 stopping the collector cleanly (stream-closed checkpoint)")
+        say("8/9 stopping the collector cleanly (stream-closed checkpoint)")
         chain.stop_collector_gracefully()
         status = chain.wait_policy(lambda s: bool(s.get("lastCheckpoint")), timeout=30)
         narrate(f"policy status: lastCheckpoint {status.get('lastCheckpoint')}")
@@ -89,7 +107,53 @@ def run_cluster_demo(out: Path) -> list[str]:
         narrate(f"trail copied to {out / 'trail'}; verify there: exit {final.returncode}")
         if final.returncode != 0:
             raise RuntimeError(f"verify of the copied trail failed:\n{final.stdout}")
+        # The cluster's stream stays open (its collector keeps checkpointing): the report
+        # reads both trails from the bucket, as an auditor reviews a live trail.
+        shutil.copy(chain.operator_public_key_file(), out / "operator.pub.pem")
+        say("9/9 the auditor's desk: the report and an evidence package, from the bucket")
+        auditor_outputs(
+            out,
+            [chain.pod_prefix, chain.cluster_prefix],
+            [out / "orders.pub.pem", out / "operator.pub.pem"],
+            narrate,
+            env=chain.store_env(),
+        )
     return report
+
+
+def auditor_outputs(
+    out: Path,
+    urls: list[str],
+    keys: list[Path],
+    narrate: Callable[[str], None],
+    env: dict[str, str] | None = None,
+) -> None:
+    """report.html over every trail; an evidence package of the first (an app's trail:
+    the population an auditor samples), checked offline as an auditor would."""
+    key_args = [arg for key in keys for arg in ("--public-key", str(key))]
+    auditlock("report", *urls, *key_args, "--no-cache", "--out", str(out / "report.html"), env=env)
+    narrate(f"report: {out / 'report.html'} (one self-contained HTML file; open it, print it)")
+    auditlock(
+        "evidence", urls[0], *key_args, "--no-cache", "--sample", "20", "--seed", "demo",
+        "--out", str(out / "evidence.tar.gz"), env=env,
+    )  # fmt: skip
+    checked = auditlock("verify-evidence", str(out / "evidence.tar.gz"), *key_args)
+    narrate(
+        f"evidence: {out / 'evidence.tar.gz'}, 20 sampled events with inclusion proofs; "
+        f"verify-evidence: {checked.split(':', 1)[0]}"
+    )
+
+
+def auditlock(*args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "auditlock", *args],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"auditlock {args[0]} exited {result.returncode}:\n"
+                           f"{result.stdout}{result.stderr}")  # fmt: skip
+    return result.stdout
 
 
 def run_file_demo(out: Path, why: str) -> list[str]:
@@ -130,6 +194,12 @@ def run_file_demo(out: Path, why: str) -> list[str]:
     report.append(f"- verify file://{trail}: exit {result.returncode}")
     if result.returncode != 0:
         raise RuntimeError(f"verify failed:\n{result.stdout}{result.stderr}")
+
+    def narrate(message: str) -> None:
+        say(message)
+        report.append(f"- {message}")
+
+    auditor_outputs(out, [f"file://{trail}"], [out / "orders.pub.pem"], narrate)
     return report
 
 
@@ -172,10 +242,15 @@ def main() -> int:
         f"    .venv/bin/auditlock verify file://{out / 'trail'} --public-key "
         f"{out / 'orders.pub.pem'}",
         "",
+        f"The auditor's report: {out / 'report.html'}; the evidence package, checked offline:",
+        "",
+        f"    .venv/bin/auditlock verify-evidence {out / 'evidence.tar.gz'} --public-key "
+        f"{out / 'orders.pub.pem'}",
+        "",
     ]
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({"mode": mode, "seconds": elapsed}))
-    say(f"done in {elapsed:.1f} s; report: {out / 'report.md'}; trail: {out / 'trail'}")
+    say(f"done in {elapsed:.1f} s; report: {out / 'report.html'}; trail: {out / 'trail'}")
     return 0
 
 

@@ -375,6 +375,46 @@ class Chain:
         self.narrate(f"cluster: admin read Secret {self.namespace}/auditlock-s3 via the API")
         return "auditlock-s3"
 
+    def privileged_activity(self) -> None:
+        """What an auditor's report looks for: an RBAC grant, a refused Secret read and an
+        exec into the pod (refused too: the rig has no kubelet, the API server records it)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        kube = self._kube()
+        rbac = "rbac.authorization.k8s.io"
+        with kube.api_client() as api:
+            client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+                self.namespace,
+                {
+                    "metadata": {"name": "auditor-view"},
+                    "subjects": [{"kind": "User", "name": "auditor@example.com", "apiGroup": rbac}],
+                    "roleRef": {"kind": "ClusterRole", "name": "view", "apiGroup": rbac},
+                },
+            )
+            client.CoreV1Api(api).create_namespaced_service_account(
+                self.namespace, {"metadata": {"name": "reports"}}
+            )
+        token = kube.service_account_token(self.namespace, "reports")
+        with kube.api_client(token=token) as api:
+            try:
+                client.CoreV1Api(api).read_namespaced_secret("auditlock-s3", self.namespace)
+            except ApiException as exc:
+                refused = exc.status
+            else:
+                raise RuntimeError("the ServiceAccount without RBAC could read a Secret")
+        pod = self.pod["metadata"]["name"]
+        exec_run = kube.kubectl("exec", "-n", self.namespace, pod, "--", "id", check=False)
+        self.narrate(
+            f"cluster: RoleBinding auditor-view granted; a Secret read by ServiceAccount "
+            f"reports refused ({refused}); kubectl exec into {pod} (exit {exec_run.returncode}: "
+            "no kubelet in the rig)"
+        )
+
+    def operator_public_key_file(self) -> Path:
+        assert self.operator_collector is not None
+        return self.operator_collector.workdir / "key.pub.pem"
+
     def trail(self, prefix: str, stream: str | None = None) -> TrailFacts:
         from auditlock import sinks
 
@@ -446,8 +486,12 @@ class Chain:
             raise AssertionError("status.publicKey does not match status.keyFingerprint")
         return path
 
+    def store_env(self) -> dict[str, str]:
+        """What an auditlock command needs in its environment to read the bucket."""
+        return self._s3().env()
+
     def verify(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self._s3().env()}
+        env = {**os.environ, **self.store_env()}
         return subprocess.run(
             [sys.executable, "-m", "auditlock", "verify", url, *extra],
             capture_output=True,
