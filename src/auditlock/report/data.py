@@ -35,9 +35,12 @@ from auditlock.report.model import (
 
 MAX_ROWS = 500
 TOP = 15
-HOUR_NS = 3_600_000_000_000
+MINUTE_NS = 60_000_000_000
+HOUR_NS = 60 * MINUTE_NS
 DAY_NS = 24 * HOUR_NS
-# Longer periods are plotted per day: thousands of hourly bars say nothing on a page.
+# Activity is counted per hour; a few hours of events per minute (one or two bars say
+# nothing), longer than two weeks per day (thousands of hourly bars say nothing either).
+PER_MINUTE_UP_TO_NS = 3 * HOUR_NS
 HOURLY_UP_TO_NS = 14 * DAY_NS
 
 WRITES = "('create', 'update', 'patch', 'delete', 'deletecollection')"
@@ -65,7 +68,12 @@ def build(
     sql = _Sql(engine)
     count, first, last = sql.one("SELECT count(*), min(time_ns), max(time_ns) FROM events")
     span = (last - first) if count else 0
-    bucket = HOUR_NS if span <= HOURLY_UP_TO_NS else DAY_NS
+    if span <= PER_MINUTE_UP_TO_NS:
+        bucket, unit = MINUTE_NS, "minute"
+    elif span <= HOURLY_UP_TO_NS:
+        bucket, unit = HOUR_NS, "hour"
+    else:
+        bucket, unit = DAY_NS, "day"
     data = ReportData(
         title=title,
         since=format_ns(since_ns) if since_ns is not None else None,
@@ -75,7 +83,7 @@ def build(
         events=int(count),
         first_event=format_ns(first) if count else None,
         last_event=format_ns(last) if count else None,
-        bucket="hour" if bucket == HOUR_NS else "day",
+        bucket=unit,
         checkpoints=checkpoints,
         slack_seconds=slack_seconds,
     )
@@ -108,7 +116,7 @@ def build(
             f"GROUP BY ALL ORDER BY n DESC, actor_kind, actor_name LIMIT {TOP}"
         )
     ]
-    step = 60_000_000_000 if span <= DAY_NS else bucket
+    step = MINUTE_NS if span <= DAY_NS else bucket
     data.config_timeline = [
         (format_ns(b * step), str(resource or "(none)"), str(outcome), int(n))
         for b, resource, outcome, n in sql.rows(

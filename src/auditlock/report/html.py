@@ -208,7 +208,7 @@ def _problems(rows: Sequence[Problem], none: str) -> str:
 
 def _activity(data: ReportData) -> str:
     figures = [
-        ("plot-events-per-hour", "Events per hour by category",
+        ("plot-events-per-hour", f"Events per {data.bucket} by category",
          plots.events_per_hour(data.per_hour, data.bucket), f"Each bar is one UTC {data.bucket}."),
         ("plot-failures", "Failures and denials over time",
          plots.failures_over_time(data.failures, data.bucket),

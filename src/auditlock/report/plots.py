@@ -15,6 +15,7 @@ ask the rendered page whether a plot drew anything.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ def label(text: str) -> str:
 
 
 def events_per_hour(rows: Sequence[tuple[str, str, int]], bucket: str = "hour") -> str | None:
-    """Stacked bars: events per hour (or day), one colour per category."""
+    """Stacked bars: events per hour (minute, day), one colour per category."""
     if not rows:
         return None
     hours = sorted({_num(_time(h)) for h, _, _ in rows})
@@ -71,16 +72,17 @@ def events_per_hour(rows: Sequence[tuple[str, str, int]], bucket: str = "hour") 
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         ax.set_ylabel(f"events per {bucket}")
         _integer_ticks(ax.yaxis)
-        _time_axis(ax)
+        _time_axis(ax, hours, width)
         _legend_above(ax, ncols=5)
         return _svg(fig)
 
 
 def failures_over_time(rows: Sequence[tuple[str, str, int]], bucket: str = "hour") -> str | None:
-    """Failures and denials per hour (or day), side by side."""
+    """Failures and denials per hour (minute, day), side by side."""
     if not rows:
         return None
     width = _width(bucket) / 2
+    starts = [_num(_time(h)) for h, _, _ in rows]
     with _figure("failures", 2.8) as (fig, ax):
         for offset, kind in enumerate(("failure", "denial")):
             values = {_time(h): n for h, k, n in rows if k == kind}
@@ -95,7 +97,7 @@ def failures_over_time(rows: Sequence[tuple[str, str, int]], bucket: str = "hour
             _mark(bars, f"data-{kind}")
         ax.set_ylabel(f"events per {bucket}")
         _integer_ticks(ax.yaxis)
-        _time_axis(ax)
+        _time_axis(ax, starts, 2 * width)
         _legend_above(ax, ncols=2)
         return _svg(fig)
 
@@ -127,6 +129,7 @@ def change_timeline(rows: Sequence[tuple[str, str, str, int]]) -> str | None:
     place = {kind: i for i, kind in enumerate(kinds)}
     biggest = max(n for *_, n in rows)
     colours = {"success": "#009E73", "failure": "#D55E00"}
+    xs = [_num(_time(t)) for t, _, _, _ in rows]
     with _figure("config-timeline", 0.9 + 0.3 * len(kinds)) as (fig, ax):
         for outcome in sorted({o for _, _, o, _ in rows}):
             picked = [r for r in rows if r[2] == outcome]
@@ -140,7 +143,7 @@ def change_timeline(rows: Sequence[tuple[str, str, str, int]]) -> str | None:
             dots.set_gid(f"data-change-{outcome}")
         ax.set_yticks(range(len(kinds)), [label(k) for k in kinds], fontsize=8)
         ax.set_ylim(-0.7, len(kinds) - 0.3)
-        _time_axis(ax)
+        _time_axis(ax, xs)
         ax.grid(axis="y", color="#eeeeee")
         _legend_above(ax, ncols=3)
         return _svg(fig)
@@ -170,7 +173,9 @@ def checkpoint_cadence(tracks: Sequence[CheckpointTrack], slack_seconds: float) 
                     gaps_drawn = True
         ax.set_yticks(range(len(tracks)), [label(t.stream) for t in tracks], fontsize=8)
         ax.set_ylim(-0.7, len(tracks) - 0.3)
-        _time_axis(ax)
+        _time_axis(
+            ax, [_from_ns(t) for track in tracks for t in (track.times_ns[0], track.times_ns[-1])]
+        )
         if gaps_drawn:
             _legend_above(ax, ncols=1)
         return _svg(fig)
@@ -179,6 +184,7 @@ def checkpoint_cadence(tracks: Sequence[CheckpointTrack], slack_seconds: float) 
 # -- helpers --------------------------------------------------------------------------------
 
 _HOUR = 1 / 24  # matplotlib's date unit is the day
+_MINUTE = _HOUR / 60
 
 
 @contextmanager
@@ -209,7 +215,11 @@ def _figure(plot_id: str, height_in: float) -> Iterator[tuple[Figure, Axes]]:
 
 def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    with warnings.catch_warnings():
+        # A span of a few minutes has no tick interval in matplotlib's table; its
+        # fallback (ticks every 30 s) is right, its warning is noise on the console.
+        warnings.filterwarnings("ignore", message="AutoDateLocator was unable")
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     # An inline <svg> in HTML needs no XML prolog or DOCTYPE.
     return text[text.index("<svg") :]
@@ -231,7 +241,7 @@ def _mark(container: Any, gid: str) -> None:
 
 
 def _width(bucket: str) -> float:
-    return 0.9 * (1.0 if bucket == "day" else _HOUR)
+    return 0.9 * {"day": 1.0, "hour": _HOUR, "minute": _MINUTE}[bucket]
 
 
 def _time(text: str) -> datetime:
@@ -248,13 +258,14 @@ def _from_ns(ns: int) -> float:
     return _num(datetime.fromtimestamp(ns / 1e9, tz=UTC))
 
 
-def _time_axis(ax: Axes) -> None:
+def _time_axis(ax: Axes, xs: Sequence[float], width: float = 0.0) -> None:
     import matplotlib.dates as mdates
 
-    low, high = ax.get_xlim()
-    if high - low < _HOUR:  # one point: show the hour around it, not years of axis
-        middle = (low + high) / 2
-        ax.set_xlim(middle - _HOUR / 2, middle + _HOUR / 2)
+    # The data's own extent (matplotlib pads a lone point with years of axis), plus a
+    # margin of at least half a minute.
+    low, high = min(xs), max(xs) + width
+    margin = max((high - low) * 0.03, _MINUTE / 2)
+    ax.set_xlim(low - margin, high + margin)
     locator = mdates.AutoDateLocator(tz=UTC, maxticks=10)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     formatter = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
