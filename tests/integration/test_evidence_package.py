@@ -224,3 +224,22 @@ def test_usage_errors_exit_2(trail: Trail, package: Path, tmp_path: Path) -> Non
     bad_key = tmp_path / "bad.pem"
     bad_key.write_text("not a key")
     assert run("verify-evidence", str(package), "--public-key", str(bad_key))[0] == 2
+
+
+def test_verify_evidence_needs_neither_duckdb_nor_matplotlib(trail: Trail, package: Path) -> None:
+    """What an auditor's machine needs: the auditlock CLI and a key, not the review extras."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from auditlock.cli.main import main\n"
+        f"code = main(['verify-evidence', {str(package)!r}, '--public-key', {str(trail.key)!r}])\n"
+        "heavy = sorted(m for m in ('duckdb', 'matplotlib', 'pyarrow') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HEAVY []" in result.stdout
