@@ -254,3 +254,16 @@ def test_small_batches_make_many_parts_with_the_same_rows(ledger: Ledger) -> Non
     finally:
         whole.close()
         parts.close()
+
+
+def test_a_cached_verdict_is_not_reused_once_an_open_stream_is_overdue(tmp_path: Path) -> None:
+    """An open stream whose next heartbeat is overdue is `stream-stale` when verified
+    now: a cache entry from before must not answer for it."""
+    led = new_ledger(tmp_path)
+    write_stream(led, "open", events=20, per_segment=10, close=False)  # written in January
+    cache = tmp_path / "cache"
+    first = load(led.url, _options(led, cache))
+    assert {f["code"] for f in first.report["findings"]} == {"stream-stale"}
+    again = load(led.url, _options(led, cache))
+    assert not again.from_cache and "heartbeat is overdue" in again.cache_note
+    assert [f["code"] for f in again.report["findings"]] == ["stream-stale"]

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditlock.ledger.checkpoint import decode_checkpoint
+from auditlock.ledger.errors import FormatError
 from auditlock.ledger.keys import key_id
 from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES
 from auditlock.ledger.names import ObjectName, parse_name
@@ -63,6 +65,16 @@ class TrailState:
     listing_digest: str
     newest: tuple[tuple[str, int, str, str], ...]  # (stream, epoch, object name, digest)
     names: tuple[str, ...] = field(default=(), compare=False)  # the listing itself
+    # When the first open stream's heartbeat falls due (its newest checkpoint's time plus
+    # heartbeat_ms, in ns); None: every stream is closed. Not part of the key: past it,
+    # verify would say `stream-stale`, so an entry is not reused (see `usable`).
+    heartbeat_due_ns: int | None = field(default=None, compare=False)
+
+    def usable(self, now_ns: int, slack_seconds: float) -> bool:
+        """Whether a cached verdict still holds now: no open stream's heartbeat is
+        overdue beyond the slack verify allows (FORMAT.md 11.3.5, `stream-stale`)."""
+        due = self.heartbeat_due_ns
+        return due is None or now_ns <= due + int(slack_seconds * 1e9)
 
     @property
     def key(self) -> str:
@@ -92,20 +104,39 @@ def trail_state(destination: Destination, anchors: Iterable[Any]) -> TrailState:
         if place not in newest or parsed.index > newest[place].index:
             newest[place] = parsed
     digests = []
+    last_epoch = {stream: epoch for stream, epoch in sorted(newest)}
+    due: int | None = None
     for (stream, epoch), obj in sorted(newest.items()):
         try:
             data = destination.get(obj.name, max_bytes=MAX_CHECKPOINT_BYTES)
             digest = hashlib.sha256(data).hexdigest()
         except DestinationError as exc:  # verify will say what is wrong; the key differs
-            digest = "unreadable:" + type(exc).__name__
+            data, digest = b"", "unreadable:" + type(exc).__name__
         digests.append((stream, epoch, obj.name, digest))
+        if epoch == last_epoch[stream]:
+            open_due = _heartbeat_due(data)
+            if open_due is not None:
+                due = open_due if due is None else min(due, open_due)
     return TrailState(
         url=destination.url,
         anchors=tuple(sorted(key_id(k) for k in anchors)),
         listing_digest=listing,
         newest=tuple(digests),
         names=tuple(names),
+        heartbeat_due_ns=due,
     )
+
+
+def _heartbeat_due(data: bytes) -> int | None:
+    """When the next checkpoint of an open stream is due; None if closed or unreadable
+    (an unreadable newest checkpoint is verify's to report, and changes the key)."""
+    try:
+        checkpoint = decode_checkpoint(data).checkpoint
+    except FormatError:
+        return None
+    if checkpoint.closed:
+        return None
+    return checkpoint.time_ns + checkpoint.heartbeat_ms * 1_000_000
 
 
 def check_root(root: Path, trail_root: Path | None) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.timestamps import format_ns
+from auditlock.ledger.verify_context import DEFAULT_SLACK_SECONDS
 from auditlock.review import cache
 from auditlock.review.exclusions import exclusions, stored_events
 from auditlock.review.schema import row_sql, sql_string
@@ -106,8 +107,11 @@ def load(url: str, options: LoadOptions | None = None) -> LoadedTrail:
             note = f"cache not used: {exc}"
         if root is not None:
             entry = cache.lookup(root, state.key)
-            if entry is not None:
+            slack = DEFAULT_SLACK_SECONDS if opt.slack_seconds is None else opt.slack_seconds
+            if entry is not None and state.usable(time.time_ns(), slack):
                 return _from_entry(url, entry)
+            if entry is not None:
+                note = "cache not used: an open stream's heartbeat is overdue since it was verified"
     else:
         note = "cache not used: --no-cache"
     return _verify_and_load(destination, state, opt, root, note)
