@@ -77,6 +77,29 @@ def test_synth_then_verify_passes_with_required_retention(
     assert json.loads(too_long.stdout)["findings"]
 
 
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_verify_with_jobs_reads_the_store_from_each_worker_and_reports_the_same(
+    scheme: str, seaweedfs: SeaweedFS, fake_gcs: FakeGCS, keys: Path
+) -> None:
+    if scheme == "s3":
+        url, run = f"s3://{seaweedfs.make_bucket()}/ledger", cli(seaweedfs.env())
+    else:
+        url, run = f"gs://{fake_gcs.make_bucket()}/ledger", cli(fake_gcs.env())
+    done = run(
+        "synth", "--store", url, "--key", str(keys / "signing.key"), "--streams", "2",
+        "--events", "40", "--segment-events", "20",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pub = str(keys / "signing.pub")
+    one = run("verify", url, "--public-key", pub, "--until", "2100-01-01T00:00:00Z", "--json")
+    two = run("verify", url, "--public-key", pub, "--until", "2100-01-01T00:00:00Z", "--json",
+              "--jobs", "2")  # fmt: skip
+    assert one.returncode == two.returncode, one.stdout + two.stdout + two.stderr
+    first, second = json.loads(one.stdout), json.loads(two.stdout)
+    assert second["events_verified"] == 80 and len(second["streams"]) == 2
+    assert first == second
+
+
 def test_verify_detects_an_overwritten_latest_version_on_s3(
     seaweedfs: SeaweedFS, keys: Path
 ) -> None:

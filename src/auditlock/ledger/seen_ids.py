@@ -5,51 +5,67 @@ Every repeated id of a stream is reported, in any epoch, however far apart. Hold
 id would cost about 95 bytes per event (a Python set of strings), so the ids are kept as
 sorted runs:
 
-* the ids of the newest `run_ids` events are a set in memory, checked as each segment
+* the ids of the newest `RUN_IDS` events are a set in memory, checked as each segment
   arrives: a repeat within it is reported at once, at its line;
-* when the set is full it is written, sorted, to a temporary file (a run) and emptied;
-* at the end of the stream the runs are merged (a k-way merge, reading each run in order):
-  an id found in an earlier run is a repeat too, reported then, in stream order, after the
-  stream's other warnings.
+* when the set is full its ids are written, sorted, to a temporary file (a run), with the
+  position of each in the run beside it, and the set is emptied;
+* at the end of the stream the runs are merged in sorted order (a k-way merge reading
+  each run front to back; MERGE_FAN_IN files at a time): an id in two runs is a repeat.
+  Only then are the repeats' positions looked up, run by run, and reported in stream
+  order, after the stream's other warnings.
 
-A stream of fewer than `run_ids` events never touches the disk. Memory is the set
-(`run_ids` ids) plus one reporting callback per segment; disk is about 20 bytes per event
-plus the id, under $TMPDIR, removed when the stream is done.
+All per-id work when writing a run is done by C code (a keyed sort, a join, an array);
+merging costs one comparison per id. A stream of fewer than `RUN_IDS` events never
+touches the disk. Memory is the set plus one reporting callback per segment; disk is the
+ids plus 4 bytes each, under $TMPDIR, removed when the stream is done.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
-import itertools
 import shutil
 import tempfile
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import orjson
-
-RUN_IDS = 50_000  # ids held in memory (about 5 MiB, and as much again while writing a run)
+RUN_IDS = 50_000  # ids held in memory (about 5 MiB)
 MERGE_FAN_IN = 64  # runs merged at once (open files)
 
 Report = Callable[[int, str, str], None]  # (seq, code, message), as line_rules reports
 
 
+class _Run:
+    """One run on disk: its ids sorted (one per line, escaped), the position in the run
+    of each (`.pos`, 4 bytes each), and where the run's positions are in the stream."""
+
+    def __init__(self, path: Path, spans: list[tuple[int, int, int]]) -> None:
+        self.path = path
+        self.spans = spans  # (first position, segment number, first seq), ascending
+        self.starts = [s[0] for s in spans]
+
+    def place(self, position: int) -> tuple[int, int]:
+        """(segment number, seq) of the id at `position` of the run."""
+        first, segment, seq = self.spans[bisect.bisect_right(self.starts, position) - 1]
+        return segment, seq + position - first
+
+
 class SeenIds:
-    """Ids seen so far in one stream; `repeat_*` say whether an id was seen before."""
+    """Ids seen so far in one stream; `all_new` and `seen` say whether an id was seen
+    before (in memory); `finish` reports the repeats found across runs."""
 
     def __init__(self, run_ids: int | None = None) -> None:
         self._run_ids = RUN_IDS if run_ids is None else run_ids
-        self._reset()
-
-    def _reset(self) -> None:
-        self._ids: set[str] = set()
-        # first occurrences in the current run: (segment number, first seq, ids of the
-        # consecutive lines from that seq on)
-        self._pending: list[tuple[int, int, list[str]]] = []
         self._segments: list[Report] = []  # how to report at a line of segment n
-        self._runs: list[Path] = []
+        self._runs: list[_Run] = []
         self._dir: Path | None = None
-        self._files = 0
+        self._new_run()
+
+    def _new_run(self) -> None:
+        self._ids: set[str] = set()
+        self._order: list[str] = []  # the ids of the run, escaped, by position
+        self._spans: list[tuple[int, int, int]] = []
 
     def segment(self, warn: Report) -> None:
         """The lines that follow are one segment's; `warn` reports at one of its lines."""
@@ -58,21 +74,26 @@ class SeenIds:
         self._segments.append(warn)
 
     def all_new(self, ids: list[str], first_seq: int) -> bool:
-        """True, and remembered, if the ids (of lines first_seq, first_seq + 1, ...) are
-        distinct and none is in memory; else False and nothing is remembered."""
+        """True, and remembered, if the ids (of lines first_seq, first_seq + 1, ...; each
+        matching FORMAT.md's id pattern) are distinct and none is in memory; else False and
+        nothing is remembered."""
         unique = set(ids)
         if len(unique) != len(ids) or not self._ids.isdisjoint(unique):
             return False
         self._ids |= unique
-        self._pending.append((len(self._segments) - 1, first_seq, ids))
+        self._spans.append((len(self._order), len(self._segments) - 1, first_seq))
+        self._order += ids  # the id pattern has no character that needs escaping
         return True
 
     def seen(self, event_id: str, seq: int) -> bool:
-        """Whether `event_id` (of line `seq`) is in memory; remembers it if not."""
+        """Whether `event_id` (of line `seq`, any string) is in memory; remembers it if not."""
         if event_id in self._ids:
             return True
         self._ids.add(event_id)
-        self._pending.append((len(self._segments) - 1, seq, [event_id]))
+        self._spans.append((len(self._order), len(self._segments) - 1, seq))
+        # Escaped to printable ASCII (one line, and byte order is text order in a run);
+        # ids of the id pattern are unchanged by it.
+        self._order.append(event_id.encode("unicode_escape").decode("ascii"))
         return False
 
     def finish(self) -> None:
@@ -80,69 +101,78 @@ class SeenIds:
         try:
             if self._runs:
                 self._spill()
-                for segment, seq, event_id in sorted(self._repeats_across_runs()):
-                    self._segments[segment](
-                        seq, "duplicate-id", f"event id {event_id!r} was used before"
-                    )
+                repeated = self._repeated(self._runs)
+                if repeated:
+                    self._report(repeated)
         finally:
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
-            self._reset()
+            self._segments, self._runs, self._dir = [], [], None
+            self._new_run()
 
     def _spill(self) -> None:
-        records = sorted(
-            (event_id, segment, first + i)
-            for segment, first, ids in self._pending
-            for i, event_id in enumerate(ids)
-        )
+        order = self._order
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="auditlock-verify-ids-"))
-        self._runs.append(self._write(records))
-        self._ids = set()
-        self._pending = []
+        path = self._dir / f"run-{len(self._runs):08d}"
+        ranks = sorted(range(len(order)), key=order.__getitem__)
+        text = "\n".join(map(order.__getitem__, ranks)) + "\n" if order else ""
+        path.write_bytes(text.encode("ascii"))
+        path.with_suffix(".pos").write_bytes(array("I", ranks).tobytes())
+        self._runs.append(_Run(path, self._spans))
+        self._new_run()
 
-    def _write(self, records: Iterable[tuple[str, int, int]]) -> Path:
+    def _repeated(self, runs: list[_Run]) -> set[bytes]:
+        """The ids (as stored lines) found in more than one run."""
         assert self._dir is not None
-        self._files += 1
-        path = self._dir / f"run-{self._files:08d}"
-        with path.open("wb") as out:
-            out.writelines(orjson.dumps(r) + b"\n" for r in records)
-        return path
-
-    def _repeats_across_runs(self) -> Iterator[tuple[int, int, str]]:
-        """(segment, seq, id) of every occurrence after the first, run by run. Runs are in
-        stream order and each holds an id at most once (its first occurrence there)."""
-        runs = self._runs
-        while len(runs) > MERGE_FAN_IN:  # merge the oldest runs first: order is kept
-            first, runs = runs[:MERGE_FAN_IN], runs[MERGE_FAN_IN:]
-            later: list[tuple[str, int, int]] = []
-            merged = self._write(self._firsts(first, later))
-            yield from ((s, q, i) for i, s, q in later)
-            runs = [merged, *runs]
-        repeats: list[tuple[str, int, int]] = []
-        for _ in self._firsts(runs, repeats):
+        repeated: set[bytes] = set()
+        paths = [run.path for run in runs]
+        level = 0
+        while len(paths) > MERGE_FAN_IN:  # merge in stages, keeping each id once
+            level += 1
+            merged = []
+            for i in range(0, len(paths), MERGE_FAN_IN):
+                out = self._dir / f"merged-{level}-{i:08d}"
+                with out.open("wb") as f:
+                    f.writelines(_unique(paths[i : i + MERGE_FAN_IN], repeated))
+                merged.append(out)
+            paths = merged
+        for _ in _unique(paths, repeated):
             pass
-        yield from ((s, q, i) for i, s, q in repeats)
+        return repeated
 
-    @staticmethod
-    def _firsts(
-        runs: list[Path], repeats: list[tuple[str, int, int]]
-    ) -> Iterator[tuple[str, int, int]]:
-        """The first occurrence of each id over `runs` (in order, sorted by id); the
-        later occurrences go to `repeats`."""
-        files = [path.open("rb") for path in runs]
-        try:
-            readers = [map(_record, f) for f in files]
-            merged = heapq.merge(*readers, key=lambda r: r[0])  # ties: earlier run first
-            for _, group in itertools.groupby(merged, key=lambda r: r[0]):
-                first, *later = group
-                repeats.extend(later)
-                yield first
-        finally:
-            for f in files:
-                f.close()
+    def _report(self, repeated: set[bytes]) -> None:
+        """Each occurrence of a repeated id after its first, in stream order."""
+        occurrences: dict[bytes, list[tuple[int, int]]] = {}
+        for run in self._runs:
+            stored = run.path.read_bytes().split(b"\n")
+            stored.pop()  # after the last LF
+            ranks = array("I")
+            ranks.frombytes(run.path.with_suffix(".pos").read_bytes())
+            for line in repeated:
+                at = bisect.bisect_left(stored, line[:-1])
+                if at < len(ranks) and stored[at] == line[:-1]:
+                    occurrences.setdefault(line, []).append(run.place(ranks[at]))
+        later = sorted(
+            (place, line) for line, places in occurrences.items() for place in places[1:]
+        )
+        for (segment, seq), line in later:
+            event_id = line[:-1].decode("unicode_escape")
+            self._segments[segment](seq, "duplicate-id", f"event id {event_id!r} was used before")
 
 
-def _record(line: bytes) -> tuple[str, int, int]:
-    event_id, segment, seq = orjson.loads(line)
-    return event_id, segment, seq
+def _unique(paths: Iterable[Path], repeated: set[bytes]) -> Iterator[bytes]:
+    """The lines of sorted files merged, each once; lines in more than one go to
+    `repeated` (each file holds a line at most once)."""
+    files = [path.open("rb") for path in paths]
+    try:
+        previous = None
+        for line in heapq.merge(*files):
+            if line == previous:
+                repeated.add(line)
+                continue
+            previous = line
+            yield line
+    finally:
+        for f in files:
+            f.close()
