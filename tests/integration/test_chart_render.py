@@ -727,3 +727,55 @@ def test_the_collector_beside_the_operator_takes_the_operators_cluster_name(
         assert by_name["AUDITLOCK_SIDECAR__SOURCE__CLUSTER"]["value"] == "$(AUDITLOCK_CLUSTER_NAME)"
     with pytest.raises(HelmError):
         render(helm_path, {"clusterName": "prod_eu"})  # "_" separates stream id parts
+
+
+# -- continuous verification --------------------------------------------------------------
+
+VERIFY = {"verify": {"schedule": "17 * * * *", "namespaces": ["shop"],
+                     "credentialsSecret": "trail-read"}}  # fmt: skip
+
+
+def test_no_verification_cronjob_unless_scheduled(default_objects: list[dict[str, Any]]) -> None:
+    assert not by_kind(default_objects, "CronJob")
+
+
+def test_verification_cronjob_is_locked_down_with_its_own_least_privilege_account(
+    helm_path: Path,
+) -> None:
+    from auditlock.cli.main import build_parser
+
+    objects = render(helm_path, VERIFY)
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, SUPPORTED[-1], strict=True)
+    job = one(objects, "CronJob")
+    assert job["spec"]["schedule"] == "17 * * * *"
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["memory"]
+    assert container["envFrom"] == [{"secretRef": {"name": "trail-read"}}]
+    parsed = build_parser().parse_args(container["args"])
+    assert parsed.func.__module__ == "auditlock.cli.verify_policies"
+    assert parsed.namespace == ["shop"]
+    # Its own ServiceAccount, bound to a role that reads policies and patches their
+    # status: nothing else (no Secrets, no other writes).
+    account = pod["serviceAccountName"]
+    operator_account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account != operator_account
+    binding = next(b for b in by_kind(objects, "ClusterRoleBinding")
+                   if b["subjects"][0]["name"] == account)  # fmt: skip
+    role = next(r for r in by_kind(objects, "ClusterRole")
+                if r["metadata"]["name"] == binding["roleRef"]["name"])  # fmt: skip
+    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+              for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    assert grants == {
+        (GROUP, "auditpolicies", "get"),
+        (GROUP, "auditpolicies", "list"),
+        (GROUP, "auditpolicies/status", "patch"),
+    }

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "synth",
     "verify",
+    "verify_policies",
     "prove",
     "count",
     "query",

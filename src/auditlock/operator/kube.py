@@ -246,6 +246,20 @@ class Kube:
                 raise NotFound(f"{namespace}/{name}") from exc
             raise
 
+    def patch_policy_status_at(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> None:
+        """Patch status only if the policy is still at `resource_version` (else the
+        API server answers 409 Conflict, raised as ApiException)."""
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"resourceVersion": resource_version}, "status": status},
+        )
+
 
 def _has_collector(spec: Any) -> bool:
     containers = [*(spec.init_containers or []), *(spec.containers or [])]

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from auditlock.operator.kube import Kube
 from auditlock.operator.reconcile import entry_for
 from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.trail_gauges import TrailVerdicts
 from auditlock.policy.model import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("auditlock.operator.policy_watch")
@@ -34,9 +35,11 @@ class PolicyWatch:
         *,
         cluster: str = "",
         namespaces: list[str] | None = None,
+        verdicts: TrailVerdicts | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
+        self.verdicts = verdicts
         self.cluster = cluster
         self.namespaces = set(namespaces or [])
         self._stop = threading.Event()
@@ -65,7 +68,11 @@ class PolicyWatch:
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         if kind == "DELETED" or meta.get("deletionTimestamp"):
             self.registry.remove(namespace, name)
+            if self.verdicts is not None:
+                self.verdicts.forget(namespace, name)
             return
+        if self.verdicts is not None:
+            self.verdicts.observe(namespace, name, obj.get("status"))
         # An invalid edit keeps the last valid version in force: auditing is not
         # switched off by a bad edit.
         with contextlib.suppress(ValidationError, KeyError):
@@ -87,6 +94,8 @@ class PolicyWatch:
                     except (ValidationError, KeyError):
                         invalid.add((meta.get("namespace", ""), meta.get("name", "")))
                 self.registry.replace(entries, keep=invalid)
+                if self.verdicts is not None:
+                    self.verdicts.replace([o for o in answer.get("items", []) if self._wanted(o)])
                 self.registry.mark_synced()
                 version = answer["metadata"]["resourceVersion"]
                 self._watch = watch.Watch()  # type: ignore[no-untyped-call]

@@ -139,6 +139,8 @@ async def _status(
     namespace, name, _, generation, _ = _meta(body)
     previous = (body.get("status") or {}).get("conditions")
     status = {"observedGeneration": generation, **fields}
+    # TrailVerified is continuous verification's (status.verification), kept as it says.
+    new_conditions = c.with_trail_verified(body.get("status"), new_conditions, generation)
     status["conditions"] = c.merge(previous, new_conditions)
     await asyncio.to_thread(ctx.kube.patch_policy_status, namespace, name, status)
     if ctx.status_metrics is not None:

@@ -27,6 +27,7 @@ from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.secret_hashes import load_or_create_key
 from auditlock.operator.status_metrics import PolicyStatusMetrics
 from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name
+from auditlock.operator.trail_gauges import TrailVerdicts
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
 log = logging.getLogger("auditlock.operator")
@@ -161,8 +162,14 @@ class Operator:
             abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
             status_metrics=status_metrics,
         )
+        self.verdicts = TrailVerdicts()
+        self.metrics.register(self.verdicts)
         self.policy_watch = PolicyWatch(
-            self.kube, self.policies, cluster=config.cluster, namespaces=config.namespaces
+            self.kube,
+            self.policies,
+            cluster=config.cluster,
+            namespaces=config.namespaces,
+            verdicts=self.verdicts,
         )
         await asyncio.to_thread(self.policy_watch.start)
         if config.capture_enabled:

@@ -434,15 +434,42 @@ class Condition(_Model):
     )
 
 
+class TrailVerification(_Model):
+    """The newest run of continuous verification (`auditlock verify-policies`, the
+    chart's optional CronJob): the policy's destination verified with its public key."""
+
+    result: Literal["PASS", "FAIL", "ERROR"] = Field(
+        description="PASS: every object verified; FAIL: verify found problems; ERROR: no "
+        "verdict (destination unreachable, no public key yet, invalid spec)."
+    )
+    time: str = Field(
+        description="When this run finished (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    reason: str = Field(
+        description="CamelCase: TrailIntact, the first finding's code (e.g. "
+        "CheckpointMissing) or why there is no verdict (DestinationUnreachable, NoPublicKey, "
+        "InvalidSpec, VerifierFailed)."
+    )
+    message: str = Field(description="The first finding, or a summary of the verified trail.")
+    findings: int = Field(default=0, description="Number of findings (problems).")
+    warnings: int = Field(default=0, description="Number of warnings.")
+    events_verified: int = Field(default=0, description="Events verified.")
+    checkpoints_verified: int = Field(default=0, description="Signed checkpoints verified.")
+    streams: int = Field(default=0, description="Streams found under the destination.")
+
+
 class AuditPolicyStatus(_Model):
-    """What the operator observed. Written only by the operator."""
+    """What the operator observed. Written by the operator, except `verification` and
+    `lastVerified` (and the TrailVerified condition derived from them), which the
+    continuous verification job writes."""
 
     observed_generation: int | None = Field(
         default=None, description="The spec generation the status describes."
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, DestinationLocked, Injecting, CollectorIsolated and AllPodsAudited.",
+        description="Ready, DestinationLocked, Injecting, CollectorIsolated, AllPodsAudited "
+        "and, with continuous verification, TrailVerified.",
     )
     destination: str | None = Field(default=None, description="The destination as a URL.")
     retention: str | None = Field(
@@ -490,6 +517,15 @@ class AuditPolicyStatus(_Model):
     )
     config_hash: str | None = Field(
         default=None, description="Hash of the current collector configuration."
+    )
+    last_verified: str | None = Field(
+        default=None,
+        description="When continuous verification last reached a verdict (PASS or FAIL) on "
+        "the destination.",
+        json_schema_extra={"format": "date-time"},
+    )
+    verification: TrailVerification | None = Field(
+        default=None, description="The newest continuous verification run."
     )
 
 
