@@ -29,7 +29,6 @@ from auditlock.operator.reconcile import (
     recount,
     refresh,
 )
-from auditlock.operator.trail_verification import drifted, write_status
 from auditlock.policy.model import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("auditlock.operator")
@@ -108,21 +107,6 @@ async def look(body: kopf.Body, memo: HandlerMemo, **_: Any) -> None:
         log.info("refresh of %s: %s", body.get("metadata", {}).get("name"), exc)
 
 
-async def policy_seen(body: kopf.Body, memo: HandlerMemo, **_: Any) -> None:
-    """Keep TrailVerified as status.verification says: the verification job writes both,
-    but a status write made from an older copy of the policy can put back an older
-    condition; any change of the policy shows it here, and it is written again."""
-    plain = _plain(body)
-    if not drifted(plain):
-        return
-    meta = plain.get("metadata") or {}
-    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-    try:
-        await asyncio.to_thread(write_status, memo.ctx.kube, namespace, name)
-    except Exception as exc:
-        log.info("TrailVerified of %s/%s not written again: %s", namespace, name, exc)
-
-
 async def pod_changed(body: kopf.Body, memo: HandlerMemo, **_: Any) -> None:
     # Any pod of a namespace with policies may change their counts: a selected pod
     # without a collector counts as much as an injected one. Each policy there is
@@ -165,7 +149,6 @@ def handler_registry(
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
         on(*POLICIES, registry=registry)(converge)
     kopf.on.delete(*POLICIES, registry=registry)(remove)
-    kopf.on.event(*POLICIES, registry=registry)(policy_seen)
     kopf.timer(*POLICIES, registry=registry, interval=refresh_seconds, initial_delay=1.0)(look)
     kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)
     if alert_rules_enabled:

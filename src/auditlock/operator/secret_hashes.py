@@ -129,6 +129,10 @@ class SecretObserver:
         self.read_timeout = read_timeout
         # (namespace, name) -> (key names, resourceVersion) last seen
         self._last_seen: OrderedDict[Ref, tuple[list[str], str]] = OrderedDict()
+        # event id -> details.secret of a write already observed: a batch the API server
+        # sends again (the collector was down) keeps what was seen right after the write
+        # and costs no second read.
+        self._observed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.reads = Counter(
             "auditlock_operator_secret_reads",
             "Secrets read right after a write to hash their values, by outcome (observed, "
@@ -144,7 +148,8 @@ class SecretObserver:
         for event in events:
             if _is_secret_event(event) and event.get("action") in WRITES:
                 ref = _ref(event)
-                if ref is not None and ref not in wanted:
+                known = str(event.get("id") or "") in self._observed
+                if ref is not None and ref not in wanted and not known:
                     wanted.append(ref)
         seen = await self._read_all(wanted)
         for event in events:
@@ -154,13 +159,22 @@ class SecretObserver:
             action = event.get("action")
             details = event.setdefault("details", {})
             if action in WRITES:
+                event_id = str(event.get("id") or "")
+                if event_id in self._observed:
+                    details["secret"] = dict(self._observed[event_id])
+                    continue
                 if ref is None:
                     self.reads.labels(NO_NAME).inc()
                     details["secret"] = {"observed_after_write": False, "not_observed": NO_NAME}
                     continue
                 details["secret"] = self._write_details(ref, seen.get(ref, BATCH_LIMIT))
+                if event_id and details["secret"]["observed_after_write"]:
+                    self._observed[event_id] = details["secret"]
+                    while len(self._observed) > MAX_REMEMBERED:
+                        self._observed.popitem(last=False)
             elif action == "delete" and ref is not None:
-                last = self._last_seen.pop(ref, None)
+                # Kept, not popped: a batch the API server sends again names them again.
+                last = self._last_seen.get(ref)
                 if last is not None:
                     names, version = last
                     details["secret"] = {"keys_last_seen": names,

@@ -9,7 +9,8 @@ there. The run writes `status.verification` (the verdict, the first finding), `l
 and the TrailVerified condition derived from it (conditions.py). The condition is written
 with the policy's resourceVersion as a precondition (a conflict is read again and
 retried), so no other status write is lost; the operator derives the same condition from
-`status.verification` whenever it writes status, and exports the verdict as metrics.
+`status.verification` whenever it writes status (so a write of its own from an older copy
+is corrected by its next refresh), and exports the verdict as metrics.
 """
 
 from __future__ import annotations
@@ -171,26 +172,9 @@ def _verify(
     return record_for(report, clock())
 
 
-def drifted(body: dict[str, Any]) -> bool:
-    """True when the policy's TrailVerified condition is not what status.verification
-    says (another status write replaced the conditions from an older copy)."""
-    status = body.get("status") or {}
-    wanted = c.trail_verified(status, None)
-    held = next((x for x in status.get("conditions") or [] if x.get("type") == c.TRAIL_VERIFIED),
-                None)  # fmt: skip
-    if wanted is None:
-        return False
-    keys = ("status", "reason", "message")
-    return held is None or any(held.get(k) != wanted[k] for k in keys)
-
-
-def write_status(
-    kube: Kube, namespace: str, name: str, record: dict[str, Any] | None = None
-) -> bool:
+def write_status(kube: Kube, namespace: str, name: str, record: dict[str, Any]) -> bool:
     """status.verification, lastVerified (on a verdict) and TrailVerified, written with
-    the policy's resourceVersion as a precondition; False when the policy is gone. With
-    `record` None, the TrailVerified condition is written again from the policy's own
-    status.verification (the operator's repair when it drifted)."""
+    the policy's resourceVersion as a precondition; False when the policy is gone."""
     for _ in range(STATUS_ATTEMPTS):
         body = kube.get_policy(namespace, name)
         if body is None:
@@ -198,11 +182,6 @@ def write_status(
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
         generation = meta.get("generation")
-        repairing = record is None
-        if record is None:
-            if not drifted(body):
-                return True
-            record = dict(status["verification"])
         fresh = {**status, "verification": record}
         conditions = c.with_trail_verified(fresh, list(status.get("conditions") or []),
                                            generation)  # fmt: skip
@@ -216,8 +195,6 @@ def write_status(
             kube.patch_policy_status_at(namespace, name, patch, str(meta.get("resourceVersion")))
         except ApiException as exc:
             if exc.status == 409:
-                if repairing:
-                    record = None
                 continue  # someone else wrote the policy meanwhile: read it again
             if exc.status == 404:
                 return False
