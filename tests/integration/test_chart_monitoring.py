@@ -325,7 +325,11 @@ def test_dashboard_queries_only_metrics_the_collector_and_operator_serve(
     dashboard = json.loads(dashboard_object(all_on)["data"]["auditlock-pipeline.json"])
     assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
 
-    with sidecar_process(tmp_path, make_config(tmp_path, ports=True)) as collector:
+    # With a rules file (empty), the collector serves its alerting metrics too.
+    rules_file = tmp_path / "alerts.json"
+    rules_file.write_text(json.dumps({"rules": []}))
+    config = make_config(tmp_path, ports=True, alerts={"rules_file": str(rules_file)})
+    with sidecar_process(tmp_path, config) as collector:
         collector.start()
         served = series_names(collector.metrics())
     context = ssl.create_default_context(cafile=str(running_operator.kube.ca_path))
@@ -352,6 +356,8 @@ def test_dashboard_queries_only_metrics_the_collector_and_operator_serve(
         "auditlock_sidecar_destination_failing_seconds",
         "auditlock_operator_capture_pushback_total",
         "auditlock_operator_policy_pods",
+        "auditlock_sidecar_alert_delivery_failures_total",
+        "auditlock_operator_alert_delivery_failures_total",
     ):
         assert essential in used, essential
 
