@@ -184,6 +184,15 @@ class Engine:
     def rules(self) -> list[Rule]:
         return [s.rule for s in self._states.values()]
 
+    def actions(self) -> frozenset[str] | None:
+        """The actions any rule can match; None when some rule matches any action."""
+        found: set[str] = set()
+        for state in self._states.values():
+            if state.rule.actions is None:
+                return None
+            found |= state.rule.actions
+        return frozenset(found)
+
     def categories(self) -> frozenset[str] | None:
         """The categories any rule can match; None when some rule matches any category
         (a caller holding encoded events may skip decoding the others)."""

@@ -141,6 +141,7 @@ class Rule:
     # rules in the operator's own namespace), else just the rule's.
     scope: frozenset[str] | None = None
     categories: frozenset[str] | None = field(default=None)
+    actions: frozenset[str] | None = field(default=None)  # likewise for `action`
     # What the rule was compiled from: two compilations of one spec are the same rule
     # (their compiled tests are distinct objects), so state survives a reload.
     digest: str = ""
@@ -166,6 +167,9 @@ def compile_rule(
     conditions = tuple(compile_condition(c) for c in spec.get("match") or [])
     categories = next(
         (c.exact for c in conditions if c.path == ("category",) and c.exact is not None), None
+    )
+    actions = next(
+        (c.exact for c in conditions if c.path == ("action",) and c.exact is not None), None
     )
     threshold_spec = spec.get("threshold")
     threshold = (
@@ -193,5 +197,6 @@ def compile_rule(
         absence_streams=str(absence.get("streams", "*")) if absence else "*",
         scope=scope,
         categories=categories,
+        actions=actions,
         digest=digest,
     )

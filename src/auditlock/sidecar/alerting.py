@@ -2,9 +2,9 @@
 
 The intake tells its taps about every durable commit; this tap only appends the commit's
 encoded events to a bounded queue and returns, as a tap must. A task evaluates them:
-an event is decoded only when its category is one some rule can match (canonical JSON
-spells `"category":"<name>"` exactly one way, so a byte search decides), then run through
-the engine. Alerts go to the trail (an `alert` event committed to this collector's own
+an event is decoded only when its action and category are ones some rule can match (read
+from the canonical JSON's bytes, `_member_text`, without decoding), then run through the
+engine. Alerts go to the trail (an `alert` event committed to this collector's own
 intake, so it is chained and signed into this pod's stream) and to Alertmanager when the
 rules file names one. A queue that is full drops the oldest events from evaluation,
 counted (`auditlock_sidecar_alert_events_dropped_total`): alerting may fall behind, intake
@@ -56,7 +56,11 @@ class CollectorAlerts:
         self._tasks: list[asyncio.Task[None]] = []
         self._rules_stamp: tuple[int, int] | None = None
         self._alertmanager_url: str | None = None
-        self._needles: tuple[bytes, ...] | None = ()
+        # What an event's top-level category and action must be for some rule to match
+        # (None: anything); `_any_rules` False: no rules, nothing is evaluated.
+        self._any_rules = False
+        self._categories: frozenset[bytes] | None = None
+        self._actions: frozenset[bytes] | None = None
         registry = metrics.registry
         self.dropped = Counter(
             "auditlock_sidecar_alert_events_dropped",
@@ -83,7 +87,7 @@ class CollectorAlerts:
     # -- the tap -----------------------------------------------------------------------
 
     def tap(self, accepted: Accepted) -> None:
-        if accepted.input_name == ALERT_INPUT or self._needles == ():
+        if accepted.input_name == ALERT_INPUT or not self._any_rules:
             return
         queue = self._queue
         events = accepted.events
@@ -142,9 +146,16 @@ class CollectorAlerts:
             await asyncio.sleep(0)
 
     def _evaluate(self, data: bytes) -> list[Transition]:
-        needles = self._needles
-        if needles is not None and not any(n in data for n in needles):
-            return []
+        actions = self._actions
+        if actions is not None:
+            value = _member_text(data, b'"action":"')
+            if value is not None and value not in actions:
+                return []
+        categories = self._categories
+        if categories is not None:
+            value = _member_text(data, b'"category":"')
+            if value is not None and value not in categories:
+                return []
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -207,13 +218,10 @@ class CollectorAlerts:
     def _apply(self, rules: list[Rule], alertmanager_url: str | None) -> None:
         event_rules = [r for r in rules if r.absence_seconds is None]
         gone = self.engine.set_rules(event_rules)
-        categories = self.engine.categories()
-        if not event_rules:
-            self._needles = ()
-        elif categories is None:
-            self._needles = None
-        else:
-            self._needles = tuple(b'"category":"' + c.encode() + b'"' for c in sorted(categories))
+        self._any_rules = bool(event_rules)
+        categories, actions = self.engine.categories(), self.engine.actions()
+        self._categories = None if categories is None else frozenset(c.encode() for c in categories)
+        self._actions = None if actions is None else frozenset(a.encode() for a in actions)
         self.rules_loaded.set(len(event_rules))
         if alertmanager_url != self._alertmanager_url:
             old = self.dispatcher
@@ -224,6 +232,23 @@ class CollectorAlerts:
             self._tasks.append(task)
         self.dispatcher.submit(gone)
         log.info("alert rules loaded: %d", len(event_rules))
+
+
+def _member_text(data: bytes, prefix: bytes) -> bytes | None:
+    """The text of the first `"<member>":"..."` in an event's canonical JSON, or None when
+    it cannot be read without decoding (absent, or escaped). The first occurrence is the
+    top-level member's: canonical JSON (RFC 8785) sorts members, `action` comes first,
+    and before `category` stands only `actor`, whose members are fixed (kind, name, ip);
+    a string value cannot hold an unescaped quote."""
+    start = data.find(prefix)
+    if start < 0:
+        return None
+    start += len(prefix)
+    end = data.find(b'"', start)
+    if end < 0:
+        return None
+    value = data[start:end]
+    return None if b"\\" in value else value
 
 
 def _read(path: str) -> bytes:
