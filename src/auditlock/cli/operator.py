@@ -187,7 +187,7 @@ def register(subparsers: Any) -> None:
     alerts.add_argument(
         "--trail-watch-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_TRAIL_WATCH_SECONDS", "60") or 60),
+        default=float(_env("AUDITLOCK_TRAIL_WATCH_SECONDS", "25") or 25),
         help="how often the trail watcher reads every stream's newest checkpoint",
     )
     alerts.add_argument("--no-alerts", action="store_true", help="evaluate no alert rules at all")

@@ -71,7 +71,8 @@ class AlertSettings:
     own_identities: tuple[str, ...] = ()
     # AuditAlertRules in this namespace apply to every namespace (the operator's own).
     cluster_rules_namespace: str | None = None
-    watch_seconds: float = 60.0
+    # 2 x heartbeat + this + dispatch stays within the 2 x heartbeat + 30 s promised.
+    watch_seconds: float = 25.0
     tick_seconds: float = 5.0
     resend_seconds: float = 60.0
     kube_events: bool = True
