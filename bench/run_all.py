@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         [],
         ["--seconds", "3", "--events", "20000", "--heartbeat", "2", "--watch", "2"],
     ),
+    # 10,000,000 events, generated once into ~/.cache/auditlock/bench-review
+    "bench_review.py": ([], ["--streams", "10", "--events", "10000"]),
 }
 
 
