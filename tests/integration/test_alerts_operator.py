@@ -261,3 +261,41 @@ def test_alerts_are_signed_events_in_the_operators_trail(alerting: Alerting) -> 
     assert ref["id"].startswith("k8s-audit-")
     stored_ids = {e["id"] for e in ledger_events(alerting.store)}
     assert ref["id"] in stored_ids  # the alert names an event that is in the trail
+
+
+def test_the_validating_webhook_refuses_what_cel_cannot_check(
+    alerting: Alerting, tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    from auditlock.operator.webhook_config import alert_rule_webhook_configuration
+
+    kube, ns = alerting.operator.kube, alerting.namespace
+    config = alert_rule_webhook_configuration(
+        f"alerts-{uuid.uuid4().hex[:6]}", kube.ca_pem, url=alerting.operator.webhook_url
+    )
+    with kube.api_client() as api:
+        adm = client.AdmissionregistrationV1Api(api)
+        adm.create_validating_webhook_configuration(config)
+        try:
+            rule = {"apiVersion": "auditlock.io/v1alpha1", "kind": "AuditAlertRule",
+                    "metadata": {"name": "slow"},
+                    "spec": {"summary": "{{ actor.name }}",
+                             "match": [{"field": "actor.name", "regex": "(a+)+$"}]}}  # fmt: skip
+            path = tmp_path / "slow.yaml"
+            path.write_text(yaml.safe_dump(rule))
+
+            def refused() -> str:
+                result = kube.kubectl("apply", "-n", ns, "-f", str(path), check=False)
+                return result.stderr if result.returncode != 0 else ""
+
+            # the API server picks the new configuration up within a moment
+            wait_for(refused, 15, "the webhook to refuse the rule")
+            stderr = refused()
+            assert 'admission webhook "validate.auditalertrules.auditlock.io" denied' in stderr
+            assert "a repeat inside a repeat can backtrack catastrophically" in stderr
+            rule["spec"]["match"][0]["regex"] = "^a+$"
+            path.write_text(yaml.safe_dump(rule))
+            assert kube.kubectl("apply", "-n", ns, "-f", str(path), check=False).returncode == 0
+        finally:
+            adm.delete_validating_webhook_configuration(config["metadata"]["name"])

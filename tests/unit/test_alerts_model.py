@@ -108,3 +108,19 @@ def test_crd_has_status_printer_columns_and_cel_for_one_test() -> None:
     condition = spec["properties"]["match"]["items"]
     assert "has(self.__in__)" in condition["x-kubernetes-validations"][0]["rule"]
     assert "absence" in spec["x-kubernetes-validations"][0]["rule"]
+
+
+def test_the_admission_review_answers_with_the_models_words() -> None:
+    import json
+
+    from auditlock.operator.alert_rules import review
+
+    def ask(spec: Any) -> dict[str, Any]:
+        body = {"request": {"uid": "u1", "object": {"metadata": {"name": "r"}, "spec": spec}}}
+        return review(json.dumps(body).encode())["response"]
+
+    assert ask(_spec()) == {"uid": "u1", "allowed": True}
+    refused = ask(_spec(labels={"severity": "x"}))
+    assert not refused["allowed"] and refused["status"]["code"] == 422
+    assert refused["status"]["message"].startswith("AuditAlertRule r is invalid: labels")
+    assert review(b"not json")["response"]["allowed"] is True  # checked again before use

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import kopf
+import orjson
 from pydantic import ValidationError
 
 from auditlock.alerts.model import PLURAL, parse_rule_spec, plain_spec
@@ -35,6 +36,31 @@ def rule_problem(spec: dict[str, Any]) -> str | None:
             for error in exc.errors()
         )
     return None
+
+
+def review(body: bytes) -> dict[str, Any]:
+    """The AdmissionReview answer for an AuditAlertRule CREATE or UPDATE: allowed, or
+    refused with the model's words (what CEL in the CRD cannot check: a regex's shape,
+    template placeholders, labels auditlock sets itself). Never raises: a body that is
+    not a review is allowed, since the rule is checked again before it is evaluated."""
+    try:
+        request = orjson.loads(body)["request"]
+        uid = str(request["uid"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return _review("", {"allowed": True, "warnings": ["not an AdmissionReview"]})
+    obj = request.get("object") if isinstance(request, dict) else None
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    problem = rule_problem(spec if isinstance(spec, dict) else {})
+    if problem is None:
+        return _review(uid, {"uid": uid, "allowed": True})
+    name = (obj or {}).get("metadata", {}).get("name", "")
+    message = f"AuditAlertRule {name} is invalid: {problem}"[:2048]
+    return _review(uid, {"uid": uid, "allowed": False, "status": {"code": 422, "message": message}})
+
+
+def _review(uid: str, response: dict[str, Any]) -> dict[str, Any]:
+    response.setdefault("uid", uid)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
 async def rule_changed(

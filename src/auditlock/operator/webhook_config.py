@@ -13,6 +13,7 @@ from auditlock.operator.names import ENFORCED, LABEL_ENFORCED_NAMESPACE
 MUTATE_PATH = "/mutate-pods"
 VALIDATE_PATH = "/validate-pods"
 AUDIT_PATH = "/audit"
+VALIDATE_RULES_PATH = "/validate-alertrules"
 
 SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease"]
 
@@ -144,3 +145,39 @@ def _configuration(kind: str, name: str, webhook: dict[str, Any]) -> dict[str, A
         "metadata": {"name": name},
         "webhooks": [webhook],
     }
+
+
+def alert_rule_webhook_configuration(
+    name: str,
+    ca_pem: bytes,
+    *,
+    url: str | None = None,
+    service: dict[str, Any] | None = None,
+    timeout_seconds: int = 5,
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration that checks AuditAlertRules at admission with
+    the model (docs/alerts.md, "Validation at admission"). It fails open (`Ignore`): an
+    operator outage must not block rule edits, and a rule that slipped through is
+    reported `Ready=False, InvalidRule` and never evaluated."""
+    return _configuration(
+        "ValidatingWebhookConfiguration",
+        f"{name}-alertrules",
+        {
+            "name": "validate.auditalertrules.auditlock.io",
+            "clientConfig": _client_config(ca_pem, VALIDATE_RULES_PATH, url=url, service=service),
+            "failurePolicy": "Ignore",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "timeoutSeconds": timeout_seconds,
+            "matchPolicy": "Equivalent",
+            "rules": [
+                {
+                    "apiGroups": ["auditlock.io"],
+                    "apiVersions": ["v1alpha1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["auditalertrules"],
+                    "scope": "Namespaced",
+                }
+            ],
+        },
+    )

@@ -30,10 +30,11 @@ from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from auditlock.operator import admission
+from auditlock.operator import admission, alert_rules
 from auditlock.operator.capture import AuditAnswer
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.registry import PolicyRegistry
+from auditlock.operator.webhook_config import VALIDATE_RULES_PATH
 
 log = logging.getLogger("auditlock.operator.webhooks")
 
@@ -155,6 +156,7 @@ class WebhookServer:
         if webhooks:
             app.router.add_post("/mutate-pods", self._mutate)
             app.router.add_post("/validate-pods", self._validate)
+            app.router.add_post(VALIDATE_RULES_PATH, self._validate_rule)
             app.router.add_post("/audit", self._audit_intake)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -212,6 +214,15 @@ class WebhookServer:
 
     async def _validate(self, request: web.Request) -> web.Response:
         return await self._answer(request, "validate")
+
+    async def _validate_rule(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_body(request, self.body_timeout)
+        except BodyRefused as refused:
+            return self._refuse(request, refused)
+        return web.Response(
+            body=orjson.dumps(alert_rules.review(body)), content_type="application/json"
+        )
 
     async def _audit_intake(self, request: web.Request) -> web.Response:
         if self.audit_token is not None:
