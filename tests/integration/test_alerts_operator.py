@@ -70,6 +70,7 @@ def alerting(
         own_identities=("admin",),  # the rig's operator runs as admin
         watch_seconds=1.0,
         tick_seconds=0.5,
+        builtin_resolve_seconds=10.0,
     )
     running = start_operator(kube, alerts=settings)
     api = Api(kube)
@@ -261,6 +262,18 @@ def test_alerts_are_signed_events_in_the_operators_trail(alerting: Alerting) -> 
     assert ref["id"].startswith("k8s-audit-")
     stored_ids = {e["id"] for e in ledger_events(alerting.store)}
     assert ref["id"] in stored_ids  # the alert names an event that is in the trail
+    # ten seconds without another read: resolved at Alertmanager and in the trail
+    _alert(alerting, "resolved", alertname="AuditlockSecretReadByHuman", target_name="db")
+    wait_for(
+        lambda: any(
+            e["category"] == "alert"
+            and e["action"] == "alert.resolved"
+            and e["details"]["alert"]["name"] == "AuditlockSecretReadByHuman"
+            for e in ledger_events(alerting.store)
+        ),
+        30,
+        "the resolution in the operator's trail",
+    )
 
 
 def test_the_validating_webhook_refuses_what_cel_cannot_check(

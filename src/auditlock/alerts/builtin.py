@@ -132,7 +132,10 @@ ALL = (*EVENT_RULES, *STATE_SEVERITY)
 
 
 def event_rules(
-    disabled: frozenset[str] = frozenset(), *, ignore_actors: tuple[str, ...] = ()
+    disabled: frozenset[str] = frozenset(),
+    *,
+    ignore_actors: tuple[str, ...] = (),
+    resolve_after: float = 300.0,
 ) -> list[Rule]:
     """The built-in event rules, compiled. `ignore_actors` are identities whose AuditPolicy
     writes are the system working as intended (the operator's own status and annotation
@@ -149,5 +152,6 @@ def event_rules(
                     {"field": "actor.name", "in": list(ignore_actors), "negate": True},
                 ],
             }
+        spec = {**spec, "resolveAfterSeconds": resolve_after}
         rules.append(compile_rule(name, NAMESPACE, spec, key=f"{NAMESPACE}/{name}"))
     return rules

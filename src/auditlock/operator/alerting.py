@@ -66,6 +66,8 @@ class AlertSettings:
     webhook_url: str | None = None
     webhook_secret: bytes | None = None
     disabled_builtins: frozenset[str] = frozenset()
+    # How long a built-in event alert fires after its last matching event.
+    builtin_resolve_seconds: float = 300.0
     # The operator's own identity: its status and annotation patches of AuditPolicies
     # are not "AuditPolicy changed".
     own_identities: tuple[str, ...] = ()
@@ -119,7 +121,9 @@ class OperatorAlerts:
             source="operator", clock=clock, resend_seconds=settings.resend_seconds
         )
         self._builtins = builtin.event_rules(
-            settings.disabled_builtins, ignore_actors=settings.own_identities
+            settings.disabled_builtins,
+            ignore_actors=settings.own_identities,
+            resolve_after=settings.builtin_resolve_seconds,
         )
         self._user: dict[tuple[str, str], _UserRule] = {}
         self._absence: list[Rule] = []
@@ -305,6 +309,15 @@ class OperatorAlerts:
                     )
                 )
                 continue
+            changes += _some(  # usable again: resolves an earlier CheckpointInvalid
+                self.states.observe(
+                    builtin.CHECKPOINT_INVALID,
+                    builtin.STATE_SEVERITY[builtin.CHECKPOINT_INVALID],
+                    labels,
+                    False,
+                    "",
+                )
+            )
             checkpoint = tip.signed.checkpoint
             if checkpoint.closed:
                 continue
