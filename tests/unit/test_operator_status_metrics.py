@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, generate_latest
 
 from auditlock.operator.status_metrics import PolicyStatusMetrics
@@ -38,11 +36,15 @@ def test_counts_and_conditions_are_exported_and_partial_writes_keep_the_rest() -
 
 
 def test_a_status_older_than_the_ttl_or_a_deleted_policy_is_not_exported() -> None:
-    metrics = PolicyStatusMetrics(ttl_seconds=0.2)
+    now = [1000.0]
+    metrics = PolicyStatusMetrics(ttl_seconds=180, clock=lambda: now[0])
     metrics.observe("shop", "old", {"podsUnaudited": 2})
     metrics.observe("shop", "gone", {"podsUnaudited": 1})
     metrics.forget("shop", "gone")
+    now[0] += 180
     assert 'policy="old"' in scrape(metrics)
     assert 'policy="gone"' not in scrape(metrics)
-    time.sleep(0.25)
+    now[0] += 0.001
     assert 'policy="old"' not in scrape(metrics)
+    metrics.observe("shop", "old", {"podsSelected": 1})  # written again: exported again
+    assert 'policy="old"' in scrape(metrics)

@@ -15,7 +15,7 @@ contradicting the leader.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -30,16 +30,17 @@ POD_FIELDS = {
 
 
 class PolicyStatusMetrics(Collector):
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_seconds = ttl_seconds
-        # (namespace, policy) -> (time.monotonic() of the last write, merged status)
+        self._clock = clock
+        # (namespace, policy) -> (clock() at the last write, merged status)
         self._latest: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     def observe(self, namespace: str, policy: str, status: dict[str, Any]) -> None:
         """A status the operator just wrote (fields it left out keep their last value,
         as they do in the object)."""
         _, before = self._latest.get((namespace, policy), (0.0, {}))
-        self._latest[(namespace, policy)] = (time.monotonic(), {**before, **status})
+        self._latest[(namespace, policy)] = (self._clock(), {**before, **status})
 
     def forget(self, namespace: str, policy: str) -> None:
         self._latest.pop((namespace, policy), None)
@@ -58,7 +59,7 @@ class PolicyStatusMetrics(Collector):
             "and reason",
             labels=["namespace", "policy", "condition", "status", "reason"],
         )
-        oldest = time.monotonic() - self.ttl_seconds
+        oldest = self._clock() - self.ttl_seconds
         for (namespace, policy), (seen, status) in list(self._latest.items()):
             if seen < oldest:
                 continue
