@@ -17,6 +17,8 @@ level. A line is parsed on its own only when it fails, to say precisely why.
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,7 +117,7 @@ class ChainCheck:
             expected = self.envelope.suffixes(seq, [prev, *leaves[:-1]])
             prefix = self.envelope.prefix
             if all(map(bytes.endswith, body, expected)) and all(
-                line.startswith(prefix) for line in body
+                map(bytes.startswith, body, itertools.repeat(prefix))
             ):
                 self.prev, self.seq = leaves[-1], seq + len(body)
                 return leaves, [], None, self.close_run()
@@ -245,8 +247,8 @@ class ContentCheck:
         prefix_len = len(line_prefix(place.epoch or 0))
         details = self.rules.check(self.stream, lines, first_seq, prefix_len, find, warn)
         tally = self.observers
-        for who in map(observer_of_details, details):
-            tally[who] = tally.get(who, 0) + 1
+        for who, count in Counter(map(observer_of_details, details)).items():
+            tally[who] = tally.get(who, 0) + count
         return found
 
     def end_stream(self) -> list[Finding]:
