@@ -183,6 +183,14 @@ def bench_jobs(root: str, n: int, segment_events: int, jobs: int) -> None:
         floor=jobs * one_core,
         target_ratio=JOBS_RATIO,
     )
+    # What the workers cost per event against one process: where the wall-clock figure
+    # falls short on a shared machine, this says whether the cause is our overhead.
+    figure(
+        f"ledger verify --jobs {jobs}, per worker CPU-second",
+        total / worker_cpu,
+        "events/s",
+        floor=one_core,
+    )
 
 
 def main() -> None:
