@@ -453,3 +453,53 @@ def exec_secret_read_and_rolebinding_become_ledger_events(
     assert found["rolebinding"]["target"]["name"] == "viewers"
     # The Secret's value never reaches the ledger.
     assert b"s3cr3t" not in b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
+
+
+def alert_rule_is_validated_evaluated_and_published(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    """An AuditAlertRule becomes Ready (its status written by the operator), its spec
+    reaches the namespace's collectors as alerts.json in the policy's ConfigMap, and its
+    removal takes it out again (docs/alerts.md)."""
+    import json
+
+    kube = running_operator.kube
+    create_policy(kube, operator_namespace, "alerting", file_spec(tmp_path / "trail"))
+    wait_condition(kube, operator_namespace, "alerting", "Ready", "True")
+    rule = {
+        "apiVersion": "auditlock.io/v1alpha1",
+        "kind": "AuditAlertRule",
+        "metadata": {"name": "exports"},
+        "spec": {
+            "summary": "{{ actor.name }} exported {{ target.name }}",
+            "match": [{"field": "action", "equals": "export"}],
+        },
+    }
+    with kube.api_client() as api:
+        custom = client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(
+            "auditlock.io", "v1alpha1", operator_namespace, "auditalertrules", rule
+        )
+
+        def ready() -> bool:
+            got = custom.get_namespaced_custom_object(
+                "auditlock.io", "v1alpha1", operator_namespace, "auditalertrules", "exports"
+            )
+            conditions = (got.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        wait_for("the rule to be Ready", ready, 20)
+        core = client.CoreV1Api(api)
+
+        def published(names: list[str]) -> bool:
+            data = core.read_namespaced_config_map(
+                n.config_map_name("alerting"), operator_namespace
+            ).data
+            rules = json.loads((data or {}).get(n.ALERT_RULES_FILE) or '{"rules": []}')["rules"]
+            return [r["name"] for r in rules] == names
+
+        wait_for("alerts.json with the rule", lambda: published(["exports"]), 20)
+        custom.delete_namespaced_custom_object(
+            "auditlock.io", "v1alpha1", operator_namespace, "auditalertrules", "exports"
+        )
+        wait_for("alerts.json without the rule", lambda: published([]), 20)

@@ -271,6 +271,7 @@ SCENARIOS = (
     "delete_removes_owned_objects_and_keeps_the_data",
     "key_rotation_is_signed_by_the_old_key",
     "exec_secret_read_and_rolebinding_become_ledger_events",
+    "alert_rule_is_validated_evaluated_and_published",
 )
 
 

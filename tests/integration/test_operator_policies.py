@@ -257,3 +257,11 @@ def test_key_rotation_is_signed_by_the_old_key(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     scenarios.key_rotation_is_signed_by_the_old_key(running_operator, operator_namespace, tmp_path)
+
+
+def test_alert_rule_is_validated_evaluated_and_published(
+    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
+) -> None:
+    scenarios.alert_rule_is_validated_evaluated_and_published(
+        running_operator, operator_namespace, tmp_path
+    )

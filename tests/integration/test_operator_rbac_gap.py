@@ -22,7 +22,7 @@ RULES_WITHOUT_SECRET_CREATE = [
     {
         "apiGroups": ["auditlock.io"],
         "resources": ["auditalertrules"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch", "patch"],
     },
     {"apiGroups": ["auditlock.io"], "resources": ["auditalertrules/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},

@@ -78,7 +78,9 @@ class AlertSettings:
     tick_seconds: float = 5.0
     resend_seconds: float = 60.0
     kube_events: bool = True
-    own_stream: str = "operator"  # the operator's collector's stream, named in evidence
+    # The operator's collector's stream, named in the evidence of API-event alerts; the
+    # runner sets <cluster>_<namespace>_<pod> from the pod's environment when it can.
+    own_stream: str = "operator"
 
 
 @dataclass

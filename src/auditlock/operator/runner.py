@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from auditlock.operator.reconcile import Context
 from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.secret_hashes import load_or_create_key
 from auditlock.operator.status_metrics import PolicyStatusMetrics
-from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name
+from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name, stream_id
 from auditlock.operator.trail_gauges import TrailVerdicts
 from auditlock.operator.webhook_server import Listener, WebhookServer
 
@@ -228,6 +229,11 @@ class Operator:
 
     def _alerting(self, config: OperatorConfig) -> OperatorAlerts:
         kube = self.kube
+        pod, namespace = os.environ.get("POD_ID"), os.environ.get("POD_NAMESPACE")
+        if config.alerts.own_stream == "operator" and pod and namespace:
+            # The collector beside the operator writes this stream (the chart's
+            # AUDITLOCK_SIDECAR__STREAM__ID): API events' alerts name it as evidence.
+            config.alerts.own_stream = stream_id(config.cluster, namespace, pod)
 
         def read_status(namespace: str, name: str) -> dict[str, Any] | None:
             body = kube.get_policy(namespace, name)
