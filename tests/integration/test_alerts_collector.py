@@ -123,3 +123,49 @@ def test_a_bad_rules_file_keeps_the_rules_in_force(
         )
         assert _post(collector.http_port, [_event("export")]) == 202
         alertmanager.receiver.wait_for_alert("firing", tag=tag, alertname="export")
+
+
+def test_spool_filling_and_failing_uploads_alert_and_resolve(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex
+    rules = tmp_path / "alerts.json"
+    _rules_file(rules, alertmanager, tag, "export")
+    store = tmp_path / "store"
+    stream = f"shop_api-{tag[:6]}"
+    config = make_config(
+        tmp_path,
+        f"file://{store}",
+        ports=True,
+        stream={"id": stream},
+        alerts={
+            "rules_file": str(rules),
+            "tick_seconds": 0.2,
+            # thresholds short enough for a test: anything waiting, failing for 1 s
+            "spool_filling_ratio": 0.0,
+            "uploads_failing_seconds": 1.0,
+        },
+        delivery={"retry_max_seconds": 0.5},
+    )
+    with sidecar_process(tmp_path, config) as collector:
+        collector.start()
+        wait_for(lambda: (store / "streams").exists(), 10, "the first checkpoint")
+        moved = tmp_path / "store-away"
+        store.rename(moved)
+        store.write_text("not a directory: every upload fails")
+        assert _post(collector.http_port, [_event("read")]) == 202
+        for name in ("AuditlockSpoolFilling", "AuditlockUploadsFailing"):
+            alert = alertmanager.receiver.wait_for_alert("firing", alertname=name, stream=stream)
+            assert alert["labels"]["auditlock_source"] == "collector"
+            assert alert["labels"]["pod"] == "api-1"
+        store.unlink()
+        moved.rename(store)
+        for name in ("AuditlockSpoolFilling", "AuditlockUploadsFailing"):
+            alertmanager.receiver.wait_for_alert("resolved", alertname=name, stream=stream)
+        assert collector.terminate() == 0
+    events = [line["event"] for line in ledger_events(open_store(f"file://{store}"))]
+    names = {
+        (e["action"], e["details"]["alert"]["name"]) for e in events if e["category"] == "alert"
+    }
+    assert ("alert.fired", "AuditlockUploadsFailing") in names
+    assert ("alert.resolved", "AuditlockUploadsFailing") in names

@@ -28,13 +28,15 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Gauge
 
+from auditlock.alerts import builtin
 from auditlock.alerts.dispatch import Dispatcher, DispatchMetrics
 from auditlock.alerts.engine import Engine, Transition
 from auditlock.alerts.receivers import Receiver, ReceiverError
 from auditlock.alerts.receivers.alertmanager import AlertmanagerReceiver
 from auditlock.alerts.receivers.trail import TrailReceiver
 from auditlock.alerts.rules import Rule, compile_rule
-from auditlock.sidecar.config import AlertsConfig
+from auditlock.alerts.state import StateAlerts
+from auditlock.sidecar.config import AlertsConfig, SourceIdentity
 from auditlock.sidecar.intake import Accepted, Intake
 from auditlock.sidecar.metrics import Metrics
 
@@ -46,11 +48,21 @@ MAX_RULES_FILE = 1024 * 1024
 
 
 class CollectorAlerts:
-    def __init__(self, config: AlertsConfig, intake: Intake, metrics: Metrics, stream: str) -> None:
+    def __init__(
+        self,
+        config: AlertsConfig,
+        intake: Intake,
+        metrics: Metrics,
+        stream: str,
+        source: SourceIdentity | None = None,
+    ) -> None:
         self.config = config
         self.intake = intake
         self.stream = stream
+        self.metrics = metrics
+        self.source = source
         self.engine = Engine(source="collector", resend_seconds=config.resend_seconds)
+        self.states = StateAlerts(source="collector", resend_seconds=config.resend_seconds)
         self._queue: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,7 +141,43 @@ class CollectorAlerts:
                 log.exception("alerting step failed")
 
     async def _tick(self) -> None:
-        self.dispatcher.submit(self.engine.tick())
+        self.dispatcher.submit([*self.engine.tick(), *self.health_alerts()])
+
+    def health_alerts(self) -> list[Transition]:
+        """The collector's own built-ins: spool filling, uploads failing. Measured here,
+        where the numbers are, so they reach Alertmanager without a Prometheus."""
+        labels = {"stream": self.stream}
+        pod = None
+        if self.source is not None:
+            if self.source.namespace:
+                labels["namespace"] = self.source.namespace
+            if self.source.pod:
+                labels["pod"] = pod = self.source.pod
+        fill = self.intake.spool.fill_ratio
+        since = self.metrics.destination_failing_since
+        failing = 0.0 if since is None else time.monotonic() - since
+        changes = [
+            self.states.observe(
+                builtin.SPOOL_FILLING,
+                builtin.STATE_SEVERITY[builtin.SPOOL_FILLING],
+                labels,
+                fill > self.config.spool_filling_ratio,
+                f"Spool of stream {self.stream} is {fill:.0%} full (alert above "
+                f"{self.config.spool_filling_ratio:.0%}): uploads are not keeping up, intake "
+                "will push back when it is full",
+                pod=pod,
+            ),
+            self.states.observe(
+                builtin.UPLOADS_FAILING,
+                builtin.STATE_SEVERITY[builtin.UPLOADS_FAILING],
+                labels,
+                failing > self.config.uploads_failing_seconds,
+                f"Uploads of stream {self.stream} have failed for {failing:.0f} s: events "
+                "wait in the spool",
+                pod=pod,
+            ),
+        ]
+        return [c for c in changes if c is not None]
 
     async def _evaluate_forever(self) -> None:
         queue = self._queue

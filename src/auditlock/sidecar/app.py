@@ -91,7 +91,11 @@ class Sidecar:
             from auditlock.sidecar.alerting import CollectorAlerts
 
             self.alerts = CollectorAlerts(
-                self.config.alerts, self.intake, self.metrics, self.config.stream.id
+                self.config.alerts,
+                self.intake,
+                self.metrics,
+                self.config.stream.id,
+                self.config.source,
             )
             await self.alerts.start()
         self.state = "starting sources"

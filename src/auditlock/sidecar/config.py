@@ -182,6 +182,9 @@ class AlertsConfig:
     tick_seconds: Positive = 1.0
     resend_seconds: Positive = 60.0
     queue_events: Annotated[int, Ge(1)] = 100_000  # events waiting for evaluation, at most
+    # The collector's own built-in alerts (docs/alerts.md, "Built-in rules").
+    spool_filling_ratio: Annotated[float, Ge(0), Le(1)] = 0.8
+    uploads_failing_seconds: Positive = 300.0
 
 
 @dataclass(frozen=True, slots=True)
