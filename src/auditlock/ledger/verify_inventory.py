@@ -26,11 +26,6 @@ class Inventory:
     rotations: list[ObjectName] = field(default_factory=list)
     streams: dict[str, dict[int, EpochObjects]] = field(default_factory=dict)
 
-    @property
-    def stored_keys(self) -> set[str]:
-        """The ids of the `keys/<id>.pub` objects listed."""
-        return {k.key_id for k in self.keys}
-
 
 def list_objects(names: list[str]) -> tuple[Inventory, list[Finding]]:
     """Sort the listed names; `unexpected-object` for a name FORMAT.md does not define,
