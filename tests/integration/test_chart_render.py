@@ -92,12 +92,42 @@ def default_objects(helm_path: Path) -> list[dict[str, Any]]:
 
 
 def _webhooks(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The pod webhooks (injection, enforcement); the AuditAlertRule webhook has its own
+    test below."""
     return [
         (config["kind"], hook)
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
         for config in by_kind(objects, kind)
         for hook in config["webhooks"]
+        if hook["rules"][0]["resources"] == ["pods"]
     ]
+
+
+def test_alert_rules_are_validated_by_the_operator_at_admission(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    from tests.helpers.deploy import operator_routes
+
+    hooks = [
+        hook
+        for config in by_kind(default_objects, "ValidatingWebhookConfiguration")
+        for hook in config["webhooks"]
+        if hook["name"] == "validate.auditalertrules.auditlock.io"
+    ]
+    (hook,) = hooks
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["auditlock.io"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["auditalertrules"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert ("POST", hook["clientConfig"]["service"]["path"]) in operator_routes()
+    (pod_hook,) = [h for k, h in _webhooks(default_objects) if k.startswith("Validating")]
+    assert hook["clientConfig"]["caBundle"] == pod_hook["clientConfig"]["caBundle"]
 
 
 # -- lint and schema --------------------------------------------------------------------
@@ -421,8 +451,13 @@ def test_cert_manager_issues_the_same_secret_and_injects_the_ca(helm_path: Path)
     assert serving["spec"]["issuerRef"] == {"name": f"{RELEASE}-auditlock-ca", "kind": "Issuer"}
     assert issuers[f"{RELEASE}-auditlock-ca"] == {"ca": {"secretName": f"{RELEASE}-auditlock-ca"}}
     assert certificates[f"{RELEASE}-auditlock-ca"]["spec"]["isCA"] is True
-    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        config = one(objects, kind)
+    configs = [
+        config
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+        for config in by_kind(objects, kind)
+    ]
+    assert len(configs) == 3  # injection, enforcement, AuditAlertRule validation
+    for config in configs:
         annotation = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
         assert annotation == f"{NAMESPACE}/{RELEASE}-auditlock"
         assert all("caBundle" not in h["clientConfig"] for h in config["webhooks"])
