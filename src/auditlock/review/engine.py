@@ -88,6 +88,8 @@ class Engine:
         self.con = duckdb.connect(config=config)
         self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
         self.con.execute(f"SET temp_directory = {sql_string(self._spill.name)}")
+        # DuckDB's progress bar writes to stdout, into the answer itself.
+        self.con.execute("SET enable_progress_bar = false")
         parts = []
         for trail in trails:
             if trail.files:

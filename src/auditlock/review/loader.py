@@ -264,6 +264,7 @@ class _PartWriter:
             con.execute(f"SET memory_limit = '{LOADER_MEMORY_LIMIT}'")
             con.execute("SET temp_directory = ?", [str(self.out / ".spill")])
             con.execute("SET preserve_insertion_order = false")
+            con.execute("SET enable_progress_bar = false")  # it writes to stdout
         except BaseException as exc:
             self.error = exc
             self._drain()
