@@ -45,10 +45,14 @@ def export(con: Any, out: Path, fmt: str, product_version: str) -> dict[str, int
     if fmt == "jsonl":
         columns = texts_for_times(con.sql("SELECT * EXCLUDE (trail) FROM events"))
     options = (
-        "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT json"
+        "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
+        if fmt == "parquet"
+        else "FORMAT json"
     ) + ", PARTITION_BY (date, stream), FILENAME_PATTERN 'part-{i}'"
+    # Rows need no order across a partition's files; keeping it costs a third of the time.
+    con.execute("SET preserve_insertion_order = false")
     con.execute(
-        f"COPY (SELECT {columns}, {_DATE} AS date FROM events ORDER BY time_ns) "
+        f"COPY (SELECT {columns}, {_DATE} AS date FROM events) "
         f"TO {sql_string(str(out))} ({options})"
     )
     return counts
