@@ -15,8 +15,8 @@ import pytest
 
 from auditlock.cli.main import main
 from auditlock.evidence.archive import read_archive, write_archive
+from tests.helpers.report_trail import public_key_file, write_trail
 from tests.unit.ledger_helpers import make_signer
-from tests.unit.report_trail import public_key_file, write_trail
 
 SINCE, UNTIL = "2026-01-01T00:30:00Z", "2026-01-01T02:30:00Z"
 

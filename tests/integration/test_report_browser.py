@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from auditlock.cli.main import main
+from tests.helpers.report_trail import HOSTILE, public_key_file, write_trail
 from tests.servers.chromium import Chromium, PageVisit
 from tests.unit.ledger_helpers import make_signer
-from tests.unit.report_trail import HOSTILE, public_key_file, write_trail
 
 PLOTS = [
     "plot-events-per-hour",
