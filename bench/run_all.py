@@ -46,6 +46,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     # 10,000,000 events, generated once into ~/.cache/auditlock/bench-review
     "bench_review.py": ([], ["--streams", "10", "--events", "10000"]),
+    # 10,000,000 events: the synthetic trail alone takes minutes to write
+    "bench_report.py": ([], ["--events", "200000"]),
 }
 
 
