@@ -1,6 +1,8 @@
 """`auditlock report` from the review cache, beside `auditlock verify` on the same trail.
 
     .venv/bin/python bench/bench_report.py [--events 10000000] [--streams 10] [--trail DIR]
+    R=~/.cache/auditlock/bench-review; .venv/bin/python bench/bench_report.py \
+        --trail $R/trail-100x100000 --public-key $R/keys/signing.pub  # bench_review.py's trail
 
 Writes a synthetic trail (`auditlock synth`'s events: Secret reads, exec, RoleBinding
 updates, ConfigMap patches, ~10% failures; gzip segments of 1,000 events) or reuses
@@ -36,10 +38,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--trail", type=Path, help="reuse (or keep) the trail in this folder")
+    parser.add_argument(
+        "--public-key", type=Path, help="the key of an existing --trail (e.g. bench_review.py's)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         trail = args.trail or Path(tmp) / "trail"
-        key = trail.parent / f"{trail.name}.pub.pem"
+        key = args.public_key or trail.parent / f"{trail.name}.pub.pem"
         if not (trail / "keys").is_dir():
             _synthesize(trail, key, args.events, args.streams)
         run(f"file://{trail}", key, Path(tmp))
