@@ -21,14 +21,14 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.cli.main import main as cli_main
-from tests.integration.chart_helpers import by_kind, render
-from tests.integration.test_operator_policies import (
+from tests.helpers.policies import (
     condition,
     create_policy,
     file_spec,
     wait_condition,
     wait_for,
 )
+from tests.integration.chart_helpers import by_kind, render
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 from tests.servers.kube_controlplane import KubeControlPlane
 
