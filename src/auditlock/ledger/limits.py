@@ -22,6 +22,7 @@ MAX_STORED_SEGMENT_BYTES = MAX_SEGMENT_BYTES + 1 * MIB
 MAX_CHECKPOINT_BYTES = 64 * KIB
 MAX_KEY_BYTES = 16 * KIB
 MAX_ROTATION_BYTES = 16 * KIB
+MAX_CERTIFICATE_BYTES = 16 * KIB
 MAX_RETENTION_RECORD_BYTES = 4 * KIB
 # JSON nesting any reader accepts (orjson's own bound; it never recurses in Python). An
 # event is at most 16 levels deep inside `details` (section 3), far below this.

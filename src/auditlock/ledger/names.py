@@ -2,6 +2,7 @@
 
     keys/<key-id>.pub                                   PEM public key
     keys/rotations/<old-key-id>-<new-key-id>.json       rotation record, signed by the old key
+    keys/certs/<key-id>-<serial:06>.json                certificate record, signed by a root key
     streams/<stream>/<epoch:06>/ckpt-<index:012>.ckpt   signed checkpoint
     streams/<stream>/<epoch:06>/seg-<first:012>-<last:012>.jsonl[.gz]   event lines
 
@@ -25,6 +26,7 @@ _PARSE = re.compile(
     r"(?:ckpt-(?P<index>\d{12})\.ckpt|seg-(?P<first>\d{12})-(?P<last>\d{12})\.jsonl(?P<gz>\.gz)?)\Z"
 )
 _KEY = re.compile(r"keys/(?P<key>" + _KEY_ID + r")\.pub\Z")
+_CERTIFICATE = re.compile(r"keys/certs/(?P<key>" + _KEY_ID + r")-(?P<serial>\d{6})\.json\Z")
 _ROTATION = re.compile(
     r"keys/rotations/(?P<old>" + _KEY_ID + r")-(?P<new>" + _KEY_ID + r")\.json\Z"
 )
@@ -47,6 +49,10 @@ def rotation_name(old_key_id: str, new_key_id: str) -> str:
     return f"keys/rotations/{old_key_id}-{new_key_id}.json"
 
 
+def certificate_name(key_id: str, serial: int) -> str:
+    return f"keys/certs/{key_id}-{serial:06d}.json"
+
+
 def stream_prefix(stream: str) -> str:
     return f"streams/{stream}/"
 
@@ -65,10 +71,10 @@ class ObjectName:
     """What a ledger object name says about its object."""
 
     name: str
-    kind: str  # "checkpoint", "segment", "key", "rotation"
+    kind: str  # "checkpoint", "segment", "key", "rotation", "certificate"
     stream: str = ""
     epoch: int = 0
-    index: int = 0  # checkpoints
+    index: int = 0  # checkpoints; the serial of a certificate
     first: int = 0  # segments
     last: int = 0
     compressed: bool = False
@@ -93,4 +99,7 @@ def parse_name(name: str) -> ObjectName | None:
     m = _ROTATION.match(name)
     if m:
         return ObjectName(name, "rotation", key_id=m["new"], old_key_id=m["old"])
+    m = _CERTIFICATE.match(name)
+    if m:
+        return ObjectName(name, "certificate", key_id=m["key"], index=int(m["serial"]))
     return None

@@ -108,11 +108,13 @@ class Verification:
         # 1. List every object.
         inventory, found = list_objects(list(self.destination.list("")))
         notes.add(found)
-        # 2. Load the keys, then the rotation records; build the trusted key sets.
+        # 2. Load the keys, the rotation records, then the certificates; build the
+        # trusted key sets.
         trust = load_trust(
             options.public_keys,
             inventory.keys,
             inventory.rotations,
+            inventory.certificates,
             ctx.read,
             notes.guard,
             notes.add,

@@ -4,7 +4,7 @@ Each check is one function, named for what it checks, returning its findings:
 
     indexes_complete       no-checkpoint, checkpoint-missing
     readable_and_placed    checkpoint-corrupt, object-unreadable, checkpoint-misplaced
-    signed_by_trusted_key  unknown-key, key-missing, bad-signature
+    signed_by_trusted_key  unknown-key, uncertified-key, key-missing, bad-signature
     KeysStored.check       key-missing (the key is not stored beside the data)
     chains_to_previous     checkpoint-chain-broken
     follows                checkpoint-after-close, tree-shrank, heartbeat-grew,
@@ -30,9 +30,10 @@ from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES
 from auditlock.ledger.lines import ZERO_HASH
 from auditlock.ledger.names import key_name
 from auditlock.ledger.report import Finding
+from auditlock.ledger.timestamps import format_ns
 from auditlock.ledger.verify_context import StreamContext
 from auditlock.ledger.verify_findings import Place, WarningFinding, holes
-from auditlock.ledger.verify_trust import Trust
+from auditlock.ledger.verify_trust import StreamTrust, Trust
 from auditlock.sinks.base import DestinationError, ObjectNotFound, ObjectUnreadable
 
 
@@ -82,21 +83,19 @@ def readable_and_placed(
 
 
 def signed_by_trusted_key(
-    place: Place, signed: SignedCheckpoint, name: str, allowed: set[str], trust: Trust
+    place: Place, signed: SignedCheckpoint, name: str, allowed: StreamTrust, trust: Trust
 ) -> list[Finding]:
-    """Its key is trusted for this stream (`unknown-key`), known (`key-missing`) and its
-    signature verifies (`bad-signature`)."""
+    """Its key is trusted for this stream, directly or by a certificate that covers this
+    checkpoint (`unknown-key`, or `uncertified-key` where the trusted roots certify
+    per-pod keys in this store), known (`key-missing`) and its signature verifies
+    (`bad-signature`)."""
     cp = signed.checkpoint
-    if cp.key_id not in allowed:
-        return [
-            place.find(
-                "unknown-key",
-                f"signed by key {cp.key_id[:16]}…, which is not trusted for this stream "
-                "(not a --public-key, nor reached from one by a signed rotation)",
-                object=name,
-            )
-        ]
     public = trust.public.get(cp.key_id)
+    if cp.key_id not in allowed.keys:
+        cert = trust.covering(cp.stream, cp.key_id, cp.time_ns, allowed.issuers)
+        if cert is None:
+            return [_untrusted(place, cp.stream, cp.key_id, cp.time_ns, name, allowed, trust)]
+        public = public or cert.public
     if public is None:
         return [place.find("key-missing", f"key {cp.key_id[:16]}… is not stored", object=name)]
     try:
@@ -104,6 +103,25 @@ def signed_by_trusted_key(
     except SignatureError:
         return [place.find("bad-signature", "signature does not verify", object=name)]
     return []
+
+
+def _untrusted(
+    place: Place, stream: str, key: str, time_ns: int, name: str, allowed: StreamTrust, trust: Trust
+) -> Finding:
+    if allowed.issuers & trust.issuers:
+        why = trust.why_uncovered(stream, key, time_ns, allowed.issuers)
+        return place.find(
+            "uncertified-key",
+            f"signed by key {key[:16]}…, which no certificate from a trusted root covers "
+            f"for this stream at the checkpoint's time {format_ns(time_ns)} ({why})",
+            object=name,
+        )
+    return place.find(
+        "unknown-key",
+        f"signed by key {key[:16]}…, which is not trusted for this stream "
+        "(not a --public-key, nor reached from one by a signed rotation)",
+        object=name,
+    )
 
 
 @dataclass
@@ -232,10 +250,9 @@ class EpochCheckpoints:
     place: Place
     last_index: int  # the highest index listed
     incoming: bytes  # the digest index 0 must chain to
-    allowed: set[str] | None  # keys trusted for the stream (None: not yet known)
+    allowed: StreamTrust | None  # what may sign the stream (None: not yet known)
     valid: list[SignedCheckpoint] = field(default_factory=list)
     last_digest: bytes = ZERO_HASH
-    first_key: str | None = None
     _digests: dict[int, bytes] = field(default_factory=dict)
 
     def check(
@@ -256,8 +273,7 @@ class EpochCheckpoints:
         if index == self.last_index:
             self.last_digest = loaded.digest
         if self.allowed is None:  # no --public-key: the stream's first key decides
-            self.first_key = cp.key_id
-            self.allowed = trust.reachable({cp.key_id})
+            self.allowed = trust.first_seen(cp.stream, cp.key_id, cp.time_ns)
         found = signed_by_trusted_key(place, loaded, name, self.allowed, trust)
         if found:
             return found

@@ -24,6 +24,7 @@ class Inventory:
     names: list[str] = field(default_factory=list)
     keys: list[ObjectName] = field(default_factory=list)
     rotations: list[ObjectName] = field(default_factory=list)
+    certificates: list[ObjectName] = field(default_factory=list)
     streams: dict[str, dict[int, EpochObjects]] = field(default_factory=dict)
 
 
@@ -44,6 +45,8 @@ def list_objects(names: list[str]) -> tuple[Inventory, list[Finding]]:
             inventory.keys.append(parsed)
         elif parsed.kind == "rotation":
             inventory.rotations.append(parsed)
+        elif parsed.kind == "certificate":
+            inventory.certificates.append(parsed)
         else:
             epochs = inventory.streams.setdefault(parsed.stream, {})
             epoch = epochs.setdefault(parsed.epoch, EpochObjects())

@@ -106,8 +106,8 @@ def verify_stream(
         scan = EventScan(ctx, notes, place, segs, valid, boundaries, content, keep_lines)
         yield from scan.run()
         _summarise(result, scan, checkpoints)
-        if allowed is None and checkpoints.first_key is not None:
-            allowed = trust.reachable({checkpoints.first_key})
+        if allowed is None and checkpoints.allowed is not None:
+            allowed = checkpoints.allowed
         if valid and last_time is not None:
             notes.add(
                 [

@@ -1,0 +1,221 @@
+"""Certificate records: a root key vouches for one pod's signing key (docs/FORMAT.md,
+"Certificates").
+
+    <body: RFC 8785 JSON {format, cluster, namespace, pod, pod_uid, stream, key_id,
+           public_key, serial, not_before, not_after, issuer_key_id}>\\n
+    <base64 Ed25519 signature by the ISSUER key over the body bytes>\\n
+
+Stored at keys/certs/<key-id>-<serial:6>.json. The parser is written for hostile input:
+the size is capped before parsing, the JSON parser has a depth limit and never recurses
+in Python, and every member has one accepted form, so a record has one stored form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from auditlock.ledger.canonical import canonical_bytes
+from auditlock.ledger.checkpoint import decode_signature
+from auditlock.ledger.errors import FormatError, KeyFileError
+from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
+from auditlock.ledger.limits import MAX_CERTIFICATE_BYTES
+from auditlock.ledger.names import STREAM_PATTERN, certificate_name, key_name
+from auditlock.ledger.timestamps import format_ns, parse_ns
+from auditlock.sinks.base import Destination, ObjectConflict, RetentionSpec
+
+FORMAT = "auditlock/certificate/v1"
+MAX_SERIAL = 999_999
+_STRINGS = (
+    "format",
+    "cluster",
+    "namespace",
+    "pod",
+    "pod_uid",
+    "stream",
+    "key_id",
+    "public_key",
+    "not_before",
+    "not_after",
+    "issuer_key_id",
+)
+_FIELDS = frozenset((*_STRINGS, "serial"))
+# Kubernetes names (DNS subdomains at most), a UID, ids: one form each, no escaping.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+_UID = re.compile(r"[A-Za-z0-9-]{1,128}\Z")
+_KEY_ID = re.compile(r"[0-9a-f]{64}\Z")
+_STREAM = re.compile(STREAM_PATTERN + r"\Z")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who the certified key belongs to: one collector of one pod."""
+
+    cluster: str
+    namespace: str
+    pod: str
+    pod_uid: str
+    stream: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    subject: Subject
+    key_id: str
+    public: Ed25519PublicKey
+    serial: int
+    not_before_ns: int
+    not_after_ns: int
+    issuer_key_id: str
+    body: bytes
+    signature: bytes
+
+    def verify_with(self, issuer: Ed25519PublicKey) -> None:
+        """SignatureError unless the issuer key signed this record."""
+        verify(issuer, self.signature, self.body, f"certificate {self.key_id[:12]}")
+
+    def valid_at(self, time_ns: int) -> bool:
+        """Both bounds inclusive (FORMAT.md section 9, "Certificates")."""
+        return self.not_before_ns <= time_ns <= self.not_after_ns
+
+
+def encode_certificate(
+    issuer: Signer,
+    subject: Subject,
+    public: Ed25519PublicKey,
+    *,
+    serial: int,
+    not_before_ns: int,
+    not_after_ns: int,
+) -> bytes:
+    """The record's bytes; ValueError if a member would make a record no reader accepts."""
+    body = canonical_bytes(
+        {
+            "format": FORMAT,
+            "cluster": subject.cluster,
+            "namespace": subject.namespace,
+            "pod": subject.pod,
+            "pod_uid": subject.pod_uid,
+            "stream": subject.stream,
+            "key_id": key_id(public),
+            "public_key": base64.b64encode(raw_public(public)).decode(),
+            "serial": serial,
+            "not_before": format_ns(not_before_ns),
+            "not_after": format_ns(not_after_ns),
+            "issuer_key_id": issuer.key_id,
+        }
+    )
+    record = body + b"\n" + base64.b64encode(issuer.sign(body)) + b"\n"
+    try:
+        decode_certificate(record)
+    except FormatError as exc:
+        raise ValueError(str(exc)) from None
+    return record
+
+
+def decode_certificate(data: bytes) -> Certificate:
+    """Parse a certificate record; FormatError naming the first problem."""
+    if len(data) > MAX_CERTIFICATE_BYTES:
+        raise FormatError(f"certificate is {len(data)} bytes, more than {MAX_CERTIFICATE_BYTES}")
+    parts = data.split(b"\n")
+    if len(parts) != 3 or parts[2] != b"":
+        raise FormatError("a certificate is two newline-terminated lines")
+    try:
+        raw = orjson.loads(parts[0])
+    except orjson.JSONDecodeError as exc:
+        raise FormatError(f"certificate is not JSON ({exc})") from None
+    signature = decode_signature(parts[1], "certificate")
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise FormatError(f"unknown certificate format (expected {FORMAT})")
+    if set(raw) != _FIELDS:
+        raise FormatError(f"certificate members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}")
+    if not all(isinstance(raw[k], str) for k in _STRINGS):
+        raise FormatError("certificate members other than serial must be strings")
+    serial = raw["serial"]
+    if type(serial) is not int or not 0 <= serial <= MAX_SERIAL:
+        raise FormatError(f"certificate serial must be an integer 0..{MAX_SERIAL}")
+    if canonical_bytes(raw) != parts[0]:
+        raise FormatError("certificate body is not in canonical (RFC 8785) form")
+    _check_form(raw)
+    try:
+        not_before, not_after = parse_ns(raw["not_before"]), parse_ns(raw["not_after"])
+        public_raw = base64.b64decode(raw["public_key"], validate=True)
+        if base64.b64encode(public_raw).decode() != raw["public_key"]:
+            raise ValueError("public_key is not canonical base64")
+        public = public_from_raw(public_raw)
+    except (ValueError, binascii.Error, KeyFileError) as exc:
+        raise FormatError(f"certificate is malformed ({exc})") from None
+    if hashlib.sha256(public_raw).hexdigest() != raw["key_id"]:
+        raise FormatError("certificate's public_key does not match its key_id")
+    if not_before > not_after:
+        raise FormatError("certificate's not_before is after its not_after")
+    return Certificate(
+        subject=Subject(
+            raw["cluster"], raw["namespace"], raw["pod"], raw["pod_uid"], raw["stream"]
+        ),
+        key_id=raw["key_id"],
+        public=public,
+        serial=serial,
+        not_before_ns=not_before,
+        not_after_ns=not_after,
+        issuer_key_id=raw["issuer_key_id"],
+        body=parts[0],
+        signature=signature,
+    )
+
+
+def _check_form(raw: dict[str, str]) -> None:
+    for member, pattern in (
+        ("cluster", _NAME),
+        ("namespace", _NAME),
+        ("pod", _NAME),
+        ("pod_uid", _UID),
+        ("stream", _STREAM),
+        ("key_id", _KEY_ID),
+        ("issuer_key_id", _KEY_ID),
+    ):
+        if not pattern.match(raw[member]):
+            raise FormatError(f"certificate member {member} is not of the form FORMAT.md gives")
+
+
+def publish_certificate(
+    destination: Destination,
+    issuer: Signer,
+    subject: Subject,
+    public: Ed25519PublicKey,
+    *,
+    not_before_ns: int,
+    not_after_ns: int,
+    retention: RetentionSpec | None,
+) -> tuple[str, bytes]:
+    """Store the issuer's public key and a new certificate under the next free serial for
+    this key; return its name and bytes. Two issuers racing for one serial cannot both
+    win (the store refuses a different object under an existing name): the loser takes
+    the next serial."""
+    destination.put(key_name(issuer.key_id), public_pem(issuer.public), retention)
+    prefix = f"keys/certs/{key_id(public)}-"
+    serial = sum(1 for _ in destination.list(prefix))
+    while True:
+        record = encode_certificate(
+            issuer,
+            subject,
+            public,
+            serial=serial,
+            not_before_ns=not_before_ns,
+            not_after_ns=not_after_ns,
+        )
+        name = certificate_name(key_id(public), serial)
+        try:
+            destination.put(name, record, retention)
+        except ObjectConflict:
+            if serial >= MAX_SERIAL:
+                raise
+            serial += 1
+            continue
+        return name, record
