@@ -1,7 +1,8 @@
 """Generate the AuditAlertRule CustomResourceDefinition from the pydantic models.
 
-The same structural rewrite as the AuditPolicy CRD (policy/crd.py): every description
-kept for `kubectl explain`, scalar defaults kept so the API server fills them in.
+The same structural rewrite and manifest as the AuditPolicy CRD (policy/crd_schema.py):
+every description kept for `kubectl explain`, scalar defaults kept so the API server
+fills them in.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from auditlock.alerts.model import (
     AuditAlertRuleSpec,
     AuditAlertRuleStatus,
 )
-from auditlock.policy.crd import structural_schema
-from auditlock.policy.model import GROUP, VERSION
+from auditlock.policy.crd_schema import custom_resource_definition
+from auditlock.policy.model import GROUP
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
@@ -63,54 +64,20 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_rule_crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition manifest, as a dict."""
-    schema = {
-        "type": "object",
-        "description": "AuditAlertRule raises an alert on audit events of its namespace (a "
+    return custom_resource_definition(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description="AuditAlertRule raises an alert on audit events of its namespace (a "
         "match on event fields, optionally counted over a sliding window) or on a silent "
         "stream, delivered to Alertmanager, Kubernetes Events and webhooks and recorded "
         "as a signed alert event in the trail.",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "description": "API version of this object."},
-            "kind": {"type": "string", "description": "Kind of this object: AuditAlertRule."},
-            "metadata": {"type": "object"},
-            "spec": structural_schema(AuditAlertRuleSpec.model_json_schema(by_alias=True)),
-            "status": structural_schema(AuditAlertRuleStatus.model_json_schema(by_alias=True)),
-        },
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/part-of": "auditlock"},
-            "annotations": {
-                "auditlock.io/generated-by": "auditlock crds (from auditlock.alerts.model)"
-            },
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": ["auditlock"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+        spec=AuditAlertRuleSpec,
+        status=AuditAlertRuleStatus,
+        printer_columns=PRINTER_COLUMNS,
+        generated_from="auditlock.alerts.model",
+    )
 
 
 HEADER = (
