@@ -13,14 +13,13 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from auditlock.sidecar.config import HealthConfig
-from auditlock.sidecar.connections import ConnectionSlots, Timeouts
-from auditlock.sidecar.http_server import HttpServer, Request, Response
+from auditlock.sidecar.http_server import HttpListener, Request, Response
 from auditlock.sidecar.metrics import Metrics
 
 log = logging.getLogger("auditlock.sidecar.health")
 
 
-class HealthServer:
+class HealthServer(HttpListener):
     def __init__(
         self,
         config: HealthConfig,
@@ -28,38 +27,24 @@ class HealthServer:
         readiness: Callable[[], tuple[bool, str]],
         refresh: Callable[[], None],
     ) -> None:
-        self.config = config
         self.metrics = metrics
         self.readiness = readiness
         self.refresh = refresh
-        self.server = HttpServer(
-            config.host,
-            config.port,
+        super().__init__(
+            config,
             {
                 ("GET", "/healthz"): self.healthz,
                 ("GET", "/readyz"): self.readyz,
                 ("GET", "/metrics"): self.metrics_page,
             },
             name="health",
+            listener="health",
+            metrics=metrics,
             # Probes and scrapes send no body: the header timeout covers it too.
-            slots=ConnectionSlots("health", config.max_connections, metrics),
-            timeouts=Timeouts(
-                header=config.header_timeout_seconds,
-                body=config.header_timeout_seconds,
-                idle=config.idle_timeout_seconds,
-            ),
+            body_timeout=config.header_timeout_seconds,
+            log=log,
+            what="health and metrics",
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def start(self) -> None:
-        await self.server.start()
-        log.info("health and metrics on %s:%d", self.config.host, self.port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
 
     async def healthz(self, request: Request) -> Response:
         return Response(200, b"ok\n")

@@ -17,9 +17,11 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from auditlock.sidecar.connections import ConnectionSlots, Timeouts
+from auditlock.sidecar.metrics import Metrics
 
 log = logging.getLogger("auditlock.sidecar.http")
 
@@ -268,3 +270,65 @@ def _keep_alive(version: str, headers: dict[str, str]) -> bool:
     if version == "HTTP/1.0":
         return connection == "keep-alive"
     return connection != "close"
+
+
+class ListenerConfig(Protocol):
+    """The config section of an HTTP listener: its address, connection cap and timeouts."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def header_timeout_seconds(self) -> float: ...
+    @property
+    def idle_timeout_seconds(self) -> float: ...
+
+
+class HttpListener:
+    """One of the collector's HTTP endpoints (HTTP intake, health): an `HttpServer` on its
+    configured address with its own connection cap and timeouts (connections.py),
+    started and stopped with the collector."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        routes: dict[tuple[str, str], Handler],
+        *,
+        name: str,
+        listener: str,
+        metrics: Metrics,
+        body_timeout: float,
+        log: logging.Logger,
+        what: str,
+        max_body_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.config = config
+        self._log = log
+        self._what = what  # for the log line once listening
+        self.server = HttpServer(
+            config.host,
+            config.port,
+            routes,
+            max_body_bytes=max_body_bytes,
+            name=name,
+            slots=ConnectionSlots(listener, config.max_connections, metrics),
+            timeouts=Timeouts(
+                header=config.header_timeout_seconds,
+                body=body_timeout,
+                idle=config.idle_timeout_seconds,
+            ),
+        )
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._log.info("%s on %s:%d", self._what, self.config.host, self.port)
+
+    async def stop(self) -> None:
+        await self.server.stop()

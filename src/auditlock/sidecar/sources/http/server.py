@@ -42,8 +42,7 @@ from typing import Any
 
 import orjson
 
-from auditlock.sidecar.connections import ConnectionSlots, Timeouts
-from auditlock.sidecar.http_server import HttpServer, Request, Response
+from auditlock.sidecar.http_server import HttpListener, Request, Response
 from auditlock.sidecar.intake import REQUEST, Processed, RecordTooLarge, SpoolFull
 from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
 from auditlock.sidecar.sources import SourceContext
@@ -82,34 +81,20 @@ def request_tag(headers: dict[str, str]) -> str:
     return tag
 
 
-class HttpIntake:
+class HttpIntake(HttpListener):
     def __init__(self, config: HttpSource, context: SourceContext) -> None:
-        self.config = config
         self.intake = intake = context.intake
-        self.server = HttpServer(
-            config.host,
-            config.port,
+        super().__init__(
+            config,
             {("POST", "/v1/events"): self.post_events},
-            max_body_bytes=config.max_body_bytes,
             name="http intake",
-            slots=ConnectionSlots(INPUT, config.max_connections, intake.metrics),
-            timeouts=Timeouts(
-                header=config.header_timeout_seconds,
-                body=config.body_timeout_seconds,
-                idle=config.idle_timeout_seconds,
-            ),
+            listener=INPUT,
+            metrics=intake.metrics,
+            body_timeout=config.body_timeout_seconds,
+            log=log,
+            what="http intake listening",
+            max_body_bytes=config.max_body_bytes,
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def start(self) -> None:
-        await self.server.start()
-        log.info("http intake listening on %s:%d", self.config.host, self.port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
 
     async def post_events(self, request: Request) -> Response:
         body = request.body
