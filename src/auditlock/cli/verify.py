@@ -61,6 +61,27 @@ def register(subparsers: Any) -> None:
         help="verify up to N streams at once, each in its own process (default 1; the "
         "report is the same for every N)",
     )
+    parser.add_argument(
+        "--witness-key",
+        "--witness",
+        dest="witness_key",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM",
+        help="the operator's public key (repeatable): also check the operator's witness "
+        "records and compare every checkpoint they name with the store (FORMAT.md "
+        "section 16: a deleted or rolled-back stream, a split view)",
+    )
+    parser.add_argument(
+        "--tsa-cert",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM",
+        help="with --witness-key: certificates of the time-stamping authority (roots and "
+        "intermediates, repeatable); each witness record's RFC 3161 token is checked",
+    )
     parser.set_defaults(func=run)
 
 
@@ -88,8 +109,12 @@ def _run(args: argparse.Namespace) -> int:
     for flag, value in (("--slack", args.slack), ("--require-retention", args.require_retention)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             return _error(args, EXIT_USAGE, f"{flag} must be a finite number >= 0, not {value}")
+    if args.tsa_cert and not args.witness_key:
+        return _error(args, EXIT_USAGE, "--tsa-cert needs --witness-key")
     try:
         keys = [load_public_key(path) for path in args.public_key]
+        witness_keys = [load_public_key(path) for path in args.witness_key]
+        tsa_certificates = _certificates(args.tsa_cert)
         options = VerifyOptions(
             public_keys=keys,
             since_ns=parse_time_option(args.since) if args.since else None,
@@ -97,8 +122,10 @@ def _run(args: argparse.Namespace) -> int:
             slack_seconds=args.slack,
             require_retention_days=args.require_retention,
             jobs=args.jobs,
+            witness_keys=witness_keys,
+            tsa_certificates=tsa_certificates,
         )
-    except KeyFileError as exc:
+    except (KeyFileError, CertificateFileError) as exc:
         return _error(args, EXIT_USAGE, str(exc))
     except ValueError as exc:
         return _error(args, EXIT_USAGE, f"--since/--until: {exc}")
@@ -114,6 +141,22 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print(report.summary())
     return code
+
+
+class CertificateFileError(Exception):
+    pass
+
+
+def _certificates(paths: list[Path]) -> list[Any]:
+    from auditlock.ledger.trusted_time import load_certificates
+
+    found = []
+    for path in paths:
+        try:
+            found.extend(load_certificates(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise CertificateFileError(f"--tsa-cert {path}: {exc}") from None
+    return found
 
 
 def _error(args: argparse.Namespace, code: int, message: str) -> int:

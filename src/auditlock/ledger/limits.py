@@ -24,6 +24,8 @@ MAX_KEY_BYTES = 16 * KIB
 MAX_ROTATION_BYTES = 16 * KIB
 MAX_CERTIFICATE_BYTES = 16 * KIB
 MAX_RETENTION_RECORD_BYTES = 4 * KIB
+# A witness record names every stream of a destination (about 200 bytes each).
+MAX_WITNESS_BYTES = 16 * MIB
 # JSON nesting any reader accepts (orjson's own bound; it never recurses in Python). An
 # event is at most 16 levels deep inside `details` (section 3), far below this.
 MAX_JSON_DEPTH = 1024

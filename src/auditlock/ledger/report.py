@@ -87,6 +87,7 @@ class VerifyReport:
     events_verified: int = 0
     checkpoints_verified: int = 0
     trust: str = ""
+    witness: list[str] = field(default_factory=list)  # step 6: one line per witness
 
     @property
     def ok(self) -> bool:
@@ -97,6 +98,7 @@ class VerifyReport:
             "url": self.url,
             "result": "PASS" if self.ok else "FAIL",
             "trust": self.trust,
+            **({"witness": self.witness} if self.witness else {}),
             "events_verified": self.events_verified,
             "checkpoints_verified": self.checkpoints_verified,
             "findings": [asdict(f) for f in self.findings],
@@ -122,6 +124,7 @@ class VerifyReport:
             f"{self.events_verified} events and {self.checkpoints_verified} checkpoints verified",
             f"trust: {escape(self.trust)}",
         ]
+        lines += [f"{escape(line)}" for line in self.witness]
         for s in self.streams:
             observed = ", ".join(f"{n} {who}" for who, n in sorted(s.observers.items()))
             lines.append(

@@ -12,6 +12,7 @@
       3.4  roots                   events, segments       root-mismatch, checkpoint-fork
       3.5  open streams            segments               stream-stale
       4    retention               retention              not-locked, retention-*
+      6    the operator's witness  witness                witness-*, timestamp-*
 
 Every step returns its findings (verify_findings.py); `Notes` takes them into the report in
 order. `verify` never raises for bad data: corrupt, truncated, misplaced or foreign
@@ -51,6 +52,7 @@ from auditlock.ledger.verify_inventory import Inventory, list_objects
 from auditlock.ledger.verify_retention import RETENTION_CLOCK_SKEW_NS, locked_long_enough
 from auditlock.ledger.verify_streams import StreamResult, verify_stream
 from auditlock.ledger.verify_trust import Trust, load_trust
+from auditlock.ledger.verify_witness import check_witnesses
 from auditlock.sinks.base import Destination
 
 __all__ = [
@@ -143,6 +145,14 @@ class Verification:
         # 4. Retention.
         if options.check_retention:
             self._retention(inventory, notes, ctx)
+        # 6. The operator's witness, when its keys are given.
+        if options.witness_keys:
+            with notes.guard():
+                found, report.witness = check_witnesses(
+                    ctx, inventory.witnesses, inventory.checkpoint_names()
+                )
+                notes.new_stream()
+                notes.add(found)
 
     def _streams_in_parallel(
         self, inventory: Inventory, trust: Trust, notes: Notes, ctx: StreamContext

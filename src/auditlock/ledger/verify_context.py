@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.sinks.base import Destination
@@ -43,6 +44,11 @@ class VerifyOptions:
     # order; `Verification` is the same as an iterator. Verification then runs in one
     # process.
     on_accepted: OnAccepted | None = None
+    # The operator's witness (FORMAT.md section 16): with keys, step 6 checks every
+    # witness record and compares what it names with the store; TSA certificates (roots
+    # and intermediates) check the records' timestamp tokens.
+    witness_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    tsa_certificates: list[x509.Certificate] = field(default_factory=list)
 
 
 class StreamContext:

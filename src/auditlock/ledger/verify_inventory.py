@@ -1,4 +1,7 @@
-"""Step 1: list every object (docs/FORMAT.md 11.1). Codes: `empty`, `unexpected-object`."""
+"""Step 1: list every object (docs/FORMAT.md 11.1). Codes: `empty`, `unexpected-object`.
+
+Witness records (FORMAT.md section 16) are ledger objects too: listed here, checked in
+step 6 only when witness keys are given."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass, field
 from auditlock.ledger.names import ObjectName, parse_name
 from auditlock.ledger.report import Finding
 from auditlock.ledger.verify_findings import Place
+from auditlock.ledger.verify_witness import WitnessObjects
+from auditlock.ledger.witness import parse_witness_name
 
 
 @dataclass
@@ -26,6 +31,15 @@ class Inventory:
     rotations: list[ObjectName] = field(default_factory=list)
     certificates: list[ObjectName] = field(default_factory=list)
     streams: dict[str, dict[int, EpochObjects]] = field(default_factory=dict)
+    witnesses: dict[str, WitnessObjects] = field(default_factory=dict)
+
+    def checkpoint_names(self) -> set[str]:
+        return {
+            name
+            for epochs in self.streams.values()
+            for epoch in epochs.values()
+            for name in epoch.checkpoints.values()
+        }
 
 
 def list_objects(names: list[str]) -> tuple[Inventory, list[Finding]]:
@@ -35,6 +49,15 @@ def list_objects(names: list[str]) -> tuple[Inventory, list[Finding]]:
     inventory = Inventory(names=names)
     for name in names:
         parsed = parse_name(name)
+        if parsed is None and name.startswith("witness/"):
+            witnessed = parse_witness_name(name)
+            if witnessed is not None:
+                objects = inventory.witnesses.setdefault(witnessed.witness, WitnessObjects())
+                if witnessed.token:
+                    objects.tokens.add(witnessed.seq)
+                else:
+                    objects.records[witnessed.seq] = name
+                continue
         if parsed is None:
             found.append(
                 Place().find(

@@ -43,7 +43,14 @@ def verify_in_processes(
 ) -> Iterator[StreamOutcome]:
     """Each stream's outcome, in stream order, verified by `options.jobs` processes."""
     # Keys travel inside `trust`; the options' own key objects do not pickle.
-    plain = dataclasses.replace(options, public_keys=[], jobs=1, on_accepted=None)
+    plain = dataclasses.replace(
+        options,
+        public_keys=[],
+        jobs=1,
+        on_accepted=None,
+        witness_keys=[],
+        tsa_certificates=[],
+    )
     # fork: the workers start with verify already imported and never re-run the caller's
     # main module. Nothing runs threads of ours at this point (reads of step 3 have not
     # started; those of step 4 come after).
