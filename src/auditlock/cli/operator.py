@@ -123,6 +123,19 @@ def register(subparsers: Any) -> None:
         help="bearer token the API server's audit webhook must present on /audit",
     )
     run.add_argument(
+        "--root-key-file",
+        type=Path,
+        default=_path("AUDITLOCK_ROOT_KEY_FILE"),
+        help="Ed25519 private key (PEM) that certifies collectors' per-pod keys on "
+        "/v1/certificates (docs/operator.md, 'Per-pod keys'); unset: no certificates",
+    )
+    run.add_argument(
+        "--certificate-validity-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_CERTIFICATE_VALIDITY_SECONDS", "86400") or 86400),
+        help="how long a per-pod key's certificate is valid; collectors renew at two thirds",
+    )
+    run.add_argument(
         "--watch-fallback",
         action="store_true",
         default=_env("AUDITLOCK_WATCH_FALLBACK", "false") == "true",
@@ -327,6 +340,16 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
+    root_key = None
+    if args.root_key_file is not None:
+        from auditlock.ledger.errors import KeyFileError
+        from auditlock.ledger.keys import Signer, load_private_key
+
+        try:
+            root_key = Signer(load_private_key(args.root_key_file))
+        except KeyFileError as exc:
+            print(f"auditlock operator: --root-key-file: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     config = OperatorConfig(
         api_client=api_client,
         kopf_connection=kopf_connection(api_client) if args.kubeconfig else None,
@@ -348,6 +371,8 @@ def _run(args: argparse.Namespace) -> int:
         watch_fallback=args.watch_fallback,
         abandon_grace_seconds=args.abandon_grace_seconds or None,
         alerts=_alert_settings(args),
+        root_key=root_key,
+        certificate_validity_seconds=args.certificate_validity_seconds,
     )
     from auditlock.operator.secret_hashes import HashKeyError
 

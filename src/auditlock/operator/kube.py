@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -218,6 +219,31 @@ class Kube:
                 collector=_has_collector(pod.spec),
             )
         return facts
+
+    def review_token(self, token: str, audience: str) -> dict[str, Any]:
+        """The API server's TokenReview `status` of a bearer token for `audience`."""
+        review: Any = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        }
+        # Raw JSON: the client's model classes cost more than the request itself.
+        answer: Any = client.AuthenticationV1Api(self.api).create_token_review(
+            review, _preload_content=False
+        )
+        status = orjson.loads(answer.data).get("status")
+        return status if isinstance(status, dict) else {}
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API server has it now; None when there is no such pod."""
+        try:
+            answer = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        pod = orjson.loads(answer.data)
+        return pod if isinstance(pod, dict) else None
 
     # -- AuditPolicies ------------------------------------------------------------------
 

@@ -14,10 +14,12 @@ from typing import Any, Literal
 import kopf
 from prometheus_client import CollectorRegistry, Counter
 
+from auditlock.ledger.keys import Signer
 from auditlock.ledger.value_hash import key_id
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.alerting import AlertSettings, OperatorAlerts
 from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
+from auditlock.operator.certificates import CertificateIssuer
 from auditlock.operator.handlers import HandlerMemo, handler_registry
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
@@ -67,6 +69,10 @@ class OperatorConfig:
     abandon_grace_seconds: float | None = DEFAULT_GRACE_SECONDS
     # Alert rules on API events, the trail watcher and delivery (operator/alerting.py).
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Certifies collectors' per-pod keys on /v1/certificates (operator/certificates.py);
+    # None: the endpoint is not served.
+    root_key: Signer | None = field(default=None, repr=False)
+    certificate_validity_seconds: float = 24 * 3600
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -196,6 +202,7 @@ class Operator:
             audit_sink=self.capture.audit_sink if self.capture else None,
             audit_token=config.audit_token,
             metrics=self.metrics,
+            certificates=self._issuer(config),
         )
         await self.server.start()
         handlers = handler_registry(
@@ -226,6 +233,18 @@ class Operator:
                 await self.alerts.close()
             if self.capture is not None:
                 await self.capture.close()
+
+    def _issuer(self, config: OperatorConfig) -> CertificateIssuer | None:
+        if config.root_key is None:
+            return None
+        log.info("certifying per-pod keys under root key %s", config.root_key.key_id)
+        return CertificateIssuer(
+            root=config.root_key,
+            kube=self.kube,
+            registry=self.policies,
+            cluster=config.cluster,
+            validity_seconds=config.certificate_validity_seconds,
+        )
 
     def _alerting(self, config: OperatorConfig) -> OperatorAlerts:
         kube = self.kube

@@ -6,6 +6,8 @@ Routes (every listener serves all of them; see docs/operator.md):
     POST /mutate-pods     Pod CREATE -> inject the collector       (MutatingWebhookConfiguration)
     POST /validate-pods   Pod CREATE -> enforce `required`         (ValidatingWebhookConfiguration)
     POST /audit           audit.k8s.io/v1 EventList from the API server's audit webhook
+    POST /v1/certificates a collector's public key + pod-bound token -> certificate
+                          (operator/certificates.py; only with a root key)
     GET  /healthz         the process is alive
     GET  /readyz          the policy registry has been loaded (webhooks answer correctly)
     GET  /metrics         Prometheus text format
@@ -20,6 +22,7 @@ import asyncio
 import hmac
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +31,13 @@ import orjson
 from aiohttp import web
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from auditlock.operator import admission, alert_rules
 from auditlock.operator.capture import AuditAnswer
+from auditlock.operator.certificates import MAX_REQUEST_BYTES as MAX_CERTIFICATE_REQUEST
+from auditlock.operator.certificates import PATH as CERTIFICATES_PATH
+from auditlock.operator.certificates import CertificateIssuer, Refused
 from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.webhook_config import VALIDATE_RULES_PATH
@@ -113,6 +119,7 @@ class WebhookServer:
     listeners: list[Listener]
     audit_sink: AuditSink | None = None
     audit_token: str | None = None  # when set, /audit needs `Authorization: Bearer <token>`
+    certificates: CertificateIssuer | None = None  # None: per-pod keys are not certified
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The API server sends a whole AdmissionReview or EventList at once; a body that
     # trickles in for longer is refused (408) rather than holding a handler open.
@@ -146,6 +153,18 @@ class WebhookServer:
             ["path", "status"],
             registry=self.metrics,
         )
+        self._certificates = Counter(
+            "auditlock_operator_certificate_requests",
+            "Certificate requests from collectors, by outcome (docs/operator.md).",
+            ["outcome"],
+            registry=self.metrics,
+        )
+        self._certificate_seconds = Histogram(
+            "auditlock_operator_certificate_seconds",
+            "Time to answer a certificate request that was issued.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.metrics,
+        )
         # One logger per server, so its filter and counter are this server's.
         self._http_log = logging.getLogger(f"auditlock.operator.http.{id(self):x}")
         self._http_log.addFilter(_QuietMalformedHttp(self._malformed.inc))
@@ -158,6 +177,8 @@ class WebhookServer:
             app.router.add_post("/validate-pods", self._validate)
             app.router.add_post(VALIDATE_RULES_PATH, self._validate_rule)
             app.router.add_post("/audit", self._audit_intake)
+            if self.certificates is not None:
+                app.router.add_post(CERTIFICATES_PATH, self._certify)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -264,6 +285,38 @@ class WebhookServer:
         self._audit.labels(outcome="accepted").inc(answer.accepted)
         self._audit.labels(outcome="ignored").inc(len(items) - answer.accepted)
         return web.json_response({"accepted": answer.accepted})
+
+    async def _certify(self, request: web.Request) -> web.Response:
+        assert self.certificates is not None
+        started = time.perf_counter()
+        try:
+            if (request.content_length or 0) > 4 * MAX_CERTIFICATE_REQUEST:
+                raise Refused(413, "bad-request", "request body is too large")
+            body = await read_body(request, self.body_timeout)
+            issued = await self.certificates.issue(request.headers.get("Authorization", ""), body)
+        except BodyRefused as refused:
+            self._certificates.labels("bad-request").inc()
+            return self._refuse(request, refused)
+        except Refused as refused:
+            self._certificates.labels(refused.outcome).inc()
+            log.warning("certificate request refused (%d): %s", refused.status, refused)
+            headers = {"Retry-After": "1"} if refused.status in (429, 503) else None
+            return web.json_response(
+                {"error": str(refused)}, status=refused.status, headers=headers
+            )
+        except Exception:
+            self._certificates.labels("error").inc()
+            log.exception("certificate request failed")
+            return web.json_response(
+                {"error": "the operator could not certify the key (see its log); retry"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        self._certificates.labels("issued").inc()
+        self._certificate_seconds.observe(time.perf_counter() - started)
+        return web.json_response(
+            {"name": issued.name, "certificate": issued.record.decode()}, status=201
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
