@@ -160,6 +160,28 @@ def register(subparsers: Any) -> None:
         help="close the stream of a pod that is gone for good after this long (an "
         "'abandon' checkpoint, docs/operator.md); 0 never closes them",
     )
+    witness = run.add_argument_group("the witness of every stream (docs/operator.md)")
+    witness.add_argument(
+        "--witness-key-secret",
+        default=_env("AUDITLOCK_WITNESS_KEY_SECRET", ""),
+        metavar="NAMESPACE/NAME",
+        help="Secret holding the operator's Ed25519 key (ed25519.pem): every "
+        "--witness-seconds a signed record of each stream's newest checkpoint is stored in "
+        "every destination (FORMAT.md section 16). Empty: no witness",
+    )
+    witness.add_argument(
+        "--witness-seconds",
+        type=float,
+        default=float(_env("AUDITLOCK_WITNESS_SECONDS", "60") or 60),
+        help="how often the witness reads every destination and stores a record",
+    )
+    witness.add_argument(
+        "--witness-tsa-url",
+        default=_env("AUDITLOCK_WITNESS_TSA_URL") or None,
+        metavar="URL",
+        help="an RFC 3161 time-stamping authority: each witness record is timestamped and "
+        "the token stored beside it; unset: no tokens",
+    )
     alerts = run.add_argument_group("alerts (docs/alerts.md)")
     alerts.add_argument(
         "--alertmanager-url",
@@ -350,6 +372,19 @@ def _run(args: argparse.Namespace) -> int:
         except KeyFileError as exc:
             print(f"auditlock operator: --root-key-file: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    witness_secret: tuple[str, str] | None = None
+    if args.witness_key_secret:
+        namespace, _, name = args.witness_key_secret.partition("/")
+        if not namespace or not name:
+            print("auditlock operator: --witness-key-secret must be NAMESPACE/NAME",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        witness_secret = (namespace, name)
+    if not args.witness_seconds >= 1:
+        print("auditlock operator: --witness-seconds must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    from auditlock.operator.witness import WitnessSettings
+
     config = OperatorConfig(
         api_client=api_client,
         kopf_connection=kopf_connection(api_client) if args.kubeconfig else None,
@@ -373,6 +408,8 @@ def _run(args: argparse.Namespace) -> int:
         alerts=_alert_settings(args),
         root_key=root_key,
         certificate_validity_seconds=args.certificate_validity_seconds,
+        witness_key_secret=witness_secret,
+        witness=WitnessSettings(args.witness_seconds, args.witness_tsa_url),
     )
     from auditlock.operator.secret_hashes import HashKeyError
 

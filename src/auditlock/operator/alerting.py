@@ -6,7 +6,8 @@
   namespace, which apply to every namespace).
 - **The trail watcher.** Every `watch_seconds` it reads, for each policy, the newest
   checkpoint of each of its streams straight from the destination
-  (`auditlock.ledger.newest.newest_checkpoints`, the one place that reading lives), and
+  (`operator.destination.read_newest` over `auditlock.ledger.newest`, the one place that
+  reading lives, shared with the witness and the periodic refresh), and
   the policy's status: a stream silent past twice its heartbeat, a checkpoint that does
   not decode or whose signature fails, a destination without the lock the policy asks
   for, a trail that failed verification, selected pods without a collector. It does not
@@ -44,8 +45,8 @@ from auditlock.alerts.receivers.trail import TrailReceiver
 from auditlock.alerts.receivers.webhook import WebhookReceiver
 from auditlock.alerts.rules import Rule, compile_rule
 from auditlock.alerts.state import StateAlerts
-from auditlock.ledger.newest import StreamTip, newest_checkpoints
-from auditlock.operator.destination import open_options
+from auditlock.ledger.newest import StreamTip
+from auditlock.operator.destination import open_options, read_newest
 from auditlock.operator.names import ALERT_RULES_FILE, config_map_name
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.stream_ids import pod_of_stream
@@ -262,6 +263,7 @@ class OperatorAlerts:
         self._stream_alerts(entry, tips)
 
     def _read_tips(self, entry: PolicyEntry) -> dict[str, StreamTip] | None:
+        url = entry.spec.destination.url
         secret_name = _credentials_secret(entry)
         secret = (
             self.read_secret(entry.namespace, secret_name)
@@ -275,7 +277,7 @@ class OperatorAlerts:
             log.warning("trail watch: %s", exc)
             return None
         try:
-            return newest_checkpoints(destination)
+            return read_newest(url, destination)
         except (sinks.DestinationError, OSError) as exc:
             self.watch_errors.labels("destination_unreachable").inc()
             log.warning("trail watch of %s: %s", entry.spec.destination.url, exc)

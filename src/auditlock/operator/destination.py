@@ -171,19 +171,26 @@ SCAN_INTERVAL = 300.0
 MAX_LISTED = 500_000  # a bound on one scan; beyond it the answer may miss newer streams
 
 
+def read_newest(url: str, destination: sinks.Destination) -> dict[str, StreamTip]:
+    """Every stream's newest checkpoint in `destination` (`ledger.newest`), remembered as
+    the latest reading of `url`: the witness, the trail watcher and the periodic refresh
+    (LAST-CHECKPOINT, abandonment) share one reading instead of listing the bucket each.
+    DestinationError and OSError propagate."""
+    found = newest_checkpoints(destination, limit=MAX_LISTED)
+    _SCANS[url] = (time.monotonic(), found)
+    return found
+
+
 def _cached_tips(
     url: str, destination: sinks.Destination, max_age: float
 ) -> dict[str, StreamTip] | None:
-    now = time.monotonic()
-    cached = _SCANS.get(url)
-    if cached is not None and now - cached[0] < max_age:
-        return cached[1]
+    if url in _SCANS and (recent := _SCANS[url])[0] > time.monotonic() - max_age:
+        return recent[1]
     try:
-        found: dict[str, StreamTip] | None = newest_checkpoints(destination, limit=MAX_LISTED)
+        return read_newest(url, destination)
     except (sinks.DestinationError, OSError):
-        found = None
-    _SCANS[url] = (now, found)
-    return found
+        _SCANS[url] = (time.monotonic(), None)
+        return None
 
 
 def _newest_time(tips: dict[str, StreamTip] | None, mine: Callable[[str], bool]) -> str | None:

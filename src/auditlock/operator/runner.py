@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from auditlock.ledger.keys import Signer
+from auditlock.ledger.keys import Signer, load_private_key
 from auditlock.ledger.value_hash import key_id
+from auditlock.operator import keys
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.alerting import AlertSettings, OperatorAlerts
 from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
@@ -32,6 +34,7 @@ from auditlock.operator.status_metrics import PolicyStatusMetrics
 from auditlock.operator.stream_ids import check_cluster_name, derived_cluster_name, stream_id
 from auditlock.operator.trail_gauges import TrailVerdicts
 from auditlock.operator.webhook_server import Listener, WebhookServer
+from auditlock.operator.witness import Witness, WitnessMetrics, WitnessSettings
 
 log = logging.getLogger("auditlock.operator")
 
@@ -73,6 +76,11 @@ class OperatorConfig:
     # None: the endpoint is not served.
     root_key: Signer | None = field(default=None, repr=False)
     certificate_validity_seconds: float = 24 * 3600
+    # The witness of every stream (operator/witness.py): (namespace, name) of the Secret
+    # holding the operator's Ed25519 key (`ed25519.pem`; the chart's is the key the
+    # collector beside the operator signs the cluster stream with); None: no witness.
+    witness_key_secret: tuple[str, str] | None = None
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -98,6 +106,7 @@ class Operator:
         self.server: WebhookServer | None = None
         self.capture: ClusterCapture | None = None
         self.alerts: OperatorAlerts | None = None
+        self.witness: Witness | None = None
         self.version: ServerVersion | None = None
 
     async def run(
@@ -190,6 +199,8 @@ class Operator:
             )
         if config.alerts.enabled:
             self.alerts = self._alerting(config)
+        if config.witness_key_secret is not None:
+            self.witness = await self._witness(config, config.witness_key_secret)
         self.server = WebhookServer(
             registry=self.policies,
             injection=InjectionSettings(
@@ -231,6 +242,8 @@ class Operator:
             await self.server.stop()
             if self.alerts is not None:
                 await self.alerts.close()
+            if self.witness is not None:
+                await self.witness.close()
             if self.capture is not None:
                 await self.capture.close()
 
@@ -245,6 +258,33 @@ class Operator:
             cluster=config.cluster,
             validity_seconds=config.certificate_validity_seconds,
         )
+
+    async def _witness(self, config: OperatorConfig, secret: tuple[str, str]) -> Witness | None:
+        namespace, name = secret
+        try:
+            data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+            material = keys.from_secret_data(data, f"{namespace}/{name}")
+        except (ApiException, keys.KeySecretError) as exc:
+            # The operator still admits and captures; the trail watcher's alerts and
+            # `verify --witness-key` (witness-stale, witness-missing) show the gap.
+            log.error("no witness: cannot load its key from Secret %s/%s: %s", namespace, name,
+                      exc)  # fmt: skip
+            return None
+        signer = Signer(load_private_key(material.private_pem))
+        witness = Witness(
+            config.witness,
+            self.policies,
+            config.cluster,
+            signer,
+            WitnessMetrics(self.metrics),
+            read_secret=self.kube.read_secret,
+        )
+        witness.start()
+        log.info("witness every %.0f s as %s with key %s (Secret %s/%s)%s",
+                 config.witness.interval_seconds, config.cluster, material.key_id, namespace,
+                 name, f", timestamped by {config.witness.tsa_url}" if config.witness.tsa_url
+                 else "")  # fmt: skip
+        return witness
 
     def _alerting(self, config: OperatorConfig) -> OperatorAlerts:
         kube = self.kube

@@ -1,0 +1,256 @@
+"""The operator's witness of every stream (docs/operator.md, "The witness"; the record is
+docs/FORMAT.md section 16).
+
+Every `interval_seconds` (60 by default) it reads, for each destination the operator's
+policies name, the newest checkpoint of every stream there
+(`operator.destination.read_newest`: the one reading, which the trail watcher makes too
+and the periodic refresh reuses for LAST-CHECKPOINT and for closing the streams of pods
+gone for good, operator/abandonment.py), and stores a record of what it saw in that
+destination, signed with the operator's key and chained to the record before it. With
+a time-stamping authority (`tsa_url`), each record's bytes are timestamped first and the
+token stored beside it, so nobody, the operator included, can later write a record that claims an
+earlier time than the TSA saw.
+
+`auditlock verify --witness-key` then reports a stream deleted or rolled back after it was
+witnessed, and a copy of a bucket that differs from what was witnessed.
+
+Several replicas may witness at once: a record's name is its seq and the store refuses a
+second object under a taken name, so one of them wins each seq and the others read the
+chain again (`lost-race`). Nothing here runs in a webhook's answer; each destination's
+blocking I/O runs in a thread with a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from auditlock import sinks
+from auditlock.ledger.keys import Signer
+from auditlock.ledger.newest import StreamTip
+from auditlock.ledger.trusted_time import TimestampError, request_token
+from auditlock.ledger.witness import ChainEnd, chain_end, token_name, witnessed
+from auditlock.operator.destination import open_options, read_newest, retention_spec
+from auditlock.operator.registry import PolicyEntry, PolicyRegistry
+
+log = logging.getLogger("auditlock.operator.witness")
+
+DEFAULT_INTERVAL_SECONDS = 60.0
+STORE_TIMEOUT = 120.0  # one destination's read and write; a hung store is a failure
+TSA_TIMEOUT = 10.0
+
+SecretReader = Callable[[str, str], dict[str, str] | None]
+
+
+@dataclass
+class WitnessSettings:
+    """Chart values `witness.*`, `auditlock operator run --witness-*`."""
+
+    interval_seconds: float = DEFAULT_INTERVAL_SECONDS
+    tsa_url: str | None = None
+
+
+@dataclass
+class _Outcome:
+    url: str
+    seq: int
+    streams: int
+    stamped: bool
+
+
+class WitnessMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.cycles = Counter(
+            "auditlock_operator_witness_cycles",
+            "Witness cycles (one record per destination each).",
+            registry=registry,
+        )
+        self.records = Counter(
+            "auditlock_operator_witness_records",
+            "Witness records stored, by destination URL.",
+            ["url"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "auditlock_operator_witness_failures",
+            "Destinations a witness cycle stored no record in, or no timestamp for, by "
+            "reason: destination (unreachable, refused), lost-race (another replica took "
+            "the seq), tsa (no token; the record is stored without one), error.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "auditlock_operator_witness_cycle_seconds",
+            "Wall time of one witness cycle over every destination.",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "auditlock_operator_witness_streams",
+            "Streams named in the newest record, by destination URL.",
+            ["url"],
+            registry=registry,
+        )
+        self.last_record = Gauge(
+            "auditlock_operator_witness_last_record_timestamp_seconds",
+            "When the newest witness record was stored, by destination URL.",
+            ["url"],
+            registry=registry,
+        )
+
+
+@dataclass
+class Witness:
+    settings: WitnessSettings
+    policies: PolicyRegistry
+    cluster: str
+    signer: Signer
+    metrics: WitnessMetrics
+    read_secret: SecretReader | None = None
+    clock: Callable[[], int] = time.time_ns
+    _chains: dict[str, ChainEnd] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._every(), name="witness")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _every(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.interval_seconds)
+            try:
+                await self.cycle()
+            except Exception:
+                self.metrics.failures.labels("error").inc()
+                log.exception(
+                    "witness cycle failed; next in %.0f s", self.settings.interval_seconds
+                )
+
+    def destinations(self) -> list[PolicyEntry]:
+        """One policy per destination URL (the oldest name first: its credentials are
+        used to read and write)."""
+        chosen: dict[str, PolicyEntry] = {}
+        for namespace in sorted(self.policies.namespaces()):
+            for entry in sorted(self.policies.in_namespace(namespace), key=lambda e: e.name):
+                chosen.setdefault(entry.spec.destination.url, entry)
+        return [chosen[url] for url in sorted(chosen)]
+
+    async def cycle(self) -> list[_Outcome]:
+        """One record in every destination; returns what was stored."""
+        started = time.monotonic()
+        stored = []
+        for entry in self.destinations():
+            outcome = await self._witness(entry)
+            if outcome is not None:
+                stored.append(outcome)
+        self.metrics.cycles.inc()
+        elapsed = time.monotonic() - started
+        self.metrics.duration.observe(elapsed)
+        log.info(
+            "witness: %d record(s) stored (%s) in %.2f s",
+            len(stored),
+            ", ".join(f"{o.url} #{o.seq}: {o.streams} streams" for o in stored) or "none",
+            elapsed,
+        )
+        return stored
+
+    async def _witness(self, entry: PolicyEntry) -> _Outcome | None:
+        url = entry.spec.destination.url
+        try:
+            secret = await asyncio.to_thread(self._credentials, entry)
+            destination = sinks.open(url, **open_options(entry.spec, secret))
+        except Exception as exc:
+            self._failed(url, "destination", exc)
+            return None
+        try:
+            tips, end = await asyncio.wait_for(
+                asyncio.to_thread(self._read, url, destination), STORE_TIMEOUT
+            )
+            name, data = end.record(
+                self.cluster,
+                self.signer,
+                witnessed(tips.values()),
+                time_ns=self.clock(),
+                interval_ms=int(self.settings.interval_seconds * 1000),
+            )
+            token = await self._timestamp(data)
+            await asyncio.wait_for(
+                asyncio.to_thread(self._store, entry, destination, name, data, token),
+                STORE_TIMEOUT,
+            )
+        except sinks.ObjectConflict as exc:
+            self._chains.pop(url, None)
+            self._failed(url, "lost-race", exc)
+            return None
+        except (sinks.DestinationError, OSError, TimeoutError) as exc:
+            self._chains.pop(url, None)
+            self._failed(url, "destination", exc)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                destination.close()
+        self._chains[url] = end.after(data)
+        self.metrics.records.labels(url).inc()
+        self.metrics.streams.labels(url).set(len(tips))
+        self.metrics.last_record.labels(url).set(time.time())
+        return _Outcome(url, end.seq, len(tips), token is not None)
+
+    def _credentials(self, entry: PolicyEntry) -> dict[str, str] | None:
+        located = entry.spec.destination.s3 or entry.spec.destination.gcs
+        if located is None or located.credentials_secret is None or self.read_secret is None:
+            return None
+        return self.read_secret(entry.namespace, located.credentials_secret.name)
+
+    def _read(
+        self, url: str, destination: sinks.Destination
+    ) -> tuple[dict[str, StreamTip], ChainEnd]:
+        end = self._chains.get(url)
+        if end is None:
+            end = chain_end(destination, self.cluster)
+        return read_newest(url, destination), end
+
+    def _store(
+        self,
+        entry: PolicyEntry,
+        destination: sinks.Destination,
+        name: str,
+        data: bytes,
+        token: bytes | None,
+    ) -> None:
+        retention = retention_spec(entry.spec)
+        destination.put(name, data, retention)
+        if token is not None:
+            destination.put(token_name(name), token, retention)
+
+    async def _timestamp(self, data: bytes) -> bytes | None:
+        url = self.settings.tsa_url
+        if not url:
+            return None
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            return await request_token(self._session, url, data, time_limit=TSA_TIMEOUT)
+        except (TimestampError, aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.failures.labels("tsa").inc()
+            log.warning("witness: no timestamp from %s (the record is stored without): %s",
+                        url, exc)  # fmt: skip
+            return None
+
+    def _failed(self, url: str, reason: str, exc: BaseException) -> None:
+        self.metrics.failures.labels(reason).inc()
+        log.warning("witness: no record in %s (%s): %s", url, reason, exc)

@@ -1,0 +1,130 @@
+"""The operator witnesses every stream (issue 17 points 3 and 4; docs/FORMAT.md section
+16): on a short timer it reads each stream's newest checkpoint in the policy's
+destination and stores a signed, chained record there, each timestamped by a real RFC
+3161 TSA (`openssl ts -reply`). `verify --witness-key --tsa-cert` passes on the bucket
+and fails a copy from which a witnessed stream was deleted, although that copy is
+consistent in itself.
+
+Real components: the rig's kube-apiserver, the operator (in-process, kopf + webhooks),
+SeaweedFS with Object Lock as the S3 destination, OpenSSL's TSA over HTTP. The stream is
+written by a StreamWriter standing in for a collector (the collector's own path is
+tested elsewhere; the witness only reads what is stored).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kubernetes import client
+
+from auditlock import sinks
+from auditlock.ledger.keys import Signer, generate, load_private_key
+from auditlock.ledger.synth import synthetic_events
+from auditlock.ledger.trusted_time import load_certificates
+from auditlock.ledger.verify import VerifyOptions, verify
+from auditlock.ledger.witness import chain_end, decode_record
+from auditlock.ledger.writer import StreamWriter
+from auditlock.operator import keys
+from auditlock.operator.witness import WitnessSettings
+from tests.helpers.policies import (
+    create_policy,
+    create_s3_secret,
+    s3_spec,
+    wait_condition,
+    wait_for,
+)
+from tests.servers.auditlock_operator import start_operator
+from tests.servers.kube_controlplane import KubeControlPlane
+from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.tsa import OpensslTsa
+
+INTERVAL = 1.0
+
+
+def _witness_key(kube: KubeControlPlane, namespace: str) -> Signer:
+    """The operator's key, in a Secret as the chart keeps it (ed25519.pem)."""
+    material = keys.generate()
+    with kube.api_client() as api:
+        client.CoreV1Api(api).create_namespaced_secret(
+            namespace,
+            {"metadata": {"name": "operator-key"}, "type": "Opaque",
+             "data": material.secret_data()},
+        )  # fmt: skip
+    return Signer(load_private_key(material.private_pem))
+
+
+def _records(store: sinks.Destination) -> list[str]:
+    return [n for n in store.list("witness/rig/") if n.endswith(".json")]
+
+
+def test_the_operator_witnesses_every_stream_with_trusted_time(
+    auditpolicy_crd: KubeControlPlane,
+    kube_namespace: str,
+    seaweedfs: SeaweedFS,
+    s3_locked_bucket: str,
+    openssl_tsa: OpensslTsa,
+    tmp_path: Path,
+) -> None:
+    kube = auditpolicy_crd
+    openssl_tsa.mode = "honest"
+    namespace = kube_namespace
+    signer = _witness_key(kube, namespace)
+    create_s3_secret(kube, namespace, seaweedfs)
+    operator = start_operator(
+        kube,
+        audit_intake=False,
+        register=False,
+        watch_fallback=False,
+        namespaces=[namespace],
+        witness_key_secret=(namespace, "operator-key"),
+        witness=WitnessSettings(INTERVAL, openssl_tsa.url),
+    )
+    try:
+        create_policy(kube, namespace, "seen", s3_spec(seaweedfs, s3_locked_bucket))
+        wait_condition(kube, namespace, "seen", "Ready", "True")
+        store = sinks.open(f"s3://{s3_locked_bucket}/trail", **seaweedfs.destination_options())
+        writer_key = Signer(generate())
+        for stream in ("rig_ns_a", "rig_ns_b"):
+            writer = StreamWriter.resume(store, stream, writer_key, retention=None)
+            writer.store(writer.heartbeat())
+            for _, event in synthetic_events(stream, 3, start_ns=time.time_ns()):
+                writer.append(event)
+            writer.store(writer.seal())
+        # Two records after both streams exist: the second names their checkpoints.
+        first = len(_records(store))
+        wait_for("two witness records", lambda: len(_records(store)) >= first + 2, timeout=30)
+        newest = decode_record(store.get(_records(store)[-1])).record
+        assert [e.stream for e in newest.streams] == ["rig_ns_a", "rig_ns_b"]
+        assert newest.key_id == signer.key_id
+        assert chain_end(store, "rig").seq == newest.seq + 1
+        assert store.get(_records(store)[-1] + ".tsr")  # a token beside each record
+        metrics = operator.thread.operator.metrics
+        assert metrics.get_sample_value("auditlock_operator_witness_cycles_total") >= 2
+    finally:
+        operator.stop()
+
+    tsa_roots = load_certificates(openssl_tsa.root_pem)
+    options = VerifyOptions(
+        public_keys=[writer_key.public],
+        witness_keys=[signer.public],
+        tsa_certificates=tsa_roots,
+        slack_seconds=600,
+        check_retention=False,
+    )
+    report = verify(store, options)
+    assert report.findings == [], [f.describe() for f in report.findings]
+    assert "timestamp-missing" not in {w.code for w in report.warnings}
+
+    # A copy without one witnessed stream is consistent in itself, but not to the witness.
+    copy = sinks.open(f"file://{tmp_path / 'copy'}")
+    for name in store.list(""):
+        if not name.startswith("streams/rig_ns_b/"):
+            copy.put(name, store.get(name), None)
+    alone = verify(copy, VerifyOptions(public_keys=[writer_key.public], slack_seconds=600))
+    assert alone.findings == []
+    witnessed = verify(copy, options)
+    assert {(f.code, f.stream) for f in witnessed.findings} == {
+        ("witness-missing-checkpoint", "rig_ns_b")
+    }, [f.describe() for f in witnessed.findings]
+    assert witnessed.to_json()["witness"] == witnessed.witness
