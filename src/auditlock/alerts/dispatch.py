@@ -18,10 +18,11 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from auditlock.alerts.engine import Transition
 from auditlock.alerts.receivers import Receiver, ReceiverError
+from auditlock.metric_factory import MetricFactory
 
 log = logging.getLogger("auditlock.alerts")
 
@@ -32,35 +33,27 @@ MAX_BACKOFF = 30.0
 
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        self.transitions = Counter(
-            f"{prefix}_alerts",
+        m = MetricFactory(registry, prefix)
+        self.transitions = m.counter(
+            "alerts",
             "Alert transitions raised, by change (fired, updated, resolved) and severity.",
             ["change", "severity"],
-            registry=registry,
         )
-        self.sent = Counter(
-            f"{prefix}_alert_deliveries",
-            "Alert transitions delivered, by receiver.",
-            ["receiver"],
-            registry=registry,
+        self.sent = m.counter(
+            "alert_deliveries", "Alert transitions delivered, by receiver.", ["receiver"]
         )
-        self.failures = Counter(
-            f"{prefix}_alert_delivery_failures",
+        self.failures = m.counter(
+            "alert_delivery_failures",
             "Failed delivery attempts (retried with backoff), by receiver.",
             ["receiver"],
-            registry=registry,
         )
-        self.dropped = Counter(
-            f"{prefix}_alert_deliveries_dropped",
+        self.dropped = m.counter(
+            "alert_deliveries_dropped",
             "Alert transitions dropped because a receiver's queue was full, by receiver.",
             ["receiver"],
-            registry=registry,
         )
-        self.queued = Gauge(
-            f"{prefix}_alert_queue",
-            "Alert transitions waiting for a receiver.",
-            ["receiver"],
-            registry=registry,
+        self.queued = m.gauge(
+            "alert_queue", "Alert transitions waiting for a receiver.", ["receiver"]
         )
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from auditlock import sinks
 from auditlock.alerts import builtin
@@ -46,6 +46,7 @@ from auditlock.alerts.receivers.webhook import WebhookReceiver
 from auditlock.alerts.rules import Rule, compile_rule
 from auditlock.alerts.state import StateAlerts
 from auditlock.ledger.newest import StreamTip
+from auditlock.metric_factory import MetricFactory
 from auditlock.operator.destination import open_options, read_newest
 from auditlock.operator.names import ALERT_RULES_FILE, config_map_name
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
@@ -141,16 +142,15 @@ class OperatorAlerts:
         if kube is not None and settings.kube_events:
             receivers.append(KubeEventReceiver(kube, policies))
         self.dispatcher = Dispatcher(receivers, DispatchMetrics(metrics, "auditlock_operator"))
-        self.watch_errors = Counter(
-            "auditlock_operator_trail_watch_errors",
+        m = MetricFactory(metrics, "auditlock_operator")
+        self.watch_errors = m.counter(
+            "trail_watch_errors",
             "Trail watcher passes that could not read a policy's destination, by reason.",
             ["reason"],
-            registry=metrics,
         )
-        self.evaluation_errors = Counter(
-            "auditlock_operator_alert_evaluation_errors",
+        self.evaluation_errors = m.counter(
+            "alert_evaluation_errors",
             "Events whose evaluation raised (logged; the event is stored regardless).",
-            registry=metrics,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_rules()

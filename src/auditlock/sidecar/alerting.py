@@ -26,7 +26,6 @@ from collections import deque
 from typing import Any
 
 import orjson
-from prometheus_client import Counter, Gauge
 
 from auditlock.alerts import builtin
 from auditlock.alerts.dispatch import Dispatcher, DispatchMetrics
@@ -36,9 +35,10 @@ from auditlock.alerts.receivers.alertmanager import AlertmanagerReceiver
 from auditlock.alerts.receivers.trail import TrailReceiver
 from auditlock.alerts.rules import Rule, compile_rule
 from auditlock.alerts.state import StateAlerts
+from auditlock.metric_factory import MetricFactory
 from auditlock.sidecar.config import AlertsConfig, SourceIdentity
 from auditlock.sidecar.intake import Accepted, Intake
-from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.metrics import NS, Metrics
 
 log = logging.getLogger("auditlock.sidecar.alerting")
 
@@ -73,21 +73,17 @@ class CollectorAlerts:
         self._any_rules = False
         self._categories: frozenset[bytes] | None = None
         self._actions: frozenset[bytes] | None = None
-        registry = metrics.registry
-        self.dropped = Counter(
-            "auditlock_sidecar_alert_events_dropped",
+        m = MetricFactory(metrics.registry, NS)
+        self.dropped = m.counter(
+            "alert_events_dropped",
             "Events not evaluated by alert rules because the evaluation queue was full.",
-            registry=registry,
         )
-        self.rule_errors = Counter(
-            "auditlock_sidecar_alert_rule_errors",
+        self.rule_errors = m.counter(
+            "alert_rule_errors",
             "Rules files or rules that could not be loaded (the previous rules stay).",
-            registry=registry,
         )
-        self.rules_loaded = Gauge(
-            "auditlock_sidecar_alert_rules", "Alert rules in force.", registry=registry
-        )
-        self._dispatch_metrics = DispatchMetrics(registry, "auditlock_sidecar")
+        self.rules_loaded = m.gauge("alert_rules", "Alert rules in force.")
+        self._dispatch_metrics = DispatchMetrics(metrics.registry, NS)
         self.dispatcher = self._dispatcher()
 
     def _dispatcher(self) -> Dispatcher:
