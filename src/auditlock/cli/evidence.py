@@ -66,12 +66,13 @@ def register(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from auditlock.cli.report import anchors, period
+    from auditlock.cli.report import period
     from auditlock.cli.review_common import (
         UsageError,
         exit_code,
         load_trails,
         print_summaries,
+        trusted_keys,
         write_stdout,
     )
     from auditlock.evidence.errors import EvidenceError
@@ -82,7 +83,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.sample < 0:
         raise UsageError("--sample must be >= 0")
     since, until = period(args)
-    keys = anchors(args)
+    keys = trusted_keys(args)
     (trail,) = load_trails(args, [args.url])
     try:
         html = render_report(

@@ -13,9 +13,10 @@ from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
     exit_code,
-    load_trails,
     print_summaries,
     run_guarded,
+    verdict,
+    verified_trails,
     write_stdout,
 )
 
@@ -49,20 +50,18 @@ def _run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty directory")
-    trails = load_trails(args, args.urls)
-    try:
-        with Engine(trails, filters, memory_limit=args.memory_limit) as engine:
-            try:
-                partitions = export(engine.con, out, args.format, __version__)
-            except ExportError as exc:
-                raise UsageError(str(exc)) from None
-    finally:
-        for trail in trails:
-            trail.close()
+    with (
+        verified_trails(args) as trails,
+        Engine(trails, filters, memory_limit=args.memory_limit) as engine,
+    ):
+        try:
+            partitions = export(engine.con, out, args.format, __version__)
+        except ExportError as exc:
+            raise UsageError(str(exc)) from None
     events = sum(partitions.values())
     if args.json:
         write_stdout(json.dumps({
-            "result": "PASS" if all(t.passed for t in trails) else "FAIL",
+            "result": verdict(trails),
             "out": str(out), "format": args.format, "events": events,
             "partitions": partitions, "trails": [t.summary_json() for t in trails],
         }, indent=1))  # fmt: skip

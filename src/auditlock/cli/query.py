@@ -19,9 +19,10 @@ from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
     exit_code,
-    load_trails,
     print_summaries,
     run_guarded,
+    verdict,
+    verified_trails,
     write_stdout,
 )
 from auditlock.ledger.vocabulary import CATEGORIES
@@ -111,21 +112,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.out is None and sys.stdout.isatty():
         raise UsageError("--format parquet writes binary: give --out FILE or redirect stdout")
     filters = filters_from(args)
-    trails = load_trails(args, args.urls)
-    try:
-        with Engine(trails, filters, memory_limit=args.memory_limit) as engine:
-            query = args.sql or DEFAULT_QUERY.format(order=TIME_ORDER)
-            if args.format == "ocsf" and not args.sql:
-                query = f"SELECT * FROM events ORDER BY {TIME_ORDER}"
-            _check_sql(engine, query)
-            if args.json:
-                _print_json(engine, trails, query, args.limit)
-            else:
-                print_summaries(trails)
-                _write(engine, query, args)
-    finally:
-        for trail in trails:
-            trail.close()
+    with (
+        verified_trails(args) as trails,
+        Engine(trails, filters, memory_limit=args.memory_limit) as engine,
+    ):
+        query = args.sql or DEFAULT_QUERY.format(order=TIME_ORDER)
+        if args.format == "ocsf" and not args.sql:
+            query = f"SELECT * FROM events ORDER BY {TIME_ORDER}"
+        _check_sql(engine, query)
+        if args.json:
+            _print_json(engine, trails, query, args.limit)
+        else:
+            print_summaries(trails)
+            _write(engine, query, args)
     return exit_code(trails)
 
 
@@ -202,7 +201,7 @@ def _print_json(engine: Any, trails: list[Any], query: str, limit: int | None) -
         select += f" LIMIT {int(limit)}"
     rows = [json.loads(text) for (text,) in engine.sql(select).fetchall()]
     document = {
-        "result": "PASS" if all(t.passed for t in trails) else "FAIL",
+        "result": verdict(trails),
         "trails": [t.summary_json() for t in trails],
         "columns": list(relation.columns),
         "rows": rows,

@@ -18,9 +18,10 @@ from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
     exit_code,
-    load_trails,
     print_summaries,
     run_guarded,
+    trusted_keys,
+    verified_trails,
     write_stdout,
 )
 
@@ -62,16 +63,6 @@ def period(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return since, until
 
 
-def anchors(args: argparse.Namespace) -> list[Any]:
-    from auditlock.ledger.errors import KeyFileError
-    from auditlock.ledger.keys import load_public_key
-
-    try:
-        return [load_public_key(path) for path in args.public_key]
-    except KeyFileError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def write_atomically(path: Path, data: bytes) -> None:
     """The whole file or none: a half-written report must never be handed on."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -88,16 +79,12 @@ def _run(args: argparse.Namespace) -> int:
     from auditlock.report.build import DEFAULT_TITLE
 
     since, until = period(args)
-    keys = anchors(args)
-    trails = load_trails(args, args.urls)
-    try:
+    keys = trusted_keys(args)
+    with verified_trails(args) as trails:
         text = render_report(
             trails, since_ns=since, until_ns=until, anchors=keys,
             title=args.title or DEFAULT_TITLE, memory_limit=args.memory_limit,
         )  # fmt: skip
-    finally:
-        for trail in trails:
-            trail.close()
     write_atomically(args.out, text.encode())
     code = exit_code(trails)
     if args.json:

@@ -1,4 +1,4 @@
-"""What every review command (query, trace, export) shares: the trail options, loading
+"""What every review command (query, trace, export, report) shares: the trail options, loading
 through verification (auditlock.review.load), and saying what was verified and excluded.
 
 Exit codes are verify's: 0 every trail verified, 1 a trail has findings (answers come
@@ -9,11 +9,12 @@ I/O error, 3 the command itself failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +66,24 @@ def run_guarded(args: argparse.Namespace, body: Callable[[argparse.Namespace], i
         return error(args, EXIT_CRASH, f"{args.command} failed ({type(exc).__name__}: {exc})")
 
 
+def trusted_keys(args: argparse.Namespace) -> list[Any]:
+    """The --public-key anchors; UsageError if one cannot be read."""
+    from auditlock.ledger.errors import KeyFileError
+    from auditlock.ledger.keys import load_public_key
+
+    try:
+        return [load_public_key(path) for path in args.public_key]
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def load_trails(args: argparse.Namespace, urls: list[str]) -> list[Any]:
     """Load each URL through verification (or the cache); UsageError if one cannot be read."""
     from auditlock import sinks
-    from auditlock.ledger.errors import KeyFileError
-    from auditlock.ledger.keys import load_public_key
     from auditlock.review import LoadOptions, load
 
-    try:
-        keys = [load_public_key(path) for path in args.public_key]
-    except KeyFileError as exc:
-        raise UsageError(str(exc)) from None
     options = LoadOptions(
-        public_keys=keys,
+        public_keys=trusted_keys(args),
         use_cache=not args.no_cache,
         cache_root=args.cache_dir,
         memory_limit=args.memory_limit,
@@ -92,6 +98,22 @@ def load_trails(args: argparse.Namespace, urls: list[str]) -> list[Any]:
         except sinks.DestinationError as exc:
             raise UsageError(str(exc)) from None
     return trails
+
+
+@contextlib.contextmanager
+def verified_trails(args: argparse.Namespace) -> Iterator[list[Any]]:
+    """The trails of `args.urls`, loaded as `load_trails` does and closed on leaving."""
+    trails = load_trails(args, args.urls)
+    try:
+        yield trails
+    finally:
+        for trail in trails:
+            trail.close()
+
+
+def verdict(trails: list[Any]) -> str:
+    """The --json `result` of a review command."""
+    return "PASS" if all(t.passed for t in trails) else "FAIL"
 
 
 def _file_root(url: str) -> Path | None:

@@ -14,9 +14,10 @@ from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
     exit_code,
-    load_trails,
     print_summaries,
     run_guarded,
+    verdict,
+    verified_trails,
     write_stdout,
 )
 
@@ -47,38 +48,33 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.id:
         raise UsageError("ID must not be empty")
-    trails = load_trails(args, args.urls)
-    try:
-        with Engine(trails, memory_limit=args.memory_limit) as engine:
-            query = trace_query(args.id)
-            if args.json:
-                rows = [
-                    json.loads(text)
-                    for (text,) in engine.con.execute(
-                        "SELECT to_json(r) FROM (SELECT "
-                        f"{formats.texts_for_times(engine.sql(query))} FROM ({query})) r"
-                    ).fetchall()
-                ]
-                document = {
-                    "result": "PASS" if all(t.passed for t in trails) else "FAIL",
-                    "id": args.id,
-                    "trails": [t.summary_json() for t in trails],
-                    "events": rows,
-                }
-                write_stdout(json.dumps(document, indent=1))
+    with verified_trails(args) as trails, Engine(trails, memory_limit=args.memory_limit) as engine:
+        query = trace_query(args.id)
+        if args.json:
+            rows = [
+                json.loads(text)
+                for (text,) in engine.con.execute(
+                    "SELECT to_json(r) FROM (SELECT "
+                    f"{formats.texts_for_times(engine.sql(query))} FROM ({query})) r"
+                ).fetchall()
+            ]
+            document = {
+                "result": verdict(trails),
+                "id": args.id,
+                "trails": [t.summary_json() for t in trails],
+                "events": rows,
+            }
+            write_stdout(json.dumps(document, indent=1))
+        else:
+            print_summaries(trails)
+            if args.format == "table":
+                width = shutil.get_terminal_size((120, 24)).columns
+                table = trace_table_query(args.id)
+                text, total = formats.table(engine.con, table, width, 10_000)
+                write_stdout(f"{text}\n({total} events share {args.id})")
+            elif args.format == "ocsf":
+                write_ocsf(engine, query, args.out)
             else:
-                print_summaries(trails)
-                if args.format == "table":
-                    width = shutil.get_terminal_size((120, 24)).columns
-                    table = trace_table_query(args.id)
-                    text, total = formats.table(engine.con, table, width, 10_000)
-                    write_stdout(f"{text}\n({total} events share {args.id})")
-                elif args.format == "ocsf":
-                    write_ocsf(engine, query, args.out)
-                else:
-                    formats.copy_to(engine.con, query, args.format, args.out or binary_stdout())
-                    sys.stdout.flush()
-    finally:
-        for trail in trails:
-            trail.close()
+                formats.copy_to(engine.con, query, args.format, args.out or binary_stdout())
+                sys.stdout.flush()
     return exit_code(trails)
