@@ -24,11 +24,9 @@ from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import (
     access_proxy_config,
     free_port,
-    ledger_events,
-    open_store,
     sidecar_process,
+    stored_ledger,
     terminate_promptly,
-    verify_ledger,
 )
 
 MiB = 1024 * 1024
@@ -122,9 +120,7 @@ def test_large_bodies_stream_and_each_event_has_the_status_sent(tmp_path: Path) 
         "client_closed": 1.0,
     }
 
-    store = open_store(config["destination"]["url"])
-    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
-    events = [e["event"] for e in ledger_events(store) if e["event"]["category"] == "access"]
+    events = [e for e in stored_ledger(config).events if e["category"] == "access"]
     seen = Counter(
         (
             e["action"],
@@ -192,9 +188,7 @@ def test_full_spool_pushes_back_and_no_served_request_goes_unrecorded(tmp_path: 
             assert set(after.values()) == {200}
             time.sleep(0.5)
             terminate_promptly(sidecar, within=15)
-        store = open_store(config["destination"]["url"])
-        verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
-        recorded = Counter(e["event"]["correlation"]["request_id"] for e in ledger_events(store))
+        recorded = Counter(e["correlation"]["request_id"] for e in stored_ledger(config).events)
     assert re.search(r'^auditlock_sidecar_pushback_total\{input="access_proxy"\} (\S+)$',
                      metrics, re.M)  # fmt: skip
     expected = {f"rq-{i}" for i in range(5)} | served | set(after)
@@ -216,9 +210,7 @@ def test_unreachable_upstream_is_answered_and_recorded_502(tmp_path: Path) -> No
         metrics = sidecar.metrics()
         terminate_promptly(sidecar)
     assert failures(metrics) == {"upstream_unreachable": 1.0}
-    store = open_store(config["destination"]["url"])
-    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
-    (event,) = [e["event"] for e in ledger_events(store)]
+    (event,) = stored_ledger(config).events
     assert (event["details"]["status"], event["details"]["aborted"], event["outcome"]) == (
         502,
         "upstream_unreachable",
@@ -270,7 +262,5 @@ def test_connections_are_capped_and_stalled_ones_closed(tmp_path: Path) -> None:
             peak = terminate_promptly(sidecar)
     assert peak - idle < 16 * MiB
     assert failures(metrics) == {"connection_limit": 250.0}
-    store = open_store(config["destination"]["url"])
-    verify_ledger(store, tmp_path / "collector" / "key.pub.pem")
     # Only the request that was made is recorded: a refused or stalled connection sent none.
-    assert [e["event"]["target"]["name"] for e in ledger_events(store)] == ["/blob/16"]
+    assert [e["target"]["name"] for e in stored_ledger(config).events] == ["/blob/16"]

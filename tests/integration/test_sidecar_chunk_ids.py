@@ -11,13 +11,7 @@ import msgpack
 
 from auditlock.sidecar.sources.http.server import HttpIntake
 from tests.helpers.forward import forward_port, read_ack
-from tests.servers.sidecar import (
-    ledger_events,
-    make_config,
-    open_store,
-    running_sidecar,
-    verify_ledger,
-)
+from tests.servers.sidecar import make_config, running_sidecar, stored_ledger
 
 
 def event(name: str) -> dict[str, Any]:
@@ -55,7 +49,5 @@ async def test_a_forward_chunk_id_and_an_http_key_of_the_same_text_are_both_stor
             assert (await reply.json())["duplicate"] is True
             assert await forward_chunk(port, "http:K", "forward-1") == {"ack": "http:K"}
         assert sidecar.metrics.duplicate_chunks._value.get() == 1
-    store = open_store(config["destination"]["url"])
-    names = sorted(e["event"]["target"]["resource"] for e in ledger_events(store))
+    names = sorted(e["target"]["resource"] for e in stored_ledger(config).events)
     assert names == ["forward-1", "forward-2", "http-1", "http-2"]
-    verify_ledger(store, tmp_path / "key.pub.pem")

@@ -16,7 +16,7 @@ from tests.servers.sidecar import (
     make_config,
     open_store,
     running_sidecar,
-    verify_ledger,
+    stored_ledger,
 )
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node-forward"
@@ -57,11 +57,9 @@ async def test_npm_fluent_logger_with_acks(tmp_path: Path, mode: str) -> None:
     async with running_sidecar(config) as sidecar:
         result = await run_node(sidecar.source(ForwardServer).port, count, mode)
         assert result == {"acked": count, "errors": []}
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
-    assert sorted(e["event"]["details"]["n"] for e in events) == list(range(count))
-    assert all(e["event"]["details"]["intake"]["tag"] == "node.access" for e in events)
-    verify_ledger(store, tmp_path / "key.pub.pem")
+    events = stored_ledger(config).events
+    assert sorted(e["details"]["n"] for e in events) == list(range(count))
+    assert all(e["details"]["intake"]["tag"] == "node.access" for e in events)
 
 
 async def test_npm_fluent_logger_with_shared_key(tmp_path: Path) -> None:

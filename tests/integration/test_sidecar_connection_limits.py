@@ -22,14 +22,7 @@ import msgpack
 import pytest
 
 from tests.servers.hostile_intake import peak_rss_mib
-from tests.servers.sidecar import (
-    SidecarProcess,
-    ledger_events,
-    make_config,
-    open_store,
-    sidecar_process,
-    verify_ledger,
-)
+from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process, stored_ledger
 
 T = 1_764_428_645
 RECORD = {"category": "access", "action": "read", "actor": "ok", "target": "t"}
@@ -172,9 +165,7 @@ def test_only_the_valid_event_is_in_the_verified_ledger(limited: SidecarProcess)
     log = limited.log_path.read_text()
     assert "Unhandled exception" not in log and "Traceback" not in log, limited.tail(40)
     assert limited.terminate() == 0
-    store = open_store(limited.config["destination"]["url"])
-    assert [e["event"]["id"] for e in ledger_events(store)] == ["http-ok"]
-    verify_ledger(store, limited.workdir / "key.pub.pem")
+    assert [e["id"] for e in stored_ledger(limited.config).events] == ["http-ok"]
 
 
 def test_unauthenticated_connections_get_a_handshake_deadline(tmp_path: Path) -> None:

@@ -20,14 +20,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
-from tests.servers.sidecar import (
-    cli_verify,
-    ledger_events,
-    make_config,
-    open_store,
-    sidecar_process,
-    verify_ledger,
-)
+from tests.servers.sidecar import cli_verify, make_config, sidecar_process, stored_ledger
 
 EVENTS = int(os.environ.get("AUDITLOCK_TEST_CRASH_EVENTS", "200000"))
 KILLS = 5
@@ -74,13 +67,11 @@ def test_sigkill_five_times_loses_nothing_and_stores_nothing_twice(tmp_path: Pat
         assert sidecar.terminate() == 0, sidecar.tail()
         client.close()
     assert len(kills) == KILLS
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events, report = stored_ledger(config)
     numbers = [e["event"]["details"]["n"] for e in events]
     duplicates = len(numbers) - len(set(numbers))
     assert duplicates == 0, f"{duplicates} events stored twice"
     assert sorted(numbers) == list(range(EVENTS)), "acknowledged events are missing"
-    report = verify_ledger(store, tmp_path / "key.pub.pem")
     assert report.events_verified == EVENTS
     assert all(s.closed for s in report.streams), report.summary()
     result = cli_verify(config["destination"]["url"], tmp_path / "key.pub.pem")
@@ -106,8 +97,6 @@ def test_restart_after_sigkill_resumes_and_sigterm_closes_the_stream(tmp_path: P
         client.close()
         log = sidecar.log_path.read_text()
     assert "stopped: stream closed" in log
-    store = open_store(config["destination"]["url"])
-    numbers = [e["event"]["details"]["n"] for e in ledger_events(store)]
-    assert sorted(numbers) == list(range(200))
-    report = verify_ledger(store, tmp_path / "key.pub.pem")
+    events, report = stored_ledger(config)
+    assert sorted(e["event"]["details"]["n"] for e in events) == list(range(200))
     assert all(s.closed for s in report.streams)

@@ -18,7 +18,7 @@ from tests.servers.sidecar import (
     make_config,
     open_store,
     running_sidecar,
-    verify_ledger,
+    stored_ledger,
 )
 
 T = 1_764_428_645
@@ -49,11 +49,9 @@ async def test_python_fluent_logger_events_reach_the_verified_ledger(tmp_path: P
             ):
                 break
             await asyncio.sleep(0.05)
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events, report = stored_ledger(config)
     assert sorted(e["event"]["details"]["n"] for e in events) == list(range(500))
     assert {e["event"]["details"]["intake"]["tag"] for e in events} == {"app.access"}
-    report = verify_ledger(store, tmp_path / "key.pub.pem")
     assert report.events_verified == 500
     assert all(s.closed for s in report.streams)
 

@@ -16,7 +16,7 @@ from tests.servers.sidecar import (
     open_store,
     running_sidecar,
     sidecar_process,
-    verify_ledger,
+    stored_ledger,
 )
 
 
@@ -115,7 +115,5 @@ def test_a_resent_batch_with_its_idempotency_key_is_stored_once_across_restarts(
         status, answer = post(sidecar.http_port, batch, "has space")
         assert status == 400 and "Idempotency-Key" in answer["error"]
         assert sidecar.terminate() == 0
-    store = open_store(config["destination"]["url"])
-    names = [e["event"]["target"]["name"] for e in ledger_events(store)]
+    names = [e["target"]["name"] for e in stored_ledger(config).events]
     assert names == ["inv-0", "inv-1", "inv-2", "inv-10", "inv-11", "inv-3", "inv-4", "inv-4"]
-    verify_ledger(store, tmp_path / "key.pub.pem")

@@ -19,14 +19,7 @@ import pytest
 
 from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
 from tests.servers.seaweedfs import SeaweedFS
-from tests.servers.sidecar import (
-    ledger_events,
-    make_config,
-    metric_value,
-    open_store,
-    sidecar_process,
-    verify_ledger,
-)
+from tests.servers.sidecar import metric_value, s3_config, sidecar_process, stored_ledger
 
 OUTAGE_SECONDS = float(os.environ.get("AUDITLOCK_TEST_OUTAGE_SECONDS", "60"))
 EVENTS = 60_000
@@ -53,14 +46,9 @@ def post_event(port: int) -> tuple[int, dict[str, str]]:
 def test_seaweedfs_down_for_a_minute_loses_nothing(
     tmp_path: Path, seaweedfs_own: SeaweedFS
 ) -> None:
-    bucket = seaweedfs_own.make_bucket(object_lock=True)
-    url = f"s3://{bucket}/trail"
-    options = seaweedfs_own.destination_options()
-    config = make_config(
+    config = s3_config(
         tmp_path,
-        url,
-        ports=True,
-        destination={"retention_days": 1, "lock_mode": "Unlocked", "options": options},
+        seaweedfs_own,
         spool={"max_bytes": 4 * 1024 * 1024, "segment_bytes": 512 * 1024},
         delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 2.0},
     )
@@ -120,12 +108,10 @@ def test_seaweedfs_down_for_a_minute_loses_nothing(
         assert sidecar.terminate() == 0, sidecar.tail()
         client.close()
 
-    store = open_store(url, **options)
-    events = ledger_events(store)
+    events, report = stored_ledger(config)
     numbers = [e["event"]["details"]["n"] for e in events if e["event"]["action"] == "read"]
     assert len(numbers) == len(set(numbers)), "events stored twice"
     assert sorted(numbers) == list(range(EVENTS))
-    report = verify_ledger(store, tmp_path / "key.pub.pem")
     assert all(s.closed for s in report.streams)
     print(
         f"outage {OUTAGE_SECONDS:.0f}s: {acked_while_down} events acked before push back; "

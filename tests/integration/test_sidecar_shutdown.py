@@ -15,13 +15,7 @@ import pytest
 
 from tests.helpers.forward import RetransmittingClient, chunk_frame
 from tests.servers.seaweedfs import SeaweedFS
-from tests.servers.sidecar import (
-    ledger_events,
-    make_config,
-    open_store,
-    sidecar_process,
-    verify_ledger,
-)
+from tests.servers.sidecar import s3_config, sidecar_process, stored_ledger
 
 GRACE = 3.0
 
@@ -34,14 +28,9 @@ def send(client: RetransmittingClient, first: int, count: int) -> None:
 
 @pytest.mark.slow
 def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own: SeaweedFS) -> None:
-    bucket = seaweedfs_own.make_bucket(object_lock=True)
-    url = f"s3://{bucket}/trail"
-    options = seaweedfs_own.destination_options()
-    config = make_config(
+    config = s3_config(
         tmp_path,
-        url,
-        ports=True,
-        destination={"retention_days": 1, "lock_mode": "Unlocked", "options": options},
+        seaweedfs_own,
         delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 1.0},
         shutdown_grace_seconds=GRACE,
     )
@@ -83,11 +72,10 @@ def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own:
         sidecar.start()
         assert sidecar.terminate() == 0, sidecar.tail()
 
-    store = open_store(url, **options)
-    numbers = [e["event"]["details"]["n"] for e in ledger_events(store)]
+    events, report = stored_ledger(config)
+    numbers = [e["event"]["details"]["n"] for e in events]
     assert len(numbers) == len(set(numbers))
     assert sorted(numbers) == list(range(7000))
-    report = verify_ledger(store, tmp_path / "key.pub.pem")
     assert all(s.closed for s in report.streams)
 
 

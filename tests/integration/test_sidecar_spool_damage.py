@@ -11,14 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.spool import record_offsets
-from tests.servers.sidecar import (
-    ledger_events,
-    make_config,
-    open_store,
-    sidecar_process,
-    verify_ledger,
-    wait_for,
-)
+from tests.servers.sidecar import make_config, sidecar_process, stored_ledger, wait_for
 
 BATCH = 5
 
@@ -90,15 +83,13 @@ def test_a_flipped_byte_in_a_middle_segment_is_reported_in_the_trail(tmp_path: P
     assert f"{victim.name} at byte {offsets[1]}: checksum mismatch" in log
     assert f"auditlock_sidecar_spool_records_lost_total {float(lost_records)}" in metrics
     assert "Traceback" not in log
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events = stored_ledger(config).lines
     (alert,) = alerts(events)
     assert alert["category"] == "alert" and alert["details"]["records_lost"] == lost_records
     assert victim.name in alert["details"]["damage"][0]
     lost = set(range((first_lost - 1) * BATCH, (first_lost - 1 + lost_records) * BATCH))
     seen = Counter(e["event"]["details"]["n"] for e in events if "n" in e["event"]["details"])
     assert set(seen) == set(range(60 * BATCH)) - lost and max(seen.values()) == 1
-    verify_ledger(store, tmp_path / "key.pub.pem")
     assert (tmp_path / "spool" / "damaged").is_dir()
 
 
@@ -110,13 +101,11 @@ def test_a_garbage_state_file_is_reported_and_nothing_acknowledged_is_lost(
     metrics, log = restart_and_stop(tmp_path, config)
     assert "state.json: not a valid spool state" in log and "Traceback" not in log
     assert "auditlock_sidecar_spool_records_lost_total 0.0" in metrics
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events = stored_ledger(config).lines
     (alert,) = alerts(events)
     assert alert["details"]["may_be_stored_twice"] is True
     seen = Counter(e["event"]["details"]["n"] for e in events if "n" in e["event"]["details"])
     assert set(seen) == set(range(30 * BATCH))  # every acknowledged event, some twice
-    verify_ledger(store, tmp_path / "key.pub.pem")
 
 
 def test_a_state_file_claiming_more_than_the_spool_held_is_not_trusted(tmp_path: Path) -> None:
@@ -127,9 +116,7 @@ def test_a_state_file_claiming_more_than_the_spool_held_is_not_trusted(tmp_path:
     metrics, log = restart_and_stop(tmp_path, config)
     assert "claims 10000 released records" in log
     assert "auditlock_sidecar_spool_records_lost_total 0.0" in metrics
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events = stored_ledger(config).lines
     assert len(alerts(events)) == 1
     seen = {e["event"]["details"]["n"] for e in events if "n" in e["event"]["details"]}
     assert seen == set(range(20 * BATCH))
-    verify_ledger(store, tmp_path / "key.pub.pem")

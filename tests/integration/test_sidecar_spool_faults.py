@@ -33,11 +33,9 @@ from tests.servers.disk_faults import (
 from tests.servers.sidecar import (
     SidecarProcess,
     cli_verify,
-    ledger_events,
     make_config,
-    open_store,
     sidecar_process,
-    verify_ledger,
+    stored_ledger,
     wait_for,
 )
 
@@ -153,15 +151,13 @@ def run_senders(
 def check_ledger(
     config: dict[str, Any], workdir: Path, http: HttpSender, forward: ForwardSender
 ) -> None:
-    store = open_store(config["destination"]["url"])
-    events = ledger_events(store)
+    events, report = stored_ledger(config)
     seen = Counter((e["event"]["details"]["via"], e["event"]["details"]["n"]) for e in events)
     twice = [key for key, count in seen.items() if count > 1]
     assert not twice, f"stored twice: {twice[:10]}"
     assert {n for via, n in seen if via == "http"} == set(http.acked)
     assert not {n for via, n in seen if via == "http"} & set(http.refused)
     assert {n for via, n in seen if via == "forward"} == set(forward.acked)
-    report = verify_ledger(store, workdir / "key.pub.pem")
     assert report.events_verified == len(http.acked) + len(forward.acked)
     result = cli_verify(config["destination"]["url"], workdir / "key.pub.pem")
     if result is not None:

@@ -21,11 +21,9 @@ from auditlock.sidecar.sources.forward import protocol
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.sidecar import (
     SidecarProcess,
-    ledger_events,
     make_config,
-    open_store,
     sidecar_process,
-    verify_ledger,
+    stored_ledger,
     wait_for,
 )
 
@@ -157,10 +155,9 @@ def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused
         for sock in (first, waiting, never):
             sock.close()
         assert sidecar.terminate() == 0, sidecar.tail()
-        stored = open_store(config["destination"]["url"])  # on the tmpfs: read it now
-        numbers = sorted(e["event"]["details"]["n"] for e in ledger_events(stored))
+        stored = stored_ledger(config)  # on the tmpfs: read it now
+        numbers = sorted(e["details"]["n"] for e in stored.events)
         assert numbers == [*range(500), *range(1000, 1500), 7001, 7002]
-        verify_ledger(stored, tmp_path / "key.pub.pem")
 
 
 def test_sigterm_while_a_record_waits_for_room_stops_the_collector(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditlock.ledger.keys import generate, private_pem, public_pem
 
@@ -96,6 +96,19 @@ def make_config(
         else:
             config[section] = values
     return config
+
+
+def s3_config(workdir: Path, seaweedfs: Any, **sections: Any) -> dict[str, Any]:
+    """A config (fixed ports) that ships to a fresh Object Lock bucket on `seaweedfs`."""
+    bucket = seaweedfs.make_bucket(object_lock=True)
+    destination = {
+        "retention_days": 1,
+        "lock_mode": "Unlocked",
+        "options": seaweedfs.destination_options(),
+    }
+    return make_config(
+        workdir, f"s3://{bucket}/trail", ports=True, destination=destination, **sections
+    )
 
 
 def access_proxy_config(workdir: Path, upstream: str) -> tuple[dict[str, Any], int]:
@@ -283,6 +296,31 @@ def verify_ledger(store: Any, public_key_path: Path) -> Any:
     report = verify(store, VerifyOptions(public_keys=[load_public_key(public_key_path)]))
     assert report.ok, report.summary()
     return report
+
+
+class StoredLedger(NamedTuple):
+    """What reached a collector's destination, and the verifier's report over it."""
+
+    lines: list[dict[str, Any]]
+    report: Any
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [line["event"] for line in self.lines]
+
+
+def public_key_path(config: dict[str, Any]) -> Path:
+    """The public key `make_config` wrote beside the collector's signing key."""
+    return Path(config["stream"]["signing_key_file"]).with_name("key.pub.pem")
+
+
+def stored_ledger(config: dict[str, Any], **store_options: Any) -> StoredLedger:
+    """Every line at `config`'s destination, after the verifier passed the whole store
+    with the collector's public key (asserts PASS)."""
+    destination = config["destination"]
+    store = open_store(destination["url"], **(destination.get("options", {}) | store_options))
+    report = verify_ledger(store, public_key_path(config))
+    return StoredLedger(ledger_events(store), report)
 
 
 def cli_verify(url: str, public_key_path: Path) -> subprocess.CompletedProcess[str] | None:
