@@ -17,12 +17,9 @@ Fixtures: `fake_gcs` (session-wide), `gcs_bucket` (a fresh bucket per test).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import signal
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -32,11 +29,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers.managed import ManagedServer, log_tail
-from tests.servers.seaweedfs import ServerStartError, free_ports
+from tests.servers.managed import ObjectStoreServer, PortServer, ServerStartError
 
 PROJECT = "auditlock-test"
-START_TIMEOUT_S = 30.0
 
 
 def fake_gcs_binary() -> Path:
@@ -66,8 +61,9 @@ def fake_gcs_binary() -> Path:
 
 
 @dataclass
-class FakeGCS(ManagedServer):
+class FakeGCS(PortServer, ObjectStoreServer):
     label: ClassVar[str] = "fake-gcs-server"
+    url_scheme: ClassVar[str] = "gs"
     workdir: Path
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -80,24 +76,10 @@ class FakeGCS(ManagedServer):
     def log_path(self) -> Path:
         return self.workdir / "fake-gcs-server.log"
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Start on `port`, or on a free port; if another process grabs that port before
-        the server binds it, pick again."""
-        picked_here = not self.port
-        for attempt in range(3):
-            if picked_here:
-                self.port = free_ports(1)[0]
-            try:
-                self._start_once(timeout)
-                return
-            except ServerStartError as exc:
-                if not (picked_here and "already in use" in str(exc) and attempt < 2):
-                    raise
-
     def _start_once(self, timeout: float) -> None:
         binary = fake_gcs_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
+        self._launch([
             str(binary),
             "-scheme", "http",
             "-host", "127.0.0.1",
@@ -105,50 +87,12 @@ class FakeGCS(ManagedServer):
             "-backend", "memory",
             "-external-url", self.endpoint,
             "-log-level", "warn",
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise ServerStartError(
-                    f"fake-gcs-server exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception as exc:  # not listening yet
-                last = exc
-            time.sleep(0.1)
-        self.stop()
-        raise ServerStartError(
-            f"fake-gcs-server did not answer on {self.endpoint} within {timeout:.0f} s "
-            f"(last error: {last}); log {self.log_path}:\n{log_tail(self.log_path)}"
-        )
+        ])  # fmt: skip
+        self._wait_ready(self._answers, self.endpoint, timeout, poll=0.1)
 
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    def _answers(self) -> bool:
+        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2) as r:
+            return bool(r.status == 200)
 
     def client(self) -> Any:
         from google.auth.credentials import AnonymousCredentials

@@ -6,14 +6,10 @@ a process that dies with the test session (PR_SET_PDEATHSIG, as the control plan
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,11 +18,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from tests.servers.kube_controlplane import _die_with_parent
-from tests.servers.managed import ManagedServer, log_tail
-from tests.servers.seaweedfs import ServerStartError, free_ports
-
-START_TIMEOUT_S = 30.0
+from tests.servers.managed import PortServer, ServerStartError
 
 
 def debian_binary(name: str, env_var: str) -> Path:
@@ -46,7 +38,7 @@ def debian_binary(name: str, env_var: str) -> Path:
 
 
 @dataclass
-class PromProcess(ManagedServer):
+class PromProcess(PortServer):
     """Subclasses name their binary and build their argv and config."""
 
     label: ClassVar[str]
@@ -75,59 +67,16 @@ class PromProcess(ManagedServer):
     def argv(self, binary: Path) -> list[str]:
         raise NotImplementedError
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Start on `port`, or on a free port; if another process grabs that port before
-        the server binds it, pick again."""
-        picked_here = not self.port
-        for attempt in range(3):
-            if picked_here:
-                self.port = free_ports(1)[0]
-            try:
-                self._start_once(timeout)
-                return
-            except ServerStartError as exc:
-                if not (picked_here and "address already in use" in str(exc) and attempt < 2):
-                    raise
-
     def _start_once(self, timeout: float) -> None:
         binary = debian_binary(self.binary_name, self.binary_env)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self.argv(binary),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=(
-                    _die_with_parent
-                    if threading.current_thread() is threading.main_thread()
-                    else None
-                ),
-            )
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise ServerStartError(
-                    f"{self.label} exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception as exc:  # not listening yet
-                last = exc
-            time.sleep(0.05)
-        self.stop()
-        raise ServerStartError(
-            f"{self.label} did not become ready on {self.url} within {timeout:.0f} s "
-            f"(last error: {last}); log {self.log_path}:\n{log_tail(self.log_path)}"
-        )
+        self._launch(self.argv(binary), die_with_parent=True)
+        self._wait_ready(self._ready, self.url, timeout)
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+            return bool(r.status == 200)
 
     def write_config(self) -> None:
         tmp = self.config_path.with_suffix(".tmp")
@@ -161,16 +110,3 @@ class PromProcess(ManagedServer):
         with urllib.request.urlopen(request, timeout=10) as r:
             data = r.read()
         return json.loads(data) if data.strip() else None
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)

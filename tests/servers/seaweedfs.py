@@ -22,10 +22,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from tests.servers.managed import ManagedServer, log_tail
+from tests.servers.managed import ManagedServer, ObjectStoreServer, ServerStartError, free_ports
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -61,10 +59,6 @@ _PORT_FLAGS = (
 )
 
 
-class ServerStartError(RuntimeError):
-    """A test server could not start; the message names the binary and its log file."""
-
-
 def weed_binary() -> Path:
     explicit = os.environ.get("AUDITLOCK_WEED")
     if explicit:  # an explicit choice is never silently replaced by another binary
@@ -87,25 +81,13 @@ def weed_binary() -> Path:
     )
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports free right now on 127.0.0.1 (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @dataclass
-class SeaweedFS(ManagedServer):
+class SeaweedFS(ManagedServer, ObjectStoreServer):
     """One `weed mini` process; stop() and start() keep its ports and data directory."""
 
     label: ClassVar[str] = "SeaweedFS"
+    url_scheme: ClassVar[str] = "s3"
+    stop_timeout: ClassVar[float] = 15.0
 
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
@@ -168,33 +150,13 @@ class SeaweedFS(ManagedServer):
         self._starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self._starts}: {' '.join(args)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,  # so stop() can signal weed's whole process group
-            )
+        self._launch(args, cwd=self.workdir)
+        s3 = self.client(connect_timeout=1, read_timeout=3)
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(lambda: self._answers(s3), self.endpoint, timeout, poll=0.2)
         except BaseException:
             self.stop()
             raise
-
-    def stop(self, timeout: float = 15.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL): a crash or a dropped network, not a clean shutdown."""
@@ -204,31 +166,13 @@ class SeaweedFS(ManagedServer):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(15)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _answers(self, s3: S3Client) -> bool:
         """Ready = an authenticated ListBuckets and a write to a scratch bucket succeed."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        s3 = self.client(connect_timeout=1, read_timeout=3)
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise ServerStartError(
-                    f"SeaweedFS exited with code {self._proc.returncode} while starting; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                s3.list_buckets()
-                with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-                    s3.create_bucket(Bucket="auditlock-ready-probe")
-                s3.put_object(Bucket="auditlock-ready-probe", Key="probe", Body=b"ok")
-                return
-            except Exception as exc:  # not up yet: connection refused, 503, ...
-                last_error = exc
-                time.sleep(0.2)
-        raise ServerStartError(
-            f"SeaweedFS did not become ready on {self.endpoint} within {timeout:.0f} s "
-            f"(last error: {last_error}); log {self.log_path}:\n{log_tail(self.log_path)}"
-        )
+        s3.list_buckets()
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket="auditlock-ready-probe")
+        s3.put_object(Bucket="auditlock-ready-probe", Key="probe", Body=b"ok")
+        return True
 
     def _identities(self) -> dict[str, Any]:
         return {
