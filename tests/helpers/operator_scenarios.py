@@ -1,15 +1,18 @@
 """The operator's scenarios against the rig's real API server, as plain functions.
 
-Each runs twice: as admin, by tests/integration/test_operator_policies.py and
-test_operator_capture.py, and as the chart's ServiceAccount through a recording proxy, by
+Each runs twice: as admin, by tests/integration/test_operator_policies.py, and as the
+chart's ServiceAccount through a recording proxy, by
 tests/integration/test_chart_rbac.py, which proves the chart's RBAC suffices for them.
-A scenario takes the fixtures its tests pass in and asserts what the operator must do.
+A scenario takes the fixtures its parameters name and asserts what the operator must do;
+`run(name, request)` runs one with them.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,21 @@ from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, register_webhooks, unregister_webhooks
 from tests.servers.seaweedfs import SeaweedFS
 
+ALL: dict[str, Callable[..., None]] = {}
 
+
+def scenario(function: Callable[..., None]) -> Callable[..., None]:
+    ALL[function.__name__] = function
+    return function
+
+
+def run(name: str, request: pytest.FixtureRequest) -> None:
+    """Run scenario `name` with the fixtures its parameters name."""
+    function = ALL[name]
+    function(**{p: request.getfixturevalue(p) for p in inspect.signature(function).parameters})
+
+
+@scenario
 def policy_on_locked_s3_is_ready_within_5s(
     running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
 ) -> None:
@@ -79,6 +96,7 @@ def policy_on_locked_s3_is_ready_within_5s(
     assert private.splitlines()[1] not in str(policy)
 
 
+@scenario
 def selected_pod_is_injected_and_others_untouched(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -125,6 +143,7 @@ def selected_pod_is_injected_and_others_untouched(
     )
 
 
+@scenario
 def policy_update_raises_stale_pod_count(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -160,6 +179,7 @@ def policy_update_raises_stale_pod_count(
     assert "1 run an older configuration" in condition(after, "Injecting")["message"]
 
 
+@scenario
 def required_enforcement_refuses_pod_without_collector(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -201,6 +221,7 @@ def required_enforcement_refuses_pod_without_collector(
         register_webhooks(kube, running_operator.webhook_url)
 
 
+@scenario
 def invalid_policies_are_refused_or_reported_and_others_still_served(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -225,6 +246,7 @@ def invalid_policies_are_refused_or_reported_and_others_still_served(
     wait_condition(kube, operator_namespace, "good", "Ready", "True")
 
 
+@scenario
 def missing_credentials_secret_is_reported_then_retried(
     running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
 ) -> None:
@@ -239,6 +261,7 @@ def missing_credentials_secret_is_reported_then_retried(
     wait_condition(kube, operator_namespace, "creds", "Ready", "True", timeout=20)
 
 
+@scenario
 def selected_pods_without_a_collector_are_counted_and_named(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -314,6 +337,7 @@ def selected_pods_without_a_collector_are_counted_and_named(
                            state="unaudited", **who) == 0  # fmt: skip
 
 
+@scenario
 def delete_removes_owned_objects_and_keeps_the_data(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -352,6 +376,7 @@ def delete_removes_owned_objects_and_keeps_the_data(
     assert key_object.exists()
 
 
+@scenario
 def key_rotation_is_signed_by_the_old_key(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
@@ -392,6 +417,7 @@ def key_rotation_is_signed_by_the_old_key(
     assert status["keyFingerprint"] == new_key
 
 
+@scenario
 def exec_secret_read_and_rolebinding_become_ledger_events(
     running_operator: RunningOperator,
     operator_namespace: str,
@@ -455,6 +481,7 @@ def exec_secret_read_and_rolebinding_become_ledger_events(
     assert b"s3cr3t" not in b"".join(p.read_bytes() for p in operator_collector.rglob("*.jsonl"))
 
 
+@scenario
 def alert_rule_is_validated_evaluated_and_published(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:

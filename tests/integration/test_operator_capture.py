@@ -21,7 +21,6 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.ledger.value_hash import value_hash
-from tests.helpers import operator_scenarios as scenarios
 from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
 from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, remove_policy, secret_hash_key
@@ -29,17 +28,6 @@ from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import access_proxy_config, sidecar_process
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_exec_secret_read_and_rolebinding_become_ledger_events(
-    running_operator: RunningOperator,
-    operator_namespace: str,
-    operator_collector: Path,
-    tmp_path: Path,
-) -> None:
-    scenarios.exec_secret_read_and_rolebinding_become_ledger_events(
-        running_operator, operator_namespace, operator_collector, tmp_path
-    )
 
 
 def test_watch_fallback_records_config_changes_with_hashes_only(

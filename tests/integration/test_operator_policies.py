@@ -1,7 +1,7 @@
 """The operator against the real kube-apiserver: status, injection, enforcement, schema.
 
 The scenarios that also run as the chart's ServiceAccount (test_chart_rbac.py) are in
-tests/helpers/operator_scenarios.py; the tests here call them as admin.
+tests/helpers/operator_scenarios.py; `test_scenario_as_admin` runs each of them as admin.
 
 The operator runs in-process (kopf + TLS webhooks on 127.0.0.1); the API server calls
 its webhooks through Mutating/ValidatingWebhookConfigurations with a url clientConfig.
@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 
 from auditlock.operator import names as n
@@ -37,12 +38,9 @@ from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.seaweedfs import SeaweedFS
 
 
-def test_policy_on_locked_s3_is_ready_within_5s(
-    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
-) -> None:
-    scenarios.policy_on_locked_s3_is_ready_within_5s(
-        running_operator, operator_namespace, seaweedfs
-    )
+@pytest.mark.parametrize("name", scenarios.ALL)
+def test_scenario_as_admin(name: str, request: pytest.FixtureRequest) -> None:
+    scenarios.run(name, request)
 
 
 def test_bucket_without_object_lock_reports_destination_locked_false(
@@ -57,44 +55,6 @@ def test_bucket_without_object_lock_reports_destination_locked_false(
     assert locked["reason"] == "RetentionLockMissing"
     assert "lock" in locked["message"].lower()
     assert condition(policy, "Ready")["status"] == "False"
-
-
-def test_selected_pod_is_injected_and_others_untouched(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.selected_pod_is_injected_and_others_untouched(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-def test_policy_update_raises_stale_pod_count(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.policy_update_raises_stale_pod_count(running_operator, operator_namespace, tmp_path)
-
-
-def test_required_enforcement_refuses_pod_without_collector(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.required_enforcement_refuses_pod_without_collector(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-def test_invalid_policies_are_refused_or_reported_and_others_still_served(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.invalid_policies_are_refused_or_reported_and_others_still_served(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-def test_missing_credentials_secret_is_reported_then_retried(
-    running_operator: RunningOperator, operator_namespace: str, seaweedfs: SeaweedFS
-) -> None:
-    scenarios.missing_credentials_secret_is_reported_then_retried(
-        running_operator, operator_namespace, seaweedfs
-    )
 
 
 def test_missing_bucket_is_reported_in_one_sentence(
@@ -126,22 +86,6 @@ def test_kubectl_get_auditpolicies_prints_the_columns(
     assert cells[5:8] == ["7d", "Locked", "False"]
     explained = kube.kubectl("explain", "auditpolicy.spec.retention.days").stdout
     assert "Retention period in days" in explained
-
-
-def test_selected_pods_without_a_collector_are_counted_and_named(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.selected_pods_without_a_collector_are_counted_and_named(
-        running_operator, operator_namespace, tmp_path
-    )
-
-
-def test_delete_removes_owned_objects_and_keeps_the_data(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.delete_removes_owned_objects_and_keeps_the_data(
-        running_operator, operator_namespace, tmp_path
-    )
 
 
 def test_unreachable_destination_is_reported_and_retried(
@@ -251,17 +195,3 @@ def test_invalid_edit_keeps_the_last_valid_spec_in_force(
     assert (injecting["status"], injecting["reason"]) == ("True", "LastValidSpec")
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
     assert pod["metadata"]["annotations"][n.ANNOTATION_POLICY] == "kept"
-
-
-def test_key_rotation_is_signed_by_the_old_key(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.key_rotation_is_signed_by_the_old_key(running_operator, operator_namespace, tmp_path)
-
-
-def test_alert_rule_is_validated_evaluated_and_published(
-    running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
-) -> None:
-    scenarios.alert_rule_is_validated_evaluated_and_published(
-        running_operator, operator_namespace, tmp_path
-    )
