@@ -227,3 +227,20 @@ def test_synth_with_sparse_events_writes_heartbeats_and_verifies(
     code, out, _ = verify(root, keys, "--json")
     assert code == 0, out
     assert json.loads(out)["checkpoints_verified"] > 40 * 2  # heartbeats between events
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """`auditlock query ...` builds only query's parser: the operator's YAML and asyncio
+    are not imported (they cost a repeated query a tenth of its time); a command whose
+    name is not a module's (`verify-evidence`) still finds its parser."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from auditlock.cli.main import build_parser; build_parser('query'); "
+        "print(sorted({'yaml', 'asyncio', 'kopf'} & set(sys.modules))); "
+        "args = ['verify-evidence', 'x.tar.gz', '--public-key', 'k.pem']; "
+        "print(build_parser(args[0]).parse_args(args).command)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "verify-evidence"], out

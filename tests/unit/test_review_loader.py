@@ -267,3 +267,46 @@ def test_a_cached_verdict_is_not_reused_once_an_open_stream_is_overdue(tmp_path:
     again = load(led.url, _options(led, cache))
     assert not again.from_cache and "heartbeat is overdue" in again.cache_note
     assert [f["code"] for f in again.report["findings"]] == ["stream-stale"]
+
+
+def test_a_cache_part_changed_after_it_was_written_is_not_used(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A Parquet part rewritten in the cache (here: every action renamed) no longer
+    matches what the entry recorded of it: the trail is verified again, not answered
+    from the altered part."""
+    cache = tmp_path / "cache"
+    first = load(ledger.url, _options(ledger, cache))
+    part = first.files[0]
+    forged = tmp_path / "forged.parquet"
+    duckdb.sql(
+        f"COPY (SELECT * REPLACE ('forged' AS action) FROM read_parquet('{part}')) "
+        f"TO '{forged}' (FORMAT parquet)"
+    )
+    os.replace(forged, part)
+    again = load(ledger.url, _options(ledger, cache))
+    assert not again.from_cache and again.events == 90
+    assert not any(action == "forged" for (action,) in duckdb.sql(
+        f"SELECT action FROM read_parquet({[str(f) for f in again.files]})"
+    ).fetchall())  # fmt: skip
+    # The entry written by that verification is used again.
+    assert load(ledger.url, _options(ledger, cache)).from_cache
+
+
+def test_the_cache_key_follows_each_epochs_newest_valid_checkpoint(ledger: Ledger) -> None:
+    """The key reads the newest checkpoint of each epoch (the one that commits to all
+    before it), found from the end of the sorted listing; a stray name that sorts after
+    it is not taken for it, and rewriting the newest one changes the key."""
+    from auditlock import sinks
+    from auditlock.review.cache import trail_state
+
+    keys = [load_public_key(ledger.pub_path)]
+    newest = {stream: ledger.checkpoints(stream)[-1] for stream in ("app", "other")}
+    stray = newest["app"].rpartition("/")[0] + "/ckpt-9.ckpt"
+    ledger.write(stray, b"not a checkpoint")
+    state = trail_state(sinks.open(ledger.url), keys)
+    assert [(s, e, n) for s, e, n, _ in state.newest] == [
+        ("app", 0, newest["app"]), ("other", 0, newest["other"]),
+    ]  # fmt: skip
+    ledger.write(newest["other"], ledger.read(newest["other"]).replace(b'"epoch"', b' "epoch"'))
+    assert trail_state(sinks.open(ledger.url), keys).key != state.key

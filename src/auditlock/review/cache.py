@@ -96,13 +96,18 @@ def trail_state(destination: Destination, anchors: Iterable[Any]) -> TrailState:
     names = sorted(destination.list(""))
     listing = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
     newest: dict[tuple[str, int], ObjectName] = {}
-    for name in names:
-        parsed = parse_name(name)
-        if parsed is None or parsed.kind != "checkpoint":
+    # The newest checkpoint of an epoch is the last valid checkpoint name in its directory
+    # (fixed-width numbers: lexical order is numeric order, FORMAT.md section 2). Walking
+    # the sorted listing backwards parses one name per epoch, not every name of the trail.
+    found: set[str] = set()
+    for name in reversed(names):
+        directory, _, base = name.rpartition("/")
+        if directory in found or not base.endswith(".ckpt"):
             continue
-        place = (parsed.stream, parsed.epoch)
-        if place not in newest or parsed.index > newest[place].index:
-            newest[place] = parsed
+        parsed = parse_name(name)
+        if parsed is not None and parsed.kind == "checkpoint":
+            newest[(parsed.stream, parsed.epoch)] = parsed
+            found.add(directory)
     digests = []
     last_epoch = {stream: epoch for stream, epoch in sorted(newest)}
     due: int | None = None
@@ -188,11 +193,27 @@ def lookup(root: Path, key: str) -> Entry | None:
     if manifest.get("format") != CACHE_FORMAT:
         return None
     files = manifest.get("files")
-    if not isinstance(files, list) or not all(
-        isinstance(f, str) and "/" not in f and (path / f).is_file() for f in files
-    ):
+    seals = manifest.get("seals")
+    if not isinstance(files, list) or not isinstance(seals, dict):
         return None
+    for name in files:
+        if not isinstance(name, str) or "/" in name or seals.get(name) != _seal(path / name):
+            return None
     return Entry(path, manifest)
+
+
+def _seal(path: Path) -> list[int] | None:
+    """What a part's stat says about its content: a part rewritten, truncated or replaced
+    after the entry was written has another size, inode or change time (the change time
+    cannot be set back, unlike the modification time). A stat, not a digest: hashing the
+    parts would cost more than the query it saves."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return [info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
 
 
 class Staging:
@@ -206,6 +227,7 @@ class Staging:
 
     def commit(self, manifest: dict[str, Any]) -> Entry:
         manifest = {"format": CACHE_FORMAT, "key": self.key, **manifest}
+        manifest["seals"] = {name: _seal(self.path / name) for name in manifest["files"]}
         (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1))
         final = self.root / self.key
         if final.exists():  # a concurrent load of the same trail finished first
