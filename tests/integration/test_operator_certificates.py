@@ -6,6 +6,7 @@ policy's file:// destination, and `verify --public-key ROOT` following it."""
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,10 @@ from auditlock.ledger.keys import Signer, generate
 from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
+from auditlock.operator.certificates import PATH
 from auditlock.operator.stream_ids import stream_id
 from tests.helpers.certificates import ask, pod_token, request_body
+from tests.helpers.http_intake import event, post
 from tests.helpers.policies import (
     create_pod,
     create_policy,
@@ -30,6 +33,7 @@ from tests.helpers.policies import (
 )
 from tests.servers.auditlock_operator import RunningOperator, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
+from tests.servers.sidecar import make_config, sidecar_process, terminate_promptly, wait_for
 
 CLUSTER = "rig"
 
@@ -91,8 +95,8 @@ def test_a_pod_gets_its_key_certified_and_verify_follows_it(rig: Rig) -> None:
     # The collector writes with that key; a foreign key writes a neighbour's stream.
     for signer, stream in ((key, rig.stream(pod)), (Signer(generate()), rig.stream(rig.pod()))):
         writer = StreamWriter.resume(dest, stream, signer, retention=None)
-        for _, event in synthetic_events(stream, 3):
-            writer.append(event)
+        for _, synthetic in synthetic_events(stream, 3):
+            writer.append(synthetic)
         writer.store(writer.seal())
         writer.store(writer.close())
     report = verify(dest, VerifyOptions(public_keys=[rig.root.public], check_retention=False))
@@ -127,3 +131,52 @@ def test_only_the_pod_the_token_proves_is_certified(rig: Rig) -> None:
     assert status in (401, 403)
     assert operator_metric(rig.operator, "auditlock_operator_certificate_requests_total",
                            outcome="forbidden") >= 3  # fmt: skip
+
+
+def _segments(dest: sinks.Destination, stream: str) -> list[str]:
+    return [n for n in dest.list(f"streams/{stream}/") if "/seg-" in n]
+
+
+def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_path: Path) -> None:
+    """Events sent before the operator certifies the key wait in the spool; nothing is
+    shipped unsigned or lost. A restart in the same pod certifies a new key and the
+    stream verifies under the root alone."""
+    pod = rig.pod()
+    stream = rig.stream(pod)
+    token_file = tmp_path / "token"  # the kubelet has not projected it yet
+    config = make_config(
+        tmp_path / "collector",
+        f"file://{rig.store}",
+        ports=True,
+        stream={
+            "id": stream,
+            "signing_key_file": None,
+            "certificate_url": rig.operator.webhook_url + PATH,
+            "certificate_token_file": str(token_file),
+            "certificate_ca_file": str(rig.kube.ca_path),
+        },
+        delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.5},
+    )
+    dest = sinks.open(f"file://{rig.store}")
+    with sidecar_process(tmp_path / "collector", config) as collector:
+        collector.start()
+        assert post(collector.http_port, [event(i) for i in range(3)], "a")[0] == 202
+        time.sleep(1.0)
+        assert _segments(dest, stream) == []  # uncertified: nothing shipped yet
+        token_file.write_text(pod_token(rig.kube, pod))
+        wait_for(lambda: _segments(dest, stream), 20, "events shipped once certified")
+        terminate_promptly(collector, 15)
+        collector.start()
+        assert post(collector.http_port, [event(i) for i in range(3, 5)], "b")[0] == 202
+        wait_for(lambda: len(_segments(dest, stream)) >= 2, 20, "shipped after the restart")
+        terminate_promptly(collector, 15)
+    certified = {
+        decode_certificate(dest.get(n)).key_id
+        for n in dest.list("keys/certs/")
+        if decode_certificate(dest.get(n)).subject.stream == stream
+    }
+    assert len(certified) == 2  # one key per start
+    report = verify(dest, VerifyOptions(public_keys=[rig.root.public], check_retention=False))
+    summary = next(s for s in report.streams if s.stream == stream)
+    assert [f for f in report.findings if f.stream == stream] == []
+    assert summary.events == 5

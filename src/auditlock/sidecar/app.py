@@ -135,7 +135,7 @@ class Sidecar:
         context = SourceContext(
             self.intake,
             state_dir=Path(self.config.spool.dir),
-            private=[Path(self.config.stream.signing_key_file)],
+            private=[Path(f) for f in (self.config.stream.signing_key_file,) if f is not None],
         )
         self.sources = build_sources(self.config.sources, context)
         for source in self.sources:

@@ -126,10 +126,24 @@ class StreamConfig:
     # One stream per sidecar; under the operator <cluster>_<namespace>_<pod> (letters,
     # digits, '.', '_', '-').
     id: str
-    signing_key_file: Path  # Ed25519 private key (PEM)
+    # The shared policy key (PEM), mounted from a Secret; or, with `certificate_url`
+    # instead, a per-pod key generated at start, kept in memory only and certified by
+    # the operator (sidecar/pod_key.py, docs/operator.md "Per-pod keys").
+    signing_key_file: Path | None = None
+    certificate_url: str = ""  # https://<operator>/v1/certificates
+    # The pod's projected ServiceAccount token (audience auditlock-certificates),
+    # re-read for every request: the kubelet rotates it.
+    certificate_token_file: str = "/var/run/auditlock/certificate-token/token"
+    certificate_ca_file: str = ""  # CA of the operator's TLS certificate; empty: system CAs
 
     def __post_init__(self) -> None:
         from auditlock.ledger.names import check_stream_id
+
+        if (self.signing_key_file is None) == (not self.certificate_url):
+            raise ValueError(
+                "give exactly one of signing_key_file (a shared key) and certificate_url "
+                "(a per-pod key certified by the operator)"
+            )
 
         if "/" in self.id:
             raise ValueError(

@@ -72,9 +72,11 @@ def _build(hint: Any, value: Any) -> Any:
         return [_build(item_hint, item) for item in value]
     if hint is Path:
         return Path(value)
+    if value is not None and set(typing.get_args(hint)) == {Path, type(None)}:
+        return Path(value)  # Path | None
     if hint is float:
         return float(value)  # JSON may spell 20.0 as 20
-    return value  # str, int, bool, a Literal, str | None, dict[str, Any]
+    return value  # str, int, bool, a Literal, X | None (None here), dict[str, Any]
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from typing import Any
 
 from auditlock.sidecar.config import SidecarConfig
 from auditlock.sidecar.metrics import Metrics
+from auditlock.sidecar.pod_key import CertificateRefused, PodKey
 from auditlock.sidecar.spool.spool import Spool
 
 log = logging.getLogger("auditlock.sidecar.shipping")
@@ -58,6 +59,16 @@ class Shipper:
             max_workers=self.delivery.uploads_in_flight + 1, thread_name_prefix="upload"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.pod_key: PodKey | None = None
+        stream = config.stream
+        if stream.certificate_url:
+            self.pod_key = PodKey(
+                stream.certificate_url,
+                stream.id,
+                stream.certificate_token_file,
+                stream.certificate_ca_file,
+            )
+        self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._skip = 0
@@ -143,9 +154,33 @@ class Shipper:
             )
         self.metrics.last_seq.set(next_seq - 1)
         self.resumed = True
+        if self.pod_key is not None and self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_certificate(self.pod_key))
         if start_runner:
             self._runner = asyncio.create_task(self._run())
             self._runner.add_done_callback(self._runner_done)
+
+    async def _renew_certificate(self, pod_key: PodKey) -> None:
+        """A new certificate for the same key at two thirds of the current one's
+        validity, retried with backoff until it is stored; a key whose certificate ran
+        out signs checkpoints `verify` reports as `uncertified-key`, so say so loudly."""
+        delay = self.delivery.retry_initial_seconds
+        while not self._stopping:
+            wait = (pod_key.renew_at_ns() - time.time_ns()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600.0))
+                continue
+            try:
+                await self._in_thread(pod_key.certify)
+            except CertificateRefused as exc:
+                expired = time.time_ns() > pod_key.not_after_ns
+                self.problem = f"certificate {'expired' if expired else 'not renewed'}: {exc}"
+                log.warning("%s; retrying in %.0f s", self.problem, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.delivery.retry_max_seconds)
+                continue
+            self.problem = None
+            delay = self.delivery.retry_initial_seconds
 
     def _runner_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -164,8 +199,15 @@ class Shipper:
         from auditlock.sinks.base import LockMode, RetentionSpec
 
         dest = self.config.destination
+        if self.pod_key is not None:
+            # The certificate must be stored before the first checkpoint the key signs.
+            if not self.pod_key.certified:
+                self.pod_key.certify()
+            key = self.pod_key.signer.private
+        else:
+            assert self.config.stream.signing_key_file is not None  # config.py checks
+            key = load_private_key(self.config.stream.signing_key_file)
         self.destination = sinks.open(dest.url, **dest.options)
-        key = load_private_key(self.config.stream.signing_key_file)
         retention = RetentionSpec(
             period=timedelta(days=dest.retention_days),
             mode=LockMode(dest.lock_mode),
@@ -300,6 +342,8 @@ class Shipper:
     async def drain_and_close(self) -> None:
         """Ship everything spooled, then store the stream-closed checkpoint."""
         self._stopping = True
+        if self._renewer is not None:
+            self._renewer.cancel()
         if self._runner is not None:
             if not self.resumed:
                 # Never reached the destination: nothing to drain, the spool keeps it all.
@@ -324,7 +368,7 @@ class Shipper:
 
     async def abort(self) -> None:
         """Stop without draining (the grace period ran out); the spool keeps everything."""
-        for task in [self._runner, *self._tasks]:
+        for task in [self._runner, self._renewer, *self._tasks]:
             if task is not None:
                 task.cancel()
 
