@@ -13,17 +13,20 @@ tested elsewhere; the witness only reads what is stored).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 from kubernetes import client
 
 from auditlock import sinks
 from auditlock.ledger.keys import Signer, generate, load_private_key
+from auditlock.ledger.newest import newest_checkpoints
 from auditlock.ledger.synth import synthetic_events
-from auditlock.ledger.trusted_time import load_certificates
+from auditlock.ledger.trusted_time import load_certificates, request_token
 from auditlock.ledger.verify import VerifyOptions, verify
-from auditlock.ledger.witness import chain_end, decode_record
+from auditlock.ledger.witness import chain_end, decode_record, witnessed
 from auditlock.ledger.writer import StreamWriter
 from auditlock.operator import keys
 from auditlock.operator.witness import WitnessSettings
@@ -128,3 +131,50 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         ("witness-missing-checkpoint", "rig_ns_b")
     }, [f.describe() for f in witnessed.findings]
     assert witnessed.to_json()["witness"] == witnessed.witness
+
+
+def test_a_backdated_or_foreign_token_is_reported(openssl_tsa: OpensslTsa, tmp_path: Path) -> None:
+    """A record that claims an hour ago but reached the TSA now was backdated; a token
+    over other bytes is not this record's; a record without one is a warning."""
+    openssl_tsa.mode = "honest"
+    store = sinks.open(f"file://{tmp_path / 'store'}")
+    writer = StreamWriter.resume(store, "rig_ns_a", Signer(generate()), retention=None)
+    writer.store(writer.heartbeat())
+    operator_key = Signer(generate())
+    end = chain_end(store, "rig")
+    names = []
+    for age_minutes in (60, 0, 0):
+        name, data = end.record(
+            "rig",
+            operator_key,
+            witnessed(newest_checkpoints(store).values()),
+            time_ns=time.time_ns() - age_minutes * 60 * 10**9,
+            interval_ms=60_000,
+        )
+        store.put(name, data, None)
+        names.append((name, data))
+        end = end.after(data)
+    store.put(names[0][0] + ".tsr", _token(openssl_tsa, names[0][1]), None)
+    store.put(names[1][0] + ".tsr", _token(openssl_tsa, b"other bytes"), None)
+    report = verify(
+        store,
+        VerifyOptions(
+            witness_keys=[operator_key.public],
+            tsa_certificates=load_certificates(openssl_tsa.root_pem),
+            slack_seconds=30,
+        ),
+    )
+    found = {(f.code, f.object) for f in report.findings}
+    assert found == {
+        ("timestamp-late", names[0][0] + ".tsr"),
+        ("timestamp-mismatch", names[1][0] + ".tsr"),
+    }, found
+    assert {(w.code, w.object) for w in report.warnings} >= {("timestamp-missing", names[2][0])}
+
+
+def _token(tsa: OpensslTsa, message: bytes) -> bytes:
+    async def ask() -> bytes:
+        async with aiohttp.ClientSession() as session:
+            return await request_token(session, tsa.url, message, time_limit=30)
+
+    return asyncio.run(ask())

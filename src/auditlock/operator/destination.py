@@ -169,6 +169,7 @@ def _publish_key(
 _SCANS: dict[str, tuple[float, dict[str, StreamTip] | None]] = {}
 SCAN_INTERVAL = 300.0
 MAX_LISTED = 500_000  # a bound on one scan; beyond it the answer may miss newer streams
+READS_IN_FLIGHT = 8  # newest checkpoints read at once from a remote store
 
 
 def read_newest(url: str, destination: sinks.Destination) -> dict[str, StreamTip]:
@@ -176,7 +177,8 @@ def read_newest(url: str, destination: sinks.Destination) -> dict[str, StreamTip
     the latest reading of `url`: the witness, the trail watcher and the periodic refresh
     (LAST-CHECKPOINT, abandonment) share one reading instead of listing the bucket each.
     DestinationError and OSError propagate."""
-    found = newest_checkpoints(destination, limit=MAX_LISTED)
+    workers = 0 if url.startswith("file:") else READS_IN_FLIGHT
+    found = newest_checkpoints(destination, limit=MAX_LISTED, workers=workers)
     _SCANS[url] = (time.monotonic(), found)
     return found
 
