@@ -152,6 +152,13 @@ class Dispatcher:
             self._progress.clear()
             await self._progress.wait()
 
+    async def shutdown(self, drain_seconds: float = 5.0) -> None:
+        """Deliver what is queued for at most `drain_seconds`, then close."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_seconds):
+                await self.drain()
+        await self.close()
+
     async def close(self) -> None:
         self._closing = True
         for lane in self._lanes:

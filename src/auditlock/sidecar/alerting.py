@@ -211,10 +211,7 @@ class CollectorAlerts:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.dispatcher.drain()
-        await self.dispatcher.close()
+        await self.dispatcher.shutdown()
 
     # -- the trail receiver --------------------------------------------------------------
 
