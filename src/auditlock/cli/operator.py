@@ -20,6 +20,19 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def _env_list(name: str) -> list[str]:
+    """A comma-separated variable as a list (empty items dropped)."""
+    return [item for item in (os.environ.get(name) or "").split(",") if item]
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "operator",
@@ -33,13 +46,11 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--namespace",
         action="append",
-        default=[n for n in (_env("AUDITLOCK_NAMESPACES") or "").split(",") if n],
+        default=_env_list("AUDITLOCK_NAMESPACES"),
         help="serve only these namespaces (repeatable); default: all",
     )
     run.add_argument("--webhook-host", default=_env("AUDITLOCK_WEBHOOK_HOST", "0.0.0.0"))
-    run.add_argument(
-        "--webhook-port", type=int, default=int(_env("AUDITLOCK_WEBHOOK_PORT", "9443") or 9443)
-    )
+    run.add_argument("--webhook-port", type=int, default=_env_int("AUDITLOCK_WEBHOOK_PORT", 9443))
     run.add_argument(
         "--tls-dir",
         type=Path,
@@ -49,7 +60,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--audit-port",
         type=int,
-        default=int(_env("AUDITLOCK_AUDIT_PORT", "0") or 0),
+        default=_env_int("AUDITLOCK_AUDIT_PORT", 0),
         help="also serve the webhooks and /audit on this TLS port (0: only --webhook-port)",
     )
     run.add_argument("--tls-cert-file", type=Path, default=_path("AUDITLOCK_TLS_CERT_FILE"))
@@ -57,7 +68,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--health-port",
         type=int,
-        default=int(_env("AUDITLOCK_HEALTH_PORT", "8080") or 8080),
+        default=_env_int("AUDITLOCK_HEALTH_PORT", 8080),
         help="plain HTTP /healthz, /readyz, /metrics (0 disables)",
     )
     run.add_argument("--sidecar-image", default=_env("AUDITLOCK_SIDECAR_IMAGE"))
@@ -132,7 +143,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--certificate-validity-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_CERTIFICATE_VALIDITY_SECONDS", "86400") or 86400),
+        default=_env_float("AUDITLOCK_CERTIFICATE_VALIDITY_SECONDS", 86400),
         help="how long a per-pod key's certificate is valid; collectors renew at two thirds",
     )
     run.add_argument(
@@ -145,18 +156,18 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--refresh-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_REFRESH_SECONDS", "60") or 60),
+        default=_env_float("AUDITLOCK_REFRESH_SECONDS", 60),
     )
     run.add_argument(
         "--checkpoint-scan-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_CHECKPOINT_SCAN_SECONDS", "300") or 300),
+        default=_env_float("AUDITLOCK_CHECKPOINT_SCAN_SECONDS", 300),
         help="how often the destination is listed for its newest checkpoint",
     )
     run.add_argument(
         "--abandon-grace-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_ABANDON_GRACE_SECONDS", "300") or 300),
+        default=_env_float("AUDITLOCK_ABANDON_GRACE_SECONDS", 300),
         help="close the stream of a pod that is gone for good after this long (an "
         "'abandon' checkpoint, docs/operator.md); 0 never closes them",
     )
@@ -172,7 +183,7 @@ def register(subparsers: Any) -> None:
     witness.add_argument(
         "--witness-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_WITNESS_SECONDS", "60") or 60),
+        default=_env_float("AUDITLOCK_WITNESS_SECONDS", 60),
         help="how often the witness reads every destination and stores a record",
     )
     witness.add_argument(
@@ -202,14 +213,14 @@ def register(subparsers: Any) -> None:
     alerts.add_argument(
         "--disable-builtin-alert",
         action="append",
-        default=[n for n in (_env("AUDITLOCK_DISABLED_BUILTIN_ALERTS") or "").split(",") if n],
+        default=_env_list("AUDITLOCK_DISABLED_BUILTIN_ALERTS"),
         metavar="NAME",
         help="turn off a built-in alert (repeatable; docs/alerts.md lists them)",
     )
     alerts.add_argument(
         "--operator-identity",
         action="append",
-        default=[n for n in (_env("AUDITLOCK_OPERATOR_IDENTITY") or "").split(",") if n],
+        default=_env_list("AUDITLOCK_OPERATOR_IDENTITY"),
         metavar="USER",
         help="the operator's own API identity (its AuditPolicy patches are not alerted)",
     )
@@ -222,7 +233,7 @@ def register(subparsers: Any) -> None:
     alerts.add_argument(
         "--trail-watch-seconds",
         type=float,
-        default=float(_env("AUDITLOCK_TRAIL_WATCH_SECONDS", "25") or 25),
+        default=_env_float("AUDITLOCK_TRAIL_WATCH_SECONDS", 25),
         help="how often the trail watcher reads every stream's newest checkpoint",
     )
     alerts.add_argument("--no-alerts", action="store_true", help="evaluate no alert rules at all")
@@ -291,7 +302,29 @@ def _alert_settings(args: argparse.Namespace) -> Any:
     )
 
 
+class _UsageError(Exception):
+    """A flag the operator cannot start with: `auditlock operator: <message>`, exit 2."""
+
+
+def _namespaced_name(flag: str, value: str) -> tuple[str, str] | None:
+    """The NAMESPACE/NAME given to `flag`; None when it is empty."""
+    if not value:
+        return None
+    namespace, _, name = value.partition("/")
+    if not namespace or not name:
+        raise _UsageError(f"{flag} must be NAMESPACE/NAME")
+    return namespace, name
+
+
 def _run(args: argparse.Namespace) -> int:
+    try:
+        return _run_operator(args)
+    except _UsageError as exc:
+        print(f"auditlock operator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run_operator(args: argparse.Namespace) -> int:
     from kubernetes.config import ConfigException
 
     from auditlock.operator import tls
@@ -322,29 +355,13 @@ def _run(args: argparse.Namespace) -> int:
         try:
             check_cluster_name(args.cluster_name)
         except ClusterNameError as exc:
-            print(f"auditlock operator: --cluster-name: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    identity: tuple[str, str] | None = None
-    if args.cluster_identity_configmap:
-        namespace, _, name = args.cluster_identity_configmap.partition("/")
-        if not namespace or not name:
-            print("auditlock operator: --cluster-identity-configmap must be NAMESPACE/NAME",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
-        identity = (namespace, name)
-    hash_key: tuple[str, str] | None = None
-    if args.secret_hash_key:
-        namespace, _, name = args.secret_hash_key.partition("/")
-        if not namespace or not name:
-            print("auditlock operator: --secret-hash-key must be NAMESPACE/NAME",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
-        hash_key = (namespace, name)
+            raise _UsageError(f"--cluster-name: {exc}") from None
+    identity = _namespaced_name("--cluster-identity-configmap", args.cluster_identity_configmap)
+    hash_key = _namespaced_name("--secret-hash-key", args.secret_hash_key)
     try:
         api_client = load_api_client(args.kubeconfig)
     except (ConfigException, OSError) as exc:
-        print(f"auditlock operator: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise _UsageError(f"cannot load Kubernetes credentials: {exc}") from None
     if args.priority == "random":
         import secrets
 
@@ -353,14 +370,12 @@ def _run(args: argparse.Namespace) -> int:
         try:
             priority = int(args.priority)
         except ValueError:
-            print(f"auditlock operator: --priority {args.priority!r} is not an integer "
-                  "or 'random'", file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
+            raise _UsageError(
+                f"--priority {args.priority!r} is not an integer or 'random'"
+            ) from None
     host, _, port = args.collector.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        print(f"auditlock operator: --collector {args.collector!r} is not HOST:PORT",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        raise _UsageError(f"--collector {args.collector!r} is not HOST:PORT")
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
     root_key = None
     if args.root_key_file is not None:
@@ -370,19 +385,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             root_key = Signer(load_private_key(args.root_key_file))
         except KeyFileError as exc:
-            print(f"auditlock operator: --root-key-file: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    witness_secret: tuple[str, str] | None = None
-    if args.witness_key_secret:
-        namespace, _, name = args.witness_key_secret.partition("/")
-        if not namespace or not name:
-            print("auditlock operator: --witness-key-secret must be NAMESPACE/NAME",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
-        witness_secret = (namespace, name)
+            raise _UsageError(f"--root-key-file: {exc}") from None
+    witness_secret = _namespaced_name("--witness-key-secret", args.witness_key_secret)
     if not args.witness_seconds >= 1:
-        print("auditlock operator: --witness-seconds must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        raise _UsageError("--witness-seconds must be at least 1")
     from auditlock.operator.witness import WitnessSettings
 
     config = OperatorConfig(
@@ -416,6 +422,5 @@ def _run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(Operator(config).run())
     except HashKeyError as exc:
-        print(f"auditlock operator: --secret-hash-key: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise _UsageError(f"--secret-hash-key: {exc}") from None
     return EXIT_OK
