@@ -5,6 +5,8 @@ policy's file:// destination, and `verify --public-key ROOT` following it."""
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -20,7 +22,8 @@ from auditlock.ledger.keys import Signer, generate
 from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
-from auditlock.operator.certificates import PATH
+from auditlock.operator.certificates import AUDIENCE, PATH
+from auditlock.operator.names import key_secret_name
 from auditlock.operator.stream_ids import stream_id
 from tests.helpers.certificates import ask, pod_token, request_body
 from tests.helpers.http_intake import event, post
@@ -31,7 +34,7 @@ from tests.helpers.policies import (
     operator_metric,
     wait_condition,
 )
-from tests.servers.auditlock_operator import RunningOperator, start_operator
+from tests.servers.auditlock_operator import RunningOperator, post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.sidecar import make_config, sidecar_process, terminate_promptly, wait_for
 
@@ -180,3 +183,49 @@ def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_
     summary = next(s for s in report.streams if s.stream == stream)
     assert [f for f in report.findings if f.stream == stream] == []
     assert summary.events == 5
+
+
+def test_with_per_pod_signing_a_namespace_admin_finds_no_private_key(rig: Rig) -> None:
+    """`signing: perPod`: the operator makes no key Secret, the injected collector gets a
+    projected token instead of a key volume, and a user with every right in the
+    namespace (Secrets included) finds no private key in any Secret or ConfigMap."""
+    kube = rig.kube
+    namespace = kube.create_namespace()
+    create_policy(kube, namespace, "perpod", file_spec(rig.store, signing="perPod"))
+    policy = wait_condition(kube, namespace, "perpod", "Ready", "True", timeout=30)
+    assert policy["status"]["keyFingerprint"] == rig.root.key_id
+    assert "keySecret" not in policy["status"]
+    answer = post_pod_review(rig.operator.webhook_url, kube, namespace)
+    patch = json.loads(base64.b64decode(answer["patch"]))
+    injected = json.dumps(patch)
+    assert "serviceAccountToken" in injected and AUDIENCE in injected
+    assert key_secret_name("perpod") not in injected
+    with kube.api_client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, {"metadata": {"name": "team-admin"}}
+        )
+        rbac.create_namespaced_role(namespace, {
+            "metadata": {"name": "everything"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        })  # fmt: skip
+        rbac.create_namespaced_role_binding(namespace, {
+            "metadata": {"name": "team-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "everything"},
+            "subjects": [{"kind": "ServiceAccount", "name": "team-admin",
+                          "namespace": namespace}],
+        })  # fmt: skip
+    token = kube.service_account_token(namespace, "team-admin")
+    with kube.api_client(token=token) as api:
+        core = client.CoreV1Api(api)
+        secrets = core.list_namespaced_secret(namespace).items
+        maps = core.list_namespaced_config_map(namespace).items
+        with pytest.raises(client.ApiException) as refused:
+            core.list_namespaced_secret("default")  # where the operator's keys would be
+        assert refused.value.status == 403
+    values = [base64.b64decode(v) for s in secrets for v in (s.data or {}).values()]
+    values += [v.encode() for m in maps for v in (m.data or {}).values()]
+    assert maps and all(b"PRIVATE KEY" not in v for v in values)
+    assert not any(s.metadata.name == key_secret_name("perpod") for s in secrets)
+    kube.delete_namespace(namespace)

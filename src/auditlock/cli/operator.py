@@ -147,6 +147,17 @@ def register(subparsers: Any) -> None:
         help="how long a per-pod key's certificate is valid; collectors renew at two thirds",
     )
     run.add_argument(
+        "--certificate-url",
+        default=_env("AUDITLOCK_CERTIFICATE_URL", ""),
+        help="https URL of /v1/certificates as collectors reach it (the webhook Service)",
+    )
+    run.add_argument(
+        "--certificate-ca-file",
+        type=Path,
+        default=_path("AUDITLOCK_CERTIFICATE_CA_FILE"),
+        help="CA (PEM) of the operator's TLS certificate, handed to per-pod collectors",
+    )
+    run.add_argument(
         "--watch-fallback",
         action="store_true",
         default=_env("AUDITLOCK_WATCH_FALLBACK", "false") == "true",
@@ -414,6 +425,10 @@ def _run_operator(args: argparse.Namespace) -> int:
         alerts=_alert_settings(args),
         root_key=root_key,
         certificate_validity_seconds=args.certificate_validity_seconds,
+        certificate_url=args.certificate_url,
+        certificate_ca=(
+            args.certificate_ca_file.read_text() if args.certificate_ca_file is not None else ""
+        ),
         witness_key_secret=witness_secret,
         witness=WitnessSettings(args.witness_seconds, args.witness_tsa_url),
     )

@@ -41,15 +41,14 @@ from auditlock.ledger.keys import Signer, public_from_raw
 from auditlock.ledger.names import check_stream_id
 from auditlock.operator.destination import open_options, retention_spec
 from auditlock.operator.kube import Kube
+from auditlock.operator.names import CERTIFICATE_AUDIENCE
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.stream_ids import stream_id
 
 log = logging.getLogger("auditlock.operator.certificates")
 
 PATH = "/v1/certificates"
-# The audience a collector's projected token is minted for: a token for the API server
-# (or anything else) is refused here, and this one is useless to the API server.
-AUDIENCE = "auditlock-certificates"
+AUDIENCE = CERTIFICATE_AUDIENCE
 MAX_REQUEST_BYTES = 4 * 1024
 MAX_TOKEN_BYTES = 16 * 1024
 # Certificates start this much before they are issued, so a collector whose clock is a

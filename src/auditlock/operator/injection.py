@@ -27,6 +27,10 @@ class InjectionSettings:
     cluster: str = ""
     image_pull_policy: str = "IfNotPresent"
     run_as_user: int = 65532
+    # signing: perPod: where collectors get their keys certified, and the CA of that
+    # HTTPS server (PEM); operator/certificates.py.
+    certificate_url: str = ""
+    certificate_ca: str = ""
 
 
 def has_collector(pod: dict[str, Any]) -> bool:
@@ -41,6 +45,9 @@ def has_collector(pod: dict[str, Any]) -> bool:
 def opted_out(pod: dict[str, Any]) -> bool:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(n.ANNOTATION_INJECT, "")).lower() == "false"
+
+
+_STREAM_ENV = "AUDITLOCK_SIDECAR__STREAM__"
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
@@ -61,8 +68,25 @@ def collector_container(entry: PolicyEntry, settings: InjectionSettings) -> dict
         {"name": "AUDITLOCK_SIDECAR__SOURCE__NODE", "value": "$(NODE_NAME)"},
         {"name": "AUDITLOCK_SIDECAR__SOURCE__CONTAINER", "value": n.COLLECTOR_CONTAINER},
     ]
+    if spec.signing == "perPod":
+        key_mount = {
+            "name": n.VOLUME_CERTIFICATE_TOKEN,
+            "mountPath": n.CERTIFICATE_TOKEN_MOUNT,
+            "readOnly": True,
+        }
+        env.append(
+            {
+                "name": "AUDITLOCK_SIDECAR__STREAM__CERTIFICATE_URL",
+                "value": settings.certificate_url,
+            }
+        )
+        env.append(
+            {"name": "AUDITLOCK_SIDECAR__STREAM__CERTIFICATE_CA", "value": settings.certificate_ca}
+        )
+    else:
+        key_mount = {"name": n.VOLUME_KEY, "mountPath": n.KEY_MOUNT, "readOnly": True}
     mounts: list[dict[str, Any]] = [
-        {"name": n.VOLUME_KEY, "mountPath": n.KEY_MOUNT, "readOnly": True},
+        key_mount,
         {"name": n.VOLUME_CONFIG, "mountPath": n.CONFIG_MOUNT, "readOnly": True},
         {"name": n.VOLUME_SPOOL, "mountPath": n.SPOOL_MOUNT},
         {"name": n.VOLUME_TMP, "mountPath": n.TMP_MOUNT},
@@ -127,11 +151,24 @@ def collector_container(entry: PolicyEntry, settings: InjectionSettings) -> dict
 
 
 def collector_volumes(entry: PolicyEntry) -> list[dict[str, Any]]:
-    volumes: list[dict[str, Any]] = [
-        {
+    if entry.spec.signing == "perPod":
+        # The collector proves its pod with this token; its key never touches a volume.
+        token = {
+            "audience": n.CERTIFICATE_AUDIENCE,
+            "expirationSeconds": n.CERTIFICATE_TOKEN_SECONDS,
+            "path": "token",
+        }
+        key_volume: dict[str, Any] = {
+            "name": n.VOLUME_CERTIFICATE_TOKEN,
+            "projected": {"sources": [{"serviceAccountToken": token}], "defaultMode": 0o440},
+        }
+    else:
+        key_volume = {
             "name": n.VOLUME_KEY,
             "secret": {"secretName": n.key_secret_name(entry.name), "defaultMode": 0o440},
-        },
+        }
+    volumes: list[dict[str, Any]] = [
+        key_volume,
         {"name": n.VOLUME_CONFIG, "configMap": {"name": n.config_map_name(entry.name)}},
         {
             "name": n.VOLUME_SPOOL,

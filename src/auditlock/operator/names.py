@@ -34,12 +34,20 @@ LABEL_OWNER_POLICY = f"{PREFIX}/owner-policy"
 
 COLLECTOR_CONTAINER = "auditlock-collector"
 VOLUME_KEY = "auditlock-key"
+# signing: perPod: the pod's projected ServiceAccount token for the certificate endpoint.
+VOLUME_CERTIFICATE_TOKEN = "auditlock-certificate-token"
 VOLUME_CONFIG = "auditlock-config"
 VOLUME_SPOOL = "auditlock-spool"
 VOLUME_TMP = "auditlock-tmp"
 VOLUME_GCS_CREDENTIALS = "auditlock-gcs-credentials"
 
 KEY_MOUNT = "/var/run/auditlock/key"
+CERTIFICATE_TOKEN_MOUNT = "/var/run/auditlock/certificate-token"
+# A projected token lives at most this long; the kubelet refreshes it well before.
+CERTIFICATE_TOKEN_SECONDS = 600
+# The audience of that token: a token for the API server is refused by the certificate
+# endpoint, and this one is useless to the API server.
+CERTIFICATE_AUDIENCE = "auditlock-certificates"
 KEY_FILE = "ed25519.pem"  # PKCS#8 PEM private key inside the Secret
 PUBLIC_KEY_FILE = "ed25519.pub.pem"  # SubjectPublicKeyInfo PEM, also in the Secret
 CONFIG_MOUNT = "/etc/auditlock"

@@ -30,7 +30,14 @@ from auditlock.operator import names as n
 from auditlock.operator.registry import PolicyEntry
 
 RESERVED_VOLUMES = frozenset(
-    {n.VOLUME_KEY, n.VOLUME_CONFIG, n.VOLUME_SPOOL, n.VOLUME_TMP, n.VOLUME_GCS_CREDENTIALS}
+    {
+        n.VOLUME_KEY,
+        n.VOLUME_CERTIFICATE_TOKEN,
+        n.VOLUME_CONFIG,
+        n.VOLUME_SPOOL,
+        n.VOLUME_TMP,
+        n.VOLUME_GCS_CREDENTIALS,
+    }
 )
 CONTAINER_LISTS = (
     ("initContainers", "init container"),

@@ -87,6 +87,9 @@ class Context:
     abandon_outcomes: Callable[[str], None] | None = None
     # Exports each policy's status as gauges (pods without a collector, conditions).
     status_metrics: PolicyStatusMetrics | None = None
+    # (key id, PEM) of the root key certifying per-pod keys (operator/certificates.py);
+    # None: this operator certifies none, and `signing: perPod` policies cannot run.
+    root_public: tuple[str, bytes] | None = None
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -241,16 +244,30 @@ async def _converge(
     spec = entry.spec
     # 0. Namespaces with a required policy are the ones the fail-closed webhook selects.
     await mark_enforced_namespace(ctx, namespace)
-    # 1. The signing key: created once, never rotated silently, never logged.
+    # 1. The signing key: created once, never rotated silently, never logged. With
+    # per-pod keys there is none here: the root key, in the operator's namespace,
+    # certifies each collector's own (and is what verifies the trail).
     secret_name = n.key_secret_name(name)
-    try:
-        material = await asyncio.to_thread(_ensure_key, ctx, body, namespace, secret_name)
-    except keys.KeySecretError as exc:
-        await fail("SigningKeyInvalid", f"{exc}; delete it to have a new key generated.")
-        raise RetryLater(str(exc)) from None
-    summary["keyFingerprint"] = material.key_id
-    summary["publicKey"] = material.public_pem.decode()
-    summary["keySecret"] = secret_name
+    material: keys.SigningKeyMaterial | None = None
+    if spec.signing == "perPod":
+        if ctx.root_public is None:
+            message = (
+                "signing: perPod needs the operator's root key (chart value "
+                "certificates.rootKeySecret); no collector key can be certified."
+            )
+            await fail("NoRootKey", message)
+            raise RetryLater(message)
+        published = ctx.root_public
+    else:
+        try:
+            material = await asyncio.to_thread(_ensure_key, ctx, body, namespace, secret_name)
+        except keys.KeySecretError as exc:
+            await fail("SigningKeyInvalid", f"{exc}; delete it to have a new key generated.")
+            raise RetryLater(str(exc)) from None
+        published = (material.key_id, material.public_pem)
+        summary["keySecret"] = secret_name
+    summary["keyFingerprint"] = published[0]
+    summary["publicKey"] = published[1].decode()
 
     # 2. Credentials the destination needs.
     credentials = _credentials_secret(spec)
@@ -267,7 +284,7 @@ async def _converge(
 
     # 2b. Key rotation, when the policy asks for it with a new annotation value.
     requested = (body["metadata"].get("annotations") or {}).get(n.ANNOTATION_ROTATE_KEY)
-    if requested:
+    if requested and material is not None:
         done = await asyncio.to_thread(
             ctx.kube.secret_annotation, namespace, secret_name, n.ANNOTATION_ROTATED_FOR
         )
@@ -285,6 +302,7 @@ async def _converge(
                 raise RetryLater(message) from None
             summary["keyFingerprint"] = material.key_id
             summary["publicKey"] = material.public_pem.decode()
+            published = (material.key_id, material.public_pem)
 
     # 3. The collector configuration.
     digest = entry.config_hash
@@ -300,7 +318,7 @@ async def _converge(
     state = await inspect_destination(
         spec,
         secret_data,
-        (material.key_id, material.public_pem),
+        published,
         mine=_streams_of(ctx.cluster, namespace),
     )
 
@@ -378,7 +396,8 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     conditions = [x for x in status.get("conditions") or [] if x.get("type") not in POD_CONDITIONS]
     conditions += pod_conditions(counts, generation)
     await _status(ctx, body, conditions, **fields)
-    if ctx.abandon is not None and state.tips is not None:
+    # Per-pod streams are closed by the operator's witness, not with a policy key.
+    if ctx.abandon is not None and state.tips is not None and entry.spec.signing != "perPod":
         try:
             await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
         except (ApiException, keys.KeySecretError) as exc:

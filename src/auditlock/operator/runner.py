@@ -15,7 +15,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from auditlock.ledger.keys import Signer, load_private_key
+from auditlock.ledger.keys import Signer, load_private_key, public_pem
 from auditlock.ledger.value_hash import key_id
 from auditlock.operator import keys
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
@@ -76,6 +76,10 @@ class OperatorConfig:
     # None: the endpoint is not served.
     root_key: Signer | None = field(default=None, repr=False)
     certificate_validity_seconds: float = 24 * 3600
+    # What injected collectors of `signing: perPod` policies are told: the endpoint's
+    # URL (the webhook Service) and the CA of its TLS certificate (PEM).
+    certificate_url: str = ""
+    certificate_ca: str = ""
     # The witness of every stream (operator/witness.py): (namespace, name) of the Secret
     # holding the operator's Ed25519 key (`ed25519.pem`; the chart's is the key the
     # collector beside the operator signs the cluster stream with); None: no witness.
@@ -177,6 +181,11 @@ class Operator:
             abandon=AbandonWatch(grace_seconds=grace) if grace else None,
             abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
             status_metrics=status_metrics,
+            root_public=(
+                (config.root_key.key_id, public_pem(config.root_key.public))
+                if config.root_key is not None
+                else None
+            ),
         )
         self.verdicts = TrailVerdicts()
         self.metrics.register(self.verdicts)
@@ -208,6 +217,8 @@ class Operator:
                 native_sidecar=native,
                 cluster=config.cluster,
                 image_pull_policy=config.sidecar_pull_policy,
+                certificate_url=config.certificate_url,
+                certificate_ca=config.certificate_ca,
             ),
             listeners=config.webhook_listeners,
             audit_sink=self.capture.audit_sink if self.capture else None,

@@ -16,6 +16,7 @@ import yaml
 from auditlock.operator.destination import location_options
 from auditlock.operator.names import (
     ALERT_RULES_FILE,
+    CERTIFICATE_TOKEN_MOUNT,
     CONFIG_FILE,
     CONFIG_MOUNT,
     HEALTH_PORT,
@@ -30,6 +31,7 @@ MIB = 1024 * 1024
 # Placeholder stream id; every pod overrides it with <cluster>_<namespace>_<pod> from the
 # downward API (stream_ids.py).
 STREAM_PLACEHOLDER = "unset_set-by-pod-env"
+CERTIFICATE_URL_PLACEHOLDER = "https://set-by-pod-env.invalid/v1/certificates"
 
 
 def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
@@ -42,12 +44,17 @@ def render(spec: AuditPolicySpec, *, cluster: str = "") -> dict[str, Any]:
         "options": location_options(spec),
     }
     sources = spec.sources
+    stream: dict[str, Any] = {"id": STREAM_PLACEHOLDER}
+    if spec.signing == "perPod":
+        # The operator's address and CA come from the pod's env (injection.py): they are
+        # the operator's, not the policy's.
+        stream["certificate_url"] = CERTIFICATE_URL_PLACEHOLDER
+        stream["certificate_token_file"] = f"{CERTIFICATE_TOKEN_MOUNT}/token"
+    else:
+        stream["signing_key_file"] = f"{KEY_MOUNT}/{KEY_FILE}"
     config: dict[str, Any] = {
         "destination": destination,
-        "stream": {
-            "id": STREAM_PLACEHOLDER,
-            "signing_key_file": f"{KEY_MOUNT}/{KEY_FILE}",
-        },
+        "stream": stream,
         "source": {"cluster": cluster},
         "sources": {
             "forward": {

@@ -405,6 +405,14 @@ class AuditPolicySpec(_Model):
     sidecar: SidecarSpec = Field(
         default_factory=SidecarSpec, description="The collector sidecar's image and resources."
     )
+    signing: Literal["shared", "perPod"] = Field(
+        default="shared",
+        description="shared: every collector signs with the policy's key, kept in a Secret "
+        "in this namespace. perPod: each collector generates its own key in memory at "
+        "start and has the operator certify it (the operator's root key, chart value "
+        "certificates.rootKeySecret); this namespace then holds no private key. Verify "
+        "perPod trails with the root's public key.",
+    )
 
     @field_validator("categories")
     @classmethod

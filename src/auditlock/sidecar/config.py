@@ -134,7 +134,10 @@ class StreamConfig:
     # The pod's projected ServiceAccount token (audience auditlock-certificates),
     # re-read for every request: the kubelet rotates it.
     certificate_token_file: str = "/var/run/auditlock/certificate-token/token"
-    certificate_ca_file: str = ""  # CA of the operator's TLS certificate; empty: system CAs
+    # CA of the operator's TLS certificate, as a file or as PEM text (the injected
+    # collector gets it from its env); both empty: the system CAs.
+    certificate_ca_file: str = ""
+    certificate_ca: str = ""
 
     def __post_init__(self) -> None:
         from auditlock.ledger.names import check_stream_id

@@ -41,6 +41,7 @@ class PodKey:
     stream: str
     token_file: str
     ca_file: str = ""
+    ca_pem: str = ""
     signer: Signer = field(default_factory=lambda: Signer(generate()), repr=False)
     not_before_ns: int = 0
     not_after_ns: int = 0  # 0: not certified yet
@@ -74,7 +75,9 @@ class PodKey:
             method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         )
-        context = ssl.create_default_context(cafile=self.ca_file or None)
+        context = ssl.create_default_context(
+            cafile=self.ca_file or None, cadata=self.ca_pem or None
+        )
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS, context=context) as ans:
                 answer = json.loads(ans.read(MAX_ANSWER_BYTES))

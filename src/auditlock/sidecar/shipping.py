@@ -67,6 +67,7 @@ class Shipper:
                 stream.id,
                 stream.certificate_token_file,
                 stream.certificate_ca_file,
+                stream.certificate_ca,
             )
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
