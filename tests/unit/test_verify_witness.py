@@ -29,6 +29,7 @@ from auditlock.ledger.witness import (
     record_name,
     witnessed,
 )
+from tests.helpers.spec_witness import spec_witness
 
 from .ledger_helpers import Ledger, make_signer, new_ledger, write_stream
 
@@ -250,3 +251,26 @@ def _time(ns: int) -> str:
     from auditlock.ledger.timestamps import format_ns
 
     return format_ns(ns)
+
+
+def test_a_checker_written_from_format_md_alone_agrees(
+    ledger: Ledger, operator_key: tuple[Signer, Path], tmp_path: Path
+) -> None:
+    """FORMAT.md section 16 is enough to check witness records without auditlock
+    (tests/helpers/spec_witness.py): it finds what verify finds, once per problem."""
+    signer, pub = operator_key
+    now = time.time_ns()
+    names = [witness_once(ledger.dest, signer, time_ns=now - (3 - i) * MINUTE_NS) for i in range(4)]
+    assert spec_witness(ledger.root, signer.public) == []
+    shutil.rmtree(ledger.path("streams/other"))
+    ledger.delete(names[1])
+    ours = spec_witness(ledger.root, signer.public)
+    _, doc = report(ledger, pub)
+    assert (
+        sorted({code for code, _ in ours})
+        == sorted(codes(doc))
+        == [
+            "witness-gap",
+            "witness-missing-checkpoint",
+        ]
+    )
