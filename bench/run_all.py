@@ -48,6 +48,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_review.py": ([], ["--streams", "10", "--events", "10000"]),
     # 10,000,000 events: the synthetic trail alone takes minutes to write
     "bench_report.py": ([], ["--events", "200000"]),
+    # 1,000 streams written to SeaweedFS first (minutes on a loaded machine)
+    "bench_witness.py": ([], ["--streams", "100", "--minutes", "5", "--verify-streams", "20"]),
 }
 
 
