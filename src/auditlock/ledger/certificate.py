@@ -193,14 +193,17 @@ def publish_certificate(
     not_before_ns: int,
     not_after_ns: int,
     retention: RetentionSpec | None,
+    store_issuer_key: bool = True,
 ) -> tuple[str, bytes]:
-    """Store the issuer's public key and a new certificate under the next free serial for
-    this key; return its name and bytes. Two issuers racing for one serial cannot both
-    win (the store refuses a different object under an existing name): the loser takes
-    the next serial."""
-    destination.put(key_name(issuer.key_id), public_pem(issuer.public), retention)
-    prefix = f"keys/certs/{key_id(public)}-"
-    serial = sum(1 for _ in destination.list(prefix))
+    """Store the issuer's public key and a new certificate under the lowest free serial
+    for this key; return its name and bytes. Serials are taken by trying to store, not by
+    listing (a new key, the common case, has none yet: one write): the store refuses a
+    different object under an existing name, so a taken serial, or one a racing issuer
+    just took, moves on to the next. `store_issuer_key=False` skips storing the issuer's
+    public key (the caller knows this destination has it)."""
+    if store_issuer_key:
+        destination.put(key_name(issuer.key_id), public_pem(issuer.public), retention)
+    serial = 0
     while True:
         record = encode_certificate(
             issuer,

@@ -128,6 +128,7 @@ class CertificateIssuer:
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_in_flight)
         self._waiting = 0
+        self._root_stored: set[str] = set()  # destination URLs that hold the root's key
 
     async def issue(self, authorization: str, body: bytes) -> Issued:
         """Check the request and certify its key; Refused says why not."""
@@ -172,7 +173,9 @@ class CertificateIssuer:
                 destination, self.root, subject, public,
                 not_before_ns=now - CLOCK_SKEW_NS, not_after_ns=not_after,
                 retention=retention_spec(entry.spec),
+                store_issuer_key=entry.spec.destination.url not in self._root_stored,
             )  # fmt: skip
+            self._root_stored.add(entry.spec.destination.url)
         except (sinks.DestinationError, OSError) as exc:
             raise Refused(503, "store-error", f"could not store the certificate: {exc}") from None
         finally:
