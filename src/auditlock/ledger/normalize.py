@@ -63,6 +63,13 @@ _canonical_second = [""]
 _ACTOR_SET = _MEMBERS[_ACTOR]
 _TARGET_SET = _MEMBERS[_TARGET]
 _CORRELATION_SET = _MEMBERS[_CORRELATION]
+# For a caller's own accept-only fast path (the sidecar's normalizer): the same sets and
+# caches as the checks below, so the two cannot drift apart.
+ID_RE = _ID
+ACTOR_KIND_SET = _ACTOR_KINDS
+TARGET_MEMBER_SET = _TARGET_SET
+CORRELATION_MEMBER_SET = _CORRELATION_SET
+canonical_time_second = _canonical_second
 
 
 def check_source(source: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +172,7 @@ def normalize_members(
         if type(ip) is not str:
             _fail("actor.ip", ip, "must be a string")
         try:
-            actor_out = {"kind": kind, "name": name, "ip": _cached_ip(ip)}
+            actor_out = {"kind": kind, "name": name, "ip": cached_ip(ip)}
         except ValueError as exc:
             raise EventError([("actor.ip", str(exc))]) from None
 
@@ -256,7 +263,7 @@ def plain_json(value: Any, depth: int) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_ip(text: str) -> str:
+def cached_ip(text: str) -> str:
     # A pod sees few distinct client addresses; parsing one costs several microseconds.
     return normalize_ip(text)
 

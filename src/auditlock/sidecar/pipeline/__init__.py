@@ -27,6 +27,8 @@ class Pipeline:
         observer_tag_prefix: str | None = None,
     ) -> None:
         self.normalize = Normalizer(identity, recent_ids, observer_tag_prefix)
+        # The common shape, checked inline; anything else goes to `normalize`.
+        self.normalize_fast = self.normalize.fast
         self.filter = PolicyFilter(config)
         self.redactor = Redactor(config.redact)
 
@@ -56,12 +58,15 @@ class Pipeline:
         redact = self.redactor.apply if self.redactor else None
         encode = canonical_bytes
         compact = _compact
+        fast = self.normalize_fast
         for index, (tag, time_ns, record) in enumerate(entries):
-            try:
-                event = normalize(input_name, tag, time_ns, record)
-            except Rejected as exc:
-                out.reject(index, exc)
-                continue
+            event = fast(input_name, tag, time_ns, record)
+            if event is None:
+                try:
+                    event = normalize(input_name, tag, time_ns, record)
+                except Rejected as exc:
+                    out.reject(index, exc)
+                    continue
             if keep is not None and not keep(event):
                 out.filtered += 1
                 continue
