@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from auditlock.ledger.checkpoint import body_digest, decode_checkpoint
+from auditlock.ledger.errors import LedgerError
+from auditlock.ledger.limits import MAX_EVENT_BYTES
 from auditlock.ledger.rotation import publish_rotation
 from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock, synthetic_events
 from auditlock.ledger.writer import ClosedStreamError, PendingObject, StreamWriter, plan_cuts
@@ -277,3 +279,24 @@ def test_resume_when_only_segments_of_a_new_epoch_landed(ledger: Ledger) -> None
     code, out = ledger.verify()
     assert code == 0, out
     assert "6 events" in out
+
+
+
+def test_extend_canonical_is_append_canonical_for_each(tmp_path: Path) -> None:
+    canonical = [b'{"n":%d}' % n for n in range(5)]
+    segments = []
+    for at_once in (False, True):
+        writer = open_writer(new_ledger(tmp_path / str(at_once)))
+        if at_once:
+            writer.extend_canonical(canonical)
+        else:
+            for event in canonical:
+                writer.append_canonical(event)
+        assert writer.next_seq == 5
+        segments.append([o.data for o in writer.seal() if o.kind == "segment"])
+    assert segments[0] == segments[1] != []
+    # One too large: those before it are appended, then it raises, as one by one.
+    writer = open_writer(new_ledger(tmp_path / "big"))
+    with pytest.raises(LedgerError):
+        writer.extend_canonical([b"{}", b"x" * (MAX_EVENT_BYTES + 1), b"{}"])
+    assert writer.next_seq == 1

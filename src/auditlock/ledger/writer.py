@@ -30,7 +30,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +220,22 @@ class StreamWriter:
         if seq >= MAX_SEQ:
             raise LedgerError(f"stream {self.stream_id} epoch {self.epoch} is full")
         return seq
+
+    def extend_canonical(self, events: Sequence[bytes]) -> None:
+        """`append_canonical` for each of `events`, in one step when none can fail (the
+        collector appends a spool record's events at once)."""
+        seq = self.next_seq
+        if (
+            self.closed
+            or not events
+            or seq + len(events) > MAX_SEQ
+            or max(map(len, events)) > MAX_EVENT_BYTES
+        ):
+            for event in events:
+                self.append_canonical(event)  # raises at the first it refuses, as one by one
+            return
+        self._events.extend(events)
+        self.next_seq = seq + len(events)
 
     @property
     def pending_events(self) -> int:

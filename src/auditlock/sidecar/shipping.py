@@ -227,7 +227,7 @@ class Shipper:
     async def _run(self) -> None:
         reader = self.spool.reader(self.spool.released)
         writer = self.writer
-        append = writer.append_canonical  # the spool holds canonical event bytes
+        extend = writer.extend_canonical  # the spool holds canonical event bytes
         batch_max = self.delivery.batch_max_events
         max_delay = self.delivery.max_delay_seconds
         deadline: float | None = None
@@ -238,11 +238,12 @@ class Shipper:
                 for record in records:
                     if record.gap_before and self._skip:
                         self._skip_across_gap(record)
-                    for event in record.events:
-                        if self._skip:
-                            self._skip -= 1
-                            continue
-                        append(event)
+                    events = record.events
+                    if self._skip:
+                        skipped = min(self._skip, len(events))
+                        self._skip -= skipped
+                        events = events[skipped:]
+                    extend(events)
                     self._records.append((record.number, writer.next_seq))
                 pending = writer.pending_events
                 if pending and deadline is None:
