@@ -281,7 +281,6 @@ def test_resume_when_only_segments_of_a_new_epoch_landed(ledger: Ledger) -> None
     assert "6 events" in out
 
 
-
 def test_extend_canonical_is_append_canonical_for_each(tmp_path: Path) -> None:
     canonical = [b'{"n":%d}' % n for n in range(5)]
     segments = []
