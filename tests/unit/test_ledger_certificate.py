@@ -255,3 +255,21 @@ def test_two_issuers_racing_for_a_serial_both_store_a_certificate(tmp_path: Path
     assert (first[-11:], second[-11:]) == ("000000.json", "000001.json")
     assert ledger.read(f"keys/{ROOT.key_id}.pub") == public_pem(ROOT.public)
     assert FORMAT.endswith("/v1")
+
+
+def test_a_proof_checks_against_the_root_that_certified_its_key(tmp_path: Path) -> None:
+    from auditlock.ledger.errors import ProofError
+    from auditlock.ledger.proof import build_proof, check_proof
+
+    ledger = _store(tmp_path)
+    _certify(ledger, POD)
+    _write(ledger, POD)
+    event_id = next(iter(synthetic_events("x", 1, interval_ns=SECOND)))[1]["id"]
+    proof = build_proof(ledger.dest, event_id)
+    assert len(proof["certificates"]) == 1
+    assert check_proof(proof, ROOT.public)["id"] == event_id
+    with pytest.raises(ProofError, match="nor by a key it certified"):
+        check_proof(proof, make_signer(9).public)
+    proof["certificates"] = [_record(stream="c1_team_other")]  # another stream's
+    with pytest.raises(ProofError, match="nor by a key it certified"):
+        check_proof(proof, ROOT.public)

@@ -7,8 +7,9 @@ The steps, in order; each failure is a finding with a code (docs/review.md lists
 2. the manifest: present and well-formed (manifest-missing, manifest-corrupt); every
    member it lists is there with its SHA-256 and size (member-missing, digest-mismatch),
    and nothing else is (member-unlisted);
-3. the keys: the given public keys, and every key a valid rotation record in the package
-   leads to from them (key-mismatch, rotation-invalid);
+3. the keys: the given public keys, every key a valid rotation record in the package
+   leads to from them (key-mismatch, rotation-invalid), and the per-pod keys they
+   certify (certificate-invalid; FORMAT.md section 9);
 4. the checkpoints: each signed by a trusted key (untrusted-key, bad-signature), named
    as its body says (checkpoint-corrupt, checkpoint-misplaced), consecutive ones chained
    by `prev` (checkpoint-chain-broken);
@@ -36,6 +37,7 @@ from auditlock.evidence import layout
 from auditlock.evidence.archive import Limits, read_archive
 from auditlock.evidence.errors import EvidenceError
 from auditlock.evidence.sample import ALGORITHM, sample_key
+from auditlock.ledger.certificate import Certificate, decode_certificate
 from auditlock.ledger.checkpoint import SignedCheckpoint, body_digest, decode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, ProofError, SignatureError
 from auditlock.ledger.keys import key_id, load_public_key, public_pem, verify
@@ -103,7 +105,10 @@ class _Checker:
         self.members = members
         self.intact: dict[str, bytes] = {}  # members whose digest matches the manifest
         self.trusted = {key_id(k): k for k in keys}
+        # Per-pod keys certified by a trusted key (FORMAT.md section 9), by key id.
+        self.certified: dict[str, list[Certificate]] = {}
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # member name -> verified
+        self.signed_by: dict[str, Ed25519PublicKey] = {}  # member name -> its trusted key
         self.manifest: dict[str, Any] = {}
 
     def find(self, code: str, message: str, member: str | None = None) -> None:
@@ -173,6 +178,7 @@ class _Checker:
     def _keys(self) -> None:
         stored: dict[str, Ed25519PublicKey] = {}
         edges: dict[str, list[tuple[str, Any, str]]] = {}
+        certificates: list[tuple[Certificate, str]] = []
         for name, data in self.intact.items():
             parsed = (
                 parse_name(name[len(layout.LEDGER) :]) if name.startswith(layout.LEDGER) else None
@@ -199,6 +205,16 @@ class _Checker:
                     self.find("rotation-invalid", "names other keys than its member name", name)
                     continue
                 edges.setdefault(record.old_key_id, []).append((record.new_key_id, record, name))
+            elif parsed.kind == "certificate":
+                try:
+                    cert = decode_certificate(data)
+                except FormatError as exc:
+                    self.find("certificate-invalid", str(exc), name)
+                    continue
+                if (cert.key_id, cert.serial) != (parsed.key_id, parsed.index):
+                    self.find("certificate-invalid", "names another key than its member name", name)
+                    continue
+                certificates.append((cert, name))
         # Trust flows from the given keys through rotations signed by a trusted key only.
         queue = deque(self.trusted)
         while queue:
@@ -214,6 +230,16 @@ class _Checker:
                 self.trusted[new] = record.new_public
                 queue.append(new)
         self.report.trusted_keys = sorted(self.trusted)
+        for cert, name in certificates:
+            issuer = self.trusted.get(cert.issuer_key_id)
+            if issuer is None:
+                continue  # another root's: its keys stay untrusted here
+            try:
+                cert.verify_with(issuer)
+            except SignatureError as exc:
+                self.find("certificate-invalid", str(exc), name)
+                continue
+            self.certified.setdefault(cert.key_id, []).append(cert)
 
     # -- 4. checkpoints -------------------------------------------------------------------
 
@@ -235,10 +261,18 @@ class _Checker:
                     "checkpoint-misplaced", "its body names another stream, epoch or index", name
                 )
                 continue
-            key = self.trusted.get(cp.key_id)
+            key = self.trusted.get(cp.key_id) or next(
+                (
+                    c.public
+                    for c in self.certified.get(cp.key_id, ())
+                    if c.subject.stream == cp.stream and c.valid_at(cp.time_ns)
+                ),
+                None,
+            )
             if key is None:
                 self.find("untrusted-key", f"signed by key {cp.key_id[:16]}…, which is not a "
-                          "given --public-key nor rotated to from one", name)  # fmt: skip
+                          "given --public-key, rotated to from one, nor certified by one for "
+                          "this stream at the checkpoint's time", name)  # fmt: skip
                 continue
             try:
                 verify(key, signed.signature, signed.body, "checkpoint")
@@ -246,6 +280,7 @@ class _Checker:
                 self.find("bad-signature", str(exc), name)
                 continue
             self.checkpoints[name] = signed
+            self.signed_by[name] = key
         self.report.checkpoints = len(self.checkpoints)
         by_place = {
             (s.checkpoint.stream, s.checkpoint.epoch, s.checkpoint.index): (n, s)
@@ -340,7 +375,7 @@ class _Checker:
             return
         if cp_name not in self.checkpoints:
             return  # that checkpoint failed its own check: already a finding
-        key = self.trusted[self.checkpoints[cp_name].checkpoint.key_id]
+        key = self.signed_by[cp_name]
         try:
             event = check_proof(proof, key)
         except ProofError as exc:

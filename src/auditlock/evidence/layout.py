@@ -6,6 +6,7 @@
     verify.json                    the verification the package comes from (verify --json)
     ledger/keys/<key-id>.pub       the store's public keys ...
     ledger/keys/rotations/<old>-<new>.json   ... and rotation records, as stored
+    ledger/keys/certs/<key-id>-<serial>.json   ... and certificate records, as stored
     ledger/streams/<stream>/<epoch>/ckpt-<index>.ckpt   the checkpoints covering the
                                    period and those the proofs are made against, as stored
     sample.jsonl                   the sampled events in sample order: rank, key, stream,

@@ -157,7 +157,7 @@ def _keys(destination: Destination) -> dict[str, bytes]:
     members = {}
     for name in destination.list("keys/"):
         parsed = parse_name(name)
-        if parsed is None or parsed.kind not in ("key", "rotation"):
+        if parsed is None or parsed.kind not in ("key", "rotation", "certificate"):
             continue
         limit = MAX_KEY_BYTES if parsed.kind == "key" else MAX_ROTATION_BYTES
         members[layout.LEDGER + name] = destination.get(name, limit)

@@ -19,10 +19,16 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from auditlock.ledger.checkpoint import SignedCheckpoint, decode_checkpoint
-from auditlock.ledger.errors import FormatError, ProofError
+from auditlock.ledger.certificate import decode_certificate
+from auditlock.ledger.checkpoint import Checkpoint, SignedCheckpoint, decode_checkpoint
+from auditlock.ledger.errors import FormatError, ProofError, SignatureError
 from auditlock.ledger.keys import key_id, load_public_key, public_pem, verify
-from auditlock.ledger.limits import MAX_CHECKPOINT_BYTES, MAX_KEY_BYTES, MAX_STORED_SEGMENT_BYTES
+from auditlock.ledger.limits import (
+    MAX_CERTIFICATE_BYTES,
+    MAX_CHECKPOINT_BYTES,
+    MAX_KEY_BYTES,
+    MAX_STORED_SEGMENT_BYTES,
+)
 from auditlock.ledger.lines import event_hash, line_prefix
 from auditlock.ledger.merkle import inclusion_path, inclusion_paths, verify_inclusion
 from auditlock.ledger.names import ObjectName, key_name, parse_name
@@ -30,6 +36,10 @@ from auditlock.ledger.segment import decode_segment
 from auditlock.sinks.base import Destination, ObjectNotFound, ObjectUnreadable
 
 FORMAT = "auditlock/proof/v1"
+
+
+# A proof carries at most this many certificates of its checkpoint's key (renewals).
+MAX_PROOF_CERTIFICATES = 16
 
 
 def build_proof(
@@ -75,6 +85,7 @@ def build_proofs(
     leaves = _leaves(destination, group["segment"], cp.tree_size, keep=set(wanted), lines=lines)
     paths = inclusion_paths(wanted, leaves)
     pem = _stored_pem(destination, cp.key_id)
+    certificates = _stored_certificates(destination, cp.key_id)
     return {
         seq: {
             "format": FORMAT,
@@ -90,6 +101,7 @@ def build_proofs(
                 "signature": base64.b64encode(signed.signature).decode(),
             },
             "public_key": pem,
+            **({"certificates": certificates} if certificates else {}),
         }
         for seq in wanted
     }
@@ -113,6 +125,49 @@ def _stored_pem(destination: Destination, key: str) -> str:
         return public_pem(load_public_key(destination.get(key_name(key), MAX_KEY_BYTES))).decode()
     except Exception:  # informative only; the verifier brings its own key
         return ""
+
+
+def _stored_certificates(destination: Destination, key: str) -> list[str]:
+    """The certificate records stored for `key` (FORMAT.md section 9), so that a proof
+    checks against the root key that certified it; unreadable ones are left out."""
+    found = []
+    for name in destination.list(f"keys/certs/{key}-"):
+        try:
+            record = destination.get(name, MAX_CERTIFICATE_BYTES)
+            decode_certificate(record)
+        except (FormatError, ObjectNotFound, ObjectUnreadable):
+            continue
+        found.append(record.decode())
+        if len(found) == MAX_PROOF_CERTIFICATES:
+            break
+    return found
+
+
+def _certified_key(
+    proof: dict[str, Any], root: Ed25519PublicKey, cp: Checkpoint
+) -> Ed25519PublicKey | None:
+    """The checkpoint's key, if one of the proof's certificates is issued by `root` and
+    covers the checkpoint (FORMAT.md section 9: stream, key, validity at its time)."""
+    records = proof.get("certificates")
+    if not isinstance(records, list):
+        return None
+    for record in records[:MAX_PROOF_CERTIFICATES]:
+        if not isinstance(record, str):
+            continue
+        try:
+            cert = decode_certificate(record.encode())
+            if cert.issuer_key_id != key_id(root):
+                continue
+            cert.verify_with(root)
+        except (FormatError, SignatureError):
+            continue
+        if (
+            cert.key_id == cp.key_id
+            and cert.subject.stream == cp.stream
+            and cert.valid_at(cp.time_ns)
+        ):
+            return cert.public
+    return None
 
 
 def _event_id(line: bytes) -> str | None:
@@ -151,6 +206,7 @@ def _prove(
             ).decode()
         except Exception:  # informative only; the verifier brings its own key
             pem = ""
+        certificates = _stored_certificates(destination, cp.key_id)
         return {
             "format": FORMAT,
             "stream": stream,
@@ -165,6 +221,7 @@ def _prove(
                 "signature": base64.b64encode(signed.signature).decode(),
             },
             "public_key": pem,
+            **({"certificates": certificates} if certificates else {}),
         }
     raise ProofError(f"stream {stream} epoch {epoch} has no readable checkpoint")
 
@@ -226,10 +283,14 @@ def check_proof(proof: Any, public_key: Ed25519PublicKey | None) -> dict[str, An
                 f"no --public-key given and the proof's key is unusable ({exc})"
             ) from None
     if key_id(public_key) != cp.key_id:
-        raise ProofError(
-            f"checkpoint is signed by key {cp.key_id[:16]}…, "
-            f"not by the given key {key_id(public_key)[:16]}…"
-        )
+        certified = _certified_key(proof, public_key, cp)
+        if certified is None:
+            raise ProofError(
+                f"checkpoint is signed by key {cp.key_id[:16]}…, not by the given key "
+                f"{key_id(public_key)[:16]}… nor by a key it certified for this stream "
+                "at the checkpoint's time"
+            )
+        public_key = certified
     try:
         verify(public_key, signed.signature, signed.body, "checkpoint")
     except Exception as exc:
