@@ -6,7 +6,9 @@ policies name, the newest checkpoint of every stream there
 (`operator.destination.read_newest`: the one reading, which the trail watcher makes too
 and the periodic refresh reuses for LAST-CHECKPOINT and for closing the streams of pods
 gone for good, operator/abandonment.py), and stores a record of what it saw in that
-destination, signed with the operator's key and chained to the record before it. With
+destination, signed with the operator's key and chained to the record before it. A
+record names the streams whose newest checkpoint changed since this witness's previous
+record (all of them after a start or a lost race), so a closed stream is named once. With
 a time-stamping authority (`tsa_url`), each record's bytes are timestamped first and the
 token stored beside it, so nobody, the operator included, can later write a record that claims an
 earlier time than the TSA saw.
@@ -36,7 +38,7 @@ from auditlock import sinks
 from auditlock.ledger.keys import Signer
 from auditlock.ledger.newest import StreamTip
 from auditlock.ledger.trusted_time import TimestampError, request_token
-from auditlock.ledger.witness import ChainEnd, chain_end, token_name, witnessed
+from auditlock.ledger.witness import ChainEnd, Witnessed, chain_end, token_name, witnessed
 from auditlock.operator.destination import open_options, read_newest, retention_spec
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 
@@ -61,7 +63,8 @@ class WitnessSettings:
 class _Outcome:
     url: str
     seq: int
-    streams: int
+    streams: int  # in the destination
+    named: int  # in the record: those whose newest checkpoint changed
     stamped: bool
 
 
@@ -94,7 +97,7 @@ class WitnessMetrics:
         )
         self.streams = Gauge(
             "auditlock_operator_witness_streams",
-            "Streams named in the newest record, by destination URL.",
+            "Streams the newest cycle found in the destination, by URL.",
             ["url"],
             registry=registry,
         )
@@ -116,6 +119,9 @@ class Witness:
     read_secret: SecretReader | None = None
     clock: Callable[[], int] = time.time_ns
     _chains: dict[str, ChainEnd] = field(default_factory=dict)
+    # Per destination: what this witness's records named for each stream since it last
+    # read its chain, so a record names only what changed (FORMAT.md section 16).
+    _named: dict[str, dict[str, Witnessed]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -164,7 +170,8 @@ class Witness:
         log.info(
             "witness: %d record(s) stored (%s) in %.2f s",
             len(stored),
-            ", ".join(f"{o.url} #{o.seq}: {o.streams} streams" for o in stored) or "none",
+            ", ".join(f"{o.url} #{o.seq}: {o.named} of {o.streams} streams" for o in stored)
+            or "none",
             elapsed,
         )
         return stored
@@ -181,10 +188,12 @@ class Witness:
             tips, end = await asyncio.wait_for(
                 asyncio.to_thread(self._read, url, destination), STORE_TIMEOUT
             )
+            named = self._named.get(url, {})
+            changed = tuple(e for e in witnessed(tips.values()) if named.get(e.stream) != e)
             name, data = end.record(
                 self.cluster,
                 self.signer,
-                witnessed(tips.values()),
+                changed,
                 time_ns=self.clock(),
                 interval_ms=int(self.settings.interval_seconds * 1000),
             )
@@ -194,21 +203,27 @@ class Witness:
                 STORE_TIMEOUT,
             )
         except sinks.ObjectConflict as exc:
-            self._chains.pop(url, None)
+            self._forget(url)
             self._failed(url, "lost-race", exc)
             return None
         except (sinks.DestinationError, OSError, TimeoutError) as exc:
-            self._chains.pop(url, None)
+            self._forget(url)
             self._failed(url, "destination", exc)
             return None
         finally:
             with contextlib.suppress(Exception):
                 destination.close()
         self._chains[url] = end.after(data)
+        self._named.setdefault(url, {}).update((e.stream, e) for e in changed)
         self.metrics.records.labels(url).inc()
         self.metrics.streams.labels(url).set(len(tips))
         self.metrics.last_record.labels(url).set(time.time())
-        return _Outcome(url, end.seq, len(tips), token is not None)
+        return _Outcome(url, end.seq, len(tips), len(changed), token is not None)
+
+    def _forget(self, url: str) -> None:
+        """Read the chain again, and name every stream in the next record."""
+        self._chains.pop(url, None)
+        self._named.pop(url, None)
 
     def _credentials(self, entry: PolicyEntry) -> dict[str, str] | None:
         located = entry.spec.destination.s3 or entry.spec.destination.gcs

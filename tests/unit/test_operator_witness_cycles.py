@@ -1,0 +1,92 @@
+"""The operator's witness cycle on a real file:// destination (operator/witness.py):
+records name only what changed, two replicas witnessing one destination never fork the
+chain (the store refuses a taken seq; the loser reads the chain again), an unreachable
+destination is counted and retried, and what they stored verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from auditlock import sinks
+from auditlock.ledger.keys import Signer, generate
+from auditlock.ledger.synth import synthesize
+from auditlock.ledger.verify import VerifyOptions, verify
+from auditlock.ledger.witness import decode_record
+from auditlock.operator.registry import PolicyEntry, PolicyRegistry
+from auditlock.operator.witness import Witness, WitnessMetrics, WitnessSettings
+from auditlock.policy import parse_spec
+from tests.helpers.policies import file_spec
+
+
+def _registry(*paths: Path) -> PolicyRegistry:
+    registry = PolicyRegistry()
+    for i, path in enumerate(paths):
+        spec = parse_spec(file_spec(path))
+        registry.put(PolicyEntry("shop", f"p{i}", f"u{i}", 1, spec, "h", "2026-01-01T00:00:00Z"))
+    return registry
+
+
+def _witness(registry: PolicyRegistry, signer: Signer) -> tuple[Witness, CollectorRegistry]:
+    metrics = CollectorRegistry()
+    witness = Witness(WitnessSettings(1.0), registry, "c1", signer, WitnessMetrics(metrics))
+    return witness, metrics
+
+
+def _records(store: sinks.Destination) -> list[bytes]:
+    return [store.get(n) for n in store.list("witness/c1/") if n.endswith(".json")]
+
+
+def test_replicas_share_one_chain_and_records_name_what_changed(tmp_path: Path) -> None:
+    store = sinks.open(f"file://{tmp_path / 'trail'}", fsync=False)
+    writer = Signer(generate())
+    synthesize(store, writer, streams=3, events=5)
+    signer = Signer(generate())
+    registry = _registry(tmp_path / "trail")
+    first, first_metrics = _witness(registry, signer)
+    second, second_metrics = _witness(registry, signer)
+
+    async def run() -> None:
+        await first.cycle()  # seq 0: all three streams
+        await first.cycle()  # seq 1: nothing changed
+        await second.cycle()  # reads the chain: seq 2, all three again (it starts afresh)
+        await first.cycle()  # seq 2 is taken: lost-race, nothing stored
+        await first.cycle()  # reads the chain again: seq 3, all three
+        await first.close()
+        await second.close()
+
+    asyncio.run(run())
+    named = [len(decode_record(data).record.streams) for data in _records(store)]
+    assert named == [3, 0, 3, 3]
+    assert (
+        first_metrics.get_sample_value(
+            "auditlock_operator_witness_failures_total", {"reason": "lost-race"}
+        )
+        == 1
+    )
+    assert second_metrics.get_sample_value("auditlock_operator_witness_cycles_total") == 1
+    report = verify(store, VerifyOptions(public_keys=[writer.public], witness_keys=[signer.public]))
+    assert report.findings == [], [f.describe() for f in report.findings]
+
+
+def test_an_unreachable_destination_is_counted_and_the_others_still_witnessed(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good"
+    synthesize(sinks.open(f"file://{good}", fsync=False), Signer(generate()), streams=1, events=2)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the destination's directory should be")
+    witness, metrics = _witness(_registry(blocked, good), Signer(generate()))
+    started = time.monotonic()
+    stored = asyncio.run(witness.cycle())
+    assert [o.url for o in stored] == [f"file://{good}"]
+    assert (
+        metrics.get_sample_value(
+            "auditlock_operator_witness_failures_total", {"reason": "destination"}
+        )
+        == 1
+    )
+    assert time.monotonic() - started < 10
