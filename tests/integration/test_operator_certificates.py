@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from auditlock import sinks
-from auditlock.ledger.certificate import decode_certificate
+from auditlock.ledger.certificate import Certificate, decode_certificate
 from auditlock.ledger.keys import Signer, generate
 from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
@@ -136,6 +136,11 @@ def test_only_the_pod_the_token_proves_is_certified(rig: Rig) -> None:
                            outcome="forbidden") >= 3  # fmt: skip
 
 
+def _certificates(dest: sinks.Destination, stream: str) -> list[Certificate]:
+    found = [decode_certificate(dest.get(n)) for n in dest.list("keys/certs/")]
+    return [c for c in found if c.subject.stream == stream]
+
+
 def _segments(dest: sinks.Destination, stream: str) -> list[str]:
     return [n for n in dest.list(f"streams/{stream}/") if "/seg-" in n]
 
@@ -169,16 +174,19 @@ def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_
         token_file.write_text(pod_token(rig.kube, pod))
         wait_for(lambda: _segments(dest, stream), 20, "events shipped once certified")
         terminate_promptly(collector, 15)
-        collector.start()
-        assert post(collector.http_port, [event(i) for i in range(3, 5)], "b")[0] == 202
-        wait_for(lambda: len(_segments(dest, stream)) >= 2, 20, "shipped after the restart")
-        terminate_promptly(collector, 15)
-    certified = {
-        decode_certificate(dest.get(n)).key_id
-        for n in dest.list("keys/certs/")
-        if decode_certificate(dest.get(n)).subject.stream == stream
-    }
-    assert len(certified) == 2  # one key per start
+        # Short certificates from here on: the collector renews at two thirds.
+        issuer = rig.operator.thread.operator.server.certificates
+        issuer.validity_seconds = 6.0
+        try:
+            collector.start()
+            assert post(collector.http_port, [event(i) for i in range(3, 5)], "b")[0] == 202
+            wait_for(lambda: len(_segments(dest, stream)) >= 2, 20, "shipped after the restart")
+            wait_for(lambda: len(_certificates(dest, stream)) >= 3, 20, "a renewed certificate")
+            terminate_promptly(collector, 15)
+        finally:
+            issuer.validity_seconds = 24 * 3600.0
+    certified = _certificates(dest, stream)
+    assert len({c.key_id for c in certified}) == 2  # one key per start, renewed
     report = verify(dest, VerifyOptions(public_keys=[rig.root.public], check_retention=False))
     summary = next(s for s in report.streams if s.stream == stream)
     assert [f for f in report.findings if f.stream == stream] == []

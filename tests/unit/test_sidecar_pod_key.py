@@ -34,7 +34,7 @@ def test_each_start_has_its_own_key_and_renews_at_two_thirds(tmp_path: Path) -> 
     first = PodKey("https://127.0.0.1:1/v1/certificates", "c_ns_pod", str(tmp_path / "t"))
     second = PodKey("https://127.0.0.1:1/v1/certificates", "c_ns_pod", str(tmp_path / "t"))
     assert first.signer.key_id != second.signer.key_id and not first.certified
-    first.not_before_ns, first.not_after_ns = 300, 600
+    first.certified_at_ns, first.not_after_ns = 300, 600
     assert first.renew_at_ns() == 500
     with pytest.raises(CertificateRefused, match="cannot read the pod's token"):
         second.certify()  # the kubelet has not projected the token yet

@@ -43,7 +43,7 @@ class PodKey:
     ca_file: str = ""
     ca_pem: str = ""
     signer: Signer = field(default_factory=lambda: Signer(generate()), repr=False)
-    not_before_ns: int = 0
+    certified_at_ns: int = 0  # this collector's clock when the newest certificate came
     not_after_ns: int = 0  # 0: not certified yet
     certificate: str = ""  # the object name of the newest certificate
 
@@ -52,8 +52,10 @@ class PodKey:
         return self.not_after_ns > 0
 
     def renew_at_ns(self) -> int:
-        """When to ask for the next certificate: two thirds into this one's validity."""
-        return self.not_before_ns + (self.not_after_ns - self.not_before_ns) * 2 // 3
+        """When to ask for the next certificate: two thirds of the way from receiving this
+        one to its `not_after` (its `not_before` is set back for clock skew, so it says
+        nothing about when it was issued)."""
+        return self.certified_at_ns + (self.not_after_ns - self.certified_at_ns) * 2 // 3
 
     def certify(self) -> None:
         """Ask the operator to certify the key; CertificateRefused saying why not."""
@@ -93,7 +95,7 @@ class PodKey:
             raise CertificateRefused(f"operator answered no usable certificate: {exc}") from None
         if cert.key_id != self.signer.key_id or cert.subject.stream != self.stream:
             raise CertificateRefused("operator certified another key or stream")
-        self.not_before_ns, self.not_after_ns = cert.not_before_ns, cert.not_after_ns
+        self.certified_at_ns, self.not_after_ns = time.time_ns(), cert.not_after_ns
         self.certificate = str(answer.get("name", ""))
         log.info(
             "key %s certified for stream %s until %s (%s)",
