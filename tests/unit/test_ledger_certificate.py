@@ -273,3 +273,18 @@ def test_a_proof_checks_against_the_root_that_certified_its_key(tmp_path: Path) 
     proof["certificates"] = [_record(stream="c1_team_other")]  # another stream's
     with pytest.raises(ProofError, match="nor by a key it certified"):
         check_proof(proof, ROOT.public)
+
+
+def test_the_verifier_written_from_format_md_follows_certificates(tmp_path: Path) -> None:
+    from tests.helpers.spec_verifier import spec_verify
+
+    ledger = _store(tmp_path)
+    _certify(ledger, POD)
+    _write(ledger, POD, close=False)
+    again = make_signer()
+    _certify(ledger, again)
+    _write(ledger, again, start_ns=DEFAULT_START_NS + 10 * SECOND)
+    assert spec_verify(ledger.root, ROOT.public) == {STREAM: 6}
+    _write(ledger, make_signer(), stream="c1_team_x")
+    with pytest.raises(AssertionError, match="no certificate from the root"):
+        spec_verify(ledger.root, ROOT.public)
