@@ -14,7 +14,9 @@ tested elsewhere; the witness only reads what is stored).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
@@ -37,9 +39,10 @@ from tests.helpers.policies import (
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import start_operator
+from tests.servers.auditlock_operator import operator_collector_process, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.sidecar import ledger_events
 from tests.servers.tsa import OpensslTsa
 
 INTERVAL = 1.0
@@ -83,7 +86,12 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         witness_key_secret=(namespace, "operator-key"),
         witness=WitnessSettings(INTERVAL, openssl_tsa.url),
     )
+    own_trail = ExitStack()
     try:
+        # The operator's own collector: each record also goes into its cluster stream.
+        own_store = own_trail.enter_context(
+            operator_collector_process(operator.collector_port, tmp_path / "operator")
+        )
         create_policy(kube, namespace, "seen", s3_spec(seaweedfs, s3_locked_bucket))
         wait_condition(kube, namespace, "seen", "Ready", "True")
         store = sinks.open(f"s3://{s3_locked_bucket}/trail", **seaweedfs.destination_options())
@@ -111,8 +119,23 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         assert store.get(_records(store)[-1] + ".tsr")  # a token beside each record
         metrics = operator.thread.operator.metrics
         assert metrics.get_sample_value("auditlock_operator_witness_cycles_total") >= 2
+        newest_digest = hashlib.sha256(store.get(_records(store)[-1]).split(b"\n")[0]).hexdigest()
+
+        def in_own_stream() -> dict[str, object] | None:
+            events = ledger_events(sinks.open(f"file://{own_store}"))
+            return next(
+                (e["event"]["details"]["witness"] for e in events
+                 if e["event"]["action"] == "witness.recorded"
+                 and e["event"]["details"]["witness"]["digest"] == newest_digest),
+                None,
+            )  # fmt: skip
+
+        traced = wait_for("the newest record in the operator's stream", in_own_stream, 30)
+        assert traced["seq"] == newest.seq
+        assert traced["destination"] == f"s3://{s3_locked_bucket}/trail"
     finally:
         operator.stop()
+        own_trail.close()
 
     tsa_roots = load_certificates(openssl_tsa.root_pem)
     options = VerifyOptions(

@@ -90,3 +90,24 @@ def test_an_unreachable_destination_is_counted_and_the_others_still_witnessed(
         == 1
     )
     assert time.monotonic() - started < 10
+
+
+def test_the_refresh_decides_on_the_witness_reading(tmp_path: Path) -> None:
+    """One reading per destination: the periodic refresh (LAST-CHECKPOINT, closing the
+    streams of pods gone for good) takes the witness's reading while it is recent, rather
+    than listing the bucket again."""
+    import shutil
+
+    from auditlock.operator.destination import inspect
+
+    trail = tmp_path / "trail"
+    synthesize(sinks.open(f"file://{trail}", fsync=False), Signer(generate()), streams=2, events=2)
+    registry = _registry(trail)
+    witness, _ = _witness(registry, Signer(generate()))
+    asyncio.run(witness.cycle())
+    shutil.rmtree(trail / "streams" / "synth-0-0001")  # after the witness read it
+    spec = registry.in_namespace("shop")[0].spec
+    state = inspect(spec, {}, None, max_age=300)
+    assert state.tips is not None and sorted(state.tips) == ["synth-0-0000", "synth-0-0001"]
+    fresh = inspect(spec, {}, None, max_age=0)  # an old reading is read again
+    assert fresh.tips is not None and sorted(fresh.tips) == ["synth-0-0000"]

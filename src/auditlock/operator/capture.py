@@ -268,6 +268,14 @@ class ClusterCapture:
         digest = hashlib.blake2b(orjson.dumps(events), digest_size=16).hexdigest()
         await self._store([self._stamp(e) for e in events], f"auditlock-alerts-{digest}", "alerts")
 
+    async def store_witness_events(self, events: list[dict[str, Any]]) -> None:
+        """Store the witness's `witness.recorded` events (operator/witness.py) in the
+        operator's stream; the key makes a retried batch stored once. Raises
+        CollectorRefused."""
+        digest = hashlib.blake2b(orjson.dumps(events), digest_size=16).hexdigest()
+        stamped = [self._stamp(e) for e in events]
+        await self._store(stamped, f"auditlock-witness-{digest}", "witness")
+
     async def close(self) -> None:
         self._closed.set()
         if self._session is not None:

@@ -289,6 +289,7 @@ class Operator:
             signer,
             WitnessMetrics(self.metrics),
             read_secret=self.kube.read_secret,
+            store_events=self.capture.store_witness_events if self.capture else None,
         )
         witness.start()
         log.info("witness every %.0f s as %s with key %s (Secret %s/%s)%s",

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -38,7 +40,14 @@ from auditlock import sinks
 from auditlock.ledger.keys import Signer
 from auditlock.ledger.newest import StreamTip
 from auditlock.ledger.trusted_time import TimestampError, request_token
-from auditlock.ledger.witness import ChainEnd, Witnessed, chain_end, token_name, witnessed
+from auditlock.ledger.witness import (
+    ChainEnd,
+    Witnessed,
+    chain_end,
+    decode_record,
+    token_name,
+    witnessed,
+)
 from auditlock.operator.destination import open_options, read_newest, retention_spec
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 
@@ -49,6 +58,10 @@ STORE_TIMEOUT = 120.0  # one destination's read and write; a hung store is a fai
 TSA_TIMEOUT = 10.0
 
 SecretReader = Callable[[str, str], dict[str, str] | None]
+# Stores events in the operator's own cluster stream (ClusterCapture.store_witness_events).
+EventStore = Callable[[list[dict[str, Any]]], Awaitable[None]]
+WITNESS_ACTOR = "auditlock-witness"
+EVENT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -85,7 +98,8 @@ class WitnessMetrics:
             "auditlock_operator_witness_failures",
             "Destinations a witness cycle stored no record in, or no timestamp for, by "
             "reason: destination (unreachable, refused), lost-race (another replica took "
-            "the seq), tsa (no token; the record is stored without one), error.",
+            "the seq), tsa (no token; the record is stored without one), own-stream (the "
+            "record's event did not reach the operator's collector), error.",
             ["reason"],
             registry=registry,
         )
@@ -117,6 +131,7 @@ class Witness:
     signer: Signer
     metrics: WitnessMetrics
     read_secret: SecretReader | None = None
+    store_events: EventStore | None = None
     clock: Callable[[], int] = time.time_ns
     _chains: dict[str, ChainEnd] = field(default_factory=dict)
     # Per destination: what this witness's records named for each stream since it last
@@ -218,7 +233,44 @@ class Witness:
         self.metrics.records.labels(url).inc()
         self.metrics.streams.labels(url).set(len(tips))
         self.metrics.last_record.labels(url).set(time.time())
+        await self._record_in_own_stream(url, name, data, len(changed), token is not None)
         return _Outcome(url, end.seq, len(tips), len(changed), token is not None)
+
+    async def _record_in_own_stream(
+        self, url: str, name: str, data: bytes, named: int, stamped: bool
+    ) -> None:
+        """The record, by digest, as an event of the operator's own cluster stream: a
+        second, independently signed and stored trace of every record (FORMAT.md
+        section 16, "Witness events"), so witness records deleted from a destination
+        are visible from the operator's trail as well."""
+        if self.store_events is None:
+            return
+        record = decode_record(data).record
+        url_id = hashlib.sha256(url.encode()).hexdigest()[:12]
+        event = {
+            "id": f"witness-{self.cluster}-{url_id}-{record.seq}",
+            "time": record.time,
+            "category": "data",
+            "action": "witness.recorded",
+            "outcome": "success",
+            "actor": {"kind": "system", "name": WITNESS_ACTOR},
+            "target": {"resource": "witnessrecords", "name": name},
+            "details": {
+                "witness": {
+                    "destination": url,
+                    "seq": record.seq,
+                    "digest": hashlib.sha256(data.split(b"\n", 1)[0]).hexdigest(),
+                    "streams": named,
+                    "timestamped": stamped,
+                }
+            },
+        }
+        try:
+            await asyncio.wait_for(self.store_events([event]), EVENT_TIMEOUT)
+        except Exception as exc:  # the record is stored; only its second trace is missing
+            self.metrics.failures.labels("own-stream").inc()
+            log.warning("witness: record %s of %s not in the operator's stream: %s",
+                        record.seq, url, exc)  # fmt: skip
 
     def _forget(self, url: str) -> None:
         """Read the chain again, and name every stream in the next record."""
