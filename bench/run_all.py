@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_sidecar_proxy.py": ([], ["--requests", "500"]),
     "bench_sidecar_rejections.py": ([], ["--size", "2097152"]),
     "bench_operator.py": ([], ["--requests", "500", "--policies", "10"]),
+    "bench_cert_issuance.py": ([], ["--pods", "20", "--rounds", "2"]),
     "bench_alerts.py": (
         [],
         ["--seconds", "3", "--events", "20000", "--heartbeat", "2", "--watch", "2"],
