@@ -288,3 +288,19 @@ def test_the_verifier_written_from_format_md_follows_certificates(tmp_path: Path
     _write(ledger, make_signer(), stream="c1_team_x")
     with pytest.raises(AssertionError, match="no certificate from the root"):
         spec_verify(ledger.root, ROOT.public)
+
+
+def test_the_root_that_certified_a_pod_key_closes_its_abandoned_stream(tmp_path: Path) -> None:
+    from auditlock.ledger.abandon import abandon_stream
+
+    ledger = _store(tmp_path)
+    _certify(ledger, POD)
+    _write(ledger, POD, close=False)  # the pod died; its key died with it
+    later = DEFAULT_START_NS + 600 * SECOND
+    stranger = abandon_stream(ledger.dest, STREAM, make_signer(), now_ns=later, retention=None)
+    assert stranger.outcome == "foreign-key"
+    done = abandon_stream(ledger.dest, STREAM, ROOT, now_ns=later, retention=None)
+    assert done.outcome == "abandoned", done.message
+    for keys in ([ROOT.public], []):  # anchored, and trust on first use
+        report = verify(ledger.dest, VerifyOptions(public_keys=keys, now_ns=later + HOUR))
+        assert report.findings == [] and report.streams[0].state == "closed-abandoned"

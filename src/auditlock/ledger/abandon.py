@@ -19,17 +19,25 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from auditlock.ledger.certificate import decode_certificate
 from auditlock.ledger.checkpoint import Checkpoint, encode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, SignatureError
 from auditlock.ledger.keys import Signer, load_public_key, public_pem
 from auditlock.ledger.keys import verify as verify_signature
+from auditlock.ledger.limits import MAX_CERTIFICATE_BYTES
 from auditlock.ledger.merkle import Frontier
 from auditlock.ledger.names import checkpoint_name, key_name, parse_name
 from auditlock.ledger.newest import list_stream, read_tip
 from auditlock.ledger.report import Finding
 from auditlock.ledger.resume import ResumeBroken, ResumePlan, adopt_segments
 from auditlock.ledger.timestamps import format_ns
-from auditlock.sinks.base import Destination, ObjectConflict, ObjectNotFound, RetentionSpec
+from auditlock.sinks.base import (
+    Destination,
+    DestinationError,
+    ObjectConflict,
+    ObjectNotFound,
+    RetentionSpec,
+)
 
 Outcome = Literal[
     "abandoned",  # the abandon checkpoint is stored
@@ -86,11 +94,13 @@ def abandon_stream(
     cp = tip.signed.checkpoint
     if cp.closed:
         return AbandonResult("already-closed", f"{tip.name} is a {cp.kind}", named=tip.name)
-    if signer.key_id not in _successors(destination, cp.key_id):
+    if signer.key_id not in _successors(destination, cp.key_id) and not _certified_by(
+        destination, signer, cp
+    ):
         return AbandonResult(
             "foreign-key",
             f"{tip.name} is signed by key {cp.key_id[:16]}…, from which no rotation leads "
-            f"to key {signer.key_id[:16]}…",
+            f"to key {signer.key_id[:16]}…, and which that key did not certify",
             named=tip.name,
         )
     try:
@@ -145,6 +155,24 @@ def abandon_stream(
         named=tip.name,
         adopted=adopted,
     )
+
+
+def _certified_by(destination: Destination, signer: Signer, cp: Checkpoint) -> bool:
+    """A per-pod key's stream may be closed by the root that certified that key for that
+    stream (FORMAT.md section 9): a stored certificate of `cp`'s key, issued by `signer`
+    (or a key from which a rotation leads to it), that verifies when `signer` issued it."""
+    for name in destination.list(f"keys/certs/{cp.key_id}-"):
+        try:
+            cert = decode_certificate(destination.get(name, MAX_CERTIFICATE_BYTES))
+            if cert.issuer_key_id == signer.key_id:
+                cert.verify_with(signer.public)
+            elif signer.key_id not in _successors(destination, cert.issuer_key_id):
+                continue
+        except (FormatError, SignatureError, DestinationError):
+            continue
+        if cert.key_id == cp.key_id and cert.subject.stream == cp.stream:
+            return True
+    return False
 
 
 def _successors(destination: Destination, start: str) -> set[str]:

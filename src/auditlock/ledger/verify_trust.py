@@ -74,11 +74,12 @@ class Trust:
 
     def first_seen(self, stream: str, key: str, time_ns: int) -> StreamTrust:
         """Without --public-key: the stream's first key and the keys rotations reach from
-        it; if a certificate covers that first checkpoint, keys certified for the stream
-        by its issuer (or a key rotations reach from the issuer) too."""
+        it; if a certificate covers that first checkpoint, its issuer (and the keys
+        rotations reach from it) and the keys they certify for the stream too."""
         cert = self.covering(stream, key, time_ns, issuers=None)
         issuers = self.reachable({cert.issuer_key_id}) if cert is not None else set()
-        return StreamTrust(keys=self.reachable({key}), issuers=issuers)
+        # The issuer may sign too: the operator closes an abandoned per-pod stream.
+        return StreamTrust(keys=self.reachable({key}) | issuers, issuers=issuers)
 
     def covering(
         self, stream: str, key: str, time_ns: int, issuers: set[str] | None

@@ -40,6 +40,11 @@ def generate() -> SigningKeyMaterial:
     return _material(ledger_keys.generate())
 
 
+def material_of(private: Ed25519PrivateKey) -> SigningKeyMaterial:
+    """A key already loaded (the operator's root key) as key material."""
+    return _material(private)
+
+
 def _material(private: Ed25519PrivateKey) -> SigningKeyMaterial:
     public = private.public_key()
     return SigningKeyMaterial(private_pem(private), public_pem(public), key_id(public))

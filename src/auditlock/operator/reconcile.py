@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -87,9 +87,10 @@ class Context:
     abandon_outcomes: Callable[[str], None] | None = None
     # Exports each policy's status as gauges (pods without a collector, conditions).
     status_metrics: PolicyStatusMetrics | None = None
-    # (key id, PEM) of the root key certifying per-pod keys (operator/certificates.py);
-    # None: this operator certifies none, and `signing: perPod` policies cannot run.
-    root_public: tuple[str, bytes] | None = None
+    # The root key certifying per-pod keys (operator/certificates.py); it also closes
+    # their abandoned streams. None: this operator certifies none, and `signing: perPod`
+    # policies cannot run.
+    root_key: keys.SigningKeyMaterial | None = field(default=None, repr=False)
 
 
 def _meta(body: dict[str, Any]) -> tuple[str, str, str, int, str]:
@@ -250,14 +251,14 @@ async def _converge(
     secret_name = n.key_secret_name(name)
     material: keys.SigningKeyMaterial | None = None
     if spec.signing == "perPod":
-        if ctx.root_public is None:
+        if ctx.root_key is None:
             message = (
                 "signing: perPod needs the operator's root key (chart value "
                 "certificates.rootKeySecret); no collector key can be certified."
             )
             await fail("NoRootKey", message)
             raise RetryLater(message)
-        published = ctx.root_public
+        published = (ctx.root_key.key_id, ctx.root_key.public_pem)
     else:
         try:
             material = await asyncio.to_thread(_ensure_key, ctx, body, namespace, secret_name)
@@ -396,8 +397,7 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     conditions = [x for x in status.get("conditions") or [] if x.get("type") not in POD_CONDITIONS]
     conditions += pod_conditions(counts, generation)
     await _status(ctx, body, conditions, **fields)
-    # Per-pod streams are closed by the operator's witness, not with a policy key.
-    if ctx.abandon is not None and state.tips is not None and entry.spec.signing != "perPod":
+    if ctx.abandon is not None and state.tips is not None:
         try:
             await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
         except (ApiException, keys.KeySecretError) as exc:
@@ -433,10 +433,15 @@ async def _close_abandoned(
             ctx.events(body, "Warning", "StreamRolledBack", message)
     if not due:
         return
-    secret = n.key_secret_name(entry.name)
-    material = keys.from_secret_data(
-        await asyncio.to_thread(ctx.kube.read_secret, entry.namespace, secret), secret
-    )
+    if entry.spec.signing == "perPod":
+        if ctx.root_key is None:
+            return
+        material = ctx.root_key  # the root that certified the streams' keys closes them
+    else:
+        secret = n.key_secret_name(entry.name)
+        material = keys.from_secret_data(
+            await asyncio.to_thread(ctx.kube.read_secret, entry.namespace, secret), secret
+        )
 
     def report(stream: str, outcome: str, message: str) -> None:
         if ctx.abandon_outcomes is not None:

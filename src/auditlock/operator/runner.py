@@ -15,7 +15,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from auditlock.ledger.keys import Signer, load_private_key, public_pem
+from auditlock.ledger.keys import Signer, load_private_key
 from auditlock.ledger.value_hash import key_id
 from auditlock.operator import keys
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
@@ -181,10 +181,8 @@ class Operator:
             abandon=AbandonWatch(grace_seconds=grace) if grace else None,
             abandon_outcomes=lambda outcome: abandoned.labels(outcome).inc(),
             status_metrics=status_metrics,
-            root_public=(
-                (config.root_key.key_id, public_pem(config.root_key.public))
-                if config.root_key is not None
-                else None
+            root_key=(
+                keys.material_of(config.root_key.private) if config.root_key is not None else None
             ),
         )
         self.verdicts = TrailVerdicts()
