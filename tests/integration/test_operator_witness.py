@@ -14,10 +14,13 @@ tested elsewhere; the witness only reads what is stored).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import aiohttp
 from kubernetes import client
@@ -31,6 +34,8 @@ from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.witness import WitnessRecord, chain_end, decode_record, witnessed
 from auditlock.ledger.writer import StreamWriter
 from auditlock.operator import keys
+from auditlock.operator.kube import Kube
+from auditlock.operator.trail_verification import verify_policies
 from auditlock.operator.witness import WitnessSettings
 from tests.helpers.policies import (
     create_policy,
@@ -95,7 +100,9 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         create_policy(kube, namespace, "seen", s3_spec(seaweedfs, s3_locked_bucket))
         wait_condition(kube, namespace, "seen", "Ready", "True")
         store = sinks.open(f"s3://{s3_locked_bucket}/trail", **seaweedfs.destination_options())
-        writer_key = Signer(generate())
+        # The streams are signed with the policy's key, as its collectors sign them.
+        secret = kube.get_json(f"/api/v1/namespaces/{namespace}/secrets/auditlock-key-seen")
+        writer_key = Signer(load_private_key(base64.b64decode(secret["data"]["ed25519.pem"])))
         for stream in ("rig_ns_a", "rig_ns_b"):
             writer = StreamWriter.resume(store, stream, writer_key, retention=None)
             writer.store(writer.heartbeat())
@@ -133,6 +140,20 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         traced = wait_for("the newest record in the operator's stream", in_own_stream, 30)
         assert traced["seq"] == newest.seq
         assert traced["destination"] == f"s3://{s3_locked_bucket}/trail"
+
+        # Continuous verification checks the witness too (the chart's verify.witnessPublicKey).
+        env = {"AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+               "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key}  # fmt: skip
+        with mock.patch.dict(os.environ, env), kube.api_client() as api:
+            (verdict,) = verify_policies(
+                Kube(api), namespaces={namespace}, slack_seconds=600, witness_keys=[signer.public]
+            )
+            assert verdict.record["result"] == "PASS", verdict.record
+            (verdict,) = verify_policies(
+                Kube(api), namespaces={namespace}, slack_seconds=600,
+                witness_keys=[writer_key.public],
+            )  # fmt: skip
+            assert verdict.record["reason"] == "WitnessSignature", verdict.record
     finally:
         operator.stop()
         own_trail.close()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from auditlock.cli.main import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
@@ -49,6 +50,15 @@ def register(subparsers: Any) -> None:
         help="tolerance on top of the heartbeat interval before a time gap is a problem "
         "(verify's --slack)",
     )
+    parser.add_argument(
+        "--witness-key",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM",
+        help="the operator's public key (repeatable): also check each destination against "
+        "the operator's witness records (verify's --witness-key)",
+    )
     parser.add_argument("--json", action="store_true", help="print each verdict as JSON")
     parser.set_defaults(func=run)
 
@@ -57,14 +67,24 @@ def run(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
 
+    from auditlock.ledger.errors import KeyFileError
+    from auditlock.ledger.keys import load_public_key
     from auditlock.operator.kube import Kube, load_api_client
     from auditlock.operator.trail_verification import PASS, verify_policies
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        witness_keys = [load_public_key(path) for path in args.witness_key]
+    except KeyFileError as exc:
+        print(f"auditlock verify-policies: --witness-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         kube = Kube(load_api_client(args.kubeconfig))
         verdicts = verify_policies(
-            kube, namespaces=set(args.namespace) or None, slack_seconds=args.slack
+            kube,
+            namespaces=set(args.namespace) or None,
+            slack_seconds=args.slack,
+            witness_keys=witness_keys,
         )
     except (ConfigException, OSError) as exc:
         print(f"auditlock verify-policies: cannot reach Kubernetes: {exc}", file=sys.stderr)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -110,10 +111,12 @@ def verify_policies(
     *,
     namespaces: set[str] | None = None,
     slack_seconds: float | None = None,
+    witness_keys: Sequence[Ed25519PublicKey] = (),
     clock: Callable[[], str] = now_rfc3339,
 ) -> list[PolicyVerdict]:
     """Verify every policy's destination (in `namespaces`, or all) and write each verdict
-    into its policy's status. Blocking."""
+    into its policy's status; with `witness_keys` (the operator's), also against the
+    operator's witness records (docs/FORMAT.md section 16). Blocking."""
     verdicts: list[PolicyVerdict] = []
     destinations: dict[tuple[str, str], _Destination] = {}
     for body in kube.list_policies():
@@ -141,7 +144,7 @@ def verify_policies(
             target.keys.append(pem.encode())
         target.policies.append(body)
     for target in destinations.values():
-        record = _verify(target, slack_seconds, clock)
+        record = _verify(target, slack_seconds, witness_keys, clock)
         for body in target.policies:
             meta = body["metadata"]
             verdicts.append(PolicyVerdict(str(meta["namespace"]), str(meta["name"]), record))
@@ -151,13 +154,16 @@ def verify_policies(
 
 
 def _verify(
-    target: _Destination, slack_seconds: float | None, clock: Callable[[], str]
+    target: _Destination,
+    slack_seconds: float | None,
+    witness_keys: Sequence[Ed25519PublicKey],
+    clock: Callable[[], str],
 ) -> dict[str, Any]:
     try:
         keys = [load_public_key(pem) for pem in target.keys]
     except KeyFileError as exc:
         return error_record(NO_PUBLIC_KEY, f"status.publicKey is not a usable key: {exc}", clock())
-    options = VerifyOptions(public_keys=keys)
+    options = VerifyOptions(public_keys=keys, witness_keys=list(witness_keys))
     if slack_seconds is not None:
         options.slack_seconds = slack_seconds
     try:
