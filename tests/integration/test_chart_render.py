@@ -814,3 +814,37 @@ def test_verification_cronjob_is_locked_down_with_its_own_least_privilege_accoun
         (GROUP, "auditpolicies", "list"),
         (GROUP, "auditpolicies/status", "patch"),
     }
+
+
+def test_the_witness_runs_with_the_operator_key_and_the_verification_checks_it(
+    helm_path: Path,
+) -> None:
+    """The operator witnesses with the key its own stream is signed with, read through the
+    API (never mounted); verify.witnessPublicKey reaches the CronJob as --witness-key."""
+    from auditlock.cli.main import build_parser
+    from auditlock.ledger.keys import generate, load_public_key, public_pem
+
+    pem = public_pem(generate().public_key()).decode()
+    values = {**VERIFY, "verify": {**VERIFY["verify"], "witnessPublicKey": pem},
+              "witness": {"intervalSeconds": 30, "tsaUrl": "http://tsa.example/ts"}}  # fmt: skip
+    objects = render(helm_path, values)
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, SUPPORTED[-1], strict=True)
+    operator = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    run = build_parser().parse_args(operator["args"])
+    _, _, secret = run.witness_key_secret.partition("/")
+    key_secret = next(s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == secret)
+    assert "ed25519.pem" in key_secret["data"]
+    assert (run.witness_seconds, run.witness_tsa_url) == (30, "http://tsa.example/ts")
+    assert not [m for m in operator.get("volumeMounts", []) if secret in str(m)]
+    pod = one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (path,) = build_parser().parse_args(container["args"]).witness_key
+    mount = next(m for m in container["volumeMounts"] if str(path).startswith(m["mountPath"]))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config = next(c for c in by_kind(objects, "ConfigMap")
+                  if c["metadata"]["name"] == volume["configMap"]["name"])  # fmt: skip
+    assert load_public_key(config["data"][path.name].encode()) is not None
+    off = one(render(helm_path, {"witness": {"enabled": False}}), "Deployment")
+    assert "--witness-key-secret" not in str(off["spec"]["template"]["spec"]["containers"])
