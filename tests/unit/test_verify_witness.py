@@ -274,3 +274,22 @@ def test_a_checker_written_from_format_md_alone_agrees(
             "witness-missing-checkpoint",
         ]
     )
+
+
+def test_another_clusters_witness_in_a_shared_bucket_is_not_judged(
+    ledger: Ledger, operator_key: tuple[Signer, Path]
+) -> None:
+    """Clusters may share a bucket: records no given key signed are another operator's
+    (a warning); if they are all there is, nothing was witnessed for us."""
+    signer, pub = operator_key
+    other = make_signer(11)
+    end = chain_end(ledger.dest, "prod-2")
+    name, data = end.record("prod-2", other, (), time_ns=time.time_ns(), interval_ms=60_000)
+    ledger.dest.put(name, data, None)
+    code, doc = report(ledger, pub)
+    assert (code, codes(doc)) == (1, ["witness-missing"])
+    assert [w["code"] for w in doc["warnings"]] == ["witness-unknown"]
+    witness_once(ledger.dest, signer)
+    code, doc = report(ledger, pub)
+    assert (code, codes(doc)) == (0, [])
+    assert [w["code"] for w in doc["warnings"]] == ["witness-unknown"]

@@ -115,6 +115,7 @@ class WitnessCheck:
         self.keys = {key_id(k): k for k in keys}
         self.roots, self.intermediates = roots_and_intermediates(tsa_certificates)
         self.summary = WitnessSummary()
+        self.foreign = 0  # records signed by a key that is not a given witness key
         self._last: dict[str, Witnessed] = {}  # per stream: the last witnessed checkpoint
         self._tallies: dict[tuple[str, str], _Tally] = {}
         self._found: list[Finding] = []
@@ -185,6 +186,8 @@ class WitnessCheck:
                 before = (seq, None, None)
                 continue
             problem = self._signature_problem(signed)
+            if signed.record.key_id not in self.keys:
+                self.foreign += 1
             if problem:
                 self._found.append(here.find("witness-signature", problem, object=name))
                 before = (seq, signed.digest, None)
@@ -380,8 +383,9 @@ def check_witnesses(
     witnesses: dict[str, WitnessObjects],
     checkpoints: set[str],
 ) -> tuple[list[Finding], list[str]]:
-    """Step 6 for every witness in the store: (findings, one summary line per witness).
-    `witness-missing` when witness keys were given and the store holds no record."""
+    """Step 6 for every witness in the store: (findings, one summary line per witness
+    checked). A witness none of whose records a given key signed is another operator's
+    (the warning `witness-unknown`); `witness-missing` when no witness is left."""
     options = ctx.options
     if not witnesses or not any(w.records for w in witnesses.values()):
         return [
@@ -394,14 +398,30 @@ def check_witnesses(
     found: list[Finding] = []
     summaries = []
     for witness in sorted(witnesses):
+        objects = witnesses[witness]
         check = WitnessCheck(
-            ctx,
-            witness,
-            witnesses[witness],
-            checkpoints,
-            options.witness_keys,
-            options.tsa_certificates,
+            ctx, witness, objects, checkpoints, options.witness_keys, options.tsa_certificates
         )
-        found.extend(check.run())
+        results = check.run()
+        if check.summary.records == 0 and check.foreign == len(objects.records):
+            # Another operator's records (clusters may share a bucket): not ours to judge.
+            found.append(
+                Place().warn(
+                    "witness-unknown",
+                    f"witness {witness}: none of its {len(objects.records)} record(s) is signed "
+                    "by a given witness key (another cluster's operator?); not checked",
+                    object=objects.records[max(objects.records)],
+                )
+            )
+            continue
+        found.extend(results)
         summaries.append(check.summary.describe(witness))
+    if not summaries:
+        found.append(
+            Place().find(
+                "witness-missing",
+                "no witness record signed by a given witness key (--witness-key) in the store: "
+                "the streams cannot be compared with what the operator saw",
+            )
+        )
     return found, summaries
