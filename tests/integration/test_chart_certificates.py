@@ -1,15 +1,26 @@
 """The chart's per-pod key settings (values `certificates.*`), rendered by the real helm
 binary: the root key is mounted into the operator alone, and the ClusterRole grows by
-exactly what certifying needs (docs/operator.md, "Per-pod keys")."""
+exactly what certifying needs (docs/operator.md, "Per-pod keys"), which is enough on the
+real kube-apiserver."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
+from auditlock.ledger.keys import Signer, generate
+from auditlock.operator.certificates import CertificateIssuer, Issued
+from auditlock.operator.kube import Kube
+from auditlock.operator.reconcile import entry_for
+from auditlock.operator.registry import PolicyRegistry
+from tests.helpers.certificates import pod_token, request_body
+from tests.helpers.policies import create_pod, file_spec
 from tests.integration.chart_helpers import NAMESPACE, HelmError, one, render
+from tests.servers.kube_controlplane import KubeControlPlane
 
 
 def _rules(objects: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -46,3 +57,59 @@ def test_a_root_key_secret_is_mounted_into_the_operator_alone(helm_path: Path) -
 def test_a_bad_certificate_setting_is_refused_by_the_schema(helm_path: Path) -> None:
     with pytest.raises(HelmError):
         render(helm_path, {"certificates": {"validitySeconds": 10}})
+
+
+def test_those_rules_are_all_the_issuer_needs(
+    helm_path: Path, kube_apiserver: KubeControlPlane, tmp_path: Path
+) -> None:
+    """The issuer, authenticated as a ServiceAccount granted exactly the rules the chart
+    adds, certifies a pod's key on the real API server; without them it cannot."""
+    kube = kube_apiserver
+    added = _rules(render(helm_path, {"certificates": {"rootKeySecret": "r"}})) - _rules(
+        render(helm_path)
+    )
+    namespace = kube.create_namespace()
+    role = f"auditlock-certificates-{namespace}"
+    with kube.api_client() as api:
+        core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+        for account in ("issuer", "nobody"):
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+        rbac.create_cluster_role({"metadata": {"name": role}, "rules": [
+            {"apiGroups": [g], "resources": [r], "verbs": [v]} for g, r, v in sorted(added)
+        ]})  # fmt: skip
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "issuer", "namespace": namespace}],
+        })  # fmt: skip
+    try:
+        registry = PolicyRegistry()
+        registry.put(entry_for({
+            "metadata": {"namespace": namespace, "name": "trail"},
+            "spec": file_spec(tmp_path / "store", signing="perPod"),
+        }, "c"))  # fmt: skip
+        pod = create_pod(kube, namespace, {"app": "payments"})
+        request = request_body(Signer(generate()), f"c_{namespace}_{pod['metadata']['name']}")
+        bearer = f"Bearer {pod_token(kube, pod)}"
+
+        def issue(account: str) -> Issued:
+            token = kube.service_account_token(namespace, account)
+            issuer = CertificateIssuer(
+                root=Signer(generate()),
+                kube=Kube(kube.api_client(token=token)),
+                registry=registry,
+                cluster="c",
+            )
+            return asyncio.run(issuer.issue(bearer, request))
+
+        assert issue("issuer").name.startswith("keys/certs/")
+        with pytest.raises(client.ApiException) as refused:
+            issue("nobody")
+        assert refused.value.status == 403
+    finally:
+        with kube.api_client() as api:
+            rbac = client.RbacAuthorizationV1Api(api)
+            rbac.delete_cluster_role_binding(role)
+            rbac.delete_cluster_role(role)
+        kube.delete_namespace(namespace)
