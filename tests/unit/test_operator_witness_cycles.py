@@ -111,3 +111,28 @@ def test_the_refresh_decides_on_the_witness_reading(tmp_path: Path) -> None:
     assert state.tips is not None and sorted(state.tips) == ["synth-0-0000", "synth-0-0001"]
     fresh = inspect(spec, {}, None, max_age=0)  # an old reading is read again
     assert fresh.tips is not None and sorted(fresh.tips) == ["synth-0-0000"]
+
+
+def test_a_stream_deleted_or_rolled_back_is_said_at_the_next_cycle(tmp_path: Path) -> None:
+    """Not only verify: the witness itself says at once that a stream it named is gone or
+    behind (an unlocked bucket), once each."""
+    import shutil
+
+    trail = tmp_path / "trail"
+    store = sinks.open(f"file://{trail}", fsync=False)
+    synthesize(store, Signer(generate()), streams=2, events=2)
+    witness, metrics = _witness(_registry(trail), Signer(generate()))
+
+    def lost(kind: str) -> float | None:
+        return metrics.get_sample_value(
+            "auditlock_operator_witness_streams_lost_total", {"kind": kind}
+        )
+
+    asyncio.run(witness.cycle())
+    shutil.rmtree(trail / "streams" / "synth-0-0000")
+    (newest,) = sorted((trail / "streams" / "synth-0-0001").glob("*/ckpt-*.ckpt"))[-1:]
+    newest.chmod(0o644)
+    newest.unlink()
+    asyncio.run(witness.cycle())
+    asyncio.run(witness.cycle())
+    assert (lost("deleted"), lost("rolled-back")) == (1, 1)

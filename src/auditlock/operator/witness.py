@@ -121,6 +121,13 @@ class WitnessMetrics:
             ["url"],
             registry=registry,
         )
+        self.lost = Counter(
+            "auditlock_operator_witness_streams_lost",
+            "Streams the witness named before and found deleted or rolled back since, by "
+            "kind (deleted, rolled-back); verify --witness-key reports each as well.",
+            ["kind"],
+            registry=registry,
+        )
 
 
 @dataclass
@@ -204,6 +211,7 @@ class Witness:
                 asyncio.to_thread(self._read, url, destination), STORE_TIMEOUT
             )
             named = self._named.get(url, {})
+            self._look_back(url, named, tips)
             changed = tuple(e for e in witnessed(tips.values()) if named.get(e.stream) != e)
             name, data = end.record(
                 self.cluster,
@@ -271,6 +279,27 @@ class Witness:
             self.metrics.failures.labels("own-stream").inc()
             log.warning("witness: record %s of %s not in the operator's stream: %s",
                         record.seq, url, exc)  # fmt: skip
+
+    def _look_back(self, url: str, named: dict[str, Witnessed], tips: dict[str, StreamTip]) -> None:
+        """Streams named before that are gone or behind now: said at once (log, metric),
+        not only when an auditor runs verify. Each is said once: the record then names
+        what is there now."""
+        for stream, seen in named.items():
+            tip = tips.get(stream)
+            if tip is None:
+                kind, now = "deleted", "it is gone"
+            elif (tip.epoch, tip.index) < (seen.epoch, seen.index):
+                kind, now = (
+                    "rolled-back",
+                    f"its newest is checkpoint {tip.index} of epoch {tip.epoch}",
+                )
+            else:
+                continue
+            self.metrics.lost.labels(kind).inc()
+            log.warning("witness: stream %s in %s was witnessed at checkpoint %d of epoch %d and "
+                        "%s: %s", stream, url, seen.index, seen.epoch, now, kind)  # fmt: skip
+        for stream in [s for s in named if s not in tips]:
+            del named[stream]
 
     def _forget(self, url: str) -> None:
         """Read the chain again, and name every stream in the next record."""
