@@ -28,6 +28,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,9 @@ class CertificateIssuer:
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_in_flight)
+        # Its own threads: the checks wait on the API server and the store, and must
+        # neither starve nor be starved by the operator's other blocking calls.
+        self._threads = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="certify")
         self._waiting = 0
         self._root_stored: set[str] = set()  # destination URLs that hold the root's key
 
@@ -142,7 +146,8 @@ class CertificateIssuer:
         finally:
             self._waiting -= 1
         try:
-            return await asyncio.to_thread(self._issue, token, public, stream)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._issue, token, public, stream)
         finally:
             self._slots.release()
 
