@@ -93,7 +93,7 @@ def _review(**change: Any) -> dict[str, Any]:
                 }
             },
             403,
-        ),  # fmt: skip
+        ),
         ({"user": None}, 403),
     ],
 )
