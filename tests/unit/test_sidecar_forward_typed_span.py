@@ -1,5 +1,6 @@
-"""A PackedForward span decoded in one call (msgspec, typed) gives exactly the entries of
-the entry-by-entry decoder (msgpack), or declines and leaves the span to it."""
+"""A PackedForward span decoded in one call (msgspec, typed, checked against the ledger's
+value space) gives exactly the entries of the entry-by-entry decoder (msgpack), or
+declines and leaves the span to it."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_the_typed_span_gives_the_general_decoders_entries_or_declines(
 
 def test_the_common_span_takes_the_typed_path() -> None:
     items = [
-        [pack_event_time(NS + n), {"action": "read", "n": n, "d": {"k": [1, None, b"x"]}}]
+        [pack_event_time(NS + n), {"action": "read", "n": n, "d": {"k": [1, None, "x", True]}}]
         for n in range(3)
     ]
     span = packed(items)
@@ -100,5 +101,14 @@ def test_the_common_span_takes_the_typed_path() -> None:
 def test_spans_the_typed_path_leaves_alone() -> None:
     stamp = packed([[pack_event_time(NS), {"at": msgpack.Timestamp(1, 0)}]])
     truncated = packed([[pack_event_time(NS), {"a": 1}]])[:-1]
-    for span in (stamp, truncated, packed([[1, {}]]), packed([[pack_event_time(NS), "x"]])):
+    others = [
+        {"x": 1.5},  # floats, binary and ext values: the pipeline's general path
+        {"x": b"raw"},
+        {"x": msgpack.ExtType(3, b"")},
+        {"x": 2**53},  # outside the ledger's integers
+        {"x": [[[[[[[[[]]]]]]]]]},  # deeper than the typed decoder looks
+    ]
+    spans = [packed([[pack_event_time(NS), record]]) for record in others]
+    spans += [stamp, truncated, packed([[1, {}]]), packed([[pack_event_time(NS), "x"]])]
+    for span in spans:
         assert _decode_span_typed(TAG, memoryview(span)) is None

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from typing import Any
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditlock.ledger.canonical import canonical_bytes
-from auditlock.sidecar.config import SourceIdentity
+from auditlock.sidecar.config import PipelineConfig, SourceIdentity
+from auditlock.sidecar.pipeline import Pipeline
 from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
 from auditlock.sidecar.pipeline.recent_ids import RecentIds, id_key
+from auditlock.sidecar.sources.forward.protocol import _decode_span_typed, pack_event_time
+from auditlock.sidecar.sources.forward.reader import Entries
 
 from .ledger_strategies import bad_values, ips, json_values, short, times
 
@@ -170,3 +175,52 @@ def test_the_common_shape_takes_the_fast_path() -> None:
     timed = {**record, "category": "access", "id": "evt-7", "time": got["time"]}
     assert fast.fast("http", "http", NS, timed) is not None
     assert fast.sender_key == id_key("evt-7")
+
+
+def _without_assigned_ids(events: list[bytes], boot: str) -> list[Any]:
+    parsed = [json.loads(event) for event in events]
+    for event in parsed:
+        if event["id"].startswith(boot + "-"):
+            event["id"] = "assigned"
+    return parsed
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=3), st.sampled_from(["app.access", "app.data"]))
+def test_records_a_typed_decoder_read_need_fewer_checks_and_give_the_same_events(
+    batch: list[dict[str, Any]], tag: str
+) -> None:
+    try:
+        span = b"".join(msgpack.packb([pack_event_time(NS), r]) for r in batch)
+    except (UnicodeEncodeError, TypeError, OverflowError):
+        return  # not msgpack (a lone surrogate, an integer beyond 64 bits)
+    typed = _decode_span_typed(tag, memoryview(span))
+    if typed is None:
+        return
+    entries = Entries(typed)
+    entries.checked = True
+    pipelines = []
+    for _ in range(2):
+        pipelines.append(Pipeline(PipelineConfig(), IDENTITY, RecentIds()))
+        pipelines[-1].process("forward", tag, NS, {"action": "a", "actor": "x", "target": "t"})
+    checked, general = pipelines
+    general.normalize_fast = lambda *args: None  # the general path only
+    got = checked.process_all("forward", entries)
+    expected = general.process_all("forward", list(typed))
+    assert [(i, r.reason, str(r)) for i, r in got.rejected] == [
+        (i, r.reason, str(r)) for i, r in expected.rejected
+    ]
+    assert _without_assigned_ids(got.events, checked.normalize._boot) == _without_assigned_ids(
+        expected.events, general.normalize._boot
+    )
+
+
+def test_a_member_name_above_the_bmp_is_refused_on_the_checked_path_too() -> None:
+    record = {"action": "a", "actor": "x", "target": "t", "details": {"\U0001f600": 1}}
+    span = msgpack.packb([pack_event_time(NS), record])
+    typed = _decode_span_typed("app.access", memoryview(span))
+    assert typed is not None
+    entries = Entries(typed)
+    entries.checked = True
+    out = Pipeline(PipelineConfig(), IDENTITY).process_all("forward", entries)
+    assert out.events == [] and [r.field for _, r in out.rejected] == ["details.\U0001f600"]

@@ -32,17 +32,18 @@ import functools
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NewType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.lines import PREV_MARK
 from auditlock.ledger.normalize import plain_json
 from auditlock.ledger.seen_ids import SeenIds
 from auditlock.ledger.timestamps import normalize_time
+from auditlock.ledger.typed_json import TYPED_DEPTH, has_astral, json_values
 from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
@@ -58,36 +59,10 @@ _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
 _IDS = re.compile(f"(?:{_ID}\n)*{_ID}\\Z")
 _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z"
 _TIMES = re.compile(f"(?:{_TIME}\n)*{_TIME}\\Z")
-# The lead bytes of the UTF-8 characters above U+FFFF (five single-byte searches are much
-# faster than one character-class regex).
-_ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
-
-
-def _has_astral(data: bytes) -> bool:
-    return not data.isascii() and any(lead in data for lead in _ASTRAL_LEADS)
-
-
-def _json_values(levels: int) -> Any:
-    """The type of a JSON value inside `details` with at most `levels` more levels of
-    nesting, so that the decoder itself checks FORMAT.md's number rules (and depth).
-    Each level is wrapped in a NewType: nested generic aliases rehash their whole depth."""
-    new_type: Any = NewType  # built at run time: not a static type for mypy
-    scalar: Any = str | bool | Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
-    value: Any = new_type("_JsonScalar", scalar | None)
-    for level in range(levels):
-        value = new_type(f"_JsonLevel{level + 1}", scalar | list[value] | dict[str, value] | None)
-    return value
-
-
-# msgspec expands each level's two references (array and object), so the decoder grows
-# as 2**levels: typed to TYPED_DEPTH levels (ample for real details), deeper `details`
-# take the per-line path, whose decoder leaves `details` untyped and checks it with
-# check_json against the full MAX_DEPTH.
-TYPED_DEPTH = 7
 if TYPE_CHECKING:
     _Details = dict[str, Any]
 else:
-    _Details = dict[str, _json_values(TYPED_DEPTH - 1)]
+    _Details = dict[str, json_values(TYPED_DEPTH - 1)]
 
 
 # Fields in sorted order, so the encoder writes RFC 8785 member order without sorting.
@@ -215,7 +190,7 @@ class LineRules:
             if (
                 len(parsed) == len(lines)
                 and _encode(parsed) == joined
-                and _valid(parsed, check_details=_has_astral(joined))
+                and _valid(parsed, check_details=has_astral(joined))
                 and self._ids.all_new([p.id for p in parsed], first_seq)
             ):
                 return [p.details for p in parsed]

@@ -9,6 +9,7 @@ from typing import Any
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.limits import MAX_EVENT_BYTES
+from auditlock.ledger.typed_json import has_astral
 from auditlock.sidecar.config import PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline.filter import PolicyFilter
 from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
@@ -59,14 +60,19 @@ class Pipeline:
         encode = canonical_bytes
         compact = _compact
         fast = self.normalize_fast
+        # Entries a typed decoder read (Forward's TypedBatch) need fewer checks.
+        checked = getattr(entries, "checked", False)
         for index, (tag, time_ns, record) in enumerate(entries):
-            event = fast(input_name, tag, time_ns, record)
+            event = fast(input_name, tag, time_ns, record, checked)
             if event is None:
                 try:
                     event = normalize(input_name, tag, time_ns, record)
                 except Rejected as exc:
                     out.reject(index, exc)
                     continue
+                general = True
+            else:
+                general = not checked
             if keep is not None and not keep(event):
                 out.filtered += 1
                 continue
@@ -79,6 +85,18 @@ class Pipeline:
                     Rejected("bad_value", "record", f"value cannot be stored: {exc}")
                 )
                 continue
+            if not general and has_astral(data):
+                # A member name above U+FFFF is refused, and the typed decoder does not
+                # look at names: the general path decides (the id it assigns is new).
+                try:
+                    redone = self.process(input_name, tag, time_ns, record)
+                except Rejected as exc:
+                    out.reject(index, exc)
+                    continue
+                if redone is None:
+                    out.filtered += 1
+                    continue
+                data = encode(redone)
             if len(data) > MAX_EVENT_BYTES:  # escaping can make the stored form larger
                 out.unstorable.append(
                     Rejected(

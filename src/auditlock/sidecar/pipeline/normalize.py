@@ -179,7 +179,9 @@ class Normalizer:
                 self._intakes[key] = found
         return found
 
-    def fast(self, input_name: str, tag: str, time_ns: int, record: Any) -> dict[str, Any] | None:
+    def fast(
+        self, input_name: str, tag: str, time_ns: int, record: Any, checked: bool = False
+    ) -> dict[str, Any] | None:
         """What `self(...)` returns for `record`, when the record has the common shape:
         known members of the expected types, plain ASCII strings, safe integers, a tag
         whose category and intake are known; None when unsure, and then `self(...)`
@@ -189,6 +191,11 @@ class Normalizer:
 
         One function with the checks written inline: it runs once per event, and the
         general path's helper calls cost more than the checks themselves.
+
+        `checked`: a typed decoder already checked the record's values (Forward's
+        TypedBatch: valid strings, safe integers, no floats or binary, bounded nesting),
+        so only what it cannot say is checked here; the caller still checks the event's
+        bytes for member names above U+FFFF (`has_astral`).
         """
         if type(record) is not dict:
             return None
@@ -204,7 +211,9 @@ class Normalizer:
         elif type(category) is not str or category not in _CATEGORY_SET:
             return None
         action = get("action")
-        if type(action) is not str or not action.isascii() or not 0 < len(action) <= MAX_SHORT:
+        if type(action) is not str or not 0 < len(action) <= MAX_SHORT:
+            return None
+        if not checked and not action.isascii():
             return None
         outcome = get("outcome", "unknown")
         if type(outcome) is not str or outcome not in _OUTCOME_SET:
@@ -226,7 +235,9 @@ class Normalizer:
             ip = actor.get("ip")
         else:
             return None
-        if type(name) is not str or not name.isascii() or not 0 < len(name) <= MAX_SHORT:
+        if type(name) is not str or not 0 < len(name) <= MAX_SHORT:
+            return None
+        if not checked and not name.isascii():
             return None
         if ip is None:
             actor_out = {"kind": kind, "name": name}
@@ -240,12 +251,16 @@ class Normalizer:
 
         target = get("target")
         if type(target) is str:
-            if not target.isascii() or not 0 < len(target) <= MAX_SHORT:
+            if not 0 < len(target) <= MAX_SHORT or not (checked or target.isascii()):
                 return None
             target_out = {"resource": target}
         elif type(target) is dict and "resource" in target and target.keys() <= TARGET_MEMBER_SET:
             for value in target.values():
-                if type(value) is not str or not value.isascii() or not 0 < len(value) <= MAX_SHORT:
+                if (
+                    type(value) is not str
+                    or not 0 < len(value) <= MAX_SHORT
+                    or not (checked or value.isascii())
+                ):
                     return None
             target_out = dict(target)
         else:
@@ -268,7 +283,11 @@ class Normalizer:
             if not correlation.keys() <= CORRELATION_MEMBER_SET:
                 return None
             for value in correlation.values():
-                if type(value) is not str or not value.isascii() or not 0 < len(value) <= MAX_SHORT:
+                if (
+                    type(value) is not str
+                    or not 0 < len(value) <= MAX_SHORT
+                    or not (checked or value.isascii())
+                ):
                     return None
 
         details = get("details")
@@ -283,7 +302,7 @@ class Normalizer:
                 if key not in _KNOWN:
                     details[key] = record[key]
         details.pop("intake", None)
-        for key, value in details.items():
+        for key, value in () if checked else details.items():
             if type(key) is not str or not key.isascii():
                 return None
             kind = type(value)

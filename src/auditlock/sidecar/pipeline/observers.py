@@ -43,7 +43,7 @@ def check_app_event(tag: str, actor: Any, details: dict[str, Any], event_id: Any
     if tag.startswith(RESERVED_TAG_PREFIXES):
         raise ReservedIdentity("tag", f"tag {tag[:80]!r} is reserved for auditlock's observers")
     name = actor if type(actor) is str else actor.get("name") if type(actor) is dict else None
-    if name in RESERVED_ACTOR_NAMES:
+    if type(name) is str and name in RESERVED_ACTOR_NAMES:  # any other type: unhashable
         raise ReservedIdentity("actor.name", f"actor {name!r} is reserved for auditlock")
     if details and not details.keys().isdisjoint(RESERVED_DETAILS):
         member = sorted(details.keys() & RESERVED_DETAILS)[0]

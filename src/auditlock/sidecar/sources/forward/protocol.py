@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 import msgspec
 
+from auditlock.ledger.typed_json import TYPED_DEPTH, json_values
 from auditlock.sidecar.pipeline.normalize import Oversized
 
 EVENT_TIME_EXT = 0
@@ -221,7 +222,7 @@ def _decode_span(tag: str, span: memoryview) -> Iterator[list[Entry]]:
     entries = _decode_span_typed(tag, span)
     if entries is not None:
         for start in range(0, len(entries), PACKED_BATCH):
-            yield entries[start : start + PACKED_BATCH]
+            yield TypedBatch(entries[start : start + PACKED_BATCH])
         return
     yield from _decode_span_general(tag, span)
 
@@ -256,26 +257,27 @@ def _decode_span_general(tag: str, span: memoryview) -> Iterator[list[Entry]]:
         yield batch
 
 
-# The common span, decoded in one C call (msgspec): entries of [EventTime, map with string
-# keys]. Anything else (other times, other records, an undecodable span) returns None and
-# the span is decoded entry by entry as above, which names the problem. The two decoders
-# build the same objects for what the typed one accepts: invalid UTF-8 fails it (msgpack
-# would make lone surrogates, rejected later as invalid_utf8), and other ext values go
-# through the same hook. msgpack's Timestamp ext (-1) would decode as a datetime here and
-# as msgpack.Timestamp there, so a span that may hold one takes the general path.
-_TYPED_SPAN = msgspec.msgpack.Decoder(
-    list[tuple[msgspec.msgpack.Ext, dict[str, Any]]],
-    ext_hook=lambda code, data: _ext_hook(code, bytes(data)),
+# The common span, decoded in one C call (msgspec) and checked while decoding: entries of
+# [EventTime, record], each record a map with string member names whose values are in the
+# ledger's JSON value space (typed_json.py: strings, booleans, null, integers within
+# +-(2**53 - 1), arrays and maps, at most TYPED_DEPTH levels deep; no floats, binary or ext
+# values). Anything else (other times or records, floats a record may still send and the
+# pipeline turns into strings, invalid UTF-8, an undecodable span) returns None, and the
+# span is decoded entry by entry as above, which names the problem. So a `TypedBatch`
+# tells the pipeline which checks its records have already passed.
+_RECORD_VALUE: Any = json_values(TYPED_DEPTH)  # a type built at run time
+_TYPED_SPAN: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+    list[tuple[msgspec.msgpack.Ext, dict[str, _RECORD_VALUE]]]
 )
-_TIMESTAMP_EXT = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")  # fixext4/8, ext8 of type -1
 _ARRAY32 = b"\xdd"
 
 
-def _decode_span_typed(tag: str, span: memoryview) -> list[Entry] | None:
+class TypedBatch(list[Entry]):
+    """Entries decoded by the typed decoder (see above)."""
+
+
+def _decode_span_typed(tag: str, span: memoryview) -> TypedBatch | None:
     data = bytes(span)
-    for mark in _TIMESTAMP_EXT:
-        if mark in data:
-            return None
     counter = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
     counter.feed(data)
     skip = counter.skip
@@ -295,7 +297,7 @@ def _decode_span_typed(tag: str, span: memoryview) -> list[Entry] | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     unpack = _EVENT_TIME.unpack
-    entries: list[Entry] = []
+    entries = TypedBatch()
     append = entries.append
     for stamp, record in items:
         raw: Any = stamp.data  # bytes when decoded

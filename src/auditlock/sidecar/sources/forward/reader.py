@@ -27,6 +27,7 @@ from auditlock.sidecar.sources.forward.protocol import (
     PACKED_BATCH,
     EventTime,
     ProtocolError,
+    TypedBatch,
     _entry,
     _option,
     _tag,
@@ -46,7 +47,10 @@ _HEAD, _TAG, _SECOND, _ENTRIES, _RECORD, _OPTION = range(6)
 
 
 class Entries(list[Entry]):
-    """A batch of entries of the message being read."""
+    """A batch of entries of the message being read. `checked`: the typed decoder read
+    them, so their records passed its checks (protocol.py, TypedBatch)."""
+
+    checked = False
 
 
 class End:
@@ -122,7 +126,10 @@ class MessageReader:
                             yield entries
                             continue
                         for batch in entries:  # a packed blob, decoded batch by batch
-                            yield Entries(batch)
+                            out = Entries(batch)
+                            if type(batch) is TypedBatch:
+                                out.checked = True
+                            yield out
                 if done:
                     yield End(option)
         except _NeedMore:
