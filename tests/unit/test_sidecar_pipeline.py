@@ -80,6 +80,9 @@ def test_extra_members_go_to_details_and_floats_become_strings() -> None:
          "bad_value", "details.big"),
         ({"category": "data", "action": "a", "actor": "x", "target": "t", "time": "yesterday"},
          "bad_value", "time"),
+        # An actor name that is not a string, not even hashable (was a TypeError).
+        ({"category": "data", "action": "a", "actor": {"name": []}, "target": "t"},
+         "bad_value", "actor.name"),
     ],
 )  # fmt: skip
 def test_bad_records_are_rejected_with_reason_and_field(
