@@ -30,9 +30,11 @@ def _registry(*paths: Path) -> PolicyRegistry:
     return registry
 
 
-def _witness(registry: PolicyRegistry, signer: Signer) -> tuple[Witness, CollectorRegistry]:
+def _witness(
+    registry: PolicyRegistry, signer: Signer, interval: float = 1.0
+) -> tuple[Witness, CollectorRegistry]:
     metrics = CollectorRegistry()
-    witness = Witness(WitnessSettings(1.0), registry, "c1", signer, WitnessMetrics(metrics))
+    witness = Witness(WitnessSettings(interval), registry, "c1", signer, WitnessMetrics(metrics))
     return witness, metrics
 
 
@@ -41,33 +43,40 @@ def _records(store: sinks.Destination) -> list[bytes]:
 
 
 def test_replicas_share_one_chain_and_records_name_what_changed(tmp_path: Path) -> None:
+    """Two replicas on one destination: the one that loses a seq follows the other's
+    records and writes none while they keep coming, then takes over when they stop."""
     store = sinks.open(f"file://{tmp_path / 'trail'}", fsync=False)
     writer = Signer(generate())
     synthesize(store, writer, streams=3, events=5)
     signer = Signer(generate())
     registry = _registry(tmp_path / "trail")
-    first, first_metrics = _witness(registry, signer)
-    second, second_metrics = _witness(registry, signer)
+    interval = 0.1  # takeover after 0.15 s of silence
+    first, first_metrics = _witness(registry, signer, interval)
+    second, _ = _witness(registry, signer, interval)
 
     async def run() -> None:
         await first.cycle()  # seq 0: all three streams
         await first.cycle()  # seq 1: nothing changed
-        await second.cycle()  # reads the chain: seq 2, all three again (it starts afresh)
-        await first.cycle()  # seq 2 is taken: lost-race, nothing stored
-        await first.cycle()  # reads the chain again: seq 3, all three
+        await second.cycle()  # reads the chain: seq 2, all three (it starts afresh)
+        await first.cycle()  # seq 2 is taken: lost-race; it now follows the other
+        await first.cycle()  # reads seq 2: the other is witnessing, nothing stored
+        await second.cycle()  # seq 3: nothing changed
+        await asyncio.sleep(0.2)
+        await first.cycle()  # reads seq 3: still the other's turn
+        await asyncio.sleep(0.2)
+        await first.cycle()  # silence for 1.5 intervals: takes over, seq 4, all three
         await first.close()
         await second.close()
 
     asyncio.run(run())
     named = [len(decode_record(data).record.streams) for data in _records(store)]
-    assert named == [3, 0, 3, 3]
+    assert named == [3, 0, 3, 0, 3]
     assert (
         first_metrics.get_sample_value(
             "auditlock_operator_witness_failures_total", {"reason": "lost-race"}
         )
         == 1
     )
-    assert second_metrics.get_sample_value("auditlock_operator_witness_cycles_total") == 1
     report = verify(store, VerifyOptions(public_keys=[writer.public], witness_keys=[signer.public]))
     assert report.findings == [], [f.describe() for f in report.findings]
 

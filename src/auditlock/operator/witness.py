@@ -8,7 +8,7 @@ and the periodic refresh reuses for LAST-CHECKPOINT and for closing the streams 
 gone for good, operator/abandonment.py), and stores a record of what it saw in that
 destination, signed with the operator's key and chained to the record before it. A
 record names the streams whose newest checkpoint changed since this witness's previous
-record (all of them after a start or a lost race), so a closed stream is named once. With
+record (all of them after a start or a takeover), so a closed stream is named once. With
 a time-stamping authority (`tsa_url`), each record's bytes are timestamped first and the
 token stored beside it, so nobody, the operator included, can later write a record that claims an
 earlier time than the TSA saw.
@@ -16,10 +16,11 @@ earlier time than the TSA saw.
 `auditlock verify --witness-key` then reports a stream deleted or rolled back after it was
 witnessed, and a copy of a bucket that differs from what was witnessed.
 
-Several replicas may witness at once: a record's name is its seq and the store refuses a
-second object under a taken name, so one of them wins each seq and the others read the
-chain again (`lost-race`). Nothing here runs in a webhook's answer; each destination's
-blocking I/O runs in a thread with a time limit.
+Several replicas may run it: a record's name is its seq and the store refuses a second
+object under a taken name, so one replica wins; the one that lost (`lost-race`) follows
+the winner's records (one GET a cycle) and takes over only when they stop coming for one
+and a half intervals, so one replica witnesses each destination. Nothing here runs in a
+webhook's answer; each destination's blocking I/O runs in a thread with a time limit.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from auditlock import sinks
 from auditlock.ledger.keys import Signer
+from auditlock.ledger.limits import MAX_WITNESS_BYTES
 from auditlock.ledger.newest import StreamTip
 from auditlock.ledger.trusted_time import TimestampError, request_token
 from auditlock.ledger.witness import (
@@ -45,6 +47,7 @@ from auditlock.ledger.witness import (
     Witnessed,
     chain_end,
     decode_record,
+    record_name,
     token_name,
     witnessed,
 )
@@ -144,6 +147,9 @@ class Witness:
     # Per destination: what this witness's records named for each stream since it last
     # read its chain, so a record names only what changed (FORMAT.md section 16).
     _named: dict[str, dict[str, Witnessed]] = field(default_factory=dict)
+    # Destinations another replica witnesses (it won a seq): followed, not written, while
+    # its records keep coming; monotonic time each was last seen to advance.
+    _standby: dict[str, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -207,6 +213,12 @@ class Witness:
             self._failed(url, "destination", exc)
             return None
         try:
+            if url in self._standby:
+                another = await asyncio.wait_for(
+                    asyncio.to_thread(self._follow, url, destination), STORE_TIMEOUT
+                )
+                if another:
+                    return None
             tips, end = await asyncio.wait_for(
                 asyncio.to_thread(self._read, url, destination), STORE_TIMEOUT
             )
@@ -226,7 +238,11 @@ class Witness:
                 STORE_TIMEOUT,
             )
         except sinks.ObjectConflict as exc:
-            self._forget(url)
+            # Another replica stored this seq: follow its records from here, and take over
+            # only when they stop coming.
+            self._chains[url] = end
+            self._named.pop(url, None)
+            self._standby[url] = time.monotonic()
             self._failed(url, "lost-race", exc)
             return None
         except (sinks.DestinationError, OSError, TimeoutError) as exc:
@@ -301,10 +317,33 @@ class Witness:
         for stream in [s for s in named if s not in tips]:
             del named[stream]
 
+    def _follow(self, url: str, destination: sinks.Destination) -> bool:
+        """Read the records another replica stored since the last look (a GET per record,
+        no listing); True while it keeps witnessing this destination, False once it has
+        been silent for one and a half intervals (this replica then takes over)."""
+        end = self._chains[url]
+        while True:
+            try:
+                data = destination.get(
+                    record_name(self.cluster, end.seq), max_bytes=MAX_WITNESS_BYTES
+                )
+            except sinks.ObjectNotFound:
+                break
+            end = end.after(data)
+            self._standby[url] = time.monotonic()
+        self._chains[url] = end
+        if time.monotonic() - self._standby[url] < 1.5 * self.settings.interval_seconds:
+            return True
+        del self._standby[url]
+        log.info("witness: no record in %s from another replica for %.0f s; taking over",
+                 url, 1.5 * self.settings.interval_seconds)  # fmt: skip
+        return False
+
     def _forget(self, url: str) -> None:
         """Read the chain again, and name every stream in the next record."""
         self._chains.pop(url, None)
         self._named.pop(url, None)
+        self._standby.pop(url, None)
 
     def _credentials(self, entry: PolicyEntry) -> dict[str, str] | None:
         located = entry.spec.destination.s3 or entry.spec.destination.gcs
