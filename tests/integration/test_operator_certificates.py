@@ -173,6 +173,9 @@ def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_
         assert _segments(dest, stream) == []  # uncertified: nothing shipped yet
         token_file.write_text(pod_token(rig.kube, pod))
         wait_for(lambda: _segments(dest, stream), 20, "events shipped once certified")
+        requests = "auditlock_sidecar_certificate_requests_total"
+        assert collector.metric(requests, outcome="refused") >= 1  # no token yet
+        assert collector.metric(requests, outcome="certified") == 1
         terminate_promptly(collector, 15)
         # Short certificates from here on: the collector renews at two thirds.
         issuer = rig.operator.thread.operator.server.certificates

@@ -107,6 +107,12 @@ class Metrics:
             "Configured heartbeat: an idle stream stores a checkpoint at least this often",
         )
         self.last_seq = m.gauge("ledger_last_seq", "Last ledger sequence stored")
+        self.certificate_requests = m.counter(
+            "certificate_requests",
+            "Requests to the operator to certify this collector's per-pod key, by outcome "
+            "(certified, refused: unreachable, or not certified yet)",
+            ["outcome"],
+        )
         self.upload_seconds = m.histogram(
             "upload_seconds",
             "Time to store one sealed batch",

@@ -97,13 +97,21 @@ class Shipper:
         try:
             await self._in_thread(self._open)
         except TransientError as exc:
-            self.problem = f"destination unreachable, retrying: {exc}"
-            self.metrics.destination_failed()
+            self._not_yet(exc)
             log.warning("cannot resume the stream yet (%s); intake runs, shipping retries", exc)
             self._runner = asyncio.create_task(self._resume_later())
             self._runner.add_done_callback(self._runner_done)
             return
         self._resumed()
+
+    def _not_yet(self, exc: Exception) -> None:
+        """Why shipping has not started: no certificate yet (the destination is fine), or
+        the destination (which counts as its failure)."""
+        if isinstance(exc, CertificateRefused):
+            self.problem = f"certificate not issued yet, retrying: {exc}"
+            return
+        self.problem = f"destination unreachable, retrying: {exc}"
+        self.metrics.destination_failed()
 
     async def _resume_later(self) -> None:
         from auditlock.sinks.base import TransientError
@@ -115,8 +123,10 @@ class Shipper:
             try:
                 await self._in_thread(self._open)
             except TransientError as exc:
-                self.problem = f"destination unreachable, retrying: {exc}"
-                self.metrics.destination_failed()
+                before = self.problem
+                self._not_yet(exc)
+                if self.problem != before:
+                    log.warning("%s", self.problem)
                 continue
             self.problem = None
             self.metrics.destination_worked()
@@ -172,7 +182,7 @@ class Shipper:
                 await asyncio.sleep(min(wait, 3600.0))
                 continue
             try:
-                await self._in_thread(pod_key.certify)
+                await self._in_thread(self._certify, pod_key)
             except CertificateRefused as exc:
                 expired = time.time_ns() > pod_key.not_after_ns
                 self.problem = f"certificate {'expired' if expired else 'not renewed'}: {exc}"
@@ -193,6 +203,15 @@ class Shipper:
             "%s; events stay in the spool until a restart", self.failed, exc_info=task.exception()
         )
 
+    def _certify(self, pod_key: PodKey) -> None:
+        """Blocking: ask the operator, counting the outcome (CertificateRefused says why)."""
+        try:
+            pod_key.certify()
+        except CertificateRefused:
+            self.metrics.certificate_requests.labels("refused").inc()
+            raise
+        self.metrics.certificate_requests.labels("certified").inc()
+
     def _open(self) -> None:
         from auditlock import sinks
         from auditlock.ledger.keys import load_private_key
@@ -203,7 +222,7 @@ class Shipper:
         if self.pod_key is not None:
             # The certificate must be stored before the first checkpoint the key signs.
             if not self.pod_key.certified:
-                self.pod_key.certify()
+                self._certify(self.pod_key)
             key = self.pod_key.signer.private
         else:
             assert self.config.stream.signing_key_file is not None  # config.py checks
