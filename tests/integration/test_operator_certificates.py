@@ -23,7 +23,7 @@ from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
 from auditlock.operator.certificates import AUDIENCE, PATH
-from auditlock.operator.names import key_secret_name
+from auditlock.operator.names import COLLECTOR_CONTAINER, key_secret_name
 from auditlock.operator.stream_ids import stream_id
 from tests.helpers.certificates import ask, pod_token, request_body
 from tests.helpers.http_intake import event, post
@@ -240,3 +240,38 @@ def test_with_per_pod_signing_a_namespace_admin_finds_no_private_key(rig: Rig) -
     assert maps and all(b"PRIVATE KEY" not in v for v in values)
     assert not any(s.metadata.name == key_secret_name("perpod") for s in secrets)
     kube.delete_namespace(namespace)
+
+
+def _collector_started(rig: Rig, pod: dict[str, object], container_id: str) -> None:
+    """What the kubelet reports once the collector container runs (no kubelet here)."""
+    meta = pod["metadata"]
+    status = {"status": {"containerStatuses": [{
+        "name": COLLECTOR_CONTAINER, "containerID": container_id, "image": "auditlock",
+        "imageID": "", "ready": True, "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-12-01T00:00:00Z"}},
+    }]}}  # fmt: skip
+    with rig.kube.api_client() as api:
+        client.CoreV1Api(api).patch_namespaced_pod_status(
+            meta["name"],
+            rig.namespace,
+            status,  # type: ignore[index]
+        )
+
+
+def test_one_key_per_collector_container(rig: Rig) -> None:
+    """A second key for a running collector (a token minted by someone else for the same
+    pod) is refused; the same key renews; a restarted container gets a new key."""
+    pod = rig.pod()
+    url, stream = rig.operator.webhook_url, rig.stream(pod)
+    first, second = Signer(generate()), Signer(generate())
+    _collector_started(rig, pod, "containerd://" + "a" * 64)
+    assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(first, stream))[0] == 201
+    status, answer = ask(url, rig.ca, pod_token(rig.kube, pod), request_body(second, stream))
+    assert status == 403 and "already has a certified key" in answer["error"], answer
+    assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(first, stream))[0] == 201
+    _collector_started(rig, pod, "containerd://" + "b" * 64)  # the collector restarted
+    assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(second, stream))[0] == 201
+    claims = list(sinks.open(f"file://{rig.store}").list("keys/claims/"))
+    assert len([c for c in claims if pod["metadata"]["uid"] in c]) == 2  # type: ignore[index]
+    report = verify(sinks.open(f"file://{rig.store}"), VerifyOptions(check_retention=False))
+    assert "unexpected-object" not in {f.code for f in report.findings}

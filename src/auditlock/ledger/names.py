@@ -3,6 +3,7 @@
     keys/<key-id>.pub                                   PEM public key
     keys/rotations/<old-key-id>-<new-key-id>.json       rotation record, signed by the old key
     keys/certs/<key-id>-<serial:06>.json                certificate record, signed by a root key
+    keys/claims/<pod-uid>-<container:32>.json           which key a collector container claimed
     streams/<stream>/<epoch:06>/ckpt-<index:012>.ckpt   signed checkpoint
     streams/<stream>/<epoch:06>/seg-<first:012>-<last:012>.jsonl[.gz]   event lines
 
@@ -27,6 +28,7 @@ _PARSE = re.compile(
 )
 _KEY = re.compile(r"keys/(?P<key>" + _KEY_ID + r")\.pub\Z")
 _CERTIFICATE = re.compile(r"keys/certs/(?P<key>" + _KEY_ID + r")-(?P<serial>\d{6})\.json\Z")
+_CLAIM = re.compile(r"keys/claims/(?P<uid>[A-Za-z0-9-]{1,128})-(?P<container>[0-9a-f]{32})\.json\Z")
 _ROTATION = re.compile(
     r"keys/rotations/(?P<old>" + _KEY_ID + r")-(?P<new>" + _KEY_ID + r")\.json\Z"
 )
@@ -53,6 +55,11 @@ def certificate_name(key_id: str, serial: int) -> str:
     return f"keys/certs/{key_id}-{serial:06d}.json"
 
 
+def claim_name(pod_uid: str, container: str) -> str:
+    """`container`: 32 hex digits naming one container instance (a hash of its id)."""
+    return f"keys/claims/{pod_uid}-{container}.json"
+
+
 def stream_prefix(stream: str) -> str:
     return f"streams/{stream}/"
 
@@ -71,7 +78,7 @@ class ObjectName:
     """What a ledger object name says about its object."""
 
     name: str
-    kind: str  # "checkpoint", "segment", "key", "rotation", "certificate"
+    kind: str  # "checkpoint", "segment", "key", "rotation", "certificate", "claim"
     stream: str = ""
     epoch: int = 0
     index: int = 0  # checkpoints; the serial of a certificate
@@ -102,4 +109,7 @@ def parse_name(name: str) -> ObjectName | None:
     m = _CERTIFICATE.match(name)
     if m:
         return ObjectName(name, "certificate", key_id=m["key"], index=int(m["serial"]))
+    m = _CLAIM.match(name)
+    if m:
+        return ObjectName(name, "claim")
     return None

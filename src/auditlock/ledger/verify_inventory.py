@@ -70,6 +70,8 @@ def list_objects(names: list[str]) -> tuple[Inventory, list[Finding]]:
             inventory.rotations.append(parsed)
         elif parsed.kind == "certificate":
             inventory.certificates.append(parsed)
+        elif parsed.kind == "claim":
+            pass  # the issuer's bookkeeping (FORMAT.md section 9): nothing to verify
         else:
             epochs = inventory.streams.setdefault(parsed.stream, {})
             epoch = epochs.setdefault(parsed.epoch, EpochObjects())

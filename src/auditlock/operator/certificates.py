@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,19 +37,21 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock import sinks
+from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.certificate import Subject, publish_certificate
 from auditlock.ledger.errors import KeyFileError
-from auditlock.ledger.keys import Signer, public_from_raw
-from auditlock.ledger.names import check_stream_id
+from auditlock.ledger.keys import Signer, key_id, public_from_raw
+from auditlock.ledger.names import check_stream_id, claim_name
 from auditlock.operator.destination import open_options, retention_spec
 from auditlock.operator.kube import Kube
-from auditlock.operator.names import CERTIFICATE_AUDIENCE
+from auditlock.operator.names import CERTIFICATE_AUDIENCE, COLLECTOR_CONTAINER
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.stream_ids import stream_id
 
 log = logging.getLogger("auditlock.operator.certificates")
 
 PATH = "/v1/certificates"
+CLAIM_FORMAT = "auditlock/claim/v1"
 AUDIENCE = CERTIFICATE_AUDIENCE
 MAX_REQUEST_BYTES = 4 * 1024
 MAX_TOKEN_BYTES = 16 * 1024
@@ -174,6 +177,7 @@ class CertificateIssuer:
         subject = Subject(self.cluster, namespace, pod_name, pod_uid, stream)
         destination = self._open(entry)
         try:
+            _claim(destination, pod, pod_uid, key_id(public), retention_spec(entry.spec))
             name, record = publish_certificate(
                 destination, self.root, subject, public,
                 not_before_ns=now - CLOCK_SKEW_NS, not_after_ns=not_after,
@@ -181,6 +185,13 @@ class CertificateIssuer:
                 store_issuer_key=entry.spec.destination.url not in self._root_stored,
             )  # fmt: skip
             self._root_stored.add(entry.spec.destination.url)
+        except sinks.ObjectConflict:
+            raise Refused(
+                403,
+                "forbidden",
+                f"the collector container of pod {namespace}/{pod_name} already has a "
+                "certified key; a new key needs a new container (a restart)",
+            ) from None
         except (sinks.DestinationError, OSError) as exc:
             raise Refused(503, "store-error", f"could not store the certificate: {exc}") from None
         finally:
@@ -196,6 +207,40 @@ class CertificateIssuer:
         ref = holder.credentials_secret if holder is not None else None
         secret = self.kube.read_secret(entry.namespace, ref.name) if ref is not None else None
         return sinks.open(dest.url, **open_options(entry.spec, secret))
+
+
+def collector_container_id(pod: dict[str, Any]) -> str | None:
+    """The container id the kubelet reports for the pod's running collector; None when
+    there is none (not started yet, or no kubelet reports status)."""
+    status = pod.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            if isinstance(container, dict) and container.get("name") == COLLECTOR_CONTAINER:
+                found = container.get("containerID")
+                return found if isinstance(found, str) and found else None
+    return None
+
+
+def _claim(
+    destination: sinks.Destination,
+    pod: dict[str, Any],
+    pod_uid: str,
+    key: str,
+    retention: sinks.RetentionSpec,
+) -> None:
+    """One key per collector container (FORMAT.md section 9, "Claims"): the first key
+    certified for a running container instance is written down under a name of that
+    instance; another key for it is an ObjectConflict (the store refuses a different
+    object under an existing name, so replicas of the operator agree). The same key again
+    (a renewal) stores the same bytes. A restart is a new container id, so a new key."""
+    container = collector_container_id(pod)
+    if container is None:
+        return
+    body = canonical_bytes(
+        {"format": CLAIM_FORMAT, "pod_uid": pod_uid, "container_id": container, "key_id": key}
+    )
+    digest = hashlib.sha256(container.encode()).hexdigest()[:32]
+    destination.put(claim_name(pod_uid, digest), body + b"\n", retention)
 
 
 def _identity(review: dict[str, Any]) -> tuple[str, str, str, str]:
