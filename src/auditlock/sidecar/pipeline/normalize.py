@@ -111,6 +111,8 @@ class _TimeFormatter:
             self._second = second
         return f"{self._prefix}.{nanos:09d}Z"
 
+    at = __call__  # a plain method: cheaper to call than the instance
+
 
 def coerce_details(value: Any, depth: int = 0) -> Any:
     """Floats → decimal strings, UTF-8 bytes → str, tuples → lists (in place for containers)."""
@@ -331,7 +333,7 @@ class Normalizer:
                     return None
         when = get("time")
         if when is None:
-            when = self._format_time(time_ns)
+            when = self._format_time.at(time_ns)
         elif not (
             type(when) is str
             and len(when) == 30
@@ -352,7 +354,9 @@ class Normalizer:
             )
         ):
             return None
-        intake, intake_checked = self._intake(input_name, tag)
+        intake, intake_checked = self._intakes.get((input_name, tag)) or self._intake(
+            input_name, tag
+        )
         if not intake_checked:
             return None
 
