@@ -1,4 +1,4 @@
-"""Crash safety: 200,000 events with acks while the sidecar process is SIGKILLed five times.
+"""Crash safety: 50,000 events with acks while the sidecar process is SIGKILLed five times.
 
 The client behaves like Fluentd's out_forward: PackedForward chunks with a chunk id,
 one chunk in flight, and on a lost connection or a missing ack it reconnects and sends
@@ -6,6 +6,10 @@ the *same* chunk again. The sidecar is killed with SIGKILL at five random moment
 (picked as random points in the stream of acked events, plus a random delay) and
 started again on the same ports and spool. Afterwards every event is in the ledger
 exactly once, the ledger verifies, and the stream ends with a closed checkpoint.
+
+Each kill lands wherever the stream is at that moment; more events only space the kills
+further apart. `AUDITLOCK_TEST_CRASH_EVENTS=200000` is the long run and
+`AUDITLOCK_TEST_SEED` replays the kill points of a run (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ import pytest
 from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
 from tests.servers.sidecar import cli_verify, make_config, sidecar_process, stored_ledger
 
-EVENTS = int(os.environ.get("AUDITLOCK_TEST_CRASH_EVENTS", "200000"))
+EVENTS = int(os.environ.get("AUDITLOCK_TEST_CRASH_EVENTS", "50000"))
 KILLS = 5
 
 
 @pytest.mark.slow
 def test_sigkill_five_times_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
-    rng = random.Random(int(os.environ.get("AUDITLOCK_TEST_SEED", str(time.time_ns()))))
+    seed = int(os.environ.get("AUDITLOCK_TEST_SEED", str(time.time_ns())))
+    print(f"AUDITLOCK_TEST_SEED={seed}")  # shown with a failure: replays the kill points
+    rng = random.Random(seed)
     config = make_config(tmp_path, ports=True, delivery={"max_delay_seconds": 0.2})
     kill_points = sorted(rng.randrange(EVENTS // 20, EVENTS - EVENTS // 20) for _ in range(KILLS))
     kills: list[dict[str, Any]] = []

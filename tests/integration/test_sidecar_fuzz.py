@@ -1,5 +1,9 @@
-"""Bad input on the Forward port: ≥10,000 random and mutated frames (hypothesis), oversized
+"""Bad input on the Forward port: random and mutated frames (hypothesis), oversized
 frames, wrong types and invalid UTF-8, against a real sidecar process.
+
+The suite sends 2,000 frames, drawn afresh on every run from the strategies below;
+`AUDITLOCK_TEST_FUZZ_FRAMES=10000` (or more) is the long run, and a failure prints the
+blob that reproduces it (docs/testing.md, "Fuzzing longer").
 
 Each frame goes on its own connection. Whatever it is, the sidecar must either answer
 (an ack for a valid chunk) or close that connection with a logged reason and a counter;
@@ -8,6 +12,7 @@ it must never crash, and a well-behaved client must keep getting acks throughout
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Any
@@ -21,7 +26,8 @@ from auditlock.sidecar.sources.forward import protocol
 from tests.servers.sidecar import SidecarProcess, make_config, metric_value, sidecar_process
 
 T = 1_764_428_645
-FRAMES = 10_000
+# Drawing the frames is most of this test's time (docs/testing.md), so the count sets it.
+FRAMES = int(os.environ.get("AUDITLOCK_TEST_FUZZ_FRAMES", "2000"))
 BATCH = 100
 
 scalars = (
@@ -145,17 +151,17 @@ def fuzz_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.slow
-def test_ten_thousand_random_and_mutated_frames(fuzz_sidecar: SidecarProcess) -> None:
+def test_thousands_of_random_and_mutated_frames(fuzz_sidecar: SidecarProcess) -> None:
     port = fuzz_sidecar.forward_port
     sent = 0
     started = time.monotonic()
 
-    # Frames are drawn in batches of 100: hypothesis spends most of its time per example,
-    # not per frame, so this keeps 10,000 frames within about a minute.
+    # Frames are drawn in batches of 100, each batch followed by a control client.
     @settings(
         max_examples=FRAMES // BATCH,
         deadline=None,
         database=None,
+        print_blob=True,
         suppress_health_check=list(HealthCheck),
     )
     @given(batch=st.lists(frames, min_size=BATCH, max_size=BATCH))

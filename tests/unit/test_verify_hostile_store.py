@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import zlib
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditlock.cli.main import main as cli_main
 from auditlock.ledger.escape import escape
 from auditlock.ledger.limits import MAX_SEGMENT_BYTES
 from auditlock.ledger.names import key_name
@@ -85,10 +87,18 @@ def test_fifo_as_a_segment_does_not_hang(ledger: Ledger) -> None:
 
 def test_gzip_bomb_stops_at_the_decompression_cap(ledger: Ledger) -> None:
     name = ledger.segments("app")[0]
-    # 1 MiB of gzip that inflates to 1 GiB: far past the 64 MiB a segment may hold
-    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    # 1 MiB of gzip that inflates to 1 GiB: far past the 64 MiB a segment may hold.
+    # A full flush resets the compressor, so one compressed MiB repeats 1024 times.
     block = b"\n" * (1024 * 1024)
-    bomb = b"".join([*(deflate.compress(block) for _ in range(1024)), deflate.flush()])
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    unit = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    assert deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH) == unit
+    crc = 0
+    for _ in range(1024):
+        crc = zlib.crc32(block, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # RFC 1952: deflate, no name
+    trailer = struct.pack("<II", crc, 1024**3 % 2**32)
+    bomb = header + unit * 1024 + deflate.flush() + trailer
     assert len(bomb) < 1024 * 1024 + 64 * 1024
     gz_name = name + ".gz"
     ledger.delete(name)
@@ -231,11 +241,16 @@ def test_a_verifier_crash_exits_3_with_a_json_document(ledger: Ledger) -> None:
     assert "3: the verifier itself failed" in " ".join(help_text.split())
 
 
-def test_non_finite_options_are_usage_errors(ledger: Ledger) -> None:
+def test_non_finite_options_are_usage_errors(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before the store is read: one interpreter runs all six, not six children.
+    key = ["--public-key", str(ledger.pub_path)]
     for flag in ("--slack", "--require-retention"):
         for value in ("nan", "inf", "-1"):
-            run = run_verify(ledger, "--json", flag, value)
-            assert run.code == 2 and run.json()["result"] == "ERROR", (flag, value, run.out)
+            code = cli_main(["verify", ledger.url, *key, "--json", flag, value])
+            out = capsys.readouterr().out
+            assert code == 2 and json.loads(out)["result"] == "ERROR", (flag, value, out)
 
 
 def test_prove_and_verify_proof_on_hostile_input(ledger: Ledger, tmp_path: Path) -> None:
