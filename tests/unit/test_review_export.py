@@ -133,3 +133,34 @@ def test_each_category_becomes_its_ocsf_class(
     assert grant["user"] == {"name": "mallory", "type": "User"}
     assert grant["privileges"] == ["view"]
     assert Counter(e["status"] for e in events) == {"Success": len(cases)}
+
+
+def test_partitions_are_utc_dates_in_any_time_zone_and_workers_write_every_row(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The date of a partition is the event's UTC date even when DuckDB's session runs in
+    another time zone (`time` is a TIMESTAMPTZ, which it would format in New York time:
+    "other"'s midnight-UTC events would fall on January 1st); partitions written side by
+    side by several cursors hold every row once."""
+    from auditlock.ledger.keys import load_public_key
+    from auditlock.review import LoadOptions, load
+    from auditlock.review.engine import Engine
+    from auditlock.review.export import export
+
+    options = LoadOptions(public_keys=[load_public_key(ledger.pub_path)], use_cache=False)
+    trail = load(ledger.url, options)
+    out = tmp_path / "export"
+    try:
+        with Engine([trail]) as engine:
+            engine.con.execute("SET TimeZone = 'America/New_York'")
+            counts = export(engine.con, out, "parquet", "test", workers=2)
+    finally:
+        trail.close()
+    expected = {"date=2026-01-01/stream=app": 40, "date=2026-01-02/stream=other": 20}
+    assert counts == expected
+    rows = duckdb.sql(
+        f"SELECT date, stream, seq FROM read_parquet('{out}/**/*.parquet', "
+        "hive_partitioning = true) ORDER BY ALL"
+    ).fetchall()
+    assert Counter(f"date={d}/stream={s}" for d, s, _ in rows) == expected
+    assert len(set(rows)) == 60

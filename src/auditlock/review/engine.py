@@ -90,6 +90,8 @@ class Engine:
         self.con.execute(f"SET temp_directory = {sql_string(self._spill.name)}")
         # DuckDB's progress bar writes to stdout, into the answer itself.
         self.con.execute("SET enable_progress_bar = false")
+        # The views live in this private in-memory database (not TEMP), so the cursors
+        # that export partitions side by side see them too.
         parts = []
         for trail in trails:
             if trail.files:
@@ -98,11 +100,11 @@ class Engine:
                 parts.append(f"SELECT {url} AS trail, * FROM read_parquet({files})")
         if not parts:
             columns = ", ".join(f"{c.name} {c.sql_type}" for c in COLUMNS)
-            self.con.execute(f"CREATE TEMP TABLE no_events ({columns})")
+            self.con.execute(f"CREATE TABLE no_events ({columns})")
             parts.append("SELECT CAST(NULL AS VARCHAR) AS trail, * FROM no_events WHERE FALSE")
-        self.con.execute("CREATE TEMP VIEW all_events AS " + " UNION ALL BY NAME ".join(parts))
+        self.con.execute("CREATE VIEW all_events AS " + " UNION ALL BY NAME ".join(parts))
         where = (filters or Filters()).where()
-        self.con.execute(f"CREATE TEMP VIEW events AS SELECT * FROM all_events WHERE {where}")
+        self.con.execute(f"CREATE VIEW events AS SELECT * FROM all_events WHERE {where}")
 
     def sql(self, query: str) -> Any:
         """A DuckDB relation for `query` (over the views `events` and `all_events`)."""
