@@ -18,15 +18,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
-from auditlock.ledger.checkpoint import decode_signature
 from auditlock.ledger.errors import FormatError, KeyFileError
 from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
 from auditlock.ledger.limits import MAX_CERTIFICATE_BYTES
 from auditlock.ledger.names import STREAM_PATTERN, certificate_name, key_name
+from auditlock.ledger.signed_record import open_signed_record
 from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, ObjectConflict, RetentionSpec
 
@@ -121,26 +120,15 @@ def encode_certificate(
 
 def decode_certificate(data: bytes) -> Certificate:
     """Parse a certificate record; FormatError naming the first problem."""
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise FormatError(f"certificate is {len(data)} bytes, more than {MAX_CERTIFICATE_BYTES}")
-    parts = data.split(b"\n")
-    if len(parts) != 3 or parts[2] != b"":
-        raise FormatError("a certificate is two newline-terminated lines")
-    try:
-        raw = orjson.loads(parts[0])
-    except orjson.JSONDecodeError as exc:
-        raise FormatError(f"certificate is not JSON ({exc})") from None
-    signature = decode_signature(parts[1], "certificate")
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise FormatError(f"unknown certificate format (expected {FORMAT})")
-    if set(raw) != _FIELDS:
-        raise FormatError(f"certificate members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}")
+    raw, body, signature = open_signed_record(
+        data, "certificate", max_bytes=MAX_CERTIFICATE_BYTES, format=FORMAT, fields=_FIELDS
+    )
     if not all(isinstance(raw[k], str) for k in _STRINGS):
         raise FormatError("certificate members other than serial must be strings")
     serial = raw["serial"]
     if type(serial) is not int or not 0 <= serial <= MAX_SERIAL:
         raise FormatError(f"certificate serial must be an integer 0..{MAX_SERIAL}")
-    if canonical_bytes(raw) != parts[0]:
+    if canonical_bytes(raw) != body:
         raise FormatError("certificate body is not in canonical (RFC 8785) form")
     _check_form(raw)
     try:
@@ -165,7 +153,7 @@ def decode_certificate(data: bytes) -> Certificate:
         not_before_ns=not_before,
         not_after_ns=not_after,
         issuer_key_id=raw["issuer_key_id"],
-        body=parts[0],
+        body=body,
         signature=signature,
     )
 

@@ -16,15 +16,14 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
-from auditlock.ledger.checkpoint import decode_signature
 from auditlock.ledger.errors import FormatError, KeyFileError
 from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
 from auditlock.ledger.limits import MAX_ROTATION_BYTES
 from auditlock.ledger.names import key_name, rotation_name
+from auditlock.ledger.signed_record import open_signed_record
 from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, RetentionSpec
 
@@ -63,23 +62,17 @@ def decode_rotation(data: bytes) -> Rotation:
     """Parse a rotation record; FormatError naming the problem. Bounded for hostile input:
     the size is capped (limits.py) and the JSON parser has a depth limit and never
     recurses in Python."""
-    if len(data) > MAX_ROTATION_BYTES:
-        raise FormatError(f"rotation record is {len(data)} bytes, more than {MAX_ROTATION_BYTES}")
-    parts = data.split(b"\n")
-    if len(parts) != 3 or parts[2] != b"":
-        raise FormatError("a rotation record is two newline-terminated lines")
-    try:
-        raw = orjson.loads(parts[0])
-    except orjson.JSONDecodeError as exc:
-        raise FormatError(f"rotation record is not JSON ({exc})") from None
-    signature = decode_signature(parts[1], "rotation")
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise FormatError(f"unknown rotation record format (expected {FORMAT})")
-    if set(raw) != _FIELDS:
-        raise FormatError(f"rotation members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}")
+    raw, body, signature = open_signed_record(
+        data,
+        "rotation record",
+        max_bytes=MAX_ROTATION_BYTES,
+        format=FORMAT,
+        fields=_FIELDS,
+        short="rotation",
+    )
     if not all(isinstance(raw[k], str) for k in _FIELDS):
         raise FormatError("rotation record members must be strings")
-    if canonical_bytes(raw) != parts[0]:
+    if canonical_bytes(raw) != body:
         raise FormatError("rotation record body is not in canonical (RFC 8785) form")
     try:
         parse_ns(raw["time"])
@@ -91,7 +84,7 @@ def decode_rotation(data: bytes) -> Rotation:
             new_key_id=str(raw["new_key_id"]),
             new_public=public_from_raw(new_raw),
             time=str(raw["time"]),
-            body=parts[0],
+            body=body,
             signature=signature,
         )
     except (KeyError, ValueError, binascii.Error, KeyFileError) as exc:

@@ -21,15 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER, canonical_bytes
-from auditlock.ledger.checkpoint import decode_signature
 from auditlock.ledger.errors import FormatError
 from auditlock.ledger.keys import Signer
 from auditlock.ledger.limits import MAX_WITNESS_BYTES
 from auditlock.ledger.names import STREAM_PATTERN, check_stream_id
 from auditlock.ledger.newest import StreamTip
+from auditlock.ledger.signed_record import open_signed_record
 from auditlock.ledger.timestamps import format_ns, normalize_time, parse_ns
 from auditlock.sinks.base import Destination
 
@@ -223,23 +221,9 @@ def decode_record(data: bytes) -> SignedWitnessRecord:
     """Parse a witness record; FormatError naming the problem. Does not check the
     signature. Bounded for hostile input: the size is capped and orjson's depth limit
     holds (it never recurses in Python)."""
-    if len(data) > MAX_WITNESS_BYTES:
-        raise FormatError(f"witness record is {len(data)} bytes, more than {MAX_WITNESS_BYTES}")
-    parts = data.split(b"\n")
-    if len(parts) != 3 or parts[2] != b"":
-        raise FormatError("a witness record is two newline-terminated lines")
-    body = parts[0]
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise FormatError(f"witness record is not JSON ({exc})") from None
-    signature = decode_signature(parts[1], "witness record")
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise FormatError(f"unknown witness record format (expected {FORMAT})")
-    if set(raw) != _FIELDS:
-        raise FormatError(
-            f"witness record members differ from {FORMAT}: {sorted(set(raw) ^ _FIELDS)}"
-        )
+    raw, body, signature = open_signed_record(
+        data, "witness record", max_bytes=MAX_WITNESS_BYTES, format=FORMAT, fields=_FIELDS
+    )
     record = WitnessRecord(
         witness=_text(raw, "witness"),
         seq=_count(raw, "seq"),
