@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # Add a module here when you add a subcommand (auditlock.cli.<name>).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -67,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     code: int = func(args)
     return code
+
+
+def add_pem_files_option(parser: argparse.ArgumentParser, *flags: str, help: str) -> None:
+    """A repeatable option naming PEM files (keys, certificates): a list, empty if unset."""
+    parser.add_argument(*flags, action="append", default=[], type=Path, metavar="PEM", help=help)
 
 
 def _version() -> str:

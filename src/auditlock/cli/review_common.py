@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from auditlock.cli.main import EXIT_CRASH, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from auditlock.cli.main import (
+    EXIT_CRASH,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_pem_files_option,
+)
 
 
 class UsageError(Exception):
@@ -26,12 +32,9 @@ class UsageError(Exception):
 
 
 def add_trail_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add_pem_files_option(
+        parser,
         "--public-key",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PEM",
         help="trusted public key (repeatable), as in verify; without it, the stored keys",
     )
     parser.add_argument(

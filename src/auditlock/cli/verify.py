@@ -15,7 +15,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from auditlock.cli.main import EXIT_CRASH, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from auditlock.cli.main import (
+    EXIT_CRASH,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_pem_files_option,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -29,12 +35,9 @@ def register(subparsers: Any) -> None:
         "or ERROR).",
     )
     parser.add_argument("url", metavar="URL")
-    parser.add_argument(
+    add_pem_files_option(
+        parser,
         "--public-key",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PEM",
         help="trusted public key (repeatable); without it, the stored keys are trusted",
     )
     parser.add_argument("--since", metavar="RFC3339", help="verify events from this time on")
@@ -61,24 +64,17 @@ def register(subparsers: Any) -> None:
         help="verify up to N streams at once, each in its own process (default 1; the "
         "report is the same for every N)",
     )
-    parser.add_argument(
+    add_pem_files_option(
+        parser,
         "--witness-key",
         "--witness",
-        dest="witness_key",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PEM",
         help="the operator's public key (repeatable): also check the operator's witness "
         "records and compare every checkpoint they name with the store (FORMAT.md "
         "section 16: a deleted or rolled-back stream, a split view)",
     )
-    parser.add_argument(
+    add_pem_files_option(
+        parser,
         "--tsa-cert",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PEM",
         help="with --witness-key: certificates of the time-stamping authority (roots and "
         "intermediates, repeatable); each witness record's RFC 3161 token is checked",
     )
