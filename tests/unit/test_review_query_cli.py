@@ -90,3 +90,26 @@ def test_findings_exit_1_and_the_excluded_events_are_named(ledger: Ledger) -> No
     assert any(r["kind"] == "finding" for r in stream["reasons"])
     code, out, err = _query(ledger, "--limit", "0")
     assert code == 1 and "excluded: 10 stored events" in err and "stream other" in err
+
+
+def test_times_are_utc_on_a_machine_in_another_time_zone(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`time` is a TIMESTAMPTZ; DuckDB formats those in its session's time zone, which is
+    the machine's (here: connections start in New York time, as with TZ=America/New_York).
+    Answers say UTC (`Z`), so the engine's session runs in UTC."""
+    connect = duckdb.connect
+
+    def connect_in_new_york(*args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        con = connect(*args, **kwargs)  # type: ignore[arg-type]
+        con.execute("SET TimeZone = 'America/New_York'")
+        return con
+
+    monkeypatch.setattr(duckdb, "connect", connect_in_new_york)
+    sql = "SELECT min(time) AS t, min(time_ns) AS n, strftime(min(time), '%H') AS h FROM events"
+    code, out, err = _query(ledger, "--sql", sql, "--format", "csv")
+    assert code == 0, err
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    monkeypatch.undo()
+    utc = duckdb.sql(f"SELECT make_timestamp_ns({row['n']})").fetchall()[0][0]
+    assert row["t"] == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ") and row["h"] == f"{utc.hour:02d}"

@@ -90,6 +90,9 @@ class Engine:
         self.con.execute(f"SET temp_directory = {sql_string(self._spill.name)}")
         # DuckDB's progress bar writes to stdout, into the answer itself.
         self.con.execute("SET enable_progress_bar = false")
+        # Answers are in UTC (docs/review.md); DuckDB would format and truncate the
+        # TIMESTAMPTZ column `time` in the machine's time zone.
+        self.con.execute("SET TimeZone = 'UTC'")
         # The views live in this private in-memory database (not TEMP), so the cursors
         # that export partitions side by side see them too.
         parts = []
