@@ -70,9 +70,9 @@ class Pipeline:
                 except Rejected as exc:
                     out.reject(index, exc)
                     continue
-                general = True
+                names_checked = True
             else:
-                general = not checked
+                names_checked = not checked
             if keep is not None and not keep(event):
                 out.filtered += 1
                 continue
@@ -85,7 +85,7 @@ class Pipeline:
                     Rejected("bad_value", "record", f"value cannot be stored: {exc}")
                 )
                 continue
-            if not general and has_astral(data):
+            if not names_checked and has_astral(data):
                 # A member name above U+FFFF is refused, and the typed decoder does not
                 # look at names: the general path decides (the id it assigns is new).
                 try:
