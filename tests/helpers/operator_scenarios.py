@@ -28,6 +28,7 @@ from tests.helpers.policies import (
     condition,
     create_pod,
     create_policy,
+    create_ready_policy,
     create_s3_secret,
     file_spec,
     get_policy,
@@ -62,8 +63,9 @@ def policy_on_locked_s3_is_ready_within_5s(
     bucket = seaweedfs.make_bucket(object_lock=True)
     create_s3_secret(kube, operator_namespace, seaweedfs)
     began = time.monotonic()
-    create_policy(kube, operator_namespace, "payments", s3_spec(seaweedfs, bucket))
-    policy = wait_condition(kube, operator_namespace, "payments", "Ready", "True", timeout=5)
+    policy = create_ready_policy(
+        kube, operator_namespace, "payments", s3_spec(seaweedfs, bucket), timeout=5
+    )
     took = time.monotonic() - began
     assert took <= 5.0
     status = policy["status"]
@@ -101,8 +103,7 @@ def selected_pod_is_injected_and_others_untouched(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "files", file_spec(tmp_path / "trail"))
-    policy = wait_condition(kube, operator_namespace, "files", "Ready", "True")
+    policy = create_ready_policy(kube, operator_namespace, "files", file_spec(tmp_path / "trail"))
     assert condition(policy, "DestinationLocked")["reason"] == "NotWorm"
 
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
@@ -148,8 +149,7 @@ def policy_update_raises_stale_pod_count(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "stale", file_spec(tmp_path / "trail"))
-    before = wait_condition(kube, operator_namespace, "stale", "Ready", "True")
+    before = create_ready_policy(kube, operator_namespace, "stale", file_spec(tmp_path / "trail"))
     create_pod(kube, operator_namespace, {"app": "payments"})
     wait_for(
         "podsInjected == 1",
@@ -242,8 +242,7 @@ def invalid_policies_are_refused_or_reported_and_others_still_served(
     message = condition(policy, "Ready")["message"]
     assert "spec.selector.matchExpressions.0" in message and "needs at least one value" in message
     # The operator keeps serving other policies.
-    create_policy(kube, operator_namespace, "good", file_spec(tmp_path / "good"))
-    wait_condition(kube, operator_namespace, "good", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "good", file_spec(tmp_path / "good"))
 
 
 @scenario
@@ -268,8 +267,7 @@ def selected_pods_without_a_collector_are_counted_and_named(
     kube = running_operator.kube
     before = create_pod(kube, operator_namespace, {"app": "payments"})["metadata"]["name"]
     time.sleep(1.1)  # creationTimestamp has one-second resolution
-    create_policy(kube, operator_namespace, "honest", file_spec(tmp_path / "trail"))
-    wait_condition(kube, operator_namespace, "honest", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "honest", file_spec(tmp_path / "trail"))
     injected = create_pod(kube, operator_namespace, {"app": "payments"})
     assert injected["metadata"]["labels"][n.LABEL_POLICY] == "honest"
     opted = create_pod(
@@ -343,8 +341,7 @@ def delete_removes_owned_objects_and_keeps_the_data(
 ) -> None:
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    create_policy(kube, operator_namespace, "gone", file_spec(trail))
-    policy = wait_condition(kube, operator_namespace, "gone", "Ready", "True")
+    policy = create_ready_policy(kube, operator_namespace, "gone", file_spec(trail))
     key_object = trail / "keys" / f"{policy['status']['keyFingerprint']}.pub"
     assert key_object.exists()
     with kube.api_client() as api:
@@ -425,8 +422,7 @@ def exec_secret_read_and_rolebinding_become_ledger_events(
     tmp_path: Path,
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "capture", file_spec(tmp_path / "app-trail"))
-    wait_condition(kube, operator_namespace, "capture", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "capture", file_spec(tmp_path / "app-trail"))
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
     pod_name = pod["metadata"]["name"]
     with kube.api_client() as api:
@@ -491,8 +487,7 @@ def alert_rule_is_validated_evaluated_and_published(
     import json
 
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "alerting", file_spec(tmp_path / "trail"))
-    wait_condition(kube, operator_namespace, "alerting", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "alerting", file_spec(tmp_path / "trail"))
     rule = {
         "apiVersion": "auditlock.io/v1alpha1",
         "kind": "AuditAlertRule",

@@ -82,6 +82,14 @@ def wait_condition(
     return wait_for(f"{name} {kind}={status} ({reason})", probe, timeout)
 
 
+def create_ready_policy(
+    kube: KubeControlPlane, namespace: str, name: str, spec: dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any]:
+    """Create the policy and wait until the operator reports it Ready=True; return it."""
+    create_policy(kube, namespace, name, spec)
+    return wait_condition(kube, namespace, name, "Ready", "True", timeout=timeout)
+
+
 def create_pod(
     kube: KubeControlPlane,
     namespace: str,

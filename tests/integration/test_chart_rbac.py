@@ -30,7 +30,7 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from tests.helpers import operator_scenarios as scenarios
-from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.integration.chart_helpers import RELEASE, InstalledRelease, install_release
 from tests.servers.auditlock_operator import RunningOperator, post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -341,8 +341,7 @@ def test_two_replicas_as_the_service_account_one_leads_both_admit(
         for _ in range(2)
     ]
     try:
-        create_policy(kube, kube_namespace, "ha", file_spec(tmp_path / "trail"))
-        wait_condition(kube, kube_namespace, "ha", "Ready", "True", timeout=20)
+        create_ready_policy(kube, kube_namespace, "ha", file_spec(tmp_path / "trail"), timeout=20)
         status = kube.get_json(f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}").get("status", {})
         live = [p["priority"] for p in status.values() if p.get("lifetime", 0) > 0]
         assert len(live) >= 3 and len(set(live)) == len(live), status  # + the module's one

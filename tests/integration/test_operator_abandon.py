@@ -32,10 +32,9 @@ from auditlock.operator import names as n
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
 from tests.helpers.policies import (
     create_pod,
-    create_policy,
+    create_ready_policy,
     create_s3_secret,
     s3_spec,
-    wait_condition,
     wait_for,
 )
 from tests.servers.auditlock_operator import label_namespace, start_operator
@@ -98,8 +97,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
             sources={"forward": {"port": forward_port}, "http": {"port": free_port()}},
         )
         url = f"s3://{s3_locked_bucket}/trail"
-        create_policy(kube, namespace, "gone", spec)
-        policy = wait_condition(kube, namespace, "gone", "Ready", "True")
+        policy = create_ready_policy(kube, namespace, "gone", spec)
         key_path = tmp_path / "policy.pub.pem"
         key_path.write_text(policy["status"]["publicKey"])
         pod_name = create_pod(kube, namespace, {"app": "payments"})["metadata"]["name"]

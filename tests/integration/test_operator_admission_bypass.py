@@ -21,7 +21,13 @@ from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
 from auditlock.operator.webhook_config import webhook_configurations
-from tests.helpers.policies import condition, create_policy, file_spec, wait_condition
+from tests.helpers.policies import (
+    condition,
+    create_policy,
+    create_ready_policy,
+    file_spec,
+    wait_condition,
+)
 from tests.servers.auditlock_operator import (
     TEST_NAMESPACE_LABEL,
     TEST_SIDECAR_IMAGE,
@@ -129,8 +135,7 @@ def optional_namespace(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> str:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "pci", file_spec(tmp_path / "t"))
-    wait_condition(kube, operator_namespace, "pci", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "pci", file_spec(tmp_path / "t"))
     return operator_namespace
 
 
@@ -439,8 +444,7 @@ def test_genuine_collector_with_odd_quantities_and_watched_files_passes_enforcem
         },
         sources={"configFiles": {"paths": ["/etc/app/settings.yaml"]}},
     )
-    create_policy(kube, operator_namespace, "pci", spec)
-    wait_condition(kube, operator_namespace, "pci", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "pci", spec)
     body = pod_body(
         {
             "containers": [app(volumeMounts=[{"name": "settings", "mountPath": "/etc/app"}])],

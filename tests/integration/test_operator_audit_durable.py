@@ -32,7 +32,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.helpers.policies import create_policy, file_spec, wait_condition
+from tests.helpers.policies import create_ready_policy, file_spec
 from tests.servers.auditlock_operator import remove_policy
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
@@ -165,8 +165,9 @@ def scene(kube: KubeControlPlane, tmp_path: Path, **collector: Any) -> Iterator[
     operator = OperatorProcess(kube, sidecar.http_port, tmp_path)
     try:
         operator.start()
-        create_policy(kube, namespace, "capture", file_spec(tmp_path / "app-trail"))
-        wait_condition(kube, namespace, "capture", "Ready", "True", timeout=30)
+        create_ready_policy(
+            kube, namespace, "capture", file_spec(tmp_path / "app-trail"), timeout=30
+        )
         time.sleep(1.0)  # the operator's registry follows the policy watch
         yield namespace, sidecar, operator
     finally:

@@ -21,7 +21,7 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.ledger.value_hash import value_hash
-from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, remove_policy, secret_hash_key
 from tests.servers.http_upstream import UpstreamProcess
@@ -41,8 +41,7 @@ def test_watch_fallback_records_config_changes_with_hashes_only(
         tmp_path / "app-trail",
         sources={"cluster": {"auditWebhook": False, "watch": True}},
     )
-    create_policy(kube, operator_namespace, "watched", spec)
-    wait_condition(kube, operator_namespace, "watched", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "watched", spec)
     # The registry follows the AuditPolicy watch; give the capture a moment to see it.
     time.sleep(0.5)
     with kube.api_client() as api:
@@ -103,8 +102,7 @@ def test_one_request_id_is_traced_across_app_proxy_and_api_server(
     tmp_path: Path,
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "traced", file_spec(tmp_path / "policy-trail"))
-    wait_condition(kube, operator_namespace, "traced", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "traced", file_spec(tmp_path / "policy-trail"))
     request = f"req-{uuid.uuid4().hex[:16]}"
     app_dir = tmp_path / "app"
     try:

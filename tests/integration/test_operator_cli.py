@@ -12,7 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.servers.auditlock_operator import post_pod_review
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 
@@ -53,8 +53,9 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
                 lambda: _get(f"http://127.0.0.1:{health_port}/readyz") == 200,
                 timeout=30,
             )
-            create_policy(kube, kube_namespace, "cli", file_spec(tmp_path / "trail"))
-            wait_condition(kube, kube_namespace, "cli", "Ready", "True", timeout=15)
+            create_ready_policy(
+                kube, kube_namespace, "cli", file_spec(tmp_path / "trail"), timeout=15
+            )
             answer = post_pod_review(f"https://127.0.0.1:{webhook_port}", kube, kube_namespace,
                                      uid="u-cli")  # fmt: skip
             assert answer["uid"] == "u-cli" and "patch" in answer

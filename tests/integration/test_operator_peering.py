@@ -9,7 +9,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.servers.auditlock_operator import post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 
@@ -64,8 +64,9 @@ def test_two_peered_replicas_one_leads_both_serve_webhooks(
         for priority in (10, 20)
     ]
     try:
-        create_policy(kube, kube_namespace, "peered", file_spec(tmp_path / "trail"))
-        wait_condition(kube, kube_namespace, "peered", "Ready", "True", timeout=20)
+        create_ready_policy(
+            kube, kube_namespace, "peered", file_spec(tmp_path / "trail"), timeout=20
+        )
         with kube.api_client() as api:
             peering = client.CustomObjectsApi(api).get_cluster_custom_object(
                 "kopf.dev", "v1", "clusterkopfpeerings", "auditlock-test"

@@ -28,7 +28,7 @@ from auditlock.ledger import load_public_key
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from tests.e2e.podrun import answers_ok
-from tests.helpers.policies import create_pod, create_policy, file_spec, wait_condition, wait_for
+from tests.helpers.policies import create_pod, create_ready_policy, file_spec, wait_for
 from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.kube_controlplane import free_port
 
@@ -64,8 +64,9 @@ def test_injected_collector_runs_and_its_ledger_verifies(
 ) -> None:
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    create_policy(kube, operator_namespace, "e2e", file_spec(trail, delivery={"maxDelayMs": 100}))
-    policy = wait_condition(kube, operator_namespace, "e2e", "Ready", "True")
+    policy = create_ready_policy(
+        kube, operator_namespace, "e2e", file_spec(trail, delivery={"maxDelayMs": 100})
+    )
     fingerprint = policy["status"]["keyFingerprint"]
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
     container = next(

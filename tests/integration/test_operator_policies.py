@@ -27,6 +27,7 @@ from tests.helpers.policies import (
     condition,
     create_pod,
     create_policy,
+    create_ready_policy,
     create_s3_secret,
     file_spec,
     get_policy,
@@ -72,8 +73,7 @@ def test_kubectl_get_auditpolicies_prints_the_columns(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "shown", file_spec(tmp_path / "trail"))
-    wait_condition(kube, operator_namespace, "shown", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "shown", file_spec(tmp_path / "trail"))
     out = kube.kubectl("get", "auditpolicies", "-n", operator_namespace).stdout
     header, row = out.splitlines()[:2]
     assert header.split() == [
@@ -124,8 +124,7 @@ def test_last_checkpoint_is_read_from_the_destination(
 
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    create_policy(kube, operator_namespace, "ckpt", file_spec(trail))
-    policy = wait_condition(kube, operator_namespace, "ckpt", "Ready", "True")
+    policy = create_ready_policy(kube, operator_namespace, "ckpt", file_spec(trail))
     assert "lastCheckpoint" not in policy["status"]
     # A collector of this policy writes a signed segment and checkpoint with its key.
     with kube.api_client() as api:
@@ -177,8 +176,7 @@ def test_invalid_edit_keeps_the_last_valid_spec_in_force(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     kube = running_operator.kube
-    create_policy(kube, operator_namespace, "kept", file_spec(tmp_path / "trail"))
-    wait_condition(kube, operator_namespace, "kept", "Ready", "True")
+    create_ready_policy(kube, operator_namespace, "kept", file_spec(tmp_path / "trail"))
     with kube.api_client() as api:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             GROUP,

@@ -9,14 +9,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from auditlock.operator import names as n
-from tests.helpers.policies import (
-    create_pod,
-    create_policy,
-    file_spec,
-    get_policy,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import create_pod, create_ready_policy, file_spec, get_policy, wait_for
 from tests.servers.auditlock_operator import label_namespace, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
 
@@ -27,8 +20,7 @@ def test_restarted_operator_resumes_policies(
     kube = auditpolicy_crd
     first = start_operator(kube, audit_intake=False, register=False)
     try:
-        create_policy(kube, kube_namespace, "resumed", file_spec(tmp_path / "trail"))
-        before = wait_condition(kube, kube_namespace, "resumed", "Ready", "True")
+        before = create_ready_policy(kube, kube_namespace, "resumed", file_spec(tmp_path / "trail"))
     finally:
         first.stop()
     # While the operator is down, its ConfigMap is deleted by someone.
@@ -67,8 +59,7 @@ def test_pod_count_follows_pods_without_waiting_for_the_periodic_refresh(
     label_namespace(kube, kube_namespace)
     running = start_operator(kube, audit_intake=False, refresh_seconds=600)
     try:
-        create_policy(kube, kube_namespace, "live", file_spec(tmp_path / "trail"))
-        wait_condition(kube, kube_namespace, "live", "Ready", "True")
+        create_ready_policy(kube, kube_namespace, "live", file_spec(tmp_path / "trail"))
         for _ in range(3):
             create_pod(kube, kube_namespace, {"app": "payments"})
         wait_for(
@@ -89,8 +80,7 @@ def test_classic_sidecar_mode_for_api_servers_before_1_29(
     label_namespace(kube, kube_namespace)
     running = start_operator(kube, audit_intake=False, sidecar_mode="classic")
     try:
-        create_policy(kube, kube_namespace, "classic", file_spec(tmp_path / "trail"))
-        wait_condition(kube, kube_namespace, "classic", "Ready", "True")
+        create_ready_policy(kube, kube_namespace, "classic", file_spec(tmp_path / "trail"))
         pod = create_pod(kube, kube_namespace, {"app": "payments"})
         names = [c["name"] for c in pod["spec"]["containers"]]
         assert names == ["app", n.COLLECTOR_CONTAINER]

@@ -27,7 +27,7 @@ from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from auditlock.operator.stream_ids import derived_cluster_name
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
-from tests.helpers.policies import create_policy, file_spec, get_policy, wait_condition, wait_for
+from tests.helpers.policies import create_ready_policy, file_spec, get_policy, wait_for
 from tests.servers.auditlock_operator import apply_crd, label_namespace, start_operator
 from tests.servers.kube import start_plane
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
@@ -143,8 +143,7 @@ def test_two_clusters_with_the_same_names_write_distinct_streams_to_one_prefix(
                 delivery={"maxDelayMs": 100},
                 sources={"forward": {"port": forward_port}, "http": {"port": free_port()}},
             )
-            create_policy(kube, namespace, "orders", spec)
-            policy = wait_condition(kube, namespace, "orders", "Ready", "True")
+            policy = create_ready_policy(kube, namespace, "orders", spec)
             keys.append(load_public_key(policy["status"]["publicKey"].encode()))
             pod = _create_pod(kube, namespace, "db-0")
             streams.append(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.fakegcs import FakeGCS
 from tests.servers.seaweedfs import SeaweedFS
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
@@ -31,6 +30,14 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=60,
     )
     return out
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request: pytest.FixtureRequest) -> tuple[str, Runner]:
+    """`<scheme>://<a fresh bucket>/ledger` on the session's server, and the CLI set up
+    to reach that server."""
+    server = request.getfixturevalue({"s3": "seaweedfs", "gs": "fake_gcs"}[request.param])
+    return f"{request.param}://{server.make_bucket()}/ledger", cli(server.env())
 
 
 def cli(env: dict[str, str]) -> Runner:
@@ -54,14 +61,10 @@ def synth(run: Runner, url: str, keys: Path, retention_days: float) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("scheme", ["s3", "gs"])
 def test_synth_then_verify_passes_with_required_retention(
-    scheme: str, seaweedfs: SeaweedFS, fake_gcs: FakeGCS, keys: Path
+    bucket: tuple[str, Runner], keys: Path
 ) -> None:
-    if scheme == "s3":
-        url, run = f"s3://{seaweedfs.make_bucket()}/ledger", cli(seaweedfs.env())
-    else:
-        url, run = f"gs://{fake_gcs.make_bucket()}/ledger", cli(fake_gcs.env())
+    url, run = bucket
     synth(run, url, keys, retention_days=30)
     pub = str(keys / "signing.pub")
     ok = run("verify", url, "--public-key", pub, "--require-retention", "29", "--json")
@@ -77,14 +80,10 @@ def test_synth_then_verify_passes_with_required_retention(
     assert json.loads(too_long.stdout)["findings"]
 
 
-@pytest.mark.parametrize("scheme", ["s3", "gs"])
 def test_verify_with_jobs_reads_the_store_from_each_worker_and_reports_the_same(
-    scheme: str, seaweedfs: SeaweedFS, fake_gcs: FakeGCS, keys: Path
+    bucket: tuple[str, Runner], keys: Path
 ) -> None:
-    if scheme == "s3":
-        url, run = f"s3://{seaweedfs.make_bucket()}/ledger", cli(seaweedfs.env())
-    else:
-        url, run = f"gs://{fake_gcs.make_bucket()}/ledger", cli(fake_gcs.env())
+    url, run = bucket
     done = run(
         "synth", "--store", url, "--key", str(keys / "signing.key"), "--streams", "2",
         "--events", "40", "--segment-events", "20",

@@ -33,6 +33,10 @@ OPENSSL_VERIFY = [
 ]
 
 
+def openssl_verify(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(OPENSSL_VERIFY, cwd=folder, capture_output=True, text=True, check=False)
+
+
 @pytest.fixture
 def tsa(openssl_tsa: OpensslTsa) -> Iterator[OpensslTsa]:
     openssl_tsa.mode = "honest"
@@ -73,23 +77,11 @@ def test_openssl_alone_verifies_the_stored_token(
     (tmp_path / "record").write_bytes(RECORD)
     (tmp_path / "record.tsr").write_bytes(token)
     (tmp_path / "roots.pem").write_bytes(tsa.root_pem)
-    done = subprocess.run(
-        OPENSSL_VERIFY,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = openssl_verify(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Verification: OK" in done.stdout
     (tmp_path / "record").write_bytes(RECORD.replace(b"[]", b"[1]"))
-    done = subprocess.run(
-        OPENSSL_VERIFY,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = openssl_verify(tmp_path)
     assert done.returncode != 0
 
 

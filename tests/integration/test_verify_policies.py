@@ -21,13 +21,7 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.cli.main import main as cli_main
-from tests.helpers.policies import (
-    condition,
-    create_policy,
-    file_spec,
-    wait_condition,
-    wait_for,
-)
+from tests.helpers.policies import condition, create_ready_policy, file_spec, wait_for
 from tests.integration.chart_helpers import by_kind, render
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -95,8 +89,7 @@ def test_verify_policies_writes_pass_then_the_first_finding_of_a_tampered_trail(
     kube, ns = running_operator.kube, operator_namespace
     trail = tmp_path / "trail"
     role = f"verify-{uuid.uuid4().hex[:6]}"
-    create_policy(kube, ns, POLICY, file_spec(trail))
-    wait_condition(kube, ns, POLICY, "Ready", "True")
+    create_ready_policy(kube, ns, POLICY, file_spec(trail))
     try:
         secret = kube.get_json(f"/api/v1/namespaces/{ns}/secrets/auditlock-key-{POLICY}")
         key = tmp_path / "ed25519.pem"
