@@ -8,12 +8,14 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 from kubernetes import client
 
 from auditlock.ledger.keys import Signer, raw_public
 from auditlock.operator.certificates import AUDIENCE, PATH
+from auditlock.operator.names import COLLECTOR_CONTAINER
 from tests.servers.kube_controlplane import KubeControlPlane
 
 
@@ -40,6 +42,23 @@ def pod_token(
         )
     token: str = answer.status.token
     return token
+
+
+def collector_running(
+    kube: KubeControlPlane, pod: dict[str, Any], container_id: str | None = None
+) -> str:
+    """Report the pod's collector container as running, as the kubelet would (the rig has
+    no kubelet); returns its container id (a new one unless given: a restart)."""
+    container_id = container_id or f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    meta = pod["metadata"]
+    status = {"status": {"containerStatuses": [{
+        "name": COLLECTOR_CONTAINER, "containerID": container_id, "image": "auditlock",
+        "imageID": "", "ready": True, "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-12-01T00:00:00Z"}},
+    }]}}  # fmt: skip
+    with kube.api_client() as api:
+        client.CoreV1Api(api).patch_namespaced_pod_status(meta["name"], meta["namespace"], status)
+    return container_id
 
 
 def request_body(signer: Signer, stream: str) -> bytes:

@@ -17,7 +17,7 @@ from auditlock.operator.certificates import CertificateIssuer, Issued
 from auditlock.operator.kube import Kube
 from auditlock.operator.reconcile import entry_for
 from auditlock.operator.registry import PolicyRegistry
-from tests.helpers.certificates import pod_token, request_body
+from tests.helpers.certificates import collector_running, pod_token, request_body
 from tests.helpers.policies import create_pod, file_spec
 from tests.integration.chart_helpers import NAMESPACE, HelmError, one, render
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -90,6 +90,7 @@ def test_those_rules_are_all_the_issuer_needs(
             "spec": file_spec(tmp_path / "store", signing="perPod"),
         }, "c"))  # fmt: skip
         pod = create_pod(kube, namespace, {"app": "payments"})
+        collector_running(kube, pod)
         request = request_body(Signer(generate()), f"c_{namespace}_{pod['metadata']['name']}")
         bearer = f"Bearer {pod_token(kube, pod)}"
 

@@ -23,9 +23,9 @@ from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
 from auditlock.operator.certificates import AUDIENCE, PATH
-from auditlock.operator.names import COLLECTOR_CONTAINER, key_secret_name
+from auditlock.operator.names import key_secret_name
 from auditlock.operator.stream_ids import stream_id
-from tests.helpers.certificates import ask, pod_token, request_body
+from tests.helpers.certificates import ask, collector_running, pod_token, request_body
 from tests.helpers.http_intake import event, post
 from tests.helpers.policies import (
     create_pod,
@@ -51,7 +51,10 @@ class Rig:
     ca: ssl.SSLContext
 
     def pod(self, labels: dict[str, str] | None = None) -> dict[str, object]:
-        return create_pod(self.kube, self.namespace, labels or {"app": "payments"})
+        """A pod whose collector the kubelet reports running."""
+        pod = create_pod(self.kube, self.namespace, labels or {"app": "payments"})
+        collector_running(self.kube, pod)
+        return pod
 
     def stream(self, pod: dict[str, object]) -> str:
         return stream_id(CLUSTER, self.namespace, pod["metadata"]["name"])  # type: ignore[index]
@@ -123,8 +126,11 @@ def test_only_the_pod_the_token_proves_is_certified(rig: Rig) -> None:
         ask(url, rig.ca, pod_token(rig.kube, pod), b'{"public_key": "AAAA", "stream": "x"}'),
         ask(url, rig.ca, pod_token(rig.kube, pod), b"[" * 5000),
     ]
+    starting = create_pod(rig.kube, rig.namespace, {"app": "payments"})  # not running yet
+    refused.append(ask(url, rig.ca, pod_token(rig.kube, starting),
+                       request_body(Signer(generate()), rig.stream(starting))))  # fmt: skip
     statuses = [status for status, _ in refused]
-    assert statuses == [401, 401, 401, 403, 403, 403, 400, 413], refused
+    assert statuses == [401, 401, 401, 403, 403, 403, 400, 413, 503], refused
     assert "selects" in refused[5][1]["error"] and "writes stream" in refused[4][1]["error"]
     # A token of a pod that is gone proves nothing any more.
     token = pod_token(rig.kube, other)
@@ -181,6 +187,7 @@ def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_
         issuer = rig.operator.thread.operator.server.certificates
         issuer.validity_seconds = 6.0
         try:
+            collector_running(rig.kube, pod)  # a restart is a new container
             collector.start()
             assert post(collector.http_port, [event(i) for i in range(3, 5)], "b")[0] == 202
             wait_for(lambda: len(_segments(dest, stream)) >= 2, 20, "shipped after the restart")
@@ -242,34 +249,18 @@ def test_with_per_pod_signing_a_namespace_admin_finds_no_private_key(rig: Rig) -
     kube.delete_namespace(namespace)
 
 
-def _collector_started(rig: Rig, pod: dict[str, object], container_id: str) -> None:
-    """What the kubelet reports once the collector container runs (no kubelet here)."""
-    meta = pod["metadata"]
-    status = {"status": {"containerStatuses": [{
-        "name": COLLECTOR_CONTAINER, "containerID": container_id, "image": "auditlock",
-        "imageID": "", "ready": True, "restartCount": 0,
-        "state": {"running": {"startedAt": "2026-12-01T00:00:00Z"}},
-    }]}}  # fmt: skip
-    with rig.kube.api_client() as api:
-        client.CoreV1Api(api).patch_namespaced_pod_status(
-            meta["name"],
-            rig.namespace,
-            status,  # type: ignore[index]
-        )
-
-
 def test_one_key_per_collector_container(rig: Rig) -> None:
     """A second key for a running collector (a token minted by someone else for the same
     pod) is refused; the same key renews; a restarted container gets a new key."""
     pod = rig.pod()
     url, stream = rig.operator.webhook_url, rig.stream(pod)
     first, second = Signer(generate()), Signer(generate())
-    _collector_started(rig, pod, "containerd://" + "a" * 64)
+    collector_running(rig.kube, pod)
     assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(first, stream))[0] == 201
     status, answer = ask(url, rig.ca, pod_token(rig.kube, pod), request_body(second, stream))
     assert status == 403 and "already has a certified key" in answer["error"], answer
     assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(first, stream))[0] == 201
-    _collector_started(rig, pod, "containerd://" + "b" * 64)  # the collector restarted
+    collector_running(rig.kube, pod)  # the collector restarted: a new container id
     assert ask(url, rig.ca, pod_token(rig.kube, pod), request_body(second, stream))[0] == 201
     claims = list(sinks.open(f"file://{rig.store}").list("keys/claims/"))
     assert len([c for c in claims if pod["metadata"]["uid"] in c]) == 2  # type: ignore[index]

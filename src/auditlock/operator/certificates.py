@@ -64,7 +64,16 @@ _SA_PREFIX = "system:serviceaccount:"
 
 # Outcomes, the label of auditlock_operator_certificate_requests_total.
 ISSUED = "issued"
-OUTCOMES = (ISSUED, "bad-request", "unauthenticated", "forbidden", "busy", "store-error", "error")
+OUTCOMES = (
+    ISSUED,
+    "bad-request",
+    "unauthenticated",
+    "forbidden",
+    "not-running",
+    "busy",
+    "store-error",
+    "error",
+)
 
 
 class Refused(Exception):
@@ -172,12 +181,21 @@ class CertificateIssuer:
         expected = stream_id(self.cluster, namespace, pod_name)
         if stream != expected:
             raise Refused(403, "forbidden", f"pod {namespace}/{pod_name} writes stream {expected}")
+        container = collector_container_id(pod)
+        if container is None:
+            # Only a running collector asks; the kubelet reports it within a moment, and
+            # the collector retries (a request from anyone else is refused meanwhile).
+            raise Refused(
+                503,
+                "not-running",
+                f"the collector of pod {namespace}/{pod_name} is not reported running yet",
+            )
         now = self.clock()
         not_after = now + int(self.validity_seconds * 1_000_000_000)
         subject = Subject(self.cluster, namespace, pod_name, pod_uid, stream)
         destination = self._open(entry)
         try:
-            _claim(destination, pod, pod_uid, key_id(public), retention_spec(entry.spec))
+            _claim(destination, container, pod_uid, key_id(public), retention_spec(entry.spec))
             name, record = publish_certificate(
                 destination, self.root, subject, public,
                 not_before_ns=now - CLOCK_SKEW_NS, not_after_ns=not_after,
@@ -210,20 +228,22 @@ class CertificateIssuer:
 
 
 def collector_container_id(pod: dict[str, Any]) -> str | None:
-    """The container id the kubelet reports for the pod's running collector; None when
-    there is none (not started yet, or no kubelet reports status)."""
+    """The container id the kubelet reports for the pod's collector while it runs; None
+    when it is not running (not started yet, restarting, or no kubelet reports it)."""
     status = pod.get("status") or {}
     for key in ("initContainerStatuses", "containerStatuses"):
         for container in status.get(key) or []:
-            if isinstance(container, dict) and container.get("name") == COLLECTOR_CONTAINER:
-                found = container.get("containerID")
-                return found if isinstance(found, str) and found else None
+            if not isinstance(container, dict) or container.get("name") != COLLECTOR_CONTAINER:
+                continue
+            found = container.get("containerID")
+            running = (container.get("state") or {}).get("running")
+            return found if isinstance(found, str) and found and running else None
     return None
 
 
 def _claim(
     destination: sinks.Destination,
-    pod: dict[str, Any],
+    container: str,
     pod_uid: str,
     key: str,
     retention: sinks.RetentionSpec,
@@ -233,9 +253,6 @@ def _claim(
     instance; another key for it is an ObjectConflict (the store refuses a different
     object under an existing name, so replicas of the operator agree). The same key again
     (a renewal) stores the same bytes. A restart is a new container id, so a new key."""
-    container = collector_container_id(pod)
-    if container is None:
-        return
     body = canonical_bytes(
         {"format": CLAIM_FORMAT, "pod_uid": pod_uid, "container_id": container, "key_id": key}
     )
