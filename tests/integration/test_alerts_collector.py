@@ -49,6 +49,21 @@ def _rules_file(path: Path, alertmanager: Alertmanager, tag: str, *names: str) -
     path.write_text(json.dumps({"rules": rules, "alertmanager_url": alertmanager.url}))
 
 
+def _export_rule(tmp_path: Path, alertmanager: Alertmanager) -> tuple[str, Path]:
+    """A rules file with one rule, "export", labelled with a tag unique to the test."""
+    tag = uuid.uuid4().hex
+    rules = tmp_path / "alerts.json"
+    _rules_file(rules, alertmanager, tag, "export")
+    return tag, rules
+
+
+def _watching_rules(tmp_path: Path, alertmanager: Alertmanager) -> tuple[str, Path, dict[str, Any]]:
+    """The export rule, and a collector config that reloads its rules file every 0.2 s."""
+    tag, rules = _export_rule(tmp_path, alertmanager)
+    alerts = {"rules_file": str(rules), "reload_seconds": 0.2}
+    return tag, rules, make_config(tmp_path, ports=True, alerts=alerts)
+
+
 def _post(port: int, events: list[dict[str, Any]]) -> int:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/events",
@@ -72,12 +87,7 @@ def _event(action: str, actor: str = "carol") -> dict[str, Any]:
 def test_collector_rules_fire_into_alertmanager_and_the_pods_trail(
     alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex
-    rules = tmp_path / "alerts.json"
-    _rules_file(rules, alertmanager, tag, "export")
-    config = make_config(
-        tmp_path, ports=True, alerts={"rules_file": str(rules), "reload_seconds": 0.2}
-    )
+    tag, rules, config = _watching_rules(tmp_path, alertmanager)
     with sidecar_process(tmp_path, config) as collector:
         collector.start()
         assert _post(collector.http_port, [_event("read"), _event("export")]) == 202
@@ -105,12 +115,7 @@ def test_collector_rules_fire_into_alertmanager_and_the_pods_trail(
 def test_a_bad_rules_file_keeps_the_rules_in_force(
     alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex
-    rules = tmp_path / "alerts.json"
-    _rules_file(rules, alertmanager, tag, "export")
-    config = make_config(
-        tmp_path, ports=True, alerts={"rules_file": str(rules), "reload_seconds": 0.2}
-    )
+    tag, rules, config = _watching_rules(tmp_path, alertmanager)
     with sidecar_process(tmp_path, config) as collector:
         collector.start()
         time.sleep(0.05)
@@ -125,9 +130,7 @@ def test_a_bad_rules_file_keeps_the_rules_in_force(
 def test_spool_filling_and_failing_uploads_alert_and_resolve(
     alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex
-    rules = tmp_path / "alerts.json"
-    _rules_file(rules, alertmanager, tag, "export")
+    tag, rules = _export_rule(tmp_path, alertmanager)
     store = tmp_path / "store"
     stream = f"shop_api-{tag[:6]}"
     config = make_config(

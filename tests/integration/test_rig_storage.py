@@ -13,6 +13,7 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -25,19 +26,25 @@ def _error_status(exc: ClientError) -> int:
     return int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
 
 
-def test_seaweedfs_refuses_deleting_a_compliance_locked_version(
-    seaweedfs: SeaweedFS, s3_locked_bucket: str
-) -> None:
-    s3 = seaweedfs.client()
+def _put_locked(s3: Any, bucket: str) -> tuple[str, datetime]:
+    """Object "locked" (b"evidence") under COMPLIANCE retention for a day: its version id
+    and retain-until date."""
     until = datetime.now(UTC) + timedelta(days=1)
     put = s3.put_object(
-        Bucket=s3_locked_bucket,
+        Bucket=bucket,
         Key="locked",
         Body=b"evidence",
         ObjectLockMode="COMPLIANCE",
         ObjectLockRetainUntilDate=until,
     )
-    version = put["VersionId"]
+    return put["VersionId"], until
+
+
+def test_seaweedfs_refuses_deleting_a_compliance_locked_version(
+    seaweedfs: SeaweedFS, s3_locked_bucket: str
+) -> None:
+    s3 = seaweedfs.client()
+    version, _ = _put_locked(s3, s3_locked_bucket)
     with pytest.raises(ClientError) as refused:
         s3.delete_object(Bucket=s3_locked_bucket, Key="locked", VersionId=version)
     assert _error_status(refused.value) == 403
@@ -49,14 +56,7 @@ def test_seaweedfs_refuses_shortening_compliance_retention(
     seaweedfs: SeaweedFS, s3_locked_bucket: str
 ) -> None:
     s3 = seaweedfs.client()
-    until = datetime.now(UTC) + timedelta(days=1)
-    version = s3.put_object(
-        Bucket=s3_locked_bucket,
-        Key="locked",
-        Body=b"evidence",
-        ObjectLockMode="COMPLIANCE",
-        ObjectLockRetainUntilDate=until,
-    )["VersionId"]
+    version, until = _put_locked(s3, s3_locked_bucket)
     with pytest.raises(ClientError) as refused:
         s3.put_object_retention(
             Bucket=s3_locked_bucket,

@@ -12,6 +12,8 @@ import os
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +115,12 @@ def stall_destination(store: Path) -> None:
     fill(store, leave=0)
 
 
-def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused(
-    tmp_path: Path,
-) -> None:
-    config = config_for(tmp_path)
+@contextmanager
+def waiting_for_room(
+    tmp_path: Path, config: dict[str, Any]
+) -> Iterator[tuple[SidecarProcess, Path, socket.socket, socket.socket]]:
+    """A collector whose destination is full: a first chunk acked into the spool, and a
+    second (600 KB that do not fit now, but will) whose connection waits without an ack."""
     with (
         small_tmpfs(tmp_path / "store", 8 * 1024 * 1024) as store,
         sidecar_process(tmp_path, config) as sidecar,
@@ -125,8 +129,15 @@ def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused
         stall_destination(store)
         first = send(sidecar.forward_port, chunk(0, 500, 800, "c-first"))
         assert answer(first, 10) == {"ack": "c-first"}
-        # 600 KB more do not fit now, but will: the connection waits without an ack.
         waiting = send(sidecar.forward_port, chunk(1000, 500, 800, "c-waiting"))
+        yield sidecar, store, first, waiting
+
+
+def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    with waiting_for_room(tmp_path, config) as (sidecar, store, first, waiting):
         time.sleep(0.5)
         before = cpu_seconds(sidecar.pid)
         time.sleep(3.0)
@@ -162,15 +173,7 @@ def test_records_that_do_not_fit_wait_quietly_and_one_that_never_fits_is_refused
 
 def test_sigterm_while_a_record_waits_for_room_stops_the_collector(tmp_path: Path) -> None:
     config = config_for(tmp_path, shutdown_grace_seconds=3)
-    with (
-        small_tmpfs(tmp_path / "store", 8 * 1024 * 1024) as store,
-        sidecar_process(tmp_path, config) as sidecar,
-    ):
-        sidecar.start()
-        stall_destination(store)
-        first = send(sidecar.forward_port, chunk(0, 500, 800, "c-first"))
-        assert answer(first, 10) == {"ack": "c-first"}
-        waiting = send(sidecar.forward_port, chunk(1000, 500, 800, "c-waiting"))
+    with waiting_for_room(tmp_path, config) as (sidecar, _store, first, waiting):
         time.sleep(1.0)
         assert health(sidecar, "/healthz")[0] == 200
         started = time.monotonic()
