@@ -1,4 +1,5 @@
-"""A valid ledger event with every member set: the starting point tests change."""
+"""A valid ledger event with every member set: the starting point tests change, and a
+way to change one member deep inside an event."""
 
 from __future__ import annotations
 
@@ -18,3 +19,14 @@ def sample() -> dict[str, Any]:
         "correlation": {"request_id": "r1", "trace_id": "t1"},
         "details": {"verb": "get", "bytes": 12, "ok": True, "tags": ["a", None]},
     }
+
+
+def set_path(event: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set the member at `path` to `value`, making each missing or non-object parent an
+    empty object first."""
+    part: Any = event
+    for key in path[:-1]:
+        if not isinstance(part.get(key), dict):
+            part[key] = {}
+        part = part[key]
+    part[path[-1]] = value

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import event_json_schema, validate_event
 from auditlock.ledger.normalize import normalize_event
-from tests.helpers.events import sample
+from tests.helpers.events import sample, set_path
 
 from .ledger_strategies import bad_values, events
 
@@ -109,12 +109,7 @@ _PATHS = [
 def test_normalizer_and_model_accept_and_reject_the_same_events(
     raw: dict[str, Any], path: tuple[str, ...], value: Any
 ) -> None:
-    part: Any = raw
-    for key in path[:-1]:
-        if not isinstance(part.get(key), dict):
-            part[key] = {}
-        part = part[key]
-    part[path[-1]] = value
+    set_path(raw, path, value)
     outcomes = []
     for validate in (validate_event, normalize_event):
         try:
