@@ -41,12 +41,20 @@ def s3_through(
     return sinks.open(f"s3://{bucket}/drop", **options)
 
 
+def _cutting_proxy(
+    seaweedfs: SeaweedFS, proxy_factory: list[LoopbackProxy], cuts: int
+) -> LoopbackProxy:
+    """A proxy in front of SeaweedFS that resets the first `cuts` uploads after 300,000 bytes."""
+    port = int(seaweedfs.endpoint.rsplit(":", 1)[1])
+    proxy = LoopbackProxy(port, cut_after=300_000, cuts=cuts)
+    proxy_factory.append(proxy)
+    return proxy
+
+
 def test_s3_upload_cut_mid_body_is_retried_and_stored_whole_once(
     seaweedfs: SeaweedFS, s3_locked_bucket: str, proxy_factory: list[LoopbackProxy]
 ) -> None:
-    port = int(seaweedfs.endpoint.rsplit(":", 1)[1])
-    proxy = LoopbackProxy(port, cut_after=300_000, cuts=1)
-    proxy_factory.append(proxy)
+    proxy = _cutting_proxy(seaweedfs, proxy_factory, cuts=1)
     dest = s3_through(proxy, seaweedfs, s3_locked_bucket, retry=PATIENT)
     result = dest.put("seg", PAYLOAD, SPEC)
     assert proxy.cut_count == 1
@@ -59,9 +67,7 @@ def test_s3_upload_cut_mid_body_is_retried_and_stored_whole_once(
 def test_s3_upload_cut_every_time_fails_loudly_and_stores_nothing(
     seaweedfs: SeaweedFS, s3_locked_bucket: str, proxy_factory: list[LoopbackProxy]
 ) -> None:
-    port = int(seaweedfs.endpoint.rsplit(":", 1)[1])
-    proxy = LoopbackProxy(port, cut_after=300_000, cuts=1000)
-    proxy_factory.append(proxy)
+    proxy = _cutting_proxy(seaweedfs, proxy_factory, cuts=1000)
     few = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, deadline=10)
     dest = s3_through(proxy, seaweedfs, s3_locked_bucket, retry=few)
     with pytest.raises(TransientError):

@@ -227,7 +227,8 @@ def test_overwrite_refused_by_gcs_is_a_clear_permanent_error(replay: Replay) -> 
     assert sum(1 for s in replay.seen if s[0] == "POST") == 1  # 403 is never retried
 
 
-def test_existing_name_with_same_bytes_is_idempotent(replay: Replay) -> None:
+def _existing_segment(replay: Replay) -> None:
+    """streams/a/seg-1 exists (the create-only upload gets 412) and holds b"segment"."""
     replay.on("POST", UPLOAD_PATH, (412, body("error_412.json")))
     media = {
         "x-goog-hash": "md5=/dMrkGFoHttSxVS9m78HEg==",
@@ -236,6 +237,10 @@ def test_existing_name_with_same_bytes_is_idempotent(replay: Replay) -> None:
     replay.on(
         "GET", f"/download/storage/v1/b/{BUCKET}/o/trail/streams/a/seg-1", (200, b"segment", media)
     )
+
+
+def test_existing_name_with_same_bytes_is_idempotent(replay: Replay) -> None:
+    _existing_segment(replay)
     replay.on("GET", OBJECT_PATH, (200, body("object_retained.json")))
     result = open_dest(replay).put("streams/a/seg-1", b"segment", ONE_YEAR)
     assert not result.created
@@ -243,14 +248,7 @@ def test_existing_name_with_same_bytes_is_idempotent(replay: Replay) -> None:
 
 
 def test_existing_name_with_other_bytes_is_a_conflict(replay: Replay) -> None:
-    replay.on("POST", UPLOAD_PATH, (412, body("error_412.json")))
-    media = {
-        "x-goog-hash": "md5=/dMrkGFoHttSxVS9m78HEg==",
-        "Content-Type": "application/octet-stream",
-    }
-    replay.on(
-        "GET", f"/download/storage/v1/b/{BUCKET}/o/trail/streams/a/seg-1", (200, b"segment", media)
-    )
+    _existing_segment(replay)
     with pytest.raises(ObjectConflict):
         open_dest(replay).put("streams/a/seg-1", b"tampered", ONE_YEAR)
 
