@@ -63,15 +63,24 @@ def test_watch_fallback_records_config_changes_with_hashes_only(
             if e.get("target", {}).get("namespace") == operator_namespace
             and e.get("details", {}).get("observed_by") == "watch"
         ]
-        actions = {(e["target"]["resource"], e["action"]) for e in events}
-        wanted = {("configmaps", "create"), ("configmaps", "update"), ("secrets", "create")}
+        actions = {(e["target"]["resource"], e["target"].get("name"), e["action"]) for e in events}
+        wanted = {
+            ("configmaps", "app-settings", "create"),
+            ("configmaps", "app-settings", "update"),
+            ("secrets", "api-key", "create"),
+        }
         return events if wanted <= actions else None
 
     events = wait_for("watched changes in the operator's ledger", captured, 30)
     update = next(e for e in events if e["action"] == "update")
     assert update["category"] == "configuration"
     assert set(update["details"]["keys_sha256"]) == {"mode"}
-    secret = next(e for e in events if e["target"]["resource"] == "secrets")
+    # The policy's own key Secret is captured too; pick the one this test wrote.
+    secret = next(
+        e
+        for e in events
+        if e["target"]["resource"] == "secrets" and e["target"].get("name") == "api-key"
+    )
     key = secret_hash_key(kube)
     assert secret["details"]["secret"]["keys"] == {"key": value_hash(b"hunter2", key)}
     stored = b"".join(p.read_bytes() for p in operator_collector.rglob("*") if p.is_file())
