@@ -206,6 +206,10 @@ class Operator:
             )
         if config.alerts.enabled:
             self.alerts = self._alerting(config)
+        # Registered even without a witness (or when its key cannot be loaded): the
+        # dashboard and AuditlockWitnessFailing query these series by name, and a
+        # scrape that shows zero cycles says "no witness" more plainly than no series.
+        self.witness_metrics = WitnessMetrics(self.metrics)
         if config.witness_key_secret is not None:
             self.witness = await self._witness(config, config.witness_key_secret)
         self.server = WebhookServer(
@@ -285,7 +289,7 @@ class Operator:
             self.policies,
             config.cluster,
             signer,
-            WitnessMetrics(self.metrics),
+            self.witness_metrics,
             read_secret=self.kube.read_secret,
             store_events=self.capture.store_witness_events if self.capture else None,
         )
