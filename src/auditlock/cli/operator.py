@@ -16,21 +16,42 @@ import yaml
 from auditlock.cli.main import EXIT_OK, EXIT_USAGE
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+def _env_default(kind: Any, env: str, default: Any) -> Any:
+    """A flag's default from its environment variable: the value as `kind`, a list from a
+    comma-separated value (empty items dropped), True from "true", a Path only when set;
+    an unset (for numbers, also an empty) variable leaves `default`."""
+    value = os.environ.get(env)
+    if kind is list:
+        return [item for item in (value or "").split(",") if item]
+    if kind is bool:
+        return value == "true"
+    if kind is Path:
+        return Path(value) if value else default
+    if kind in (int, float):
+        return kind(value or default)
+    return default if value is None else value
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
-
-
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
-
-def _env_list(name: str) -> list[str]:
-    """A comma-separated variable as a list (empty items dropped)."""
-    return [item for item in (os.environ.get(name) or "").split(",") if item]
+def _flag(
+    group: Any,
+    flag: str,
+    kind: Any = str,
+    default: Any = None,
+    *,
+    env: str | None = None,
+    **options: Any,
+) -> None:
+    """Declare `flag`, whose default is read from `env` (AUDITLOCK_ and the flag's name,
+    unless given): every operator flag has an environment variable (docs/operator.md)."""
+    env = env or "AUDITLOCK_" + flag.removeprefix("--").replace("-", "_").upper()
+    value = _env_default(kind, env, default)
+    if kind is list:
+        options["action"] = "append"
+    elif kind is bool:
+        options["action"] = "store_true"
+    elif kind is not str:
+        options["type"] = kind
+    group.add_argument(flag, default=value, **options)
 
 
 def register(subparsers: Any) -> None:
@@ -42,211 +63,151 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="operator_command", metavar="ACTION")
     run = sub.add_parser("run", help="run the operator until SIGTERM")
-    run.add_argument("--kubeconfig", default=_env("KUBECONFIG"), help="default: in-cluster")
-    run.add_argument(
-        "--namespace",
-        action="append",
-        default=_env_list("AUDITLOCK_NAMESPACES"),
+    _flag(run, "--kubeconfig", env="KUBECONFIG", help="default: in-cluster")
+    _flag(
+        run, "--namespace", list, env="AUDITLOCK_NAMESPACES",
         help="serve only these namespaces (repeatable); default: all",
-    )
-    run.add_argument("--webhook-host", default=_env("AUDITLOCK_WEBHOOK_HOST", "0.0.0.0"))
-    run.add_argument("--webhook-port", type=int, default=_env_int("AUDITLOCK_WEBHOOK_PORT", 9443))
-    run.add_argument(
-        "--tls-dir",
-        type=Path,
-        default=_path("AUDITLOCK_TLS_DIR"),
+    )  # fmt: skip
+    _flag(run, "--webhook-host", str, "0.0.0.0")
+    _flag(run, "--webhook-port", int, 9443)
+    _flag(
+        run, "--tls-dir", Path,
         help="directory with tls.crt and tls.key (a kubernetes.io/tls Secret mount)",
-    )
-    run.add_argument(
-        "--audit-port",
-        type=int,
-        default=_env_int("AUDITLOCK_AUDIT_PORT", 0),
+    )  # fmt: skip
+    _flag(
+        run, "--audit-port", int, 0,
         help="also serve the webhooks and /audit on this TLS port (0: only --webhook-port)",
+    )  # fmt: skip
+    _flag(run, "--tls-cert-file", Path)
+    _flag(run, "--tls-key-file", Path)
+    _flag(
+        run, "--health-port", int, 8080, help="plain HTTP /healthz, /readyz, /metrics (0 disables)"
     )
-    run.add_argument("--tls-cert-file", type=Path, default=_path("AUDITLOCK_TLS_CERT_FILE"))
-    run.add_argument("--tls-key-file", type=Path, default=_path("AUDITLOCK_TLS_KEY_FILE"))
-    run.add_argument(
-        "--health-port",
-        type=int,
-        default=_env_int("AUDITLOCK_HEALTH_PORT", 8080),
-        help="plain HTTP /healthz, /readyz, /metrics (0 disables)",
-    )
-    run.add_argument("--sidecar-image", default=_env("AUDITLOCK_SIDECAR_IMAGE"))
-    run.add_argument(
-        "--sidecar-mode",
-        choices=["auto", "native", "classic"],
-        default=_env("AUDITLOCK_SIDECAR_MODE", "auto"),
-    )
-    run.add_argument(
-        "--cluster-name",
-        default=_env("AUDITLOCK_CLUSTER_NAME", ""),
+    _flag(run, "--sidecar-image")
+    _flag(run, "--sidecar-mode", str, "auto", choices=["auto", "native", "classic"])
+    _flag(
+        run, "--cluster-name", str, "",
         help="a DNS label naming this cluster, part of every stream id; default: derived "
         "from the kube-system namespace's UID",
-    )
-    run.add_argument(
-        "--cluster-identity-configmap",
-        default=_env("AUDITLOCK_CLUSTER_IDENTITY_CONFIGMAP", ""),
-        metavar="NAMESPACE/NAME",
+    )  # fmt: skip
+    _flag(
+        run, "--cluster-identity-configmap", str, "", metavar="NAMESPACE/NAME",
         help="publish the cluster name in this ConfigMap (key clusterName) at start, for "
         "the collector beside the operator",
-    )
-    run.add_argument(
-        "--secret-hash-key",
-        default=_env("AUDITLOCK_SECRET_HASH_KEY", ""),
-        metavar="NAMESPACE/NAME",
+    )  # fmt: skip
+    _flag(
+        run, "--secret-hash-key", str, "", metavar="NAMESPACE/NAME",
         help="Secret holding the key that Secret values are hashed under (HMAC-SHA256) in "
         "the trail; created with a random key when absent. Without it, Secret writes are "
         "recorded without hashes of their values",
-    )
-    run.add_argument(
-        "--sidecar-pull-policy",
+    )  # fmt: skip
+    _flag(
+        run, "--sidecar-pull-policy", str, "IfNotPresent",
         choices=["Always", "IfNotPresent", "Never"],
-        default=_env("AUDITLOCK_SIDECAR_PULL_POLICY", "IfNotPresent"),
-    )
+    )  # fmt: skip
     run.add_argument(
         "--standalone",
         action="store_true",
         help="no kopf peering (one replica); the default unless --peering is given",
     )
-    run.add_argument(
-        "--priority",
-        default=_env("AUDITLOCK_PRIORITY", "0"),
+    _flag(
+        run, "--priority", str, "0",
         help="kopf peering priority: an integer, or 'random' so that several replicas get "
         "different ones (kopf pauses every replica that sees a live peer of equal "
         "priority; the highest leads, the others take over when it is gone)",
-    )
+    )  # fmt: skip
     run.add_argument("--verbose", action="store_true", help="debug logging")
-    run.add_argument(
-        "--peering",
-        default=_env("AUDITLOCK_PEERING"),
+    _flag(
+        run, "--peering",
         help="kopf peering name for several replicas (needs the KopfPeering CRD)",
-    )
-    run.add_argument(
-        "--collector",
-        default=_env("AUDITLOCK_COLLECTOR", "127.0.0.1:8686"),
+    )  # fmt: skip
+    _flag(
+        run, "--collector", str, "127.0.0.1:8686",
         help="host:port of the HTTP intake of the operator's own collector; audit "
         "batches are answered 200 only once it has stored them",
-    )
-    run.add_argument(
-        "--audit-token-file",
-        type=Path,
-        default=_path("AUDITLOCK_AUDIT_TOKEN_FILE"),
+    )  # fmt: skip
+    _flag(
+        run, "--audit-token-file", Path,
         help="bearer token the API server's audit webhook must present on /audit",
-    )
-    run.add_argument(
-        "--root-key-file",
-        type=Path,
-        default=_path("AUDITLOCK_ROOT_KEY_FILE"),
+    )  # fmt: skip
+    _flag(
+        run, "--root-key-file", Path,
         help="Ed25519 private key (PEM) that certifies collectors' per-pod keys on "
         "/v1/certificates (docs/operator.md, 'Per-pod keys'); unset: no certificates",
-    )
-    run.add_argument(
-        "--certificate-validity-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_CERTIFICATE_VALIDITY_SECONDS", 86400),
+    )  # fmt: skip
+    _flag(
+        run, "--certificate-validity-seconds", float, 86400,
         help="how long a per-pod key's certificate is valid; collectors renew at two thirds",
-    )
-    run.add_argument(
-        "--certificate-url",
-        default=_env("AUDITLOCK_CERTIFICATE_URL", ""),
+    )  # fmt: skip
+    _flag(
+        run, "--certificate-url", str, "",
         help="https URL of /v1/certificates as collectors reach it (the webhook Service)",
-    )
-    run.add_argument(
-        "--certificate-ca-file",
-        type=Path,
-        default=_path("AUDITLOCK_CERTIFICATE_CA_FILE"),
+    )  # fmt: skip
+    _flag(
+        run, "--certificate-ca-file", Path,
         help="CA (PEM) of the operator's TLS certificate, handed to per-pod collectors",
-    )
-    run.add_argument(
-        "--watch-fallback",
-        action="store_true",
-        default=_env("AUDITLOCK_WATCH_FALLBACK", "false") == "true",
+    )  # fmt: skip
+    _flag(
+        run, "--watch-fallback", bool,
         help="also watch ConfigMaps, Secrets, Roles, RoleBindings (for clusters without "
         "API server audit)",
-    )
-    run.add_argument(
-        "--refresh-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_REFRESH_SECONDS", 60),
-    )
-    run.add_argument(
-        "--checkpoint-scan-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_CHECKPOINT_SCAN_SECONDS", 300),
+    )  # fmt: skip
+    _flag(run, "--refresh-seconds", float, 60)
+    _flag(
+        run, "--checkpoint-scan-seconds", float, 300,
         help="how often the destination is listed for its newest checkpoint",
-    )
-    run.add_argument(
-        "--abandon-grace-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_ABANDON_GRACE_SECONDS", 300),
+    )  # fmt: skip
+    _flag(
+        run, "--abandon-grace-seconds", float, 300,
         help="close the stream of a pod that is gone for good after this long (an "
         "'abandon' checkpoint, docs/operator.md); 0 never closes them",
-    )
+    )  # fmt: skip
     witness = run.add_argument_group("the witness of every stream (docs/operator.md)")
-    witness.add_argument(
-        "--witness-key-secret",
-        default=_env("AUDITLOCK_WITNESS_KEY_SECRET", ""),
-        metavar="NAMESPACE/NAME",
+    _flag(
+        witness, "--witness-key-secret", str, "", metavar="NAMESPACE/NAME",
         help="Secret holding the operator's Ed25519 key (ed25519.pem): every "
         "--witness-seconds a signed record of each stream's newest checkpoint is stored in "
         "every destination (FORMAT.md section 16). Empty: no witness",
-    )
-    witness.add_argument(
-        "--witness-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_WITNESS_SECONDS", 60),
+    )  # fmt: skip
+    _flag(
+        witness, "--witness-seconds", float, 60,
         help="how often the witness reads every destination and stores a record",
-    )
-    witness.add_argument(
-        "--witness-tsa-url",
-        default=_env("AUDITLOCK_WITNESS_TSA_URL") or None,
-        metavar="URL",
+    )  # fmt: skip
+    _flag(
+        witness, "--witness-tsa-url", metavar="URL",
         help="an RFC 3161 time-stamping authority: each witness record is timestamped and "
         "the token stored beside it; unset: no tokens",
-    )
+    )  # fmt: skip
     alerts = run.add_argument_group("alerts (docs/alerts.md)")
-    alerts.add_argument(
-        "--alertmanager-url",
-        default=_env("AUDITLOCK_ALERTMANAGER_URL"),
+    _flag(
+        alerts, "--alertmanager-url",
         help="base URL of Alertmanager (alerts go to URL/api/v2/alerts); unset: none",
-    )
-    alerts.add_argument(
-        "--alert-webhook-url",
-        default=_env("AUDITLOCK_ALERT_WEBHOOK_URL"),
+    )  # fmt: skip
+    _flag(
+        alerts, "--alert-webhook-url",
         help="a webhook every alert is POSTed to, signed with HMAC-SHA256",
-    )
-    alerts.add_argument(
-        "--alert-webhook-secret-file",
-        type=Path,
-        default=_path("AUDITLOCK_ALERT_WEBHOOK_SECRET_FILE"),
+    )  # fmt: skip
+    _flag(
+        alerts, "--alert-webhook-secret-file", Path,
         help="file holding the webhook's signing secret (required with --alert-webhook-url)",
-    )
-    alerts.add_argument(
-        "--disable-builtin-alert",
-        action="append",
-        default=_env_list("AUDITLOCK_DISABLED_BUILTIN_ALERTS"),
-        metavar="NAME",
-        help="turn off a built-in alert (repeatable; docs/alerts.md lists them)",
-    )
-    alerts.add_argument(
-        "--operator-identity",
-        action="append",
-        default=_env_list("AUDITLOCK_OPERATOR_IDENTITY"),
-        metavar="USER",
+    )  # fmt: skip
+    _flag(
+        alerts, "--disable-builtin-alert", list, env="AUDITLOCK_DISABLED_BUILTIN_ALERTS",
+        metavar="NAME", help="turn off a built-in alert (repeatable; docs/alerts.md lists them)",
+    )  # fmt: skip
+    _flag(
+        alerts, "--operator-identity", list, metavar="USER",
         help="the operator's own API identity (its AuditPolicy patches are not alerted)",
-    )
-    alerts.add_argument(
-        "--cluster-rules-namespace",
-        default=_env("AUDITLOCK_CLUSTER_RULES_NAMESPACE", _env("POD_NAMESPACE")),
+    )  # fmt: skip
+    _flag(
+        alerts, "--cluster-rules-namespace", str, os.environ.get("POD_NAMESPACE"),
         help="AuditAlertRules in this namespace apply to every namespace (default: the "
         "operator's own)",
-    )
-    alerts.add_argument(
-        "--trail-watch-seconds",
-        type=float,
-        default=_env_float("AUDITLOCK_TRAIL_WATCH_SECONDS", 25),
+    )  # fmt: skip
+    _flag(
+        alerts, "--trail-watch-seconds", float, 25,
         help="how often the trail watcher reads every stream's newest checkpoint",
-    )
+    )  # fmt: skip
     alerts.add_argument("--no-alerts", action="store_true", help="evaluate no alert rules at all")
     run.set_defaults(func=_run)
     config = sub.add_parser("webhook-config", help="print the webhook configurations (YAML)")
@@ -257,11 +218,6 @@ def register(subparsers: Any) -> None:
     where.add_argument("--service", help="NAMESPACE/NAME[:PORT] of the operator's Service")
     config.set_defaults(func=_webhook_config)
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), EXIT_USAGE)[1])
-
-
-def _path(name: str) -> Path | None:
-    value = _env(name)
-    return Path(value) if value else None
 
 
 def _webhook_config(args: argparse.Namespace) -> int:
@@ -430,7 +386,7 @@ def _run_operator(args: argparse.Namespace) -> int:
             args.certificate_ca_file.read_text() if args.certificate_ca_file is not None else ""
         ),
         witness_key_secret=witness_secret,
-        witness=WitnessSettings(args.witness_seconds, args.witness_tsa_url),
+        witness=WitnessSettings(args.witness_seconds, args.witness_tsa_url or None),
     )
     from auditlock.operator.secret_hashes import HashKeyError
 
