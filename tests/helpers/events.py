@@ -1,9 +1,27 @@
-"""A valid ledger event with every member set: the starting point tests change, and a
-way to change one member deep inside an event."""
+"""Valid ledger events for tests: a small one with only the members a test names, one
+with every member set, and a way to change one member deep inside an event."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def small(**members: Any) -> dict[str, Any]:
+    """A valid event with plain values in every required member; `members` replace whole
+    members, and a member given as None is left out (an intake record or an alert rule's
+    input needs no id or source)."""
+    event: dict[str, Any] = {
+        "id": "e-1",
+        "time": "2026-01-01T00:00:01.000000000Z",
+        "category": "access",
+        "action": "get",
+        "outcome": "success",
+        "actor": {"kind": "user", "name": "alice"},
+        "target": {"resource": "secrets"},
+        "source": {"pod": "p"},
+    }
+    event.update(members)
+    return {name: value for name, value in event.items() if value is not None}
 
 
 def sample() -> dict[str, Any]:

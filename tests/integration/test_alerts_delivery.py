@@ -24,6 +24,7 @@ from auditlock.alerts.receivers.webhook import (
     verify_signature,
 )
 from auditlock.alerts.rules import compile_rule
+from tests.helpers.events import small
 from tests.servers.alertmanager import Alertmanager
 
 SECRET = b"webhook-test-secret"
@@ -54,15 +55,14 @@ def _engine(test_id: str, clock: Clock) -> Engine:
 
 
 def _exec_event(n: int = 0) -> dict[str, Any]:
-    return {
-        "id": f"k8s-audit-{n}",
-        "time": "2026-11-30T20:00:00Z",
-        "category": "access",
-        "action": "exec",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "mallory"},
-        "target": {"resource": "pods/exec", "namespace": "payments", "name": "api-0"},
-    }
+    return small(
+        id=f"k8s-audit-{n}",
+        time="2026-11-30T20:00:00Z",
+        action="exec",
+        actor={"kind": "user", "name": "mallory"},
+        target={"resource": "pods/exec", "namespace": "payments", "name": "api-0"},
+        source=None,
+    )
 
 
 def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -20,6 +20,7 @@ from kubernetes import client
 
 from auditlock.operator import names as n
 from tests.helpers import operator_scenarios as scenarios
+from tests.helpers.events import small
 from tests.helpers.policies import (
     GROUP,
     PLURAL,
@@ -139,16 +140,11 @@ def test_last_checkpoint_is_read_from_the_destination(
         writer = StreamWriter.resume(destination, stream, key, retention=retention)
         writer.append(
             validate_event(
-                {
-                    "id": "e-1",
-                    "time": "2026-11-29T15:00:00Z",
-                    "category": "access",
-                    "action": "get",
-                    "outcome": "success",
-                    "actor": {"kind": "user", "name": "alice"},
-                    "target": {"resource": "orders"},
-                    "source": {"namespace": operator_namespace},
-                }
+                small(
+                    time="2026-11-29T15:00:00Z",
+                    target={"resource": "orders"},
+                    source={"namespace": operator_namespace},
+                )
             )
         )
         writer.store(writer.seal())

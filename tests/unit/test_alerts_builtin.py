@@ -11,6 +11,7 @@ from auditlock.alerts import builtin
 from auditlock.alerts.engine import Engine
 from auditlock.alerts.model import parse_rule_spec
 from auditlock.alerts.state import StateAlerts
+from tests.helpers.events import small
 
 
 @pytest.mark.parametrize("name", sorted(builtin.EVENT_RULES))
@@ -19,18 +20,14 @@ def test_each_builtin_is_a_valid_rule(name: str) -> None:
 
 
 def _event(**fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
+    plain = {
         "id": "k8s-audit-1",
         "time": "2026-11-30T20:00:00Z",
-        "category": "access",
-        "action": "get",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "alice"},
         "target": {"resource": "secrets", "namespace": "prod", "name": "db"},
+        "source": None,
         "details": {},
     }
-    event.update(fields)
-    return event
+    return small(**{**plain, **fields})
 
 
 FIRES = {

@@ -14,6 +14,7 @@ from auditlock.ledger.segment import decode_segment
 from auditlock.ledger.writer import StreamWriter
 from auditlock.sidecar.config import PipelineConfig, SourceIdentity
 from auditlock.sidecar.pipeline import Pipeline
+from tests.helpers.events import small
 
 from .ledger_helpers import new_ledger
 
@@ -21,17 +22,14 @@ NS = 1_764_428_645_123_456_789
 
 
 def _event(i: int, size: int) -> dict[str, object]:
-    return {
-        "id": f"e-{i}",
-        "time": "2026-01-01T00:00:01.000000000Z",
-        "category": "data",
-        "action": "put",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "a"},
-        "target": {"resource": "blobs"},
-        "source": {"pod": "p"},
-        "details": {"blob": "b" * size},
-    }
+    return small(
+        id=f"e-{i}",
+        category="data",
+        action="put",
+        actor={"kind": "user", "name": "a"},
+        target={"resource": "blobs"},
+        details={"blob": "b" * size},
+    )
 
 
 def test_an_event_that_grows_past_the_limit_when_stored_is_refused_at_intake() -> None:

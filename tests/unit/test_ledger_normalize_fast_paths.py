@@ -19,7 +19,7 @@ from auditlock.ledger.errors import EventError
 from auditlock.ledger.event import validate_event
 from auditlock.ledger.normalize import check_source, normalize_event, plain_json
 from auditlock.ledger.values import ValueProblem, check_json
-from tests.helpers.events import set_path
+from tests.helpers.events import set_path, small
 
 from .ledger_strategies import bad_values, events, json_values, times
 
@@ -27,16 +27,7 @@ SOURCE = {"cluster": "c1", "namespace": "shop", "pod": "api-1", "container": "ap
 
 
 def sample(source: Any) -> dict[str, Any]:
-    return {
-        "id": "evt-1",
-        "time": "2026-11-29T15:08:52.123456789Z",
-        "category": "access",
-        "action": "get",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "alice"},
-        "target": {"resource": "secrets"},
-        "source": source,
-    }
+    return small(id="evt-1", time="2026-11-29T15:08:52.123456789Z", source=source)
 
 
 def problems(raw: dict[str, Any], checked: dict[str, Any] | None = None) -> list[Any]:

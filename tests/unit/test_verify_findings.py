@@ -13,6 +13,7 @@ import pytest
 from auditlock.ledger.names import key_name
 from auditlock.ledger.synth import SimulatedClock
 from auditlock.ledger.writer import StreamWriter
+from tests.helpers.events import small
 
 from .ledger_helpers import Ledger, join_lines, lines_of, new_ledger, write_stream
 
@@ -112,19 +113,12 @@ def test_a_deleted_stored_key_is_reported_even_with_public_key(ledger: Ledger) -
 def _event(i: int, intake: dict[str, str] | None, **details: Any) -> dict[str, Any]:
     if intake is not None:
         details["intake"] = intake
-    event: dict[str, Any] = {
-        "id": f"e-{i}",
-        "time": "2026-01-01T00:00:01.000000000Z",
-        "category": "access",
-        "action": "get",
-        "outcome": "success",
-        "actor": {"kind": "system", "name": "auditlock-config-watcher"},
-        "target": {"resource": "configmaps"},
-        "source": {"pod": "p"},
-    }
-    if details:
-        event["details"] = details
-    return event
+    return small(
+        id=f"e-{i}",
+        actor={"kind": "system", "name": "auditlock-config-watcher"},
+        target={"resource": "configmaps"},
+        details=details or None,
+    )
 
 
 def test_each_stream_says_who_observed_its_events(tmp_path: Path) -> None:
