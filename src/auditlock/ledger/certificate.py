@@ -12,9 +12,7 @@ in Python, and every member has one accepted form, so a record has one stored fo
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -22,10 +20,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import FormatError, KeyFileError
-from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
+from auditlock.ledger.keys import Signer, key_id, public_pem
 from auditlock.ledger.limits import MAX_CERTIFICATE_BYTES
-from auditlock.ledger.names import STREAM_PATTERN, certificate_name, key_name
-from auditlock.ledger.signed_record import open_signed_record
+from auditlock.ledger.names import STREAM_PATTERN, ObjectName, certificate_name, key_name
+from auditlock.ledger.signed_record import (
+    SignedRecord,
+    decode_public_key,
+    encode_public_key,
+    open_signed_record,
+    sign_record,
+)
 from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, ObjectConflict, RetentionSpec
 
@@ -64,7 +68,9 @@ class Subject:
 
 
 @dataclass(frozen=True)
-class Certificate:
+class Certificate(SignedRecord):
+    """Signed by the issuer key (`issuer_key_id`)."""
+
     subject: Subject
     key_id: str
     public: Ed25519PublicKey
@@ -72,12 +78,14 @@ class Certificate:
     not_before_ns: int
     not_after_ns: int
     issuer_key_id: str
-    body: bytes
-    signature: bytes
 
-    def verify_with(self, issuer: Ed25519PublicKey) -> None:
-        """SignatureError unless the issuer key signed this record."""
-        verify(issuer, self.signature, self.body, f"certificate {self.key_id[:12]}")
+    @property
+    def label(self) -> str:
+        return f"certificate {self.key_id[:12]}"
+
+    def named_by(self, name: ObjectName) -> bool:
+        """Whether this is the record its object name says: its key and serial."""
+        return (self.key_id, self.serial) == (name.key_id, name.index)
 
     def valid_at(self, time_ns: int) -> bool:
         """Both bounds inclusive (FORMAT.md section 9, "Certificates")."""
@@ -103,14 +111,14 @@ def encode_certificate(
             "pod_uid": subject.pod_uid,
             "stream": subject.stream,
             "key_id": key_id(public),
-            "public_key": base64.b64encode(raw_public(public)).decode(),
+            "public_key": encode_public_key(public),
             "serial": serial,
             "not_before": format_ns(not_before_ns),
             "not_after": format_ns(not_after_ns),
             "issuer_key_id": issuer.key_id,
         }
     )
-    record = body + b"\n" + base64.b64encode(issuer.sign(body)) + b"\n"
+    record = sign_record(issuer, body)
     try:
         decode_certificate(record)
     except FormatError as exc:
@@ -133,13 +141,10 @@ def decode_certificate(data: bytes) -> Certificate:
     _check_form(raw)
     try:
         not_before, not_after = parse_ns(raw["not_before"]), parse_ns(raw["not_after"])
-        public_raw = base64.b64decode(raw["public_key"], validate=True)
-        if base64.b64encode(public_raw).decode() != raw["public_key"]:
-            raise ValueError("public_key is not canonical base64")
-        public = public_from_raw(public_raw)
+        public = decode_public_key(raw["public_key"], "public_key")
     except (ValueError, binascii.Error, KeyFileError) as exc:
         raise FormatError(f"certificate is malformed ({exc})") from None
-    if hashlib.sha256(public_raw).hexdigest() != raw["key_id"]:
+    if key_id(public) != raw["key_id"]:
         raise FormatError("certificate's public_key does not match its key_id")
     if not_before > not_after:
         raise FormatError("certificate's not_before is after its not_after")

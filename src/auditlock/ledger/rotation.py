@@ -11,19 +11,23 @@ Stored at keys/rotations/<old>-<new>.json beside keys/<new>.pub.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import FormatError, KeyFileError
-from auditlock.ledger.keys import Signer, key_id, public_from_raw, public_pem, raw_public, verify
+from auditlock.ledger.keys import Signer, key_id, public_pem
 from auditlock.ledger.limits import MAX_ROTATION_BYTES
-from auditlock.ledger.names import key_name, rotation_name
-from auditlock.ledger.signed_record import open_signed_record
+from auditlock.ledger.names import ObjectName, key_name, rotation_name
+from auditlock.ledger.signed_record import (
+    SignedRecord,
+    decode_public_key,
+    encode_public_key,
+    open_signed_record,
+    sign_record,
+)
 from auditlock.ledger.timestamps import format_ns, parse_ns
 from auditlock.sinks.base import Destination, RetentionSpec
 
@@ -32,17 +36,21 @@ _FIELDS = frozenset(("format", "old_key_id", "new_key_id", "new_public_key", "ti
 
 
 @dataclass(frozen=True)
-class Rotation:
+class Rotation(SignedRecord):
+    """Signed by the old key (`old_key_id`)."""
+
     old_key_id: str
     new_key_id: str
     new_public: Ed25519PublicKey
     time: str
-    body: bytes
-    signature: bytes
 
-    def verify_with(self, old_public: Ed25519PublicKey) -> None:
-        """SignatureError unless the old key signed this record."""
-        verify(old_public, self.signature, self.body, f"rotation {self.old_key_id[:12]}")
+    @property
+    def label(self) -> str:
+        return f"rotation {self.old_key_id[:12]}"
+
+    def named_by(self, name: ObjectName) -> bool:
+        """Whether this is the record its object name says: its old and new keys."""
+        return (self.old_key_id, self.new_key_id) == (name.old_key_id, name.key_id)
 
 
 def encode_rotation(old: Signer, new_public: Ed25519PublicKey, time: str) -> bytes:
@@ -51,11 +59,11 @@ def encode_rotation(old: Signer, new_public: Ed25519PublicKey, time: str) -> byt
             "format": FORMAT,
             "old_key_id": old.key_id,
             "new_key_id": key_id(new_public),
-            "new_public_key": base64.b64encode(raw_public(new_public)).decode(),
+            "new_public_key": encode_public_key(new_public),
             "time": time,
         }
     )
-    return body + b"\n" + base64.b64encode(old.sign(body)) + b"\n"
+    return sign_record(old, body)
 
 
 def decode_rotation(data: bytes) -> Rotation:
@@ -76,20 +84,17 @@ def decode_rotation(data: bytes) -> Rotation:
         raise FormatError("rotation record body is not in canonical (RFC 8785) form")
     try:
         parse_ns(raw["time"])
-        new_raw = base64.b64decode(raw["new_public_key"], validate=True)
-        if base64.b64encode(new_raw).decode() != raw["new_public_key"]:
-            raise ValueError("new_public_key is not canonical base64")
         record = Rotation(
             old_key_id=str(raw["old_key_id"]),
             new_key_id=str(raw["new_key_id"]),
-            new_public=public_from_raw(new_raw),
+            new_public=decode_public_key(raw["new_public_key"], "new_public_key"),
             time=str(raw["time"]),
             body=body,
             signature=signature,
         )
     except (KeyError, ValueError, binascii.Error, KeyFileError) as exc:
         raise FormatError(f"rotation record is incomplete ({exc})") from None
-    if hashlib.sha256(new_raw).hexdigest() != record.new_key_id:
+    if key_id(record.new_public) != record.new_key_id:
         raise FormatError("rotation record's new_public_key does not match new_key_id")
     return record
 

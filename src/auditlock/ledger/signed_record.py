@@ -1,6 +1,6 @@
 """The two lines every signed record of the trail shares (rotations, certificates,
 witness records; FORMAT.md): a JSON body naming its `format`, then the base64 signature
-over the body.
+over the body; and the public key members rotations and certificates carry.
 
 Bounded for hostile input: the size is capped (limits.py) and orjson's depth limit
 holds (it never recurses in Python). What the members mean, and that the body is in
@@ -9,12 +9,38 @@ canonical form, each record's own decoder checks.
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditlock.ledger.checkpoint import decode_signature
 from auditlock.ledger.errors import FormatError
+from auditlock.ledger.keys import Signer, public_from_raw, raw_public, verify
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    """A decoded record: its body's bytes and the signature over them."""
+
+    body: bytes
+    signature: bytes
+
+    @property
+    def label(self) -> str:
+        """The record in a SignatureError's message."""
+        raise NotImplementedError
+
+    def verify_with(self, signer: Ed25519PublicKey) -> None:
+        """SignatureError unless `signer` signed this record."""
+        verify(signer, self.signature, self.body, self.label)
+
+
+def sign_record(signer: Signer, body: bytes) -> bytes:
+    """The record's two lines: `body`, then the signature over it."""
+    return body + b"\n" + base64.b64encode(signer.sign(body)) + b"\n"
 
 
 def open_signed_record(
@@ -46,3 +72,17 @@ def open_signed_record(
     if set(raw) != fields:
         raise FormatError(f"{short} members differ from {format}: {sorted(set(raw) ^ fields)}")
     return raw, body, signature
+
+
+def encode_public_key(public: Ed25519PublicKey) -> str:
+    """A public key member: the base64 of the raw 32-byte key."""
+    return base64.b64encode(raw_public(public)).decode()
+
+
+def decode_public_key(text: str, member: str) -> Ed25519PublicKey:
+    """A public key member, which must be the canonical base64 of a raw Ed25519 key;
+    ValueError, binascii.Error or KeyFileError naming the problem."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text:
+        raise ValueError(f"{member} is not canonical base64")
+    return public_from_raw(raw)

@@ -172,28 +172,39 @@ def load_trust(
     return trust
 
 
+def _read_record(
+    obj: ObjectName, read: Read, max_bytes: int, decode: Callable[[bytes], Any], corrupt: str
+) -> tuple[Any, list[Finding]]:
+    """The object decoded; else `corrupt` (it does not decode, or is gone) or
+    `object-unreadable` (the read failed)."""
+    try:
+        return decode(read(obj.name, max_bytes)), []
+    except (FormatError, KeyFileError, ObjectNotFound, ObjectUnreadable) as exc:
+        return None, [Place().find(corrupt, str(exc), object=obj.name)]
+    except DestinationError as exc:
+        return None, [Place().find("object-unreadable", str(exc), object=obj.name)]
+
+
+def _stored_key(data: bytes) -> Ed25519PublicKey:
+    pub = load_public_key(data)
+    if public_pem(pub) != data:  # one stored form: PEM parsers skip text around it
+        raise KeyFileError("not exactly the PEM SubjectPublicKeyInfo of its key")
+    return pub
+
+
 def load_key(obj: ObjectName, read: Read) -> tuple[Ed25519PublicKey | None, list[Finding]]:
     """A stored public key. `key-corrupt` (not exactly the PEM of one key),
     `key-mismatch` (its id is not its name), `object-unreadable`."""
-    here = Place()
-    try:
-        data = read(obj.name, MAX_KEY_BYTES)
-        pub = load_public_key(data)
-        if public_pem(pub) != data:  # one stored form: PEM parsers skip text around it
-            raise KeyFileError("not exactly the PEM SubjectPublicKeyInfo of its key")
-    except (KeyFileError, ObjectNotFound, ObjectUnreadable) as exc:
-        return None, [here.find("key-corrupt", str(exc), object=obj.name)]
-    except DestinationError as exc:
-        return None, [here.find("object-unreadable", str(exc), object=obj.name)]
-    if key_id(pub) != obj.key_id:
+    pub, found = _read_record(obj, read, MAX_KEY_BYTES, _stored_key, "key-corrupt")
+    if pub is not None and key_id(pub) != obj.key_id:
         return None, [
-            here.find(
+            Place().find(
                 "key-mismatch",
                 f"holds key {key_id(pub)[:16]}…, not the key its name says",
                 object=obj.name,
             )
         ]
-    return pub, []
+    return pub, found
 
 
 def load_rotation(obj: ObjectName, read: Read, trust: Trust) -> list[Finding]:
@@ -201,13 +212,10 @@ def load_rotation(obj: ObjectName, read: Read, trust: Trust) -> list[Finding]:
     `rotation-mismatch`, `rotation-unverifiable` (old key not stored),
     `rotation-bad-signature`, `object-unreadable`."""
     here = Place()
-    try:
-        record = decode_rotation(read(obj.name, MAX_ROTATION_BYTES))
-    except (FormatError, ObjectNotFound, ObjectUnreadable) as exc:
-        return [here.find("rotation-corrupt", str(exc), object=obj.name)]
-    except DestinationError as exc:
-        return [here.find("object-unreadable", str(exc), object=obj.name)]
-    if (record.old_key_id, record.new_key_id) != (obj.old_key_id, obj.key_id):
+    record, found = _read_record(obj, read, MAX_ROTATION_BYTES, decode_rotation, "rotation-corrupt")
+    if record is None:
+        return found
+    if not record.named_by(obj):
         return [
             here.find("rotation-mismatch", "record names other keys than its name", object=obj.name)
         ]
@@ -230,13 +238,12 @@ def load_certificate(obj: ObjectName, read: Read, trust: Trust) -> list[Finding]
     (the issuer's key is neither given nor stored), `certificate-bad-signature`,
     `object-unreadable`."""
     here = Place()
-    try:
-        cert = decode_certificate(read(obj.name, MAX_CERTIFICATE_BYTES))
-    except (FormatError, ObjectNotFound, ObjectUnreadable) as exc:
-        return [here.find("certificate-corrupt", str(exc), object=obj.name)]
-    except DestinationError as exc:
-        return [here.find("object-unreadable", str(exc), object=obj.name)]
-    if (cert.key_id, cert.serial) != (obj.key_id, obj.index):
+    cert, found = _read_record(
+        obj, read, MAX_CERTIFICATE_BYTES, decode_certificate, "certificate-corrupt"
+    )
+    if cert is None:
+        return found
+    if not cert.named_by(obj):
         return [
             here.find(
                 "certificate-mismatch",

@@ -14,7 +14,6 @@ one deleted or replaced after the next was written is detectable, and are stored
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Iterable
@@ -27,7 +26,7 @@ from auditlock.ledger.keys import Signer
 from auditlock.ledger.limits import MAX_WITNESS_BYTES
 from auditlock.ledger.names import STREAM_PATTERN, check_stream_id
 from auditlock.ledger.newest import StreamTip
-from auditlock.ledger.signed_record import open_signed_record
+from auditlock.ledger.signed_record import open_signed_record, sign_record
 from auditlock.ledger.timestamps import format_ns, normalize_time, parse_ns
 from auditlock.sinks.base import Destination
 
@@ -148,7 +147,7 @@ def encode_record(record: WitnessRecord, signer: Signer) -> bytes:
             f"a witness record of {len(record.streams)} streams would be {len(body)} bytes, "
             f"more than FORMAT.md allows ({MAX_WITNESS_BYTES})"
         )
-    return body + b"\n" + base64.b64encode(signer.sign(body)) + b"\n"
+    return sign_record(signer, body)
 
 
 def witnessed(tips: Iterable[StreamTip]) -> tuple[Witnessed, ...]:
