@@ -5,19 +5,15 @@ DuckDB read as they are (docs/review.md, "Exports")."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
-    exit_code,
-    print_summaries,
+    finish,
     run_guarded,
-    verdict,
     verified_trails,
-    write_stdout,
 )
 
 
@@ -59,13 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         except ExportError as exc:
             raise UsageError(str(exc)) from None
     events = sum(partitions.values())
-    if args.json:
-        write_stdout(json.dumps({
-            "result": verdict(trails),
-            "out": str(out), "format": args.format, "events": events,
-            "partitions": partitions, "trails": [t.summary_json() for t in trails],
-        }, indent=1))  # fmt: skip
-    else:
-        print_summaries(trails)
-        write_stdout(f"wrote {events} events in {len(partitions)} partitions to {out}")
-    return exit_code(trails)
+    return finish(
+        args, trails, f"wrote {events} events in {len(partitions)} partitions to {out}",
+        out=str(out), format=args.format, events=events, partitions=partitions,
+    )  # fmt: skip

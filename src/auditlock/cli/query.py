@@ -18,10 +18,8 @@ from typing import Any
 from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
-    exit_code,
-    print_summaries,
+    finish,
     run_guarded,
-    verdict,
     verified_trails,
     write_stdout,
 )
@@ -121,11 +119,9 @@ def _run(args: argparse.Namespace) -> int:
             query = f"SELECT * FROM events ORDER BY {TIME_ORDER}"
         _check_sql(engine, query)
         if args.json:
-            _print_json(engine, trails, query, args.limit)
-        else:
-            print_summaries(trails)
-            _write(engine, query, args)
-    return exit_code(trails)
+            columns, rows = json_rows(engine, query, args.limit)
+            return finish(args, trails, columns=columns, rows=rows)
+        return finish(args, trails, lambda: _write(engine, query, args))
 
 
 def _check_sql(engine: Any, query: str) -> None:
@@ -150,10 +146,17 @@ def _write(engine: Any, query: str, args: argparse.Namespace) -> None:
         return
     if limit is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
-    if args.format == "ocsf":
-        write_ocsf(engine, query, args.out)
+    write_rows(engine, query, args.format, args.out)
+
+
+def write_rows(engine: Any, query: str, format: str, out: Path | None) -> None:
+    """The rows of `query` in a file format (not the table) to `out` or standard output."""
+    from auditlock.review import formats
+
+    if format == "ocsf":
+        write_ocsf(engine, query, out)
         return
-    formats.copy_to(engine.con, query, args.format, args.out or binary_stdout())
+    formats.copy_to(engine.con, query, format, out or binary_stdout())
     sys.stdout.flush()
 
 
@@ -192,18 +195,12 @@ def _emit(args: argparse.Namespace, text: str) -> None:
         write_stdout(text)
 
 
-def _print_json(engine: Any, trails: list[Any], query: str, limit: int | None) -> None:
+def json_rows(engine: Any, query: str, limit: int | None = None) -> tuple[list[str], list[Any]]:
+    """The columns of `query` and its rows as JSON objects (times as RFC 3339 text)."""
     from auditlock.review.formats import texts_for_times
 
     relation = engine.sql(query)
     select = f"SELECT to_json(r) FROM (SELECT {texts_for_times(relation)} FROM ({query})) r"
     if limit is not None:
         select += f" LIMIT {int(limit)}"
-    rows = [json.loads(text) for (text,) in engine.sql(select).fetchall()]
-    document = {
-        "result": verdict(trails),
-        "trails": [t.summary_json() for t in trails],
-        "columns": list(relation.columns),
-        "rows": rows,
-    }
-    write_stdout(json.dumps(document, indent=1))
+    return list(relation.columns), [json.loads(text) for (text,) in engine.sql(select).fetchall()]

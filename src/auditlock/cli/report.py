@@ -9,7 +9,6 @@ still written, and shows them), 2 usage or I/O error, 3 the command failed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,10 @@ from typing import Any
 from auditlock.cli.review_common import (
     UsageError,
     add_trail_options,
-    exit_code,
-    print_summaries,
+    finish,
     run_guarded,
     trusted_keys,
     verified_trails,
-    write_stdout,
 )
 
 
@@ -85,16 +82,12 @@ def _run(args: argparse.Namespace) -> int:
             trails, since_ns=since, until_ns=until, anchors=keys,
             title=args.title or DEFAULT_TITLE, memory_limit=args.memory_limit,
         )  # fmt: skip
-    write_atomically(args.out, text.encode())
-    code = exit_code(trails)
-    if args.json:
-        write_stdout(json.dumps({
-            "result": "PASS" if code == 0 else "FAIL",
-            "out": str(args.out),
-            "bytes": len(text.encode()),
-            "trails": [t.summary_json() for t in trails],
-        }, indent=2))  # fmt: skip
-    else:
-        print_summaries(trails)
-        write_stdout(f"report: {args.out} ({len(text.encode()):,} bytes)")
-    return code
+    data = text.encode()
+    write_atomically(args.out, data)
+    return finish(
+        args,
+        trails,
+        f"report: {args.out} ({len(data):,} bytes)",
+        out=str(args.out),
+        bytes=len(data),
+    )

@@ -183,6 +183,29 @@ def print_summaries(trails: list[Any]) -> None:
         print(describe(trail), file=sys.stderr)
 
 
+def finish(
+    args: argparse.Namespace,
+    trails: list[Any],
+    answer: str | Callable[[], object] = "",
+    **document: Any,
+) -> int:
+    """How every review command ends; returns its exit code. With --json, one document:
+    the verdict, each trail's summary, then `document` (docs/review.md). Otherwise what
+    was verified and excluded (stderr), then the `answer` (stdout): a line, or a function
+    writing it."""
+    if args.json:
+        summaries = [t.summary_json() for t in trails]
+        write_stdout(json.dumps({"result": verdict(trails), "trails": summaries, **document},
+                                indent=1))  # fmt: skip
+    else:
+        print_summaries(trails)
+        if callable(answer):
+            answer()
+        elif answer:
+            write_stdout(answer)
+    return exit_code(trails)
+
+
 def error(args: argparse.Namespace, code: int, message: str) -> int:
     from auditlock.ledger.escape import escape
 
