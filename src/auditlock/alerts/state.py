@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
+from auditlock.alerts.builtin import STATE_SEVERITY
 from auditlock.alerts.engine import (
     RESEND_SECONDS,
     Alert,
@@ -36,6 +38,10 @@ class StateAlerts:
     def key(self, name: str, severity: str, labels: dict[str, str]) -> str:
         """The fingerprint `observe` files this condition under (for `resolve_missing`)."""
         return fingerprint(self._labels(name, severity, labels))
+
+    def builtin_key(self, name: str, labels: dict[str, str]) -> str:
+        """`key` of a built-in state alert (builtin.STATE_SEVERITY)."""
+        return self.key(name, STATE_SEVERITY[name], labels)
 
     def _labels(self, name: str, severity: str, labels: dict[str, str]) -> dict[str, str]:
         return {
@@ -92,6 +98,12 @@ class StateAlerts:
         )
         self._firing[key] = (alert, now)
         return Transition("fired", alert)
+
+    def observe_builtin(
+        self, name: str, labels: dict[str, str], holds: bool, summary: str, **options: Any
+    ) -> Transition | None:
+        """`observe` a built-in state alert, at its severity (builtin.STATE_SEVERITY)."""
+        return self.observe(name, STATE_SEVERITY[name], labels, holds, summary, **options)
 
     def resolve_missing(self, name: str, seen: set[str]) -> list[Transition]:
         """Resolve the firing alerts of `name` whose fingerprint is not in `seen` (their

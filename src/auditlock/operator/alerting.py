@@ -287,7 +287,6 @@ class OperatorAlerts:
         now = self.clock()
         changes: list[Transition] = []
         seen_silent: set[str] = set()
-        seen_invalid: set[str] = set()
         absence = [r for r in self._absence if r.namespace == entry.namespace]
         for stream, tip in sorted(tips.items()):
             pod = pod_of_stream(self.cluster, entry.namespace, stream)
@@ -296,29 +295,17 @@ class OperatorAlerts:
             labels = {"namespace": entry.namespace, "policy": entry.name, "stream": stream}
             if pod:
                 labels["pod"] = pod
-            if tip.signed is None:
-                key = self.states.key(builtin.CHECKPOINT_INVALID, "critical", labels)
-                seen_invalid.add(key)
-                changes += _some(
-                    self.states.observe(
-                        builtin.CHECKPOINT_INVALID,
-                        builtin.STATE_SEVERITY[builtin.CHECKPOINT_INVALID],
-                        labels,
-                        True,
-                        f"Newest checkpoint of stream {stream} is unusable: {tip.problem}",
-                        pod=pod,
-                    )
-                )
-                continue
-            changes += _some(  # usable again: resolves an earlier CheckpointInvalid
-                self.states.observe(
+            changes += _some(  # a usable one resolves an earlier CheckpointInvalid
+                self.states.observe_builtin(
                     builtin.CHECKPOINT_INVALID,
-                    builtin.STATE_SEVERITY[builtin.CHECKPOINT_INVALID],
                     labels,
-                    False,
-                    "",
+                    tip.signed is None,
+                    f"Newest checkpoint of stream {stream} is unusable: {tip.problem}",
+                    pod=pod,
                 )
             )
+            if tip.signed is None:
+                continue
             checkpoint = tip.signed.checkpoint
             if checkpoint.closed:
                 continue
@@ -332,14 +319,10 @@ class OperatorAlerts:
                 ),
             )  # fmt: skip
             silent = age > limit
-            key = self.states.key(
-                builtin.STREAM_SILENT, builtin.STATE_SEVERITY[builtin.STREAM_SILENT], labels
-            )
-            seen_silent.add(key)
+            seen_silent.add(self.states.builtin_key(builtin.STREAM_SILENT, labels))
             changes += _some(
-                self.states.observe(
+                self.states.observe_builtin(
                     builtin.STREAM_SILENT,
-                    builtin.STATE_SEVERITY[builtin.STREAM_SILENT],
                     labels,
                     silent and builtin.STREAM_SILENT not in self.settings.disabled_builtins,
                     f"Stream {stream} has written no event and no checkpoint for "
@@ -406,11 +389,7 @@ class OperatorAlerts:
             if name in self.settings.disabled_builtins:
                 holds = False
             summary = text.replace("{ns}", entry.namespace).replace("{name}", entry.name)
-            changes += _some(
-                self.states.observe(
-                    name, builtin.STATE_SEVERITY[name], labels, holds, summary[:1024]
-                )
-            )
+            changes += _some(self.states.observe_builtin(name, labels, holds, summary[:1024]))
         self._submit(changes)
 
     # -- rules for the collectors -----------------------------------------------------

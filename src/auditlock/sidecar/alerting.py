@@ -153,9 +153,8 @@ class CollectorAlerts:
         since = self.metrics.destination_failing_since
         failing = 0.0 if since is None else time.monotonic() - since
         changes = [
-            self.states.observe(
+            self.states.observe_builtin(
                 builtin.SPOOL_FILLING,
-                builtin.STATE_SEVERITY[builtin.SPOOL_FILLING],
                 labels,
                 fill > self.config.spool_filling_ratio,
                 f"Spool of stream {self.stream} is {fill:.0%} full (alert above "
@@ -163,9 +162,8 @@ class CollectorAlerts:
                 "will push back when it is full",
                 pod=pod,
             ),
-            self.states.observe(
+            self.states.observe_builtin(
                 builtin.UPLOADS_FAILING,
-                builtin.STATE_SEVERITY[builtin.UPLOADS_FAILING],
                 labels,
                 failing > self.config.uploads_failing_seconds,
                 f"Uploads of stream {self.stream} have failed for {failing:.0f} s: events "
