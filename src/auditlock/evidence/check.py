@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,10 +42,17 @@ from auditlock.ledger.certificate import Certificate, decode_certificate
 from auditlock.ledger.checkpoint import SignedCheckpoint, body_digest, decode_checkpoint
 from auditlock.ledger.errors import FormatError, KeyFileError, ProofError, SignatureError
 from auditlock.ledger.keys import key_id, load_public_key, public_pem, verify
-from auditlock.ledger.names import parse_name
+from auditlock.ledger.names import ObjectName, parse_name
 from auditlock.ledger.proof import check_proof
-from auditlock.ledger.rotation import decode_rotation
+from auditlock.ledger.rotation import Rotation, decode_rotation
 from auditlock.ledger.timestamps import parse_ns
+
+_Record = TypeVar("_Record", Rotation, Certificate)
+
+
+def _ledger_name(member: str) -> ObjectName | None:
+    """What the name of a member under the package's ledger says (None: no ledger object)."""
+    return parse_name(member[len(layout.LEDGER) :]) if member.startswith(layout.LEDGER) else None
 
 
 @dataclass
@@ -180,9 +188,7 @@ class _Checker:
         edges: dict[str, list[tuple[str, Any, str]]] = {}
         certificates: list[tuple[Certificate, str]] = []
         for name, data in self.intact.items():
-            parsed = (
-                parse_name(name[len(layout.LEDGER) :]) if name.startswith(layout.LEDGER) else None
-            )
+            parsed = _ledger_name(name)
             if parsed is None:
                 continue
             if parsed.kind == "key":
@@ -196,25 +202,15 @@ class _Checker:
                     continue
                 stored[parsed.key_id] = key
             elif parsed.kind == "rotation":
-                try:
-                    record = decode_rotation(data)
-                except FormatError as exc:
-                    self.find("rotation-invalid", str(exc), name)
-                    continue
-                if (record.old_key_id, record.new_key_id) != (parsed.old_key_id, parsed.key_id):
-                    self.find("rotation-invalid", "names other keys than its member name", name)
-                    continue
-                edges.setdefault(record.old_key_id, []).append((record.new_key_id, record, name))
+                rotation = self._signed_record(name, parsed, data, decode_rotation, "other keys")
+                if rotation is not None:
+                    edges.setdefault(rotation.old_key_id, []).append(
+                        (rotation.new_key_id, rotation, name)
+                    )
             elif parsed.kind == "certificate":
-                try:
-                    cert = decode_certificate(data)
-                except FormatError as exc:
-                    self.find("certificate-invalid", str(exc), name)
-                    continue
-                if (cert.key_id, cert.serial) != (parsed.key_id, parsed.index):
-                    self.find("certificate-invalid", "names another key than its member name", name)
-                    continue
-                certificates.append((cert, name))
+                cert = self._signed_record(name, parsed, data, decode_certificate, "another key")
+                if cert is not None:
+                    certificates.append((cert, name))
         # Trust flows from the given keys through rotations signed by a trusted key only.
         queue = deque(self.trusted)
         while queue:
@@ -241,13 +237,31 @@ class _Checker:
                 continue
             self.certified.setdefault(cert.key_id, []).append(cert)
 
+    def _signed_record(
+        self,
+        member: str,
+        parsed: ObjectName,
+        data: bytes,
+        decode: Callable[[bytes], _Record],
+        names: str,
+    ) -> _Record | None:
+        """The rotation or certificate member decoded, if it is the record its member name
+        says; else `<kind>-invalid` (saying it `names` other than its member name)."""
+        try:
+            record = decode(data)
+        except FormatError as exc:
+            self.find(f"{parsed.kind}-invalid", str(exc), member)
+            return None
+        if not record.named_by(parsed):
+            self.find(f"{parsed.kind}-invalid", f"names {names} than its member name", member)
+            return None
+        return record
+
     # -- 4. checkpoints -------------------------------------------------------------------
 
     def _checkpoints(self) -> None:
         for name, data in sorted(self.intact.items()):
-            parsed = (
-                parse_name(name[len(layout.LEDGER) :]) if name.startswith(layout.LEDGER) else None
-            )
+            parsed = _ledger_name(name)
             if parsed is None or parsed.kind != "checkpoint":
                 continue
             try:
