@@ -56,6 +56,10 @@ def _allow(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
     return _review(uid, response)
 
 
+# The webhook of each hook, as its messages name it.
+_WEBHOOKS = {"mutate": "injection", "validate": "enforcement"}
+
+
 class _BadRequest(Exception):
     def __init__(self, message: str, uid: str = "", namespace: str | None = None) -> None:
         super().__init__(message)
@@ -225,7 +229,7 @@ def mutate(
     try:
         uid, namespace, pod, request = _parse(body)
     except _BadRequest as exc:
-        answer, outcome = _bad_request_answer("injection", exc, registry)
+        answer, outcome = _bad_request_answer(_WEBHOOKS["mutate"], exc, registry)
         stats.count("mutate", outcome)
         return answer
     in_namespace = registry.in_namespace(namespace)
@@ -252,21 +256,12 @@ def mutate(
         findings = pod_isolation.check_with(admitted, in_namespace, entry)
     else:
         findings = pod_isolation.check(pod, in_namespace, settings)
-    warnings: list[str] = []
-    swapped = _collector_swapped(request, pod)
-    if swapped is not None:
-        findings.refusals.insert(0, swapped)  # the cause; the mounts it flags follow
-    if findings.shared_with is not None:
-        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings)
-        if findings.shared_with.required:
-            findings.refusals.append(message + " (enforcement: required)")
-        else:
-            warnings.append(message)
+    warning = _isolation(namespace, pod, request, findings)
     if findings.refusals:
         stats.count("mutate", "denied-isolation")
         return _refuse(uid, namespace, pod, findings.refusals)
     stats.count("mutate", outcome)
-    answer = _allow(uid, warnings)
+    answer = _allow(uid, [warning] if warning else [])
     if patch:
         answer["response"]["patchType"] = "JSONPatch"
         answer["response"]["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
@@ -286,7 +281,7 @@ def validate(
     try:
         uid, namespace, pod, request = _parse(body)
     except _BadRequest as exc:
-        answer, outcome = _bad_request_answer("enforcement", exc, registry)
+        answer, outcome = _bad_request_answer(_WEBHOOKS["validate"], exc, registry)
         stats.count("validate", outcome)
         return answer
     in_namespace = registry.in_namespace(namespace)
@@ -305,17 +300,30 @@ def validate(
         findings = pod_isolation.check_with(pod, in_namespace, genuine)
     else:
         findings = pod_isolation.check(pod, in_namespace, settings)
-    if findings.shared_with is not None and findings.shared_with.required:
-        message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings)
-        findings.refusals.append(message + " (enforcement: required)")
-    swapped = _collector_swapped(request, pod)
-    if swapped is not None:
-        findings.refusals.insert(0, swapped)  # the cause; the mounts it flags follow
+    _isolation(namespace, pod, request, findings)  # its warning is the mutating webhook's
     if findings.refusals:
         stats.count("validate", "denied-isolation")
         return _refuse(uid, namespace, pod, findings.refusals)
     stats.count("validate", "allowed")
     return _allow(uid)
+
+
+def _isolation(
+    namespace: str, pod: dict[str, Any], request: dict[str, Any], findings: pod_isolation.Findings
+) -> str | None:
+    """Add to `findings.refusals` a swapped collector (first: the cause; the mounts it flags
+    follow) and a volume shared with the collector of a `required` policy; return the
+    warning for one shared with the collector of a policy that is not."""
+    swapped = _collector_swapped(request, pod)
+    if swapped is not None:
+        findings.refusals.insert(0, swapped)
+    if findings.shared_with is None:
+        return None
+    message = pod_isolation.shared_message(f"{namespace}/{pod_name(pod)}", findings)
+    if not findings.shared_with.required:
+        return message
+    findings.refusals.append(message + " (enforcement: required)")
+    return None
 
 
 def _not_injected_message(
@@ -347,6 +355,5 @@ def internal_error_answer(webhook: str, body: bytes, registry: PolicyRegistry) -
             namespace = found if isinstance(found, str) else None
     except ValueError:  # orjson.JSONDecodeError, also for nesting deeper than 1024
         pass
-    name = "injection" if webhook == "mutate" else "enforcement"
     error = _BadRequest("internal error while handling it (see operator log)", uid, namespace)
-    return _bad_request_answer(name, error, registry)[0]
+    return _bad_request_answer(_WEBHOOKS[webhook], error, registry)[0]
