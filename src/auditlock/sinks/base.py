@@ -102,6 +102,16 @@ class ObjectConflict(DestinationError):
     """An object of that name exists with different bytes. Never overwritten."""
 
 
+def same_bytes_or_conflict(where: str, stored: bytes, offered: bytes) -> None:
+    """Storing an object again is an idempotent retry only with the bytes it holds; other
+    bytes are an ObjectConflict (`where` names the object)."""
+    if stored != offered:
+        raise ObjectConflict(
+            f"{where} already exists with different bytes ({len(stored)} stored, "
+            f"{len(offered)} offered); refusing to overwrite - this is a bug or tampering"
+        )
+
+
 class TransientError(DestinationError):
     """A failure worth retrying (throttling, 5xx, timeouts) that outlived its retries."""
 

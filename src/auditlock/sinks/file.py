@@ -46,6 +46,7 @@ from auditlock.sinks.base import (
     ObjectUnreadable,
     PutResult,
     RetentionSpec,
+    same_bytes_or_conflict,
 )
 from auditlock.sinks.naming import validate_name
 
@@ -134,12 +135,7 @@ class FileDestination(Destination):
         data: bytes,
         retention: RetentionSpec | None,
     ) -> PutResult:
-        if existing != data:
-            raise ObjectConflict(
-                f"{name!r} already exists in {self.root} with different bytes "
-                f"({len(existing)} stored, {len(data)} offered); refusing to overwrite - "
-                "this is a bug or tampering"
-            )
+        same_bytes_or_conflict(f"{name!r} in {self.root}", existing, data)
         # Same bytes: an idempotent retry. Heal metadata lost to a crash after the link.
         recorded = self._read_retention(name)
         if recorded is None:

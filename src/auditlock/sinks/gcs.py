@@ -52,11 +52,11 @@ from auditlock.sinks.base import (
     Destination,
     DestinationError,
     LockMode,
-    ObjectConflict,
     ObjectNotFound,
     ObjectRetention,
     PutResult,
     RetentionSpec,
+    same_bytes_or_conflict,
 )
 from auditlock.sinks.gcs_json import SCOPES, GCSHTTPError, JsonApi, format_time, parse_time
 from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
@@ -359,13 +359,7 @@ class GCSDestination(Destination):
     def _already_there(
         self, name: str, key: str, data: bytes, retention: RetentionSpec | None
     ) -> PutResult:
-        existing = self.get(name)
-        if existing != data:
-            raise ObjectConflict(
-                f"gs://{self.bucket_name}/{key} already exists with different bytes "
-                f"({len(existing)} stored, {len(data)} offered); refusing to overwrite - "
-                "this is a bug or tampering"
-            )
+        same_bytes_or_conflict(f"gs://{self.bucket_name}/{key}", self.get(name), data)
         stored = self.retention(name)
         if retention is not None and retention.legal_hold and not stored.legal_hold:
             self._hold(key)

@@ -47,6 +47,7 @@ from auditlock.sinks.base import (
     ObjectUnreadable,
     PutResult,
     RetentionSpec,
+    same_bytes_or_conflict,
 )
 from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
 from auditlock.sinks.retry import RetryPolicy, call_with_retries
@@ -316,13 +317,7 @@ class S3Destination(Destination):
         return None
 
     def _already_there(self, name: str, key: str, data: bytes) -> PutResult:
-        existing = self.get(name)
-        if existing != data:
-            raise ObjectConflict(
-                f"s3://{self.bucket}/{key} already exists with different bytes "
-                f"({len(existing)} stored, {len(data)} offered); refusing to overwrite - "
-                "this is a bug or tampering"
-            )
+        same_bytes_or_conflict(f"s3://{self.bucket}/{key}", self.get(name), data)
         return PutResult(name=name, size=len(data), created=False, retention=self.retention(name))
 
     def _exists(self, key: str) -> bool:
