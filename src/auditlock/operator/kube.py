@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from kubernetes import client, config
@@ -19,6 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from auditlock.operator.names import COLLECTOR_CONTAINER, LABEL_POLICY
 from auditlock.operator.pod_census import PodView
 from auditlock.policy.model import GROUP, PLURAL, VERSION
+
+_T = TypeVar("_T")
 
 
 class NotFound(Exception):
@@ -86,23 +89,17 @@ class Kube:
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's base64 `data`, or None when it does not exist."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return dict(secret.data or {})
+        secret = _unless_missing(lambda: self.core.read_namespaced_secret(name, namespace))
+        return None if secret is None else dict(secret.data or {})
 
     def observe_secret(self, namespace: str, name: str, timeout: float) -> SecretSeen | None:
         """The Secret as it is now (resourceVersion, type, decoded values), or None when it
         does not exist. For hashing only: callers never keep or log the values."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        secret = _unless_missing(
+            lambda: self.core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
+        )
+        if secret is None:
+            return None
         values: dict[str, bytes] = {}
         for key, encoded in (secret.data or {}).items():
             try:
@@ -236,27 +233,23 @@ class Kube:
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The pod as the API server has it now; None when there is no such pod."""
-        try:
-            answer = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        answer = _unless_missing(
+            lambda: self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        )
+        if answer is None:
+            return None
         pod = orjson.loads(answer.data)
         return pod if isinstance(pod, dict) else None
 
     # -- AuditPolicies ------------------------------------------------------------------
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+        policy: dict[str, Any] | None = _unless_missing(
+            lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
+        )
+        return policy
 
     def list_policies(self) -> list[dict[str, Any]]:
         answer = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
@@ -317,3 +310,13 @@ def kopf_connection(api: client.ApiClient) -> Any:
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
     )
+
+
+def _unless_missing(read: Callable[[], _T]) -> _T | None:
+    """`read()`, or None when the API server answers 404: there is no such object."""
+    try:
+        return read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
