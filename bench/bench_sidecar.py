@@ -418,6 +418,7 @@ def bench_stages(events: int) -> None:
     from auditlock.sidecar.config import PipelineConfig, SourceIdentity
     from auditlock.sidecar.pipeline import Pipeline
     from auditlock.sidecar.pipeline.recent_ids import RecentIds
+    from auditlock.sidecar.pipeline.typed_records import TypedRecords
     from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
     from auditlock.sidecar.spool.records import decode_payload, pack_encoded
     from auditlock.sinks.base import LockMode, RetentionSpec
@@ -434,12 +435,12 @@ def bench_stages(events: int) -> None:
     floor = floor_rate([frames])
     timings.append(("floor (decode + sorted-key JSON + SHA-256)", floor["cpu_s"]))
 
-    def read() -> list[Entries]:
+    def read() -> list[Any]:
         reader = MessageReader(8 * 1024 * 1024)
         out = []
         for frame in frames:
             reader.feed(frame)
-            out.extend(item for item in reader.read() if type(item) is Entries)
+            out.extend(item for item in reader.read() if isinstance(item, (Entries, TypedRecords)))
         return out
 
     batches = timed("Forward reader (decode entries)", read)

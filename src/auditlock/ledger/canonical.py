@@ -12,8 +12,9 @@ exact for every accepted event:
 * object member names contain only Basic Multilingual Plane characters, so ordering by
   code point (what orjson does, via UTF-8 bytes) equals ordering by UTF-16 code units.
 
-orjson's string escaping is the RFC 8785 escaping. A hypothesis test
-(tests/unit/test_ledger_canonical.py) checks this encoder against the `rfc8785` package
+orjson's string escaping is the RFC 8785 escaping, and so is msgspec's (`canonical_lines`,
+which also writes msgspec structs with their fields sorted by name). Hypothesis tests
+(tests/unit/test_ledger_canonical.py) check both encoders against the `rfc8785` package
 over the whole accepted event space.
 """
 
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
 _OPTIONS = orjson.OPT_SORT_KEYS
+_LINES = msgspec.json.Encoder(order="sorted")
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -35,3 +38,14 @@ def canonical_bytes(value: Any) -> bytes:
     `normalize_event` or `AuditEvent`.
     """
     return orjson.dumps(value, option=_OPTIONS)
+
+
+def canonical_lines(values: list[Any]) -> list[bytes]:
+    """`canonical_bytes` of each value (dicts or msgspec structs), in one encoder call.
+
+    A JSON value never holds a raw newline (strings escape it), so the values' lines are
+    split apart at newlines; each line is a bytes object of exactly its length.
+    """
+    lines = _LINES.encode_lines(values).split(b"\n")
+    lines.pop()
+    return lines

@@ -32,6 +32,7 @@ from typing import Any
 from auditlock.sidecar.metrics import Metrics
 from auditlock.sidecar.pipeline import Pipeline, Processed, Rejected
 from auditlock.sidecar.pipeline.recent_ids import RecentIds
+from auditlock.sidecar.pipeline.typed_records import TypedRecords
 from auditlock.sidecar.spool.spool import RecordTooLarge, Spool, SpoolFull, SpoolWriteFailed
 
 log = logging.getLogger("auditlock.sidecar.intake")
@@ -169,7 +170,10 @@ class Intake:
     # --- preparing ------------------------------------------------------------------
 
     def prepare(
-        self, input_name: str, entries: Iterable[tuple[str, int, Any]], count: bool = True
+        self,
+        input_name: str,
+        entries: Iterable[tuple[str, int, Any]] | TypedRecords,
+        count: bool = True,
     ) -> Processed:
         """Run the pipeline over raw entries; `count=False` leaves counting to `commit`,
         for a batch that may yet turn out to be a retransmission."""

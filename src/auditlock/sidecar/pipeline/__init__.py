@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditlock.ledger.canonical import canonical_bytes
+import msgspec
+
+from auditlock.ledger.canonical import canonical_bytes, canonical_lines
 from auditlock.ledger.limits import MAX_EVENT_BYTES
 from auditlock.ledger.typed_json import has_astral
 from auditlock.sidecar.config import PipelineConfig, SourceIdentity
@@ -15,6 +17,7 @@ from auditlock.sidecar.pipeline.filter import PolicyFilter
 from auditlock.sidecar.pipeline.normalize import Normalizer, Rejected
 from auditlock.sidecar.pipeline.recent_ids import RecentIds
 from auditlock.sidecar.pipeline.redact import Redactor
+from auditlock.sidecar.pipeline.typed_records import Event, TypedRecords
 
 __all__ = ["MESSAGE_EVENT_BYTES", "Pipeline", "Processed", "Rejected"]
 
@@ -44,7 +47,9 @@ class Pipeline:
             self.redactor.apply(event)
         return event
 
-    def process_all(self, input_name: str, entries: Iterable[tuple[str, int, Any]]) -> Processed:
+    def process_all(
+        self, input_name: str, entries: Iterable[tuple[str, int, Any]] | TypedRecords
+    ) -> Processed:
         """`process` over many entries, each kept event turned into its canonical bytes at
         once (what the spool stores).
 
@@ -52,6 +57,8 @@ class Pipeline:
         own step: a read's thousand events alive together would be promoted through the
         cyclic garbage collector's generations and make its full collections frequent.
         """
+        if type(entries) is TypedRecords:
+            return self._process_typed(input_name, entries)
         out = Processed()
         events = out.events
         normalize = self.normalize
@@ -98,14 +105,7 @@ class Pipeline:
                     continue
                 data = encode(redone)
             if len(data) > MAX_EVENT_BYTES:  # escaping can make the stored form larger
-                out.unstorable.append(
-                    Rejected(
-                        "too_large",
-                        "record",
-                        f"event is {len(data)} bytes once stored, more than the ledger's "
-                        f"{MAX_EVENT_BYTES} (docs/FORMAT.md, size limits)",
-                    )
-                )
+                out.unstorable.append(_too_large(data))
                 continue
             # A copy of exactly its length: orjson's result keeps its whole working
             # buffer (~4 KiB resident for a 300-byte event), and a message's events are
@@ -114,6 +114,96 @@ class Pipeline:
             if normalize.sender_key is not None:
                 out.ids.append((normalize.sender_key, len(events) - 1, index))
         return out
+
+    def _process_typed(self, input_name: str, records: TypedRecords) -> Processed:
+        """`process_all` over records a typed decoder read: the normalizer makes `Event`
+        structs of the common ones, and the batch becomes canonical lines in one call."""
+        out = Processed()
+        results, keys, clean = self.normalize.typed(input_name, records)
+        keep = None if self.filter.keeps_everything else self.filter.keep
+        redact = self.redactor.apply if self.redactor else None
+        values: list[Any] = results
+        entry_of: list[int] | None = None  # the entry of each value (None: the same index)
+        if not clean or keep is not None or redact is not None:
+            values = []
+            entry_of = []
+            for index, event in enumerate(results):
+                if type(event) is Rejected:
+                    out.reject(index, event)
+                    continue
+                if keep is not None or redact is not None:
+                    if type(event) is Event:
+                        event = msgspec.to_builtins(event)  # what the filter and redactor read
+                    if keep is not None and not keep(event):
+                        out.filtered += 1
+                        continue
+                    if redact is not None:
+                        redact(event)
+                values.append(event)
+                entry_of.append(index)
+        try:
+            lines = canonical_lines(values)
+        except (TypeError, ValueError, OverflowError):  # a gap in validation: find it
+            lines = []
+            for value in values:
+                try:
+                    lines.append(canonical_lines([value])[0])
+                except (TypeError, ValueError, OverflowError) as exc:
+                    lines.append(b"")
+                    out.unstorable.append(
+                        Rejected("bad_value", "record", f"value cannot be stored: {exc}")
+                    )
+        events = out.events
+        if (
+            entry_of is None
+            and all(map(bytes.isascii, lines))
+            and max(map(len, lines), default=0) <= MAX_EVENT_BYTES
+        ):
+            events.extend(lines)  # the common batch: nothing more to check
+            out.ids.extend((key, index, index) for key, index in keys)
+            return out
+        position_of: dict[int, int] = {}
+        for position, data in enumerate(lines):
+            index = position if entry_of is None else entry_of[position]
+            if not data:
+                continue  # unstorable, counted above
+            if type(results[index]) is Event and has_astral(data):
+                # A member name above U+FFFF is refused, and the typed decoder does not
+                # look at names: the general path decides (the id it assigns is new).
+                try:
+                    redone = self.process(
+                        input_name, records.tag, records.times[index], records.general(index)
+                    )
+                except Rejected as exc:
+                    out.reject(index, exc)
+                    continue
+                if redone is None:
+                    out.filtered += 1
+                    continue
+                data = canonical_bytes(redone)
+            if len(data) > MAX_EVENT_BYTES:
+                out.unstorable.append(_too_large(data))
+                continue
+            position_of[index] = len(events)
+            events.append(data)
+        out.ids.extend(
+            (key, position_of[index], index) for key, index in keys if index in position_of
+        )
+        out.rejected.sort(key=_entry_index)  # redone ones came last
+        return out
+
+
+def _entry_index(rejection: tuple[int, Rejected]) -> int:
+    return rejection[0]
+
+
+def _too_large(data: bytes) -> Rejected:
+    return Rejected(
+        "too_large",
+        "record",
+        f"event is {len(data)} bytes once stored, more than the ledger's "
+        f"{MAX_EVENT_BYTES} (docs/FORMAT.md, size limits)",
+    )
 
 
 # The events of one Forward message or HTTP request, as canonical JSON lines, may take at

@@ -25,7 +25,7 @@ import hmac
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -33,6 +33,7 @@ import msgspec
 
 from auditlock.ledger.typed_json import TYPED_DEPTH, json_values
 from auditlock.sidecar.pipeline.normalize import Oversized
+from auditlock.sidecar.pipeline.typed_records import RecordTypes, TypedRecords
 
 EVENT_TIME_EXT = 0
 # An entry (one event) longer than this, as msgpack, is refused without being decoded:
@@ -215,15 +216,23 @@ def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
     yield from _decode_span(tag, view[start:end])
 
 
-def _decode_span(tag: str, span: memoryview) -> Iterator[list[Entry]]:
-    """Every entry of `span`, which holds whole entries only, in batches."""
+def _decode_span(tag: str, span: memoryview) -> Iterator[list[Any]]:
+    """Every entry of `span`, which holds whole entries only, in batches: `TypedRecords`
+    when the record types fit, else `TypedBatch` when the typed maps fit, else lists of
+    entries (see below)."""
     if not span:
         return
-    entries = _decode_span_typed(tag, span)
-    if entries is not None:
-        for start in range(0, len(entries), PACKED_BATCH):
-            yield TypedBatch(entries[start : start + PACKED_BATCH])
-        return
+    array = _entry_array(span)
+    if array is not None:
+        records = _decode_span_records(tag, span, array)
+        if records is not None:
+            yield from records
+            return
+        entries = _decode_array_typed(tag, array)
+        if entries is not None:
+            for start in range(0, len(entries), PACKED_BATCH):
+                yield TypedBatch(entries[start : start + PACKED_BATCH])
+            return
     yield from _decode_span_general(tag, span)
 
 
@@ -276,7 +285,9 @@ class TypedBatch(list[Entry]):
     """Entries decoded by the typed decoder (see above)."""
 
 
-def _decode_span_typed(tag: str, span: memoryview) -> TypedBatch | None:
+def _entry_array(span: memoryview) -> bytes | None:
+    """The span's entries as one msgpack array (for a one-call decoder), or None when the
+    span is not a sequence of whole msgpack objects."""
     data = bytes(span)
     counter = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
     counter.feed(data)
@@ -292,22 +303,94 @@ def _decode_span_typed(tag: str, span: memoryview) -> TypedBatch | None:
         return None
     if counter.tell() != len(data) or count >= 1 << 32:
         return None
-    try:
-        items = _TYPED_SPAN.decode(b"".join((_ARRAY32, count.to_bytes(4, "big"), data)))
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return b"".join((_ARRAY32, count.to_bytes(4, "big"), data))
+
+
+def _event_times(items: list[Any]) -> list[int] | None:
+    """The ns of each entry's EventTime stamp; None when one is not a valid EventTime."""
     unpack = _EVENT_TIME.unpack
-    entries = TypedBatch()
-    append = entries.append
-    for stamp, record in items:
+    times: list[int] = []
+    append = times.append
+    for stamp, _ in items:
         raw: Any = stamp.data  # bytes when decoded
         if stamp.code != EVENT_TIME_EXT or len(raw) != 8:
             return None
         seconds, nanos = unpack(raw)
         if nanos >= 1_000_000_000:
             return None
-        append((tag, seconds * 1_000_000_000 + nanos, record))
-    return entries
+        append(seconds * 1_000_000_000 + nanos)
+    return times
+
+
+def _decode_span_typed(tag: str, span: memoryview) -> TypedBatch | None:
+    array = _entry_array(span)
+    return None if array is None else _decode_array_typed(tag, array)
+
+
+def _decode_array_typed(tag: str, array: bytes) -> TypedBatch | None:
+    try:
+        items = _TYPED_SPAN.decode(array)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    times = _event_times(items)
+    if times is None:
+        return None
+    return TypedBatch(
+        [(tag, time_ns, record) for time_ns, (_, record) in zip(times, items, strict=True)]
+    )
+
+
+# A span of records of the common shape goes further: decoded into the collector's record
+# structs (sidecar/pipeline/typed_records.py), which check the known members too, so the
+# normalizer assembles events without reading members one by one.
+_RECORD_TYPES = RecordTypes()
+
+
+def _decode_span_records(
+    tag: str, span: memoryview, array: bytes, types: RecordTypes = _RECORD_TYPES
+) -> list[TypedRecords] | None:
+    items = types.decode(array)
+    times = None if items is None else _event_times(items)
+    if items is None or times is None:
+        return None
+    extras = types.extras
+    general = _GeneralEntries(tag, span)
+    return [
+        TypedRecords(
+            items[start : start + PACKED_BATCH],
+            tag,
+            times[start : start + PACKED_BATCH],
+            extras,
+            general.batch(start),
+        )
+        for start in range(0, len(items), PACKED_BATCH)
+    ]
+
+
+class _GeneralEntries:
+    """The records of a span as the entry-by-entry decoder reads them, decoded only when
+    the normalizer asks for one (a record it leaves to its general path), one batch of
+    PACKED_BATCH at a time."""
+
+    def __init__(self, tag: str, span: memoryview) -> None:
+        self._tag = tag
+        self._span = span
+        self._start = -1
+        self._records: list[Any] = []
+
+    def batch(self, start: int) -> Callable[[int], Any]:
+        return lambda index: self.record(start + index)
+
+    def record(self, index: int) -> Any:
+        start = index - index % PACKED_BATCH
+        if start != self._start:
+            self._records = []
+            for number, batch in enumerate(_decode_span_general(self._tag, self._span)):
+                if number * PACKED_BATCH == start:
+                    self._records = [record for _, _, record in batch]
+                    break
+            self._start = start
+        return self._records[index - start]
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from auditlock.sidecar.pipeline.normalize import Oversized
+from auditlock.sidecar.pipeline.typed_records import TypedRecords
 from auditlock.sidecar.sources.forward.protocol import (
     MAX_ENTRY_BYTES,
     PACKED_BATCH,
@@ -63,13 +64,13 @@ class End:
 
 
 class MessageReader:
-    """Feed bytes, then `read()`: yields `Entries` batches of the message being read and
-    an `End` when it is complete. `handshake=True` yields whole small objects instead
-    (HELO/PING before the shared-key check)."""
+    """Feed bytes, then `read()`: yields `Entries` (or `TypedRecords`) batches of the
+    message being read and an `End` when it is complete. `handshake=True` yields whole
+    small objects instead (HELO/PING before the shared-key check)."""
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._ready: list[Iterator[list[Entry]] | Entries] = []
+        self._ready: list[Iterator[list[Any]] | Entries] = []
         self.scout = new_unpacker(max_frame_bytes)
         self.decoder = new_unpacker(max_frame_bytes)
         self.handshake = False
@@ -126,6 +127,9 @@ class MessageReader:
                             yield entries
                             continue
                         for batch in entries:  # a packed blob, decoded batch by batch
+                            if type(batch) is TypedRecords:
+                                yield batch
+                                continue
                             out = Entries(batch)
                             if type(batch) is TypedBatch:
                                 out.checked = True

@@ -36,6 +36,7 @@ from auditlock.sidecar.intake import (
     SpoolFull,
 )
 from auditlock.sidecar.pipeline import MESSAGE_EVENT_BYTES
+from auditlock.sidecar.pipeline.typed_records import TypedRecords
 from auditlock.sidecar.sources import SourceContext
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.config import ForwardSource
@@ -247,7 +248,7 @@ class _Connection:
                 if not self.authenticated:
                     self._handshake(item)
                     self.messages.handshake = False
-                elif type(item) is Entries:
+                elif type(item) is Entries or type(item) is TypedRecords:
                     # Counted when committed: the message may be a retransmission.
                     part = self.intake.prepare(INPUT, item, count=False)
                     self._current.extend(part, self._current.seen)
