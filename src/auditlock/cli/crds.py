@@ -28,24 +28,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from auditlock.alerts.crd import (
-        CRD_FILENAME,
-        render_rule_crd_yaml,
-        rule_crd_drifted,
-        write_rule_crd,
-    )
-    from auditlock.policy.crd import drifted_crds, render_crd_yaml, write_crds
+    from auditlock.alerts.crd import RULE_CRD
+    from auditlock.policy.crd import CRD as POLICY_CRD
 
+    crds = (POLICY_CRD, RULE_CRD)
     if args.stdout:
-        sys.stdout.write(render_crd_yaml() + "---\n" + render_rule_crd_yaml())
+        sys.stdout.write("---\n".join(crd.render() for crd in crds))
         return EXIT_OK
     if args.check:
-        drifted = drifted_crds(args.output)
-        if rule_crd_drifted(args.output):
-            drifted.append(args.output / CRD_FILENAME)
+        drifted = [args.output / crd.filename for crd in crds if crd.drifted(args.output)]
         for path in drifted:
             print(f"{path}: out of date; run `auditlock crds -o {args.output}`", file=sys.stderr)
         return EXIT_FINDINGS if drifted else EXIT_OK
-    for path in [*write_crds(args.output), write_rule_crd(args.output)]:
-        print(f"wrote {path}")
+    for crd in crds:
+        print(f"wrote {crd.write(args.output)}")
     return EXIT_OK

@@ -6,14 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from auditlock.policy.crd_schema import (
-    crd_drifted,
-    crd_yaml,
-    custom_resource_definition,
-    write_crd,
-)
+from auditlock.policy.crd_schema import GeneratedCrd
 from auditlock.policy.model import (
-    GROUP,
     KIND,
     PLURAL,
     SHORT_NAMES,
@@ -21,9 +15,6 @@ from auditlock.policy.model import (
     AuditPolicySpec,
     AuditPolicyStatus,
 )
-
-CRD_NAME = f"{PLURAL}.{GROUP}"
-CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {
@@ -98,40 +89,26 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def build_crd() -> dict[str, Any]:
-    """The whole CustomResourceDefinition manifest, as a dict."""
-    return custom_resource_definition(
-        kind=KIND,
-        plural=PLURAL,
-        singular=SINGULAR,
-        short_names=SHORT_NAMES,
-        description="AuditPolicy selects pods in its namespace, injects the auditlock "
-        "collector into them and stores their tamper-evident audit trail in WORM object "
-        "storage under a retention lock.",
-        spec=AuditPolicySpec,
-        status=AuditPolicyStatus,
-        printer_columns=PRINTER_COLUMNS,
-        generated_from="auditlock.policy.model",
-    )
-
-
-def render_crd_yaml() -> str:
-    return crd_yaml(
-        build_crd(),
-        model_file="src/auditlock/policy/model.py",
-        drift_test="tests/unit/test_policy_crd.py",
-    )
-
-
-def write_crds(directory: Path) -> list[Path]:
-    """Write every generated CRD into `directory`; returns the paths written."""
-    return [write_crd(directory, CRD_FILENAME, render_crd_yaml())]
+CRD = GeneratedCrd(
+    kind=KIND,
+    plural=PLURAL,
+    singular=SINGULAR,
+    short_names=SHORT_NAMES,
+    description="AuditPolicy selects pods in its namespace, injects the auditlock "
+    "collector into them and stores their tamper-evident audit trail in WORM object "
+    "storage under a retention lock.",
+    spec=AuditPolicySpec,
+    status=AuditPolicyStatus,
+    printer_columns=PRINTER_COLUMNS,
+    model="auditlock.policy.model",
+    drift_test="tests/unit/test_policy_crd.py",
+)
+CRD_FILENAME = CRD.filename
+build_crd = CRD.manifest
+render_crd_yaml = CRD.render
 
 
 def drifted_crds(directory: Path) -> list[Path]:
-    """Paths in `directory` whose content differs from what the model generates."""
-    return (
-        [directory / CRD_FILENAME]
-        if crd_drifted(directory, CRD_FILENAME, render_crd_yaml())
-        else []
-    )
+    """The AuditPolicy CRD's file in `directory`, if it differs from what the model
+    generates."""
+    return [directory / CRD_FILENAME] if CRD.drifted(directory) else []

@@ -5,13 +5,14 @@ no `anyOf` carrying types, `additionalProperties` only for maps. Pydantic emits 
 Schema 2020-12 with `$defs`, `anyOf: [X, null]` for optional fields and `title`s, so
 `structural_schema` rewrites it: it inlines references, unwraps optionals, keeps every
 description (that is what `kubectl explain` prints) and keeps scalar defaults so the API
-server fills them in. `custom_resource_definition` puts that schema in the manifest
-every auditlock kind shares: namespaced, one served version with a status subresource.
+server fills them in. `GeneratedCrd` puts that schema in the manifest every auditlock
+kind shares: namespaced, one served version with a status subresource.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,87 +41,98 @@ _KEPT = (
 )
 
 
-def custom_resource_definition(
-    *,
-    kind: str,
-    plural: str,
-    singular: str,
-    short_names: tuple[str, ...] | list[str],
-    description: str,
-    spec: type[BaseModel],
-    status: type[BaseModel],
-    printer_columns: list[dict[str, Any]],
-    generated_from: str,
-) -> dict[str, Any]:
-    """The whole manifest of the `kind` CRD, its schema generated from `spec` and `status`.
+@dataclass(frozen=True)
+class GeneratedCrd:
+    """The CRD of one of the project's kinds, generated from its pydantic `spec` and
+    `status`, and the file under crds/ that `auditlock crds` writes and checks."""
 
-    `generated_from` names the model module in the generated-by annotation."""
-    schema = {
-        "type": "object",
-        "description": description,
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "description": "API version of this object."},
-            "kind": {"type": "string", "description": f"Kind of this object: {kind}."},
-            "metadata": {"type": "object"},
-            "spec": structural_schema(spec.model_json_schema(by_alias=True)),
-            "status": structural_schema(status.model_json_schema(by_alias=True)),
-        },
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{plural}.{GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "auditlock"},
-            "annotations": {"auditlock.io/generated-by": f"auditlock crds (from {generated_from})"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": singular,
-                "shortNames": list(short_names),
-                "categories": ["auditlock"],
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    description: str
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    printer_columns: list[dict[str, Any]]
+    model: str  # the module defining the kind, named in the header and the annotation
+    drift_test: str  # the test that fails when the committed file is edited by hand
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+    @property
+    def filename(self) -> str:
+        return f"{GROUP}_{self.plural}.yaml"
+
+    def manifest(self) -> dict[str, Any]:
+        """The whole manifest, as a dict: namespaced, one served version with a status
+        subresource, the schema made structural."""
+        schema = {
+            "type": "object",
+            "description": self.description,
+            "required": ["spec"],
+            "properties": {
+                "apiVersion": {"type": "string", "description": "API version of this object."},
+                "kind": {"type": "string", "description": f"Kind of this object: {self.kind}."},
+                "metadata": {"type": "object"},
+                "spec": structural_schema(self.spec.model_json_schema(by_alias=True)),
+                "status": structural_schema(self.status.model_json_schema(by_alias=True)),
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer_columns,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+        }
+        return {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {
+                "name": self.name,
+                "labels": {"app.kubernetes.io/part-of": "auditlock"},
+                "annotations": {"auditlock.io/generated-by": f"auditlock crds (from {self.model})"},
+            },
+            "spec": {
+                "group": GROUP,
+                "scope": "Namespaced",
+                "names": {
+                    "kind": self.kind,
+                    "listKind": f"{self.kind}List",
+                    "plural": self.plural,
+                    "singular": self.singular,
+                    "shortNames": list(self.short_names),
+                    "categories": ["auditlock"],
+                },
+                "versions": [
+                    {
+                        "name": VERSION,
+                        "served": True,
+                        "storage": True,
+                        "subresources": {"status": {}},
+                        "additionalPrinterColumns": self.printer_columns,
+                        "schema": {"openAPIV3Schema": schema},
+                    }
+                ],
+            },
+        }
 
+    def render(self) -> str:
+        """The manifest as `auditlock crds` writes it, under a header saying where it comes
+        from and which test catches a hand edit."""
+        header = (
+            f"# Generated by `auditlock crds` from src/{self.model.replace('.', '/')}.py. "
+            "Do not edit:\n"
+            f"# change the model and regenerate ({self.drift_test} fails on drift).\n"
+        )
+        return header + yaml.safe_dump(self.manifest(), sort_keys=False, width=100)
 
-def crd_yaml(manifest: dict[str, Any], *, model_file: str, drift_test: str) -> str:
-    """The manifest as `auditlock crds` writes it, under a header saying where it comes
-    from and which test catches a hand edit."""
-    header = (
-        f"# Generated by `auditlock crds` from {model_file}. Do not edit:\n"
-        f"# change the model and regenerate ({drift_test} fails on drift).\n"
-    )
-    return header + yaml.safe_dump(manifest, sort_keys=False, width=100)
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / self.filename
+        path.write_text(self.render(), encoding="utf-8")
+        return path
 
-
-def write_crd(directory: Path, filename: str, text: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / filename
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def crd_drifted(directory: Path, filename: str, text: str) -> bool:
-    """Whether `directory/filename` is missing or differs from `text`."""
-    path = directory / filename
-    return not path.exists() or path.read_text(encoding="utf-8") != text
+    def drifted(self, directory: Path) -> bool:
+        """Whether the file in `directory` is missing or differs from what the model
+        generates."""
+        path = directory / self.filename
+        return not path.exists() or path.read_text(encoding="utf-8") != self.render()
 
 
 def structural_schema(json_schema: dict[str, Any]) -> dict[str, Any]:
