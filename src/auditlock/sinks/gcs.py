@@ -41,7 +41,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import google.auth.exceptions
 import google.cloud  # a namespace package: executes nothing (see the check below)
@@ -59,7 +58,7 @@ from auditlock.sinks.base import (
     same_bytes_or_conflict,
 )
 from auditlock.sinks.gcs_json import SCOPES, GCSHTTPError, JsonApi, format_time, parse_time
-from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
+from auditlock.sinks.naming import join_prefix, parse_bucket_url, validate_name
 from auditlock.sinks.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -133,18 +132,11 @@ class GCSDestination(Destination):
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "gs" or not parts.netloc:
-            raise DestinationError(f"not a gs://BUCKET[/PREFIX] URL: {url!r}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - _QUERY_KEYS
-        if unknown:
-            raise DestinationError(
-                f"unknown gs:// URL parameter(s) {sorted(unknown)}; known: {sorted(_QUERY_KEYS)}"
-            )
+        parsed = parse_bucket_url(url, "gs", _QUERY_KEYS)
+        query = parsed.query
         self.url = url
-        self.bucket_name = parts.netloc
-        self.prefix = clean_prefix(parts.path)
+        self.bucket_name = parsed.bucket
+        self.prefix = parsed.prefix
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         self.endpoint = endpoint or query.get("endpoint") or emulator
         self.project = project or query.get("project")

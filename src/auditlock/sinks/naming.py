@@ -7,6 +7,10 @@ scheme so a trail can be copied between stores unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
 from auditlock.sinks.base import DestinationError
 
 MAX_NAME_BYTES = 900  # below GCS's 1024-byte limit and S3's 1024 after a prefix
@@ -37,6 +41,23 @@ def join_prefix(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def clean_prefix(path: str) -> str:
-    """The prefix part of a bucket URL path, without leading/trailing slashes."""
-    return path.strip("/")
+@dataclass(frozen=True)
+class BucketUrl:
+    bucket: str
+    prefix: str  # '' or 'a/b': no leading or trailing slash
+    query: dict[str, str]  # the last value of each parameter
+
+
+def parse_bucket_url(url: str, scheme: str, known: Iterable[str]) -> BucketUrl:
+    """What `scheme://BUCKET[/PREFIX][?key=value&...]` names; DestinationError for another
+    form or a parameter not in `known`."""
+    parts = urlsplit(url)
+    if parts.scheme != scheme or not parts.netloc:
+        raise DestinationError(f"not a URL of the form {scheme}://BUCKET[/PREFIX]: {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - set(known)
+    if unknown:
+        raise DestinationError(
+            f"unknown {scheme}:// URL parameter(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    return BucketUrl(parts.netloc, parts.path.strip("/"), query)

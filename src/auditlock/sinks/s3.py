@@ -30,7 +30,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.exceptions
@@ -49,7 +48,7 @@ from auditlock.sinks.base import (
     RetentionSpec,
     same_bytes_or_conflict,
 )
-from auditlock.sinks.naming import clean_prefix, join_prefix, validate_name
+from auditlock.sinks.naming import join_prefix, parse_bucket_url, validate_name
 from auditlock.sinks.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -132,18 +131,11 @@ class S3Destination(Destination):
         retry: RetryPolicy | None = None,
         max_pool_connections: int = 16,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise DestinationError(f"not an s3://BUCKET[/PREFIX] URL: {url!r}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - set(_QUERY_KEYS)
-        if unknown:
-            raise DestinationError(
-                f"unknown s3:// URL parameter(s) {sorted(unknown)}; known: {sorted(_QUERY_KEYS)}"
-            )
+        parsed = parse_bucket_url(url, "s3", _QUERY_KEYS)
+        query = parsed.query
         self.url = url
-        self.bucket = parts.netloc
-        self.prefix = clean_prefix(parts.path)
+        self.bucket = parsed.bucket
+        self.prefix = parsed.prefix
         self.endpoint_url = endpoint_url or query.get("endpoint")
         self.region = region or query.get("region")
         self.addressing_style = addressing_style or query.get("addressing")
