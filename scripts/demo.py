@@ -93,6 +93,14 @@ def run_cluster_demo(out: Path) -> list[str]:
         if result.returncode != 0:
             raise RuntimeError(f"verify failed:\n{result.stdout}{result.stderr}")
         narrate(f"verify {chain.pod_prefix} --require-retention 1: PASS")
+        certified = chain.certificates()
+        holders = chain.namespace_private_keys()
+        narrate(
+            "per-pod keys: the collector's in-memory key "
+            + ", ".join(f"{c.key_id[:16]}… (pod {c.subject.pod})" for c in certified)
+            + " is certified by the operator's root key, which verify followed; namespace "
+            + f"{chain.namespace} holds {len(holders)} private keys"
+        )
         refused = chain.try_delete_locked(facts.segments[0])
         narrate(f"deleting a locked segment version: the server answers {refused}")
         tampered = chain.tampered_copy(facts.segments[0])

@@ -118,9 +118,11 @@ cleanup() {
     rm -rf "$workdir"
 }
 trap cleanup EXIT
-# The policy's public key: published in the key Secret (and beside the data).
-kubectl get secret -n "$APP_NAMESPACE" auditlock-key-orders \
-    -o jsonpath='{.data.ed25519\.pub\.pem}' | base64 -d >"$workdir/orders.pub.pem"
+# The key to verify with, from the policy's status: the operator's root key, which
+# certified each collector's in-memory key (per-pod keys; the certificates are stored
+# beside the data). No Secret of the audited namespace holds a private key.
+kubectl get auditpolicy -n "$APP_NAMESPACE" orders \
+    -o jsonpath='{.status.publicKey}' >"$workdir/orders.pub.pem"
 kubectl -n auditlock-storage port-forward service/seaweedfs 18333:8333 >"$workdir/pf.log" 2>&1 &
 pf_pid=$!
 for _ in $(seq 1 30); do

@@ -27,6 +27,7 @@ from typing import Any
 
 from auditlock.ledger.keys import generate, private_pem, public_pem
 from tests.e2e.podrun import ContainerRun, bind_to_node
+from tests.helpers.certificates import collector_running
 from tests.servers.auditlock_operator import (
     RunningOperator,
     apply_crd,
@@ -277,6 +278,9 @@ class Chain:
         )
         run.prepare()
         # The app's ConfigMap volume is projected for the collector's read-only mount.
+        # The operator certifies the collector's per-pod key only for a container the
+        # kubelet reports running; the rig has no kubelet, so report it here.
+        collector_running(self._kube(), self.pod)
         started = time.monotonic()
         run.start()
         self.collector = run
@@ -438,6 +442,31 @@ class Chain:
             modes[name] = str(head.get("ObjectLockMode"))
         return TrailFacts(segments, checkpoints, events, modes)
 
+    def certificates(self) -> list[Any]:
+        """The certificates (FORMAT.md section 9) stored beside the pod's trail."""
+        from auditlock import sinks
+        from auditlock.ledger.certificate import decode_certificate
+
+        store = sinks.open(self.pod_prefix, **self._s3().destination_options())
+        try:
+            return [decode_certificate(store.get(n)) for n in store.list("keys/certs/")]
+        finally:
+            store.close()
+
+    def namespace_private_keys(self) -> list[str]:
+        """Secrets of the audited namespace that hold a private key (per-pod keys: none)."""
+        import base64
+
+        from kubernetes import client
+
+        with self._kube().api_client() as api:
+            secrets = client.CoreV1Api(api).list_namespaced_secret(self.namespace).items
+        return [
+            s.metadata.name
+            for s in secrets
+            if any(b"PRIVATE KEY" in base64.b64decode(v) for v in (s.data or {}).values())
+        ]
+
     def pod_stream(self) -> str:
         assert self.collector is not None
         return self.collector.env["AUDITLOCK_SIDECAR__STREAM__ID"]
@@ -476,7 +505,9 @@ class Chain:
 
     def public_key_file(self) -> Path:
         """The policy's public key as an auditor gets it: from the policy's status (no
-        Secret access needed), checked against the fingerprint published beside it."""
+        Secret access needed), checked against the fingerprint published beside it. With
+        per-pod keys (the default) it is the operator's root key, and verify follows the
+        certificates stored beside the data."""
         from auditlock.ledger.keys import key_id, load_public_key
 
         status = self.policy_status()

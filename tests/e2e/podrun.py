@@ -153,19 +153,37 @@ class ContainerRun:
             else:
                 raise NotImplementedError(f"volume type of {volume['name']!r} is not projected")
 
+    def _pod_token(self, core: Any, source: dict[str, Any]) -> bytes:
+        """A token of the pod's ServiceAccount bound to the pod (its name and UID in the
+        claims) for the source's audience, as the kubelet mints a projected one."""
+        from kubernetes import client
+
+        meta = self.pod["metadata"]
+        ref = client.V1BoundObjectReference(
+            api_version="v1", kind="Pod", name=meta["name"], uid=meta["uid"]
+        )
+        spec = client.V1TokenRequestSpec(
+            audiences=[source["audience"]] if source.get("audience") else None,
+            expiration_seconds=int(source.get("expirationSeconds", 3600)),
+            bound_object_ref=ref,
+        )
+        answer = core.create_namespaced_service_account_token(
+            self.pod["spec"].get("serviceAccountName") or "default",
+            self.namespace,
+            client.AuthenticationV1TokenRequest(spec=spec),
+        )
+        token: str = answer.status.token
+        return token.encode()
+
     def _projected_files(self, core: Any, sources: list[dict[str, Any]]) -> dict[str, bytes]:
         """The ServiceAccount admission plugin's `kube-api-access-*` volume and the like:
         a bound token from the TokenRequest API, ConfigMap items, downward API items."""
         files: dict[str, bytes] = {}
         for source in sources:
             if "serviceAccountToken" in source:
-                sat = source["serviceAccountToken"]
-                token = self.kube.service_account_token(
-                    self.namespace,
-                    self.pod["spec"].get("serviceAccountName") or "default",
-                    expiration_seconds=int(sat.get("expirationSeconds", 3600)),
+                files[source["serviceAccountToken"]["path"]] = self._pod_token(
+                    core, source["serviceAccountToken"]
                 )
-                files[sat["path"]] = token.encode()
             elif "configMap" in source:
                 ref = source["configMap"]
                 cm = core.read_namespaced_config_map(ref["name"], self.namespace)

@@ -73,6 +73,13 @@ def test_policy_to_verified_locked_trail(chain: Chain) -> None:
     result = chain.verify(chain.pod_prefix, "--public-key", str(key), "--require-retention", "1")
     assert result.returncode == 0, result.stdout + result.stderr
 
+    # Per-pod keys, the default: the collector's in-memory key is certified for its pod
+    # (verify above followed that certificate to the root), and the audited namespace
+    # holds no private key.
+    certified = [(c.subject.pod, c.subject.stream) for c in chain.certificates()]
+    assert certified == [("orders-0", chain.pod_stream())], certified
+    assert chain.namespace_private_keys() == []
+
     assert chain.try_delete_locked(facts.segments[0]) == "AccessDenied"
 
     tampered = chain.tampered_copy(facts.segments[0])

@@ -38,7 +38,8 @@ def test_demo_runs_the_whole_chain_and_leaves_a_verifiable_trail(tmp_path: Path)
     result = _demo(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for step in ("Ready", "admitted with auditlock-collector", "PASS", "AccessDenied",
-                 "verify exits 1"):  # fmt: skip
+                 "verify exits 1", "certified by the operator's root key",
+                 "holds 0 private keys"):  # fmt: skip
         assert step in result.stdout, f"the narration lacks {step!r}"
     assert json.loads((out / "report.json").read_text())["mode"] == "cluster"
     assert "verify" in (out / "report.md").read_text()

@@ -80,7 +80,9 @@ def _run_pod(
     key = generate()
     (key_dir / KEY_FILE).write_bytes(private_pem(key))
     (key_dir / PUBLIC_KEY_FILE).write_bytes(public_pem(key.public_key()))
-    rendered = render_yaml(parse_spec(spec), cluster="kind-auditlock")
+    # No operator here to certify a per-pod key (tests/e2e/test_chain.py runs that path):
+    # the collector signs with a key of its own from a mounted file, as a shared key.
+    rendered = render_yaml(parse_spec({**spec, "signing": "shared"}), cluster="kind-auditlock")
     config_path = tmp_path / "sidecar.yaml"
     config_path.write_text(rendered)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITLOCK_SIDECAR__")}

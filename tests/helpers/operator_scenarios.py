@@ -78,24 +78,23 @@ def policy_on_locked_s3_is_ready_within_5s(
     assert status["destination"] == f"s3://{bucket}/trail"
     assert status["retention"] == "1d Locked"
     assert status["podsInjected"] == 0
+    # Per-pod keys, the default: the policy names the operator's root key, which is
+    # published beside the data under the lock, and its namespace holds no key Secret.
     fingerprint = status["keyFingerprint"]
-    assert len(fingerprint) == 64
-    # The public key is published beside the data, under the lock.
+    assert running_operator.root is not None and fingerprint == running_operator.root.key_id
+    assert "keySecret" not in status
     stored = seaweedfs.client().get_object(Bucket=bucket, Key=f"trail/keys/{fingerprint}.pub")
     assert stored["Body"].read().startswith(b"-----BEGIN PUBLIC KEY-----")
     with kube.api_client() as api:
         core = client.CoreV1Api(api)
-        secret = core.read_namespaced_secret(n.key_secret_name("payments"), operator_namespace)
+        with pytest.raises(ApiException) as no_secret:
+            core.read_namespaced_secret(n.key_secret_name("payments"), operator_namespace)
         config_map = core.read_namespaced_config_map(
             n.config_map_name("payments"), operator_namespace
         )
-    assert secret.metadata.owner_references[0].name == "payments"
-    assert n.KEY_FILE in secret.data
+    assert no_secret.value.status == 404
     assert config_map.metadata.owner_references[0].kind == "AuditPolicy"
     assert f"s3://{bucket}/trail" in config_map.data[n.CONFIG_FILE]
-    # The private key is nowhere in the policy object.
-    private = base64.b64decode(secret.data[n.KEY_FILE]).decode()
-    assert private.splitlines()[1] not in str(policy)
 
 
 @scenario
@@ -118,7 +117,10 @@ def selected_pod_is_injected_and_others_untouched(
         m["name"] != n.VOLUME_KEY for m in app["volumeMounts"]
     )
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes[n.VOLUME_KEY]["secret"]["secretName"] == n.key_secret_name("files")
+    # Per-pod keys, the default: a projected token to prove the pod, no key volume.
+    assert n.VOLUME_KEY not in volumes
+    token = volumes[n.VOLUME_CERTIFICATE_TOKEN]["projected"]["sources"][0]
+    assert token["serviceAccountToken"]["audience"] == n.CERTIFICATE_AUDIENCE
     assert volumes[n.VOLUME_CONFIG]["configMap"]["name"] == n.config_map_name("files")
     assert volumes[n.VOLUME_SPOOL]["emptyDir"]["sizeLimit"] == "256Mi"
     assert collector["securityContext"]["readOnlyRootFilesystem"] is True
@@ -341,9 +343,20 @@ def delete_removes_owned_objects_and_keeps_the_data(
 ) -> None:
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    policy = create_ready_policy(kube, operator_namespace, "gone", file_spec(trail))
+    # A shared key: the policy owns its key Secret, which goes with it.
+    policy = create_ready_policy(
+        kube, operator_namespace, "gone", file_spec(trail, signing="shared")
+    )
     key_object = trail / "keys" / f"{policy['status']['keyFingerprint']}.pub"
     assert key_object.exists()
+    with kube.api_client() as api:
+        secret = client.CoreV1Api(api).read_namespaced_secret(
+            n.key_secret_name("gone"), operator_namespace
+        )
+    assert secret.metadata.owner_references[0].name == "gone"
+    # The private key is nowhere in the policy object.
+    private = base64.b64decode(secret.data[n.KEY_FILE]).decode()
+    assert private.splitlines()[1] not in str(policy)
     with kube.api_client() as api:
         client.CustomObjectsApi(api).delete_namespaced_custom_object(
             GROUP, VERSION, operator_namespace, PLURAL, "gone"
@@ -383,7 +396,7 @@ def key_rotation_is_signed_by_the_old_key(
 
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    create_policy(kube, operator_namespace, "rot", file_spec(trail))
+    create_policy(kube, operator_namespace, "rot", file_spec(trail, signing="shared"))
     old = wait_condition(kube, operator_namespace, "rot", "Ready", "True")["status"]
     with kube.api_client() as api:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(

@@ -100,6 +100,7 @@ def test_upgrade_keeps_certificate_key_and_token(chart_release: InstalledRelease
         f"{RELEASE}-auditlock-webhook-tls",
         f"{RELEASE}-auditlock-collector-key",
         f"{RELEASE}-auditlock-audit-token",
+        f"{RELEASE}-auditlock-root-key",  # certifies every per-pod key: never replaced
     ]
     before = {name: secret_data(kube, namespace, name) for name in names}
     values = dict(chart_release.values)
@@ -247,6 +248,7 @@ def test_uninstall_leaves_the_crd_policies_and_key(
         policy = kubectl_json(kube_apiserver, "get", "auditpolicy", "-n", namespace, "dev-trail")
         assert policy["spec"]["retention"]["days"] == 1
         assert secret_data(kube_apiserver, namespace, f"{RELEASE}-auditlock-collector-key")
+        assert secret_data(kube_apiserver, namespace, f"{RELEASE}-auditlock-root-key")
         # Everything else of the release is gone, cluster-scoped objects included.
         for kind in (
             "clusterrole",

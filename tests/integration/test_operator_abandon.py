@@ -30,6 +30,7 @@ from auditlock.ledger.newest import StreamTip, newest_checkpoint
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
+from tests.helpers.certificates import collector_running
 from tests.helpers.policies import (
     create_pod,
     create_ready_policy,
@@ -98,7 +99,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
         )
         url = f"s3://{s3_locked_bucket}/trail"
         policy = create_ready_policy(kube, namespace, "gone", spec)
-        key_path = tmp_path / "policy.pub.pem"
+        key_path = tmp_path / "policy.pub.pem"  # per-pod keys: the operator's root
         key_path.write_text(policy["status"]["publicKey"])
         pod_name = create_pod(kube, namespace, {"app": "payments"})["metadata"]["name"]
         pod = bind_to_node(kube, namespace, pod_name, "rig-node-1")
@@ -110,6 +111,9 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
         run.prepare()
         stream = run.env["AUDITLOCK_SIDECAR__STREAM__ID"]
         assert stream == f"rig_{namespace}_{pod_name}"
+        # The default per-pod key is certified only for a collector the kubelet reports
+        # running (the rig has none): report it, as tests/e2e/chain.py does.
+        collector_running(kube, pod)
         health_port = free_port()
         # The host's network is shared with other tests: the health port is remapped; a
         # one-second heartbeat makes "the collector is still writing" visible quickly.

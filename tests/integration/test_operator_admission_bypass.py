@@ -123,9 +123,9 @@ def required_namespace(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> str:
     kube = running_operator.kube
-    create_policy(
-        kube, operator_namespace, "pci", file_spec(tmp_path / "t", enforcement="required")
-    )
+    # A shared key: the guarded key Secret (KEY_SECRET) exists only with `signing: shared`.
+    spec = file_spec(tmp_path / "t", enforcement="required", signing="shared")
+    create_policy(kube, operator_namespace, "pci", spec)
     wait_condition(kube, operator_namespace, "pci", "Ready", "True")
     return operator_namespace
 
@@ -135,7 +135,8 @@ def optional_namespace(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path, policy_pci: None
 ) -> str:
     kube = running_operator.kube
-    create_ready_policy(kube, operator_namespace, "pci", file_spec(tmp_path / "t"))
+    spec = file_spec(tmp_path / "t", signing="shared")  # the guarded key Secret exists
+    create_ready_policy(kube, operator_namespace, "pci", spec)
     return operator_namespace
 
 

@@ -203,14 +203,16 @@ def test_a_collector_certifies_a_new_in_memory_key_at_every_start(rig: Rig, tmp_
     assert summary.events == 5
 
 
-def test_with_per_pod_signing_a_namespace_admin_finds_no_private_key(rig: Rig) -> None:
-    """`signing: perPod`: the operator makes no key Secret, the injected collector gets a
-    projected token instead of a key volume, and a user with every right in the
-    namespace (Secrets included) finds no private key in any Secret or ConfigMap."""
+def test_by_default_a_namespace_admin_finds_no_private_key(rig: Rig) -> None:
+    """A policy that says nothing about signing gets per-pod keys: the operator makes no
+    key Secret, the injected collector gets a projected token instead of a key volume,
+    and a user with every right in the namespace (Secrets included) finds no private key
+    in any Secret or ConfigMap."""
     kube = rig.kube
     namespace = kube.create_namespace()
-    create_policy(kube, namespace, "perpod", file_spec(rig.store, signing="perPod"))
+    create_policy(kube, namespace, "perpod", file_spec(rig.store))
     policy = wait_condition(kube, namespace, "perpod", "Ready", "True", timeout=30)
+    assert policy["spec"]["signing"] == "perPod"  # the CRD's default
     assert policy["status"]["keyFingerprint"] == rig.root.key_id
     assert "keySecret" not in policy["status"]
     answer = post_pod_review(rig.operator.webhook_url, kube, namespace)

@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from auditlock.ledger.keys import generate, private_pem
 from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.servers.auditlock_operator import post_pod_review
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
@@ -34,6 +35,8 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
     pair = kube.issue_serving_cert("operator-cli")
     webhook_port, health_port = free_port(), free_port()
     log_path = tmp_path / "operator.log"
+    root_key = tmp_path / "root.pem"  # as the chart mounts its root key Secret
+    root_key.write_bytes(private_pem(generate()))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -43,6 +46,7 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
                 f"--tls-cert-file={pair.cert_path}", f"--tls-key-file={pair.key_path}",
                 f"--health-port={health_port}", "--standalone",
                 f"--collector=127.0.0.1:{free_port()}", "--refresh-seconds=5",
+                f"--root-key-file={root_key}",
             ],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")},

@@ -9,6 +9,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from auditlock.ledger.keys import Signer, generate
 from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.servers.auditlock_operator import post_pod_review, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane
@@ -51,6 +52,7 @@ def test_two_peered_replicas_one_leads_both_serve_webhooks(
 ) -> None:
     kube = auditpolicy_crd
     _install_peering(kube, "auditlock-test")
+    root = Signer(generate())  # one root key Secret, mounted into every replica
     replicas = [
         start_operator(
             kube,
@@ -60,6 +62,7 @@ def test_two_peered_replicas_one_leads_both_serve_webhooks(
             standalone=False,
             peering_name="auditlock-test",
             priority=priority,
+            root_key=root,
         )
         for priority in (10, 20)
     ]

@@ -64,9 +64,10 @@ def test_injected_collector_runs_and_its_ledger_verifies(
 ) -> None:
     kube = running_operator.kube
     trail = tmp_path / "trail"
-    policy = create_ready_policy(
-        kube, operator_namespace, "e2e", file_spec(trail, delivery={"maxDelayMs": 100})
-    )
+    # The shared key's volume, materialized below; tests/e2e/test_chain.py runs an
+    # injected collector of the default (per-pod keys, certified by the operator).
+    spec = file_spec(trail, delivery={"maxDelayMs": 100}, signing="shared")
+    policy = create_ready_policy(kube, operator_namespace, "e2e", spec)
     fingerprint = policy["status"]["keyFingerprint"]
     pod = create_pod(kube, operator_namespace, {"app": "payments"})
     container = next(

@@ -10,7 +10,6 @@ Pods stay Pending (no scheduler or kubelet in the rig): tests read the admitted 
 
 from __future__ import annotations
 
-import base64
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -121,18 +120,16 @@ def test_last_checkpoint_is_read_from_the_destination(
     running_operator: RunningOperator, operator_namespace: str, tmp_path: Path
 ) -> None:
     from auditlock import sinks
-    from auditlock.ledger import StreamWriter, load_private_key, validate_event
+    from auditlock.ledger import StreamWriter, validate_event
 
     kube = running_operator.kube
     trail = tmp_path / "trail"
     policy = create_ready_policy(kube, operator_namespace, "ckpt", file_spec(trail))
     assert "lastCheckpoint" not in policy["status"]
-    # A collector of this policy writes a signed segment and checkpoint with its key.
-    with kube.api_client() as api:
-        secret = client.CoreV1Api(api).read_namespaced_secret(
-            n.key_secret_name("ckpt"), operator_namespace
-        )
-    key = load_private_key(base64.b64decode(secret.data[n.KEY_FILE]))
+    # A writer of this policy stores a signed segment and checkpoint; with per-pod keys
+    # (the default) the operator's root key is one it trusts for the policy.
+    key = running_operator.root
+    assert key is not None
     destination = sinks.open(f"file://{trail}")
     retention = sinks.RetentionSpec(period=timedelta(days=7))
 

@@ -67,7 +67,9 @@ def test_missing_permission_is_reported_in_status(
         secret_hash_key=None,  # the gap is Secret create: the reconcile must report it
     )
     try:
-        create_policy(kube, kube_namespace, "limited", file_spec(tmp_path / "trail"))
+        # A shared key: the policy's key Secret is what the operator cannot create here.
+        spec = file_spec(tmp_path / "trail", signing="shared")
+        create_policy(kube, kube_namespace, "limited", spec)
         policy = wait_condition(
             kube, kube_namespace, "limited", "Ready", "False", reason="KubernetesApiError"
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from auditlock.ledger.keys import Signer, generate
 from auditlock.operator import names as n
 from tests.helpers.policies import create_pod, create_ready_policy, file_spec, get_policy, wait_for
 from tests.servers.auditlock_operator import label_namespace, start_operator
@@ -18,7 +19,8 @@ def test_restarted_operator_resumes_policies(
     auditpolicy_crd: KubeControlPlane, kube_namespace: str, tmp_path: Path
 ) -> None:
     kube = auditpolicy_crd
-    first = start_operator(kube, audit_intake=False, register=False)
+    root = Signer(generate())  # the chart's root key Secret outlives the operator
+    first = start_operator(kube, audit_intake=False, register=False, root_key=root)
     try:
         before = create_ready_policy(kube, kube_namespace, "resumed", file_spec(tmp_path / "trail"))
     finally:
@@ -27,7 +29,7 @@ def test_restarted_operator_resumes_policies(
     with kube.api_client() as api:
         core = client.CoreV1Api(api)
         core.delete_namespaced_config_map(n.config_map_name("resumed"), kube_namespace)
-    second = start_operator(kube, audit_intake=False, register=False)
+    second = start_operator(kube, audit_intake=False, register=False, root_key=root)
     try:
         assert second.thread.policies.get(kube_namespace, "resumed") is not None
 
@@ -45,7 +47,7 @@ def test_restarted_operator_resumes_policies(
 
         wait_for("the ConfigMap recreated on resume", recreated, timeout=15)
         after = get_policy(kube, kube_namespace, "resumed")
-        # Same key (the Secret survived), same configuration.
+        # Same key (the root key's Secret survived), same configuration.
         assert after["status"]["keyFingerprint"] == before["status"]["keyFingerprint"]
         assert after["status"]["configHash"] == before["status"]["configHash"]
     finally:

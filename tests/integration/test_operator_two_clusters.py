@@ -27,6 +27,7 @@ from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from auditlock.operator.stream_ids import derived_cluster_name
 from tests.e2e.podrun import ContainerRun, answers_ok, bind_to_node
+from tests.helpers.certificates import collector_running
 from tests.helpers.policies import create_ready_policy, file_spec, get_policy, wait_for
 from tests.servers.auditlock_operator import apply_crd, label_namespace, start_operator
 from tests.servers.kube import start_plane
@@ -80,6 +81,7 @@ def _run_collector(
         image_paths=sorted({ROOT, Path(sys.prefix), Path(sys.base_prefix), trail}),
     )  # fmt: skip
     run.prepare()
+    collector_running(kube, pod)  # the kubelet's report; certificates wait for it
     health_port = free_port()
     run.start({"AUDITLOCK_SIDECAR__HEALTH__PORT": str(health_port)})
     try:
@@ -144,6 +146,7 @@ def test_two_clusters_with_the_same_names_write_distinct_streams_to_one_prefix(
                 sources={"forward": {"port": forward_port}, "http": {"port": free_port()}},
             )
             policy = create_ready_policy(kube, namespace, "orders", spec)
+            # Per-pod keys: each cluster's root, which certified its collector's key.
             keys.append(load_public_key(policy["status"]["publicKey"].encode()))
             pod = _create_pod(kube, namespace, "db-0")
             streams.append(

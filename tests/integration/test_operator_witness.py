@@ -14,7 +14,6 @@ tested elsewhere; the witness only reads what is stored).
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 import time
@@ -100,9 +99,10 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
         create_policy(kube, namespace, "seen", s3_spec(seaweedfs, s3_locked_bucket))
         wait_condition(kube, namespace, "seen", "Ready", "True")
         store = sinks.open(f"s3://{s3_locked_bucket}/trail", **seaweedfs.destination_options())
-        # The streams are signed with the policy's key, as its collectors sign them.
-        secret = kube.get_json(f"/api/v1/namespaces/{namespace}/secrets/auditlock-key-seen")
-        writer_key = Signer(load_private_key(base64.b64decode(secret["data"]["ed25519.pem"])))
+        # The streams are signed with a key the policy's trail verifies under: with per-pod
+        # keys (the default) its published key is the operator's root.
+        assert operator.root is not None
+        writer_key = operator.root
         for stream in ("rig_ns_a", "rig_ns_b"):
             writer = StreamWriter.resume(store, stream, writer_key, retention=None)
             writer.store(writer.heartbeat())

@@ -8,7 +8,6 @@ on its metrics.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.cli.main import main as cli_main
+from auditlock.ledger.keys import private_pem
 from tests.helpers.policies import condition, create_ready_policy, file_spec, wait_for
 from tests.integration.chart_helpers import by_kind, render
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
@@ -91,10 +91,11 @@ def test_verify_policies_writes_pass_then_the_first_finding_of_a_tampered_trail(
     role = f"verify-{uuid.uuid4().hex[:6]}"
     create_ready_policy(kube, ns, POLICY, file_spec(trail))
     try:
-        secret = kube.get_json(f"/api/v1/namespaces/{ns}/secrets/auditlock-key-{POLICY}")
+        # Per-pod keys (the default): the policy's published key is the operator's root.
+        assert running_operator.root is not None
         key = tmp_path / "ed25519.pem"
-        key.write_bytes(base64.b64decode(secret["data"]["ed25519.pem"]))
-        # The trail, signed with the policy's key (in-process: one interpreter start less).
+        key.write_bytes(private_pem(running_operator.root.private))
+        # The trail, signed with that key (in-process: one interpreter start less).
         assert cli_main(["synth", "--store", f"file://{trail}", "--key", str(key),
                          "--streams", "1", "--events", "20", "--no-fsync"]) == 0  # fmt: skip
         kubeconfig = _verifier_kubeconfig(kube, helm_path, ns, tmp_path, role)

@@ -29,7 +29,9 @@ from typing import Any
 import pytest
 import yaml
 
+from auditlock.ledger.keys import Signer, generate
 from auditlock.operator import keys
+from auditlock.operator.certificates import PATH as CERTIFICATE_PATH
 from auditlock.operator.runner import OperatorConfig, OperatorThread
 from auditlock.operator.sidecar_config import render
 from auditlock.operator.webhook_config import webhook_configurations
@@ -54,6 +56,9 @@ class RunningOperator:
     webhook_url: str
     collector_port: int
     kube: KubeControlPlane
+    # The root key certifying per-pod keys (the default `signing: perPod`); an auditor
+    # verifies those trails with `root.public`. None: started without one.
+    root: Signer | None = None
 
     def stop(self) -> None:
         unregister_webhooks(self.kube)
@@ -144,7 +149,11 @@ def start_operator(
     **overrides: Any,
 ) -> RunningOperator:
     """`cluster=""` lets the operator derive its cluster name (kube-system's UID);
-    `secret_hash_key=None` runs it without the Secret hash key (Secret writes unhashed)."""
+    `secret_hash_key=None` runs it without the Secret hash key (Secret writes unhashed).
+    Like the chart's, it certifies per-pod keys under a root key of its own (pass
+    `root_key=None` for an operator without one) and tells injected collectors its
+    certificate URL and the rig's CA."""
+    overrides.setdefault("root_key", Signer(generate()))
     port = free_port()
     pair = kube.issue_serving_cert("auditlock-operator")
     listeners = [Listener("127.0.0.1", port, kube.server_ssl_context(pair))]
@@ -162,13 +171,17 @@ def start_operator(
         collector=f"127.0.0.1:{collector_port}",
         watch_fallback=watch_fallback,
         secret_hash_key=secret_hash_key,
-        **overrides,
+        **{
+            "certificate_url": f"https://127.0.0.1:{port}{CERTIFICATE_PATH}",
+            "certificate_ca": kube.ca_pem.decode(),
+            **overrides,
+        },
     )
     thread = OperatorThread(config).start()
     url = f"https://127.0.0.1:{port}"
     if register:
         register_webhooks(kube, url)
-    return RunningOperator(thread, url, collector_port, kube)
+    return RunningOperator(thread, url, collector_port, kube, config.root_key)
 
 
 def secret_hash_key(kube: KubeControlPlane, ref: tuple[str, str] = SECRET_HASH_KEY) -> bytes:

@@ -194,17 +194,21 @@ def test_demo_s3_endpoint_is_the_fixed_service_ip_everywhere() -> None:
     assert f"endpoint_url={endpoint}" in DOC.read_text()
 
 
-def test_verify_step_uses_the_operators_key_secret_and_the_real_cli() -> None:
+def test_verify_step_uses_the_policys_published_key_and_the_real_cli() -> None:
+    """The key comes from the policy's status (the root key with per-pod keys, the
+    default), not from a Secret of the audited namespace: there is none."""
     from auditlock.cli.main import build_parser
-    from auditlock.operator import names
+    from auditlock.policy.model import AuditPolicyStatus
 
     script = SCRIPT.read_text()
     policy = yaml.safe_load((ROOT / "examples" / "auditpolicy-s3.yaml").read_text())
-    secret = names.key_secret_name(policy["metadata"]["name"])
-    jsonpath = "{.data." + names.PUBLIC_KEY_FILE.replace(".", "\\.") + "}"
+    assert policy["spec"].get("signing", "perPod") == "perPod"
+    name = policy["metadata"]["name"]
+    assert "publicKey" in AuditPolicyStatus.model_json_schema(by_alias=True)["properties"]
     for text in (script, DOC.read_text()):
-        assert f"auditlock-demo {secret}" in text or f"{secret} \\" in text
-        assert jsonpath in text
+        assert "get auditpolicy -n" in text and f" {name} " in text
+        assert "jsonpath='{.status.publicKey}'" in text
+        assert "auditlock-key-" not in text
     s3 = policy["spec"]["destination"]["s3"]
     url = f"s3://{s3['bucket']}/{s3['prefix']}"
     assert f'trail="{url}?endpoint=' in script and '"$AUDITLOCK" verify "$trail"' in script

@@ -98,8 +98,17 @@ def test_native_sidecar_injection_has_everything() -> None:
     assert collector["livenessProbe"]["httpGet"]["port"] == n.HEALTH_PORT
     assert collector["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
     volumes = {v["name"]: v for v in mutated["spec"]["volumes"]}
-    assert set(volumes) == {"data", n.VOLUME_KEY, n.VOLUME_CONFIG, n.VOLUME_SPOOL, n.VOLUME_TMP}
-    assert volumes[n.VOLUME_KEY]["secret"]["secretName"] == "auditlock-key-payments"
+    # Per-pod keys, the default: a projected token proves the pod; no key volume.
+    assert set(volumes) == {
+        "data",
+        n.VOLUME_CERTIFICATE_TOKEN,
+        n.VOLUME_CONFIG,
+        n.VOLUME_SPOOL,
+        n.VOLUME_TMP,
+    }
+    [source] = volumes[n.VOLUME_CERTIFICATE_TOKEN]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == n.CERTIFICATE_AUDIENCE
+    assert "AUDITLOCK_SIDECAR__STREAM__CERTIFICATE_URL" in env
     assert volumes[n.VOLUME_SPOOL]["emptyDir"]["sizeLimit"] == "256Mi"
     annotations = mutated["metadata"]["annotations"]
     assert annotations[n.ANNOTATION_POLICY] == "payments"
@@ -109,11 +118,14 @@ def test_native_sidecar_injection_has_everything() -> None:
 
 def test_key_is_mounted_only_into_the_collector() -> None:
     pod = _pod()
-    mutated = _patched(admission.mutate(_review(pod), _registry(_entry()), CLASSIC), pod)
+    shared = _entry(signing="shared")  # the policy's key Secret, mounted as a volume
+    mutated = _patched(admission.mutate(_review(pod), _registry(shared), CLASSIC), pod)
     app, collector = mutated["spec"]["containers"]
     assert "restartPolicy" not in collector
     assert "volumeMounts" not in app
     assert n.VOLUME_KEY in {m["name"] for m in collector["volumeMounts"]}
+    volumes = {v["name"]: v for v in mutated["spec"]["volumes"]}
+    assert volumes[n.VOLUME_KEY]["secret"]["secretName"] == "auditlock-key-payments"
 
 
 def test_mutation_is_idempotent() -> None:

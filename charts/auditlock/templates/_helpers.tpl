@@ -159,6 +159,10 @@ objectSelector: {}
 {{- end }}
 {{- end }}
 
+{{- define "auditlock.rootKeySecretName" -}}
+{{- default (printf "%s-root-key" (include "auditlock.fullname" .)) .Values.certificates.rootKeySecret }}
+{{- end }}
+
 {{- define "auditlock.signingKeySecretName" -}}
 {{- default (printf "%s-collector-key" (include "auditlock.fullname" .)) .Values.collector.signingKeySecret }}
 {{- end }}

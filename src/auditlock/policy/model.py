@@ -406,12 +406,13 @@ class AuditPolicySpec(_Model):
         default_factory=SidecarSpec, description="The collector sidecar's image and resources."
     )
     signing: Literal["shared", "perPod"] = Field(
-        default="shared",
-        description="shared: every collector signs with the policy's key, kept in a Secret "
-        "in this namespace. perPod: each collector generates its own key in memory at "
-        "start and has the operator certify it (the operator's root key, chart value "
-        "certificates.rootKeySecret); this namespace then holds no private key. Verify "
-        "perPod trails with the root's public key.",
+        default="perPod",
+        description="perPod (the default): each collector generates its own key in memory "
+        "at start and has the operator certify it with its root key (chart value "
+        "certificates.rootKeySecret), so this namespace holds no private key; verify with "
+        "the root's public key. shared (weaker, opt-in): every collector signs with the "
+        "policy's one key, kept in a Secret in this namespace, so whoever can read Secrets "
+        "here can sign checkpoints for every stream of the policy (docs/threat-model.md).",
     )
 
     @field_validator("categories")
