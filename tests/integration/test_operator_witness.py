@@ -1,9 +1,9 @@
 """The operator witnesses every stream (issue 17 points 3 and 4; docs/FORMAT.md section
 16): on a short timer it reads each stream's newest checkpoint in the policy's
-destination and stores a signed, chained record there, each timestamped by a real RFC
-3161 TSA (`openssl ts -reply`). `verify --witness-key --tsa-cert` passes on the bucket
-and fails a copy from which a witnessed stream was deleted, although that copy is
-consistent in itself.
+destination, closes the streams of pods gone for good, and stores a signed, chained
+record there, each timestamped by a real RFC 3161 TSA (`openssl ts -reply`). `verify
+--witness-key --tsa-cert` passes on the bucket and fails a copy from which a witnessed
+stream was deleted, although that copy is consistent in itself.
 
 Real components: the rig's kube-apiserver, the operator (in-process, kopf + webhooks),
 SeaweedFS with Object Lock as the S3 destination, OpenSSL's TSA over HTTP. The stream is
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,17 +27,21 @@ from kubernetes import client
 
 from auditlock import sinks
 from auditlock.ledger.keys import Signer, generate, load_private_key
-from auditlock.ledger.newest import newest_checkpoints
+from auditlock.ledger.newest import StreamTip, newest_checkpoint, newest_checkpoints
 from auditlock.ledger.synth import synthetic_events
+from auditlock.ledger.timestamps import parse_ns
 from auditlock.ledger.trusted_time import load_certificates, request_token
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.witness import WitnessRecord, chain_end, decode_record, witnessed
 from auditlock.ledger.writer import StreamWriter
 from auditlock.operator import keys
 from auditlock.operator.kube import Kube
+from auditlock.operator.stream_ids import stream_id
 from auditlock.operator.trail_verification import verify_policies
 from auditlock.operator.witness import WitnessSettings
+from tests.helpers.certificates import ask, collector_running, pod_token, request_body
 from tests.helpers.policies import (
+    create_pod,
     create_policy,
     create_s3_secret,
     s3_spec,
@@ -230,3 +235,113 @@ def _token(tsa: OpensslTsa, message: bytes) -> bytes:
             return await request_token(session, tsa.url, message, time_limit=30)
 
     return asyncio.run(ask())
+
+
+GRACE = 2.0
+
+
+def test_the_witness_closes_the_stream_of_a_pod_gone_for_good(
+    auditpolicy_crd: KubeControlPlane,
+    kube_namespace: str,
+    seaweedfs: SeaweedFS,
+    s3_locked_bucket: str,
+) -> None:
+    """Issue 17 point 3: whichever replica runs the witness cycle closes, in that cycle and
+    off its own reading, the stream of a pod deleted for good once the grace delay has
+    passed (the periodic refresh, here every 10 minutes, leaves it to the witness); the
+    record it stores next names the `abandon` checkpoint, and no record names the stream
+    again. verify with the root and the witness key finds nothing: the stream is
+    closed-abandoned, with FORMAT.md's warning `abandoned` only."""
+    kube, namespace = auditpolicy_crd, kube_namespace
+    signer = _witness_key(kube, namespace)
+    create_s3_secret(kube, namespace, seaweedfs)
+    operator = start_operator(
+        kube,
+        audit_intake=False,
+        register=False,
+        watch_fallback=False,
+        namespaces=[namespace],
+        refresh_seconds=600,
+        abandon_grace_seconds=GRACE,
+        witness_key_secret=(namespace, "operator-key"),
+        witness=WitnessSettings(INTERVAL),
+    )
+    assert operator.root is not None
+    try:
+        create_policy(kube, namespace, "gone", s3_spec(seaweedfs, s3_locked_bucket))
+        wait_condition(kube, namespace, "gone", "Ready", "True")
+        store = sinks.open(f"s3://{s3_locked_bucket}/trail", **seaweedfs.destination_options())
+        # A collector's per-pod key, certified by the operator for its pod's stream.
+        pod = create_pod(kube, namespace, {"app": "payments"})
+        collector_running(kube, pod)
+        stream = stream_id("rig", namespace, pod["metadata"]["name"])
+        key = Signer(generate())
+        ca = ssl.create_default_context(cafile=str(kube.ca_path))
+        status, answer = ask(operator.webhook_url, ca, pod_token(kube, pod),
+                             request_body(key, stream))  # fmt: skip
+        assert status == 201, answer
+        writer = StreamWriter.resume(store, stream, key, retention=None)
+        for _, event in synthetic_events(stream, 3, start_ns=time.time_ns()):
+            writer.append(event)
+        writer.store(writer.seal())  # ... and then the collector is killed: no `close`
+
+        def records() -> list[WitnessRecord]:
+            found = [decode_record(store.get(name)).record for name in _records(store)]
+            return sorted(found, key=lambda r: r.seq)
+
+        def naming() -> list[tuple[WitnessRecord, int]]:
+            return [(r, e.index) for r in records() for e in r.streams if e.stream == stream]
+
+        wait_for("a record naming the stream", naming, timeout=30)
+        with kube.api_client() as api:
+            client.CoreV1Api(api).delete_namespaced_pod(
+                pod["metadata"]["name"], namespace, grace_period_seconds=0
+            )
+
+        def closed() -> StreamTip | None:
+            tip = newest_checkpoint(store, stream)
+            done = tip is not None and tip.signed is not None and tip.signed.checkpoint.abandoned
+            return tip if done else None
+
+        abandon = wait_for("the abandon checkpoint", closed, timeout=30)
+        assert abandon.signed is not None
+        closed_at = parse_ns(abandon.signed.checkpoint.time)
+
+        def two_records_after() -> list[WitnessRecord] | None:
+            later = [r for r in records() if parse_ns(r.time) >= closed_at]
+            return later if len(later) >= 2 else None
+
+        later = wait_for("two records after the close", two_records_after, timeout=30)
+        # The cycle that closed it stored the first record after the close, naming it.
+        assert [(e.stream, e.index) for e in later[0].streams] == [(stream, abandon.index)]
+        assert [index for _, index in naming()].count(abandon.index) == 1
+        assert naming()[-1][1] == abandon.index  # never named again
+        metrics = operator.thread.operator.metrics
+        closes = metrics.get_sample_value(
+            "auditlock_operator_streams_abandoned_total", {"outcome": "abandoned"}
+        )
+        assert closes == 1
+
+        def announced() -> bool:
+            with kube.api_client() as api:
+                events = client.CoreV1Api(api).list_namespaced_event(namespace)
+            return any(e.reason == "StreamAbandoned" and stream in (e.message or "")
+                       for e in events.items)  # fmt: skip
+
+        wait_for("the StreamAbandoned event", announced, timeout=15)
+    finally:
+        operator.stop()
+
+    report = verify(
+        store,
+        VerifyOptions(
+            public_keys=[operator.root.public],
+            witness_keys=[signer.public],
+            slack_seconds=600,
+            check_retention=False,
+        ),
+    )
+    assert report.findings == [], [f.describe() for f in report.findings]
+    (summary,) = [s for s in report.streams if s.stream == stream]
+    assert summary.abandoned and summary.events == 3
+    assert {w.code for w in report.warnings if w.stream == stream} == {"abandoned"}

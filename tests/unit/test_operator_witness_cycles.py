@@ -12,10 +12,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from auditlock import sinks
+from auditlock.ledger.abandon import abandon_stream
 from auditlock.ledger.keys import Signer, generate
-from auditlock.ledger.synth import synthesize
+from auditlock.ledger.newest import StreamTip, newest_checkpoints
+from auditlock.ledger.synth import synthesize, synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.ledger.witness import decode_record
+from auditlock.ledger.writer import StreamWriter
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.operator.witness import Witness, WitnessMetrics, WitnessSettings
 from auditlock.policy import parse_spec
@@ -145,3 +148,48 @@ def test_a_stream_deleted_or_rolled_back_is_said_at_the_next_cycle(tmp_path: Pat
     asyncio.run(witness.cycle())
     asyncio.run(witness.cycle())
     assert (lost("deleted"), lost("rolled-back")) == (1, 1)
+
+
+def test_a_stream_closed_in_a_cycle_is_named_by_that_cycles_record(tmp_path: Path) -> None:
+    """The witness closes abandoned streams off its own reading (the operator's closer,
+    reconcile.close_abandoned_in), then names each closed stream's `abandon` checkpoint
+    in the record of the same cycle, and never again."""
+    store = sinks.open(f"file://{tmp_path / 'trail'}", fsync=False)
+    writer_key = Signer(generate())
+    writer = StreamWriter.resume(store, "c1_shop_gone", writer_key, retention=None)
+    for _, event in synthetic_events("c1_shop_gone", 3, start_ns=time.time_ns()):
+        writer.append(event)
+    writer.store(writer.seal())
+    signer = Signer(generate())
+    witness, _ = _witness(_registry(tmp_path / "trail"), signer)
+    asked: list[str] = []
+
+    async def close(url: str, tips: dict[str, StreamTip]) -> list[str]:
+        asked.append(url)
+        if len(asked) != 2:  # the pod is gone for good from the second cycle on
+            return []
+        tip = tips["c1_shop_gone"]
+        result = abandon_stream(store, tip.stream, writer_key, now_ns=time.time_ns(),
+                                retention=None, expect=tip.name)  # fmt: skip
+        assert result.outcome == "abandoned", result.message
+        return [tip.stream]
+
+    witness.close_abandoned = close
+
+    async def run() -> None:
+        for _ in range(3):
+            await witness.cycle()
+        await witness.close()
+
+    asyncio.run(run())
+    assert asked == [store.url] * 3
+    named = [
+        [(e.stream, e.index) for e in decode_record(d).record.streams] for d in _records(store)
+    ]
+    abandon = newest_checkpoints(store)["c1_shop_gone"]
+    assert abandon.signed is not None and abandon.signed.checkpoint.kind == "abandon"
+    assert named == [[("c1_shop_gone", abandon.index - 1)], [("c1_shop_gone", abandon.index)], []]
+    report = verify(store, VerifyOptions(public_keys=[writer_key.public],
+                                         witness_keys=[signer.public]))  # fmt: skip
+    assert report.findings == [], [f.describe() for f in report.findings]
+    assert [s.stream for s in report.streams if s.abandoned] == ["c1_shop_gone"]

@@ -3,8 +3,9 @@ streams"; the record is docs/FORMAT.md section 10.6).
 
 A collector killed without a clean shutdown leaves its stream open, and `verify` would
 call it `stream-stale` for the rest of its retention. The operator knows which pods
-exist. On each periodic refresh of a policy it looks at the newest checkpoint of every
-stream of the policy's namespace and this cluster in the policy's destination (stream id
+exist. In each witness cycle (operator/witness.py; without a witness, on each periodic
+refresh of a policy) it looks at the newest checkpoint of every stream of the policy's
+namespace and this cluster in the policy's destination (stream id
 `<cluster>_<namespace>_<pod>`, as injection sets it: stream_ids.py) and decides per open
 stream:
 
@@ -181,12 +182,13 @@ async def close_abandoned(
     secret_data: dict[str, str] | None,
     material: SigningKeyMaterial,
     report: Callable[[str, str, str], None],
-) -> None:
-    """Write the abandon checkpoint of each stream in `due` (from `watch.due`). `report(stream,
-    outcome, message)` is called for each attempt (metric, Event, log); the outcome is
-    an `AbandonResult.outcome`, or `store-error` when the store failed (the stream is
-    tried again at the next refresh)."""
+) -> list[str]:
+    """Write the abandon checkpoint of each stream in `due` (from `watch.due`); returns the
+    streams closed. `report(stream, outcome, message)` is called for each attempt
+    (metric, Event, log); the outcome is an `AbandonResult.outcome`, or `store-error`
+    when the store failed (the stream is tried again at the next look)."""
     url = spec.destination.url
+    closed = []
     for tip in due:
         try:
             result = await asyncio.wait_for(
@@ -197,3 +199,6 @@ async def close_abandoned(
             continue
         watch.settled(url, tip, result)
         report(tip.stream, result.outcome, result.message)
+        if result.outcome == "abandoned":
+            closed.append(tip.stream)
+    return closed

@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -240,6 +240,32 @@ class Kube:
             return None
         pod = orjson.loads(answer.data)
         return pod if isinstance(pod, dict) else None
+
+    def post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved` (apiVersion, kind, metadata), as kopf posts
+        them; for code that runs outside kopf's handlers, where kopf cannot post."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.core.create_namespaced_event(
+            meta["namespace"],
+            {
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": involved.get("apiVersion", ""),
+                    "kind": involved.get("kind", ""),
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid", ""),
+                },
+                "type": kind,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": "auditlock-operator"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
     # -- AuditPolicies ------------------------------------------------------------------
 

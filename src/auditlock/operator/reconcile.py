@@ -83,6 +83,10 @@ class Context:
     checkpoint_scan_seconds: float = SCAN_INTERVAL
     # Closes the streams of pods that are gone for good; None: never.
     abandon: AbandonWatch | None = None
+    # Whether the periodic refresh closes them. False when the witness does, in its own
+    # cycle off its own reading (`close_abandoned_in`), so one replica decides, on the
+    # newest reading, and the record it stores next names each closed stream.
+    abandon_in_refresh: bool = True
     # Counts abandonment attempts by outcome (a metric in the operator).
     abandon_outcomes: Callable[[str], None] | None = None
     # Exports each policy's status as gauges (pods without a collector, conditions).
@@ -397,14 +401,47 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     conditions = [x for x in status.get("conditions") or [] if x.get("type") not in POD_CONDITIONS]
     conditions += pod_conditions(counts, generation)
     await _status(ctx, body, conditions, **fields)
-    if ctx.abandon is not None and state.tips is not None:
-        try:
-            await _close_abandoned(ctx, ctx.abandon, entry, body, state.tips)
-        except (ApiException, keys.KeySecretError) as exc:
-            # Status is already written; the next refresh looks again.
-            log.warning("abandoned streams of %s/%s not looked at: %s", namespace, name, exc)
-            if ctx.abandon_outcomes is not None:
-                ctx.abandon_outcomes("kube-error")
+    if ctx.abandon is not None and ctx.abandon_in_refresh and state.tips is not None:
+        # Status is already written; a failure here is looked at again next time.
+        await _close_abandoned_safely(ctx, ctx.abandon, entry, body, state.tips)
+
+
+async def close_abandoned_in(ctx: Context, url: str, tips: dict[str, StreamTip]) -> list[str]:
+    """The witness's part of a cycle (operator/witness.py): close the streams of pods gone
+    for good, of every policy whose destination is `url`, off the witness's reading
+    `tips` of it; returns the streams closed (their newest checkpoint is now the
+    `abandon` one, so the record of this cycle names it)."""
+    if ctx.abandon is None:
+        return []
+    closed = []
+    for namespace in sorted(ctx.registry.namespaces()):
+        for entry in sorted(ctx.registry.in_namespace(namespace), key=lambda e: e.name):
+            if entry.spec.destination.url != url:
+                continue
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"namespace": entry.namespace, "name": entry.name, "uid": entry.uid},
+            }
+            closed += await _close_abandoned_safely(ctx, ctx.abandon, entry, body, tips)
+    return closed
+
+
+async def _close_abandoned_safely(
+    ctx: Context,
+    watch: AbandonWatch,
+    entry: PolicyEntry,
+    body: dict[str, Any],
+    tips: dict[str, StreamTip],
+) -> list[str]:
+    try:
+        return await _close_abandoned(ctx, watch, entry, body, tips)
+    except (ApiException, keys.KeySecretError) as exc:
+        log.warning("abandoned streams of %s/%s not looked at: %s", entry.namespace,
+                    entry.name, exc)  # fmt: skip
+        if ctx.abandon_outcomes is not None:
+            ctx.abandon_outcomes("kube-error")
+        return []
 
 
 async def _close_abandoned(
@@ -413,10 +450,11 @@ async def _close_abandoned(
     entry: PolicyEntry,
     body: dict[str, Any],
     tips: dict[str, StreamTip],
-) -> None:
-    """Close the streams of this policy's namespace whose pods are gone for good."""
+) -> list[str]:
+    """Close the streams of this policy's namespace whose pods are gone for good; returns
+    those closed."""
     if not any(pod_of_stream(ctx.cluster, entry.namespace, stream) for stream in tips):
-        return  # no stream of this namespace: no need to list its pods
+        return []  # no stream of this namespace: no need to list its pods
     pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
     due = watch.due(entry.spec.destination.url, ctx.cluster, entry.namespace, tips, pods)
     for rollback in watch.rollbacks():
@@ -432,10 +470,10 @@ async def _close_abandoned(
         if ctx.events is not None:
             ctx.events(body, "Warning", "StreamRolledBack", message)
     if not due:
-        return
+        return []
     if entry.spec.signing == "perPod":
         if ctx.root_key is None:
-            return
+            return []
         material = ctx.root_key  # the root that certified the streams' keys closes them
     else:
         secret = n.key_secret_name(entry.name)
@@ -456,7 +494,7 @@ async def _close_abandoned(
             )
             ctx.events(body, kind, reason, f"Stream {stream}: {message}.")
 
-    await close_abandoned(
+    return await close_abandoned(
         watch,
         spec=entry.spec,
         due=due,

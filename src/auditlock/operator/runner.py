@@ -5,9 +5,12 @@ the same thing in a background thread for tests and benchmarks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +30,7 @@ from auditlock.operator.injection import InjectionSettings
 from auditlock.operator.kube import Kube, ServerVersion
 from auditlock.operator.names import LABEL_MANAGED_BY, MANAGED_BY
 from auditlock.operator.policy_watch import PolicyWatch
-from auditlock.operator.reconcile import Context
+from auditlock.operator.reconcile import Context, close_abandoned_in
 from auditlock.operator.registry import PolicyRegistry
 from auditlock.operator.secret_hashes import load_or_create_key
 from auditlock.operator.status_metrics import PolicyStatusMetrics
@@ -91,6 +94,29 @@ def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> No
     """Queue a Kubernetes Event on the policy (kopf posts it in the background)."""
     target: Any = body  # kopf reads apiVersion, kind and metadata from a plain dict too
     kopf.event(target, type=kind, reason=reason, message=message[:1024])
+
+
+def event_poster(kube: Kube) -> Callable[[dict[str, Any], str, str, str], None]:
+    """`post_event` in kopf's handlers; elsewhere (the witness's cycle), where kopf has no
+    poster, the Event is created through the API in a worker thread."""
+
+    def post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        try:
+            post_event(body, kind, reason, message)
+            return
+        except LookupError:
+            pass
+
+        def create() -> None:
+            try:
+                kube.post_event(body, kind, reason, message)
+            except Exception as exc:  # an Event is a notice; the log line stands
+                log.warning("Event %s on %s not posted: %s", reason,
+                            body.get("metadata", {}).get("name"), exc)  # fmt: skip
+
+        asyncio.get_running_loop().run_in_executor(None, create)
+
+    return post
 
 
 def sidecar_style(mode: str, version: ServerVersion) -> bool:
@@ -175,7 +201,7 @@ class Operator:
             self.kube,
             self.policies,
             config.cluster,
-            events=post_event,
+            events=event_poster(self.kube),
             outcomes=lambda reason: outcomes.labels(reason).inc(),
             checkpoint_scan_seconds=config.checkpoint_scan_seconds,
             abandon=AbandonWatch(grace_seconds=grace) if grace else None,
@@ -211,7 +237,10 @@ class Operator:
         # scrape that shows zero cycles says "no witness" more plainly than no series.
         self.witness_metrics = WitnessMetrics(self.metrics)
         if config.witness_key_secret is not None:
-            self.witness = await self._witness(config, config.witness_key_secret)
+            self.witness = await self._witness(config, config.witness_key_secret, ctx)
+        if self.witness is not None and ctx.abandon is not None:
+            # The witness closes abandoned streams in its cycles (reconcile.close_abandoned_in).
+            ctx = dataclasses.replace(ctx, abandon_in_refresh=False)
         self.server = WebhookServer(
             registry=self.policies,
             injection=InjectionSettings(
@@ -272,7 +301,9 @@ class Operator:
             validity_seconds=config.certificate_validity_seconds,
         )
 
-    async def _witness(self, config: OperatorConfig, secret: tuple[str, str]) -> Witness | None:
+    async def _witness(
+        self, config: OperatorConfig, secret: tuple[str, str], ctx: Context
+    ) -> Witness | None:
         namespace, name = secret
         try:
             data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
@@ -292,6 +323,7 @@ class Operator:
             self.witness_metrics,
             read_secret=self.kube.read_secret,
             store_events=self.capture.store_witness_events if self.capture else None,
+            close_abandoned=functools.partial(close_abandoned_in, ctx),
         )
         witness.start()
         log.info("witness every %.0f s as %s with key %s (Secret %s/%s)%s",

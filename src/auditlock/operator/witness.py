@@ -4,11 +4,13 @@ docs/FORMAT.md section 16).
 Every `interval_seconds` (60 by default) it reads, for each destination the operator's
 policies name, the newest checkpoint of every stream there
 (`operator.destination.read_newest`: the one reading, which the trail watcher makes too
-and the periodic refresh reuses for LAST-CHECKPOINT and for closing the streams of pods
-gone for good, operator/abandonment.py), and stores a record of what it saw in that
-destination, signed with the operator's key and chained to the record before it. A
-record names the streams whose newest checkpoint changed since this witness's previous
-record (all of them after a start or a takeover), so a closed stream is named once. With
+and the periodic refresh reuses for LAST-CHECKPOINT), closes off that reading the
+streams of pods gone for good (`close_abandoned`, operator/abandonment.py), and stores a
+record of what it then saw in that destination, signed with the operator's key and
+chained to the record before it. A record names the streams whose newest checkpoint
+changed since this witness's previous record (all of them after a start or a takeover),
+so a closed stream is named once: the record of the cycle that closed it names its
+`abandon` checkpoint. With
 a time-stamping authority (`tsa_url`), each record's bytes are timestamped first and the
 token stored beside it, so nobody, the operator included, can later write a record that claims an
 earlier time than the TSA saw.
@@ -40,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from auditlock import sinks
 from auditlock.ledger.keys import Signer
 from auditlock.ledger.limits import MAX_WITNESS_BYTES
-from auditlock.ledger.newest import StreamTip
+from auditlock.ledger.newest import StreamTip, newest_checkpoint
 from auditlock.ledger.trusted_time import TimestampError, request_token
 from auditlock.ledger.witness import (
     ChainEnd,
@@ -61,6 +63,9 @@ STORE_TIMEOUT = 120.0  # one destination's read and write; a hung store is a fai
 TSA_TIMEOUT = 10.0
 
 SecretReader = Callable[[str, str], dict[str, str] | None]
+# Closes the streams of pods gone for good of the policies naming a destination, off
+# this cycle's reading of it; returns the streams closed (reconcile.close_abandoned_in).
+AbandonedCloser = Callable[[str, dict[str, StreamTip]], Awaitable[list[str]]]
 # Stores events in the operator's own cluster stream (ClusterCapture.store_witness_events).
 EventStore = Callable[[list[dict[str, Any]]], Awaitable[None]]
 WITNESS_ACTOR = "auditlock-witness"
@@ -142,6 +147,7 @@ class Witness:
     metrics: WitnessMetrics
     read_secret: SecretReader | None = None
     store_events: EventStore | None = None
+    close_abandoned: AbandonedCloser | None = None
     clock: Callable[[], int] = time.time_ns
     _chains: dict[str, ChainEnd] = field(default_factory=dict)
     # Per destination: what this witness's records named for each stream since it last
@@ -222,6 +228,7 @@ class Witness:
             tips, end = await asyncio.wait_for(
                 asyncio.to_thread(self._read, url, destination), STORE_TIMEOUT
             )
+            await self._close_abandoned(url, destination, tips)
             named = self._named.get(url, {})
             self._look_back(url, named, tips)
             changed = tuple(e for e in witnessed(tips.values()) if named.get(e.stream) != e)
@@ -259,6 +266,24 @@ class Witness:
         self.metrics.last_record.labels(url).set(time.time())
         await self._record_in_own_stream(url, name, data, len(changed), token is not None)
         return _Outcome(url, end.seq, len(tips), len(changed), token is not None)
+
+    async def _close_abandoned(
+        self, url: str, destination: sinks.Destination, tips: dict[str, StreamTip]
+    ) -> None:
+        """Close what is due off this cycle's reading; the record is stored regardless
+        (a closer that fails is logged and counted, and looks again next cycle)."""
+        if self.close_abandoned is None:
+            return
+        try:
+            closed = await self.close_abandoned(url, tips)
+        except Exception:
+            self.metrics.failures.labels("error").inc()
+            log.exception("witness: closing abandoned streams in %s failed", url)
+            return
+        if closed:
+            await asyncio.wait_for(
+                asyncio.to_thread(_read_again, destination, tips, closed), STORE_TIMEOUT
+            )
 
     async def _record_in_own_stream(
         self, url: str, name: str, data: bytes, named: int, stamped: bool
@@ -389,3 +414,15 @@ class Witness:
     def _failed(self, url: str, reason: str, exc: BaseException) -> None:
         self.metrics.failures.labels(reason).inc()
         log.warning("witness: no record in %s (%s): %s", url, reason, exc)
+
+
+def _read_again(
+    destination: sinks.Destination, tips: dict[str, StreamTip], streams: list[str]
+) -> None:
+    """The newest checkpoint of each stream just closed (its `abandon` one), in `tips`:
+    the reading the refresh and the trail watcher reuse, and what this cycle's record
+    names."""
+    for stream in streams:
+        tip = newest_checkpoint(destination, stream)
+        if tip is not None:
+            tips[stream] = tip
