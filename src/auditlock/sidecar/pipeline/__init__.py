@@ -93,17 +93,10 @@ class Pipeline:
                 )
                 continue
             if not names_checked and has_astral(data):
-                # A member name above U+FFFF is refused, and the typed decoder does not
-                # look at names: the general path decides (the id it assigns is new).
-                try:
-                    redone = self.process(input_name, tag, time_ns, record)
-                except Rejected as exc:
-                    out.reject(index, exc)
-                    continue
+                redone = self._redo(out, index, input_name, tag, time_ns, record)
                 if redone is None:
-                    out.filtered += 1
                     continue
-                data = encode(redone)
+                data = redone
             if len(data) > MAX_EVENT_BYTES:  # escaping can make the stored form larger
                 out.unstorable.append(_too_large(data))
                 continue
@@ -168,19 +161,13 @@ class Pipeline:
             if not data:
                 continue  # unstorable, counted above
             if type(results[index]) is Event and has_astral(data):
-                # A member name above U+FFFF is refused, and the typed decoder does not
-                # look at names: the general path decides (the id it assigns is new).
-                try:
-                    redone = self.process(
-                        input_name, records.tag, records.times[index], records.general(index)
-                    )
-                except Rejected as exc:
-                    out.reject(index, exc)
-                    continue
+                redone = self._redo(
+                    out, index, input_name, records.tag, records.times[index],
+                    records.general(index),
+                )  # fmt: skip
                 if redone is None:
-                    out.filtered += 1
                     continue
-                data = canonical_bytes(redone)
+                data = redone
             if len(data) > MAX_EVENT_BYTES:
                 out.unstorable.append(_too_large(data))
                 continue
@@ -191,6 +178,22 @@ class Pipeline:
         )
         out.rejected.sort(key=_entry_index)  # redone ones came last
         return out
+
+    def _redo(
+        self, out: Processed, index: int, input_name: str, tag: str, time_ns: int, record: Any
+    ) -> bytes | None:
+        """The stored form of an entry the general path decides: one with a member name
+        above U+FFFF, refused there, that the typed decoder did not look at (the id the
+        general path assigns is new). None: rejected or filtered (counted in `out`)."""
+        try:
+            event = self.process(input_name, tag, time_ns, record)
+        except Rejected as exc:
+            out.reject(index, exc)
+            return None
+        if event is None:
+            out.filtered += 1
+            return None
+        return canonical_bytes(event)
 
 
 def _entry_index(rejection: tuple[int, Rejected]) -> int:
