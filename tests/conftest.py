@@ -11,5 +11,6 @@ pytest_plugins: list[str] = [
     "tests.servers.prometheus",
     "tests.servers.prometheus_operator_crds",
     "tests.servers.tsa",
+    "tests.servers.timestamp_authority",
     "tests.integration.chart_helpers",
 ]

@@ -1,5 +1,6 @@
-"""RFC 3161 timestamp tokens against a real TSA (OpenSSL's), read back with auditlock and
-with `openssl ts -verify` alone (docs/FORMAT.md, "Timestamp tokens")."""
+"""RFC 3161 timestamp tokens against real TSAs (OpenSSL's, and sigstore's
+timestamp-authority), read back with auditlock and with `openssl ts -verify` alone
+(docs/FORMAT.md, "Timestamp tokens")."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
+from auditlock import sinks
 from auditlock.ledger import trusted_time
+from auditlock.ledger.keys import Signer, generate
+from auditlock.ledger.synth import synthesize
 from auditlock.ledger.trusted_time import (
     TIMESTAMP_INVALID,
     TIMESTAMP_MISMATCH,
@@ -24,6 +29,12 @@ from auditlock.ledger.trusted_time import (
     request_token,
     verify_token,
 )
+from auditlock.ledger.verify import VerifyOptions, verify
+from auditlock.operator.registry import PolicyEntry, PolicyRegistry
+from auditlock.operator.witness import Witness, WitnessMetrics, WitnessSettings
+from auditlock.policy import parse_spec
+from tests.helpers.policies import file_spec
+from tests.servers.timestamp_authority import SigstoreTsa
 from tests.servers.tsa import OpensslTsa, make_ca, make_tsa_certificate
 
 RECORD = b'{"kind":"witness","streams":[]}\n'
@@ -188,3 +199,52 @@ def test_oversized_tokens_are_refused_before_decoding(tsa: OpensslTsa) -> None:
     with pytest.raises(TimestampError) as caught:
         verify_token(huge, RECORD, load_certificates(tsa.root_pem))
     assert caught.value.code == TIMESTAMP_INVALID
+
+
+def test_sigstores_timestamp_authority_stamps_witness_records(
+    sigstore_tsa: SigstoreTsa, tmp_path: Path
+) -> None:
+    """The operator's witness, timestamped by sigstore's timestamp-authority (a second
+    real TSA, in Go, with a root, an intermediate and a leaf): each record's token
+    verifies with the chain that TSA serves, and a token with one byte changed is a
+    finding."""
+    store = sinks.open(f"file://{tmp_path / 'trail'}", fsync=False)
+    writer = Signer(generate())
+    synthesize(store, writer, streams=2, events=3)
+    registry = PolicyRegistry()
+    spec = parse_spec(file_spec(tmp_path / "trail"))
+    registry.put(PolicyEntry("shop", "p", "u", 1, spec, "h", "2026-01-01T00:00:00Z"))
+    signer = Signer(generate())
+    settings = WitnessSettings(60.0, sigstore_tsa.url)
+    witness = Witness(settings, registry, "c1", signer, WitnessMetrics(CollectorRegistry()))
+
+    async def two_cycles() -> None:
+        await witness.cycle()
+        await witness.cycle()
+        await witness.close()
+
+    asyncio.run(two_cycles())
+    tokens = [n for n in store.list("witness/c1/") if n.endswith(".tsr")]
+    assert len(tokens) == 2, list(store.list("witness/"))
+    chain = load_certificates(sigstore_tsa.chain_pem)
+    assert len(chain) == 3
+    record = tokens[0].removesuffix(".tsr")
+    proved = verify_token(store.get(tokens[0]), store.get(record), chain[-1:], chain[:-1])
+    assert abs(proved.gen_time - datetime.now(UTC)) < timedelta(minutes=5)
+    options = VerifyOptions(
+        public_keys=[writer.public], witness_keys=[signer.public], tsa_certificates=chain
+    )
+    report = verify(store, options)
+    assert report.findings == [], [f.describe() for f in report.findings]
+    assert "timestamp-missing" not in {w.code for w in report.warnings}
+
+    tampered = bytearray(store.get(tokens[1]))
+    tampered[-8] ^= 0x01  # in the SignerInfo's signature, the token's last member
+    copy = sinks.open(f"file://{tmp_path / 'copy'}", fsync=False)
+    for name in store.list(""):
+        copy.put(name, bytes(tampered) if name == tokens[1] else store.get(name), None)
+    found = {(f.code, f.object) for f in verify(copy, options).findings}
+    assert len(found) == 1 and found <= {
+        (TIMESTAMP_UNTRUSTED, tokens[1]),
+        (TIMESTAMP_INVALID, tokens[1]),
+    }, found
