@@ -403,7 +403,7 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     await _status(ctx, body, conditions, **fields)
     if ctx.abandon is not None and ctx.abandon_in_refresh and state.tips is not None:
         # Status is already written; a failure here is looked at again next time.
-        await _close_abandoned_safely(ctx, ctx.abandon, entry, body, state.tips)
+        await _logged(ctx, entry, _close_abandoned(ctx, ctx.abandon, entry, body, state.tips))
 
 
 async def close_abandoned_in(ctx: Context, url: str, tips: dict[str, StreamTip]) -> list[str]:
@@ -423,19 +423,17 @@ async def close_abandoned_in(ctx: Context, url: str, tips: dict[str, StreamTip])
                 "kind": KIND,
                 "metadata": {"namespace": entry.namespace, "name": entry.name, "uid": entry.uid},
             }
-            closed += await _close_abandoned_safely(ctx, ctx.abandon, entry, body, tips)
+            closed += await _logged(
+                ctx, entry, _close_abandoned(ctx, ctx.abandon, entry, body, tips)
+            )
     return closed
 
 
-async def _close_abandoned_safely(
-    ctx: Context,
-    watch: AbandonWatch,
-    entry: PolicyEntry,
-    body: dict[str, Any],
-    tips: dict[str, StreamTip],
-) -> list[str]:
+async def _logged(ctx: Context, entry: PolicyEntry, closing: Awaitable[list[str]]) -> list[str]:
+    """The streams `closing` closed; a Kubernetes or key error is logged and counted
+    instead (they are looked at again next time)."""
     try:
-        return await _close_abandoned(ctx, watch, entry, body, tips)
+        return await closing
     except (ApiException, keys.KeySecretError) as exc:
         log.warning("abandoned streams of %s/%s not looked at: %s", entry.namespace,
                     entry.name, exc)  # fmt: skip
