@@ -4,8 +4,11 @@
         ──> store in a worker thread (≤ uploads_in_flight at once, retried with backoff)
         ──> release spool records once a stored checkpoint covers all their events
 
-A batch is sealed when it holds `batch_max_events` events or its oldest event has waited
-`max_delay_seconds`. When no events flow, the writer's heartbeat checkpoint keeps the
+A batch is sealed when it holds `batch_max_events` events, or when its oldest event has
+waited `max_delay_seconds` and no earlier batch is still being stored (group commit: a
+slow store makes the next batch larger instead of queueing small ones behind it, whose
+writes and fsyncs would then back up); a due batch waits at most STORE_WAIT delays more
+for that store. When no events flow, the writer's heartbeat checkpoint keeps the
 stream's tail provable (docs/architecture.md: at least one checkpoint a minute).
 
 Release is driven by checkpoints, which the writer stores strictly in order: each record
@@ -25,6 +28,7 @@ of the unreleased records is in it yet, so nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -39,6 +43,11 @@ from auditlock.sidecar.pod_key import CertificateRefused, PodKey
 from auditlock.sidecar.spool.spool import Spool
 
 log = logging.getLogger("auditlock.sidecar.shipping")
+
+# A due batch is sealed at once while fewer batches than this are being stored; else it
+# waits for one of them to be stored, at most STORE_WAIT `max_delay_seconds` more.
+PIPELINED_STORES = 2
+STORE_WAIT = 4
 
 
 class Shipper:
@@ -59,6 +68,7 @@ class Shipper:
             max_workers=self.delivery.uploads_in_flight + 1, thread_name_prefix="upload"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stored = asyncio.Event()  # set when a store ends (stored or given up)
         self.pod_key: PodKey | None = None
         stream = config.stream
         if stream.certificate_url:
@@ -249,6 +259,7 @@ class Shipper:
         extend = writer.extend_canonical  # the spool holds canonical event bytes
         batch_max = self.delivery.batch_max_events
         max_delay = self.delivery.max_delay_seconds
+        wait_for_store = STORE_WAIT * max_delay
         deadline: float | None = None
         try:
             while True:
@@ -269,13 +280,20 @@ class Shipper:
                     deadline = time.monotonic() + max_delay
                 caught_up = reader.position >= self.spool.committed
                 now = time.monotonic()
+                due = deadline is not None and now >= deadline
+                late = deadline is not None and now >= deadline + wait_for_store
+                # A batch that is due waits for the batch being stored (group commit),
+                # up to STORE_WAIT delays: sealing it now would queue its writes behind
+                # that store's, and small batches would then back up (module doc).
+                storing = len(self._tasks) >= PIPELINED_STORES
                 if pending and (
                     pending >= batch_max
-                    or (deadline is not None and now >= deadline)
+                    or (due and (not storing or late))
                     or (self._stopping and caught_up)
                 ):
                     await self._launch(writer.seal())
                     deadline = None
+                    due = False
                 elif not pending and writer.heartbeat_due():
                     await self._launch(writer.heartbeat())
                 if self._stopping and caught_up and not writer.pending_events:
@@ -286,6 +304,13 @@ class Shipper:
                 if not caught_up:
                     # A durable record the reader could not read yet: back off briefly.
                     await asyncio.sleep(0.05)
+                    continue
+                if due and deadline is not None:
+                    # Wait for the store in flight (its end sets `_stored`), then seal.
+                    self._stored.clear()
+                    with contextlib.suppress(TimeoutError):
+                        limit = deadline + wait_for_store - time.monotonic()
+                        await asyncio.wait_for(self._stored.wait(), max(0.0, limit))
                     continue
                 wait = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
                 await self.spool.wait_committed(reader.position, min(wait, 1.0))
@@ -345,6 +370,7 @@ class Shipper:
             self._release_covered()
         finally:
             self._slots.release()
+            self._stored.set()
 
     def _release_covered(self) -> None:
         last: tuple[int, int] | None = None
