@@ -403,7 +403,7 @@ async def refresh(ctx: Context, body: dict[str, Any]) -> None:
     await _status(ctx, body, conditions, **fields)
     if ctx.abandon is not None and ctx.abandon_in_refresh and state.tips is not None:
         # Status is already written; a failure here is looked at again next time.
-        await _logged(ctx, entry, _close_abandoned(ctx, ctx.abandon, entry, body, state.tips))
+        await _logged(ctx, entry, _close_abandoned(ctx, entry, body, state.tips))
 
 
 async def close_abandoned_in(ctx: Context, url: str, tips: dict[str, StreamTip]) -> list[str]:
@@ -423,9 +423,7 @@ async def close_abandoned_in(ctx: Context, url: str, tips: dict[str, StreamTip])
                 "kind": KIND,
                 "metadata": {"namespace": entry.namespace, "name": entry.name, "uid": entry.uid},
             }
-            closed += await _logged(
-                ctx, entry, _close_abandoned(ctx, ctx.abandon, entry, body, tips)
-            )
+            closed += await _logged(ctx, entry, _close_abandoned(ctx, entry, body, tips))
     return closed
 
 
@@ -443,14 +441,13 @@ async def _logged(ctx: Context, entry: PolicyEntry, closing: Awaitable[list[str]
 
 
 async def _close_abandoned(
-    ctx: Context,
-    watch: AbandonWatch,
-    entry: PolicyEntry,
-    body: dict[str, Any],
-    tips: dict[str, StreamTip],
+    ctx: Context, entry: PolicyEntry, body: dict[str, Any], tips: dict[str, StreamTip]
 ) -> list[str]:
     """Close the streams of this policy's namespace whose pods are gone for good; returns
     those closed."""
+    watch = ctx.abandon
+    if watch is None:
+        return []
     if not any(pod_of_stream(ctx.cluster, entry.namespace, stream) for stream in tips):
         return []  # no stream of this namespace: no need to list its pods
     pods = await asyncio.to_thread(ctx.kube.pods_by_name, entry.namespace)
