@@ -14,7 +14,6 @@ from auditlock.cli.review_common import (
     finish,
     run_guarded,
     verified_trails,
-    write_stdout,
 )
 
 
@@ -37,9 +36,10 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from auditlock.cli.query import json_rows
+    from auditlock.cli.query import json_rows, write_rows
+    from auditlock.review import formats
     from auditlock.review.engine import Engine
-    from auditlock.review.trace import trace_query
+    from auditlock.review.trace import trace_query, trace_table_query
 
     if not args.id:
         raise UsageError("ID must not be empty")
@@ -48,17 +48,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             _, rows = json_rows(engine, query)
             return finish(args, trails, id=args.id, events=rows)
-        return finish(args, trails, lambda: _write(engine, query, args))
-
-
-def _write(engine: Any, query: str, args: argparse.Namespace) -> None:
-    from auditlock.cli.query import write_rows
-    from auditlock.review import formats
-    from auditlock.review.trace import trace_table_query
-
-    if args.format != "table":
-        write_rows(engine, query, args.format, args.out)
-        return
-    width = shutil.get_terminal_size((120, 24)).columns
-    text, total = formats.table(engine.con, trace_table_query(args.id), width, 10_000)
-    write_stdout(f"{text}\n({total} events share {args.id})")
+        if args.format != "table":
+            return finish(args, trails, lambda: write_rows(engine, query, args.format, args.out))
+        width = shutil.get_terminal_size((120, 24)).columns
+        text, total = formats.table(engine.con, trace_table_query(args.id), width, 10_000)
+        return finish(args, trails, f"{text}\n({total} events share {args.id})")
