@@ -148,7 +148,7 @@ def both_paths(
     entries = []
     for batch in typed_batches:
         got.extend(typed.process_all("forward", batch), len(entries))
-        entries += [(tag, batch.times[i], batch.general(i)) for i in range(len(batch))]
+        entries += [(tag, batch.time_ns(i), batch.general(i)) for i in range(len(batch))]
     expected = general.process_all("forward", entries)
     return got, expected, typed.normalize._boot
 
@@ -210,6 +210,21 @@ def test_spans_the_record_types_leave_to_the_other_decoders() -> None:
         assert decode("app.access", span, RecordTypes()) is None
         # ... and the whole span still arrives, by the typed maps or entry by entry.
         assert sum(map(len, _decode_span("app.access", span))) == 2
+
+
+def test_stamps_other_than_a_fixext8_event_time_are_left_to_the_other_decoders() -> None:
+    record = msgpack.packb(COMMON)
+    good = msgpack.packb(pack_event_time(NS))
+    ext8 = b"\xc7\x08\x00" + good[2:]  # the same EventTime in the longer ext 8 form
+    late = b"\xd7\x00" + good[2:6] + (10**9).to_bytes(4, "big")  # nanoseconds >= 1 s
+    for stamp, readable in ((ext8, True), (late, False), (b"\x05", True)):
+        span = memoryview(b"\x92" + good + record + b"\x92" + stamp + record)
+        assert decode("app.access", span, RecordTypes()) is None
+        if readable:  # the typed maps read it (and time_to_ns any stamp)
+            assert sum(map(len, _decode_span("app.access", span))) == 2
+    span = memoryview(b"\x92" + good + record)
+    batches = decode("app.access", span, RecordTypes())
+    assert batches is not None and batches[0].time_ns(0) == NS
 
 
 def test_flat_member_names_are_learned_up_to_a_bound_then_spans_back_off() -> None:

@@ -13,7 +13,8 @@ exact for every accepted event:
   code point (what orjson does, via UTF-8 bytes) equals ordering by UTF-16 code units.
 
 orjson's string escaping is the RFC 8785 escaping, and so is msgspec's (`canonical_lines`,
-which also writes msgspec structs with their fields sorted by name). Hypothesis tests
+which writes a msgspec struct's fields in declaration order: structs given to it declare
+them sorted). Hypothesis tests
 (tests/unit/test_ledger_canonical.py) check both encoders against the `rfc8785` package
 over the whole accepted event space.
 """
@@ -28,7 +29,9 @@ import orjson
 MAX_SAFE_INTEGER = 2**53 - 1
 
 _OPTIONS = orjson.OPT_SORT_KEYS
-_LINES = msgspec.json.Encoder(order="sorted")
+# Dict members sorted; a struct's fields in the order it declares them, which the
+# structs events are made of keep sorted (sidecar/pipeline/typed_records.py).
+_LINES = msgspec.json.Encoder(order="deterministic")
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -41,7 +44,8 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def canonical_lines(values: list[Any]) -> list[bytes]:
-    """`canonical_bytes` of each value (dicts or msgspec structs), in one encoder call.
+    """`canonical_bytes` of each value (dicts, or msgspec structs whose fields are
+    declared in sorted order), in one encoder call.
 
     A JSON value never holds a raw newline (strings escape it), so the values' lines are
     split apart at newlines; each line is a bytes object of exactly its length.

@@ -162,7 +162,7 @@ class Pipeline:
                 continue  # unstorable, counted above
             if type(results[index]) is Event and has_astral(data):
                 redone = self._redo(
-                    out, index, input_name, records.tag, records.times[index],
+                    out, index, input_name, records.tag, records.time_ns(index),
                     records.general(index),
                 )  # fmt: skip
                 if redone is None:

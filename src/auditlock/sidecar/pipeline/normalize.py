@@ -422,11 +422,15 @@ class Normalizer:
         if app and tag.startswith(RESERVED_TAG_PREFIXES):
             usable = False
         tag_category = self._tag_categories.get(tag)
-        times = records.times
+        stamps = records.stamps
         extras = records.extras
         recent = self._recent
         boot_prefix = self._boot_prefix
-        format_time = self._format_time.at
+        format_time = self._format_time
+        second = format_time._second  # the formatter's cache, read inline below
+        second_prefix = format_time._prefix
+        boot = self._boot
+        counter = self._counter
         canonical_second = canonical_time_second
         cached_ip = _cached_ip
         events: list[Any] = []
@@ -444,7 +448,7 @@ class Normalizer:
                             raise _Decline
                     actor = record.actor
                     if type(actor) is str:
-                        actor = Actor(actor, "user")
+                        actor = Actor(kind="user", name=actor)
                     else:
                         if actor.kind is UNSET:
                             actor.kind = "user"
@@ -452,7 +456,7 @@ class Normalizer:
                             actor.ip = cached_ip(actor.ip)  # ValueError: not an address
                     target = record.target
                     if type(target) is str:
-                        target = Target(target)
+                        target = Target(resource=target)
                     correlation = record.correlation
                     request_id = record.request_id
                     trace_id = record.trace_id
@@ -487,7 +491,11 @@ class Normalizer:
                                 raise _Decline
                     when = record.time
                     if when is None:
-                        when = format_time(times[index])
+                        at = stamps[2 * index]
+                        if at != second:
+                            format_time(at * 1_000_000_000)
+                            second, second_prefix = at, format_time._prefix
+                        when = f"{second_prefix}.{stamps[2 * index + 1]:09d}Z"
                     elif not (
                         len(when) == 30
                         and when[:20] == canonical_second[0]
@@ -504,35 +512,40 @@ class Normalizer:
                         raise _Decline
                     outcome = record.outcome
                     if event_id is None:
-                        self._counter += 1
-                        event_id = f"{self._boot}-{self._counter}"
+                        counter += 1
+                        event_id = f"{boot}-{counter}"
                     elif sender_key is not None:
                         keys.append((sender_key, index))
                     details["intake"] = intake
                     event = Event(
-                        event_id,
-                        when,
-                        category,
                         record.action,
-                        "unknown" if outcome is UNSET else outcome,
                         actor,
-                        target,
-                        source,  # type: ignore[arg-type]
-                        details,
+                        category,
                         correlation,
+                        details,
+                        event_id,
+                        "unknown" if outcome is UNSET else outcome,
+                        source,  # type: ignore[arg-type]
+                        target,
+                        when,
                     )
                 except (_Decline, ValueError):
                     event = None
             if event is None:
                 clean = False
+                self._counter = counter  # the general path assigns the next id
                 try:
-                    event = self(input_name, tag, times[index], records.general(index))
+                    event = self(input_name, tag, records.time_ns(index), records.general(index))
                 except Rejected as exc:
                     event = exc
                 else:
                     if self.sender_key is not None:
                         keys.append((self.sender_key, index))
+                # The general path learns a tag's category from its first event.
+                tag_category = self._tag_categories.get(tag)
+                counter = self._counter
             append(event)
+        self._counter = counter
         return events, keys, clean
 
     def __call__(self, input_name: str, tag: str, time_ns: int, record: Any) -> dict[str, Any]:

@@ -56,19 +56,23 @@ _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')
 MAX_EXTRAS = 32
 
 
-class Actor(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+# The structs an event is made of declare their fields in sorted order: the encoder
+# writes them in that order (canonical.py), so that is the canonical member order.
+
+
+class Actor(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, gc=False):
     """The event's actor as sent and as stored: the normalizer fills in `kind` and the
     canonical `ip`; an absent or null `ip` is not stored."""
 
-    name: Short
-    kind: ActorKind | UnsetType = UNSET
     ip: str | None = None
+    kind: ActorKind | UnsetType = UNSET
+    name: Short
 
 
-class Target(Struct, forbid_unknown_fields=True, gc=False):
-    resource: Short
-    namespace: Short | UnsetType = UNSET
+class Target(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     name: Short | UnsetType = UNSET
+    namespace: Short | UnsetType = UNSET
+    resource: Short
 
 
 class Correlation(Struct, forbid_unknown_fields=True, gc=False):
@@ -96,19 +100,19 @@ KNOWN_MEMBERS = frozenset(name for name, _, _ in _RECORD_FIELDS)
 
 
 class Event(Struct, gc=False):
-    """An event as the ledger stores it (docs/FORMAT.md, "Events"); encoded with sorted
-    members. `source` and `details.intake` are shared between events: never mutated."""
+    """An event as the ledger stores it (docs/FORMAT.md, "Events"); `correlation` UNSET
+    is absent. `source` and `details.intake` are shared between events: never mutated."""
 
-    id: str
-    time: str
-    category: str
     action: str
-    outcome: str
     actor: Actor
-    target: Target
-    source: dict[str, str]
+    category: str
+    correlation: Correlation | UnsetType
     details: dict[str, Any]
-    correlation: Correlation | UnsetType = UNSET
+    id: str
+    outcome: str
+    source: dict[str, str]
+    target: Target
+    time: str
 
 
 def _check_vocabulary() -> None:
@@ -121,8 +125,9 @@ def _check_vocabulary() -> None:
         (Correlation, CORRELATION_MEMBERS),
     )
     for struct, members in pairs:
-        if set(struct.__struct_fields__) != set(members):
-            raise RuntimeError(f"{struct.__name__} does not declare exactly {members}")
+        fields = struct.__struct_fields__
+        if set(fields) != set(members) or list(fields) != sorted(fields):
+            raise RuntimeError(f"{struct.__name__} does not declare exactly {members}, sorted")
     if not {*EVENT_MEMBERS, *CORRELATION_MEMBERS} <= KNOWN_MEMBERS:
         raise RuntimeError("Record does not declare every member of the event")
     literals = ((Category, CATEGORIES), (Outcome, OUTCOMES))
@@ -160,7 +165,8 @@ class RecordTypes:
         record: Any = msgspec.defstruct(
             "Record", fields, rename=rename, forbid_unknown_fields=True, kw_only=True, gc=False
         )
-        return msgspec.msgpack.Decoder(list[tuple[msgspec.msgpack.Ext, record]])
+        # The stamp stays raw bytes: protocol.py checks and reads all of a span's at once.
+        return msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, record]])
 
     def learn(self, array: bytes) -> bool:
         """Add the member names of the span's records that no field declares; False when
@@ -213,20 +219,25 @@ class RecordTypes:
 
 class TypedRecords(list[tuple[Any, Any]]):
     """Entries of one tag decoded by `RecordTypes`: (EventTime stamp, Record) pairs, with
-    their times in ns (`times`), the learned flat members when they were decoded
-    (`extras`), and `general(index)`: the entry's record as the entry-by-entry decoder
-    reads it (a dict), for the records the normalizer leaves to its general path."""
+    their times (`stamps`: seconds and nanoseconds of each entry in turn), the learned
+    flat members when they were decoded (`extras`), and `general(index)`: the entry's
+    record as the entry-by-entry decoder reads it (a dict), for the records the
+    normalizer leaves to its general path."""
 
     def __init__(
         self,
         items: list[tuple[Any, Any]],
         tag: str,
-        times: list[int],
+        stamps: tuple[int, ...],
         extras: tuple[tuple[str, str], ...],
         general: Any,
     ) -> None:
         super().__init__(items)
         self.tag = tag
-        self.times = times
+        self.stamps = stamps
         self.extras = extras
         self.general = general
+
+    def time_ns(self, index: int) -> int:
+        """Entry `index`'s time in ns since the epoch."""
+        return self.stamps[2 * index] * 1_000_000_000 + self.stamps[2 * index + 1]
