@@ -249,6 +249,23 @@ def operator_namespace(kube_apiserver: KubeControlPlane, kube_namespace: str) ->
     return label_namespace(kube_apiserver, kube_namespace)
 
 
+def wait_ready(proc: subprocess.Popen[bytes], health_port: int, log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator's collector exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the operator's collector not ready in 60 s: {log.read_text()[-2000:]}")
+
+
 @contextmanager
 def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[Path]:
     """The operator's collector sidecar (configured as the chart does) with its HTTP
@@ -266,7 +283,8 @@ def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[P
     # The operator's own collector: its capture tags carry observer marks (as in the chart).
     config["sources"]["forward"]["observer_tag_prefix"] = "auditlock.operator"
     config["sources"]["http"]["port"] = collector_port
-    config["health"] = {"host": "127.0.0.1", "port": free_port()}
+    health_port = free_port()
+    config["health"] = {"host": "127.0.0.1", "port": health_port}
     config["spool"]["dir"] = str(workdir / "spool")
     config["delivery"]["max_delay_seconds"] = 0.2
     config_file = workdir / "sidecar.yaml"
@@ -280,6 +298,10 @@ def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[P
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     try:
+        # Ready before the test acts: until then the operator answers the API server's
+        # audit batches 503, and the API server drops a batch after a few seconds of
+        # retries, so a slow start would lose the very events a test looks for.
+        wait_ready(proc, health_port, workdir / "sidecar.log")
         yield store
     finally:
         proc.terminate()
