@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from auditlock.ledger.keys import Signer, generate
 from auditlock.operator import names as n
+from auditlock.operator.stream_ids import stream_id
+from tests.helpers.certificates import ask, collector_running, pod_token, request_body
 from tests.helpers.policies import (
     GROUP,
     PLURAL,
@@ -128,6 +132,14 @@ def selected_pod_is_injected_and_others_untouched(
     assert (
         pod["metadata"]["annotations"][n.ANNOTATION_CONFIG_HASH] == (policy["status"]["configHash"])
     )
+    # Its collector, once the kubelet reports it running, gets its key certified for the
+    # pod's stream (the operator reviews the pod's token and reads the pod).
+    collector_running(kube, pod)
+    stream = stream_id("rig", operator_namespace, pod["metadata"]["name"])
+    ca = ssl.create_default_context(cafile=str(kube.ca_path))
+    status, answer = ask(running_operator.webhook_url, ca, pod_token(kube, pod),
+                         request_body(Signer(generate()), stream))  # fmt: skip
+    assert status == 201, answer
 
     other = create_pod(kube, operator_namespace, {"app": "other"})
     assert not other["spec"].get("initContainers")

@@ -32,6 +32,7 @@ from typing import Any
 
 from kubernetes import client
 
+from auditlock.ledger.keys import generate, private_pem
 from tests.helpers.policies import create_ready_policy, file_spec
 from tests.servers.auditlock_operator import remove_policy
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
@@ -56,6 +57,8 @@ class OperatorProcess:
     def __init__(self, kube: KubeControlPlane, collector_port: int, workdir: Path) -> None:
         pair = kube.issue_serving_cert("operator-durable")
         self.health_port = free_port()
+        root_key = workdir / "root.pem"  # as the chart mounts its root key Secret
+        root_key.write_bytes(private_pem(generate()))
         self.argv = [
             sys.executable, "-m", "auditlock", "operator", "run",
             f"--kubeconfig={kube.kubeconfig}", "--webhook-host=127.0.0.1",
@@ -63,7 +66,7 @@ class OperatorProcess:
             f"--tls-cert-file={pair.cert_path}", f"--tls-key-file={pair.key_path}",
             f"--health-port={self.health_port}", "--standalone", "--cluster-name=rig",
             f"--collector=127.0.0.1:{collector_port}", "--refresh-seconds=5",
-            "--abandon-grace-seconds=0",
+            "--abandon-grace-seconds=0", f"--root-key-file={root_key}",
         ]  # fmt: skip
         self.log_path = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
