@@ -133,7 +133,8 @@ def register(subparsers: Any) -> None:
     _flag(
         run, "--root-key-file", Path,
         help="Ed25519 private key (PEM) that certifies collectors' per-pod keys on "
-        "/v1/certificates (docs/operator.md, 'Per-pod keys'); unset: no certificates",
+        "/v1/certificates (docs/operator.md, 'Per-pod keys'); unset: no certificates, and "
+        "policies with per-pod keys (the default) are not Ready (NoRootKey)",
     )  # fmt: skip
     _flag(
         run, "--certificate-validity-seconds", float, 86400,
