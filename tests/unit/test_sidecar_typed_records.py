@@ -20,10 +20,12 @@ from auditlock.sidecar.pipeline import Pipeline, Processed, Rejected
 from auditlock.sidecar.pipeline.recent_ids import RecentIds, id_key
 from auditlock.sidecar.pipeline.typed_records import MAX_EXTRAS, RecordTypes, TypedRecords
 from auditlock.sidecar.sources.forward.protocol import (
+    MAX_ENTRY_BYTES,
     _decode_span,
     _decode_span_records,
     _entry_array,
     pack_event_time,
+    packed_entries,
 )
 
 from .ledger_strategies import ips, json_values, names, short, times
@@ -225,6 +227,25 @@ def test_stamps_other_than_a_fixext8_event_time_are_left_to_the_other_decoders()
     span = memoryview(b"\x92" + good + record)
     batches = decode("app.access", span, RecordTypes())
     assert batches is not None and batches[0].time_ns(0) == NS
+
+
+def test_a_blob_of_many_spans_gives_every_entry_in_order() -> None:
+    """A blob longer than MAX_ENTRY_BYTES is cut into spans by a scout that counts their
+    entries for the one-call decoders; an entry over the limit is not decoded."""
+    records = [{**COMMON, "n": n, "pad": "x" * 900} for n in range(700)]
+    big = {**COMMON, "n": -1, "pad": "y" * MAX_ENTRY_BYTES}
+    entries = [[pack_event_time(NS + n), r] for n, r in enumerate(records)]
+    entries.insert(350, [pack_event_time(NS), big])
+    blob = b"".join(msgpack.packb(entry) for entry in entries)
+    got: list[Any] = []
+    for batch in packed_entries("app.access", blob):
+        if type(batch) is TypedRecords:
+            got += [(batch.time_ns(i), batch.general(i)) for i in range(len(batch))]
+        else:
+            got += [(t, r if isinstance(r, dict) else "oversized") for _, t, r in batch]
+    expected = [(NS + n, r) for n, r in enumerate(records)]
+    expected.insert(350, (0, "oversized"))
+    assert got == expected
 
 
 def test_flat_member_names_are_learned_up_to_a_bound_then_spans_back_off() -> None:

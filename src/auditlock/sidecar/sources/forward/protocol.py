@@ -196,6 +196,7 @@ def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
     skip = scout.skip
     tell = scout.tell
     start = end = 0
+    count = 0  # entries in view[start:end]: the one-call decoders need not count them
     while end < end_of_data:
         try:
             skip()
@@ -207,23 +208,27 @@ def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
             raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
         entry_end = tell()
         if entry_end - end > MAX_ENTRY_BYTES:
-            yield from _decode_span(tag, view[start:end])
+            yield from _decode_span(tag, view[start:end], count)
             yield [(tag, 0, Oversized(entry_end - end))]
             start = entry_end
+            count = 0
         elif entry_end - start > MAX_ENTRY_BYTES:
-            yield from _decode_span(tag, view[start:end])
+            yield from _decode_span(tag, view[start:end], count)
             start = end
+            count = 1
+        else:
+            count += 1
         end = entry_end
-    yield from _decode_span(tag, view[start:end])
+    yield from _decode_span(tag, view[start:end], count)
 
 
-def _decode_span(tag: str, span: memoryview) -> Iterator[list[Any]]:
-    """Every entry of `span`, which holds whole entries only, in batches: `TypedRecords`
-    when the record types fit, else `TypedBatch` when the typed maps fit, else lists of
-    entries (see below)."""
+def _decode_span(tag: str, span: memoryview, count: int | None = None) -> Iterator[list[Any]]:
+    """Every entry of `span`, which holds whole entries only (`count` of them, when the
+    caller counted), in batches: `TypedRecords` when the record types fit, else
+    `TypedBatch` when the typed maps fit, else lists of entries (see below)."""
     if not span:
         return
-    array = _entry_array(span)
+    array = _entry_array(span, count)
     if array is not None:
         records = _decode_span_records(tag, span, array)
         if records is not None:
@@ -286,9 +291,12 @@ class TypedBatch(list[Entry]):
     """Entries decoded by the typed decoder (see above)."""
 
 
-def _entry_array(span: memoryview) -> bytes | None:
+def _entry_array(span: memoryview, count: int | None = None) -> bytes | None:
     """The span's entries as one msgpack array (for a one-call decoder), or None when the
-    span is not a sequence of whole msgpack objects."""
+    span is not a sequence of whole msgpack objects. `count`: the span's entries, already
+    counted by the caller's scout."""
+    if count is not None:
+        return b"".join((_ARRAY32, count.to_bytes(4, "big"), span))
     data = bytes(span)
     counter = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
     counter.feed(data)
