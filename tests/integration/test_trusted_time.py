@@ -244,7 +244,4 @@ def test_sigstores_timestamp_authority_stamps_witness_records(
     for name in store.list(""):
         copy.put(name, bytes(tampered) if name == tokens[1] else store.get(name), None)
     found = {(f.code, f.object) for f in verify(copy, options).findings}
-    assert len(found) == 1 and found <= {
-        (TIMESTAMP_UNTRUSTED, tokens[1]),
-        (TIMESTAMP_INVALID, tokens[1]),
-    }, found
+    assert found == {(TIMESTAMP_UNTRUSTED, tokens[1])}, found  # the signature fails
