@@ -32,10 +32,10 @@ import functools
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.errors import EventError
@@ -43,15 +43,21 @@ from auditlock.ledger.lines import PREV_MARK
 from auditlock.ledger.normalize import plain_json
 from auditlock.ledger.seen_ids import SeenIds
 from auditlock.ledger.timestamps import normalize_time
-from auditlock.ledger.typed_json import TYPED_DEPTH, has_astral, json_values
-from auditlock.ledger.values import MAX_DEPTH, MAX_SHORT, ValueProblem, check_json, normalize_ip
+from auditlock.ledger.typed_json import (
+    TYPED_DEPTH,
+    Correlation,
+    Short,
+    Target,
+    has_astral,
+    json_values,
+)
+from auditlock.ledger.values import MAX_DEPTH, ValueProblem, check_json, normalize_ip
 from auditlock.ledger.vocabulary import ID_PATTERN, ActorKind, Category, Outcome
 
 # (seq, code, message): what `check` reports for one line.
 Problem = tuple[int, str, str]
 Report = Callable[[int, str, str], None]
 
-_Short = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT)]
 # `id` and `time` patterns are checked for a whole segment at once (one regex call over
 # the joined values): per-value pattern constraints in the decoder cost more than the
 # JSON parsing itself.
@@ -67,40 +73,29 @@ else:
 
 # Fields in sorted order, so the encoder writes RFC 8785 member order without sorting.
 class _Actor(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    ip: _Short | UnsetType = UNSET
+    ip: Short | UnsetType = UNSET
     kind: ActorKind
-    name: _Short
-
-
-class _Target(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    name: _Short | UnsetType = UNSET
-    namespace: _Short | UnsetType = UNSET
-    resource: _Short
+    name: Short
 
 
 class _Source(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    cluster: _Short | UnsetType = UNSET
-    container: _Short | UnsetType = UNSET
-    namespace: _Short | UnsetType = UNSET
-    node: _Short | UnsetType = UNSET
-    pod: _Short | UnsetType = UNSET
-
-
-class _Correlation(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    request_id: _Short | UnsetType = UNSET
-    trace_id: _Short | UnsetType = UNSET
+    cluster: Short | UnsetType = UNSET
+    container: Short | UnsetType = UNSET
+    namespace: Short | UnsetType = UNSET
+    node: Short | UnsetType = UNSET
+    pod: Short | UnsetType = UNSET
 
 
 class _Event(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    action: _Short
+    action: Short
     actor: _Actor
     category: Category
-    correlation: _Correlation | UnsetType = UNSET
+    correlation: Correlation | UnsetType = UNSET
     details: _Details | UnsetType = UNSET
     id: str
     outcome: Outcome
     source: _Source
-    target: _Target
+    target: Target
     time: str
 
 

@@ -1,19 +1,37 @@
-"""msgspec types for the accepted JSON value space (docs/FORMAT.md, "Events"), so that a
-decoder checks the number rules and nesting in C while it decodes: the verifier's line
-rules (line_rules.py) and the collector's Forward decoder (sidecar/sources/forward)."""
+"""msgspec types for the accepted JSON value space (docs/FORMAT.md, "Events") and the
+event parts both sides read alike, so that a decoder checks the number rules, nesting and
+string lengths in C while it decodes: the verifier's line rules (line_rules.py) and the
+collector's Forward decoder (sidecar/sources/forward, sidecar/pipeline/typed_records.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, NewType
 
-from msgspec import Meta
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from auditlock.ledger.canonical import MAX_SAFE_INTEGER
+from auditlock.ledger.values import MAX_SHORT
 
 # msgspec expands each level's two references (array and object), so a decoder grows as
 # 2**levels: typed to TYPED_DEPTH levels (ample for real events); deeper values take a
 # path that checks them in full against values.MAX_DEPTH.
 TYPED_DEPTH = 7
+
+# An event's short strings (action, names, target and source parts, correlation ids).
+Short = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT)]
+
+
+# Fields in sorted order: the encoder writes them in that order, the canonical one.
+class Target(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    name: Short | UnsetType = UNSET
+    namespace: Short | UnsetType = UNSET
+    resource: Short
+
+
+class Correlation(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    request_id: Short | UnsetType = UNSET
+    trace_id: Short | UnsetType = UNSET
+
 
 # The lead bytes of the UTF-8 characters above U+FFFF (five single-byte searches are much
 # faster than one character-class regex).

@@ -53,6 +53,7 @@ from auditlock.ledger.normalize import (
 )
 from auditlock.ledger.normalize import cached_ip as _cached_ip
 from auditlock.ledger.timestamps import normalize_time
+from auditlock.ledger.typed_json import Correlation, Target
 from auditlock.ledger.values import MAX_SHORT, ValueProblem, check_json
 from auditlock.ledger.vocabulary import (
     ACTOR_MEMBERS,
@@ -72,13 +73,7 @@ from auditlock.sidecar.pipeline.observers import (
     check_app_event,
 )
 from auditlock.sidecar.pipeline.recent_ids import RecentIds, id_key
-from auditlock.sidecar.pipeline.typed_records import (
-    Actor,
-    Correlation,
-    Event,
-    Target,
-    TypedRecords,
-)
+from auditlock.sidecar.pipeline.typed_records import Actor, Event, TypedRecords
 
 _CATEGORY_SET = frozenset(CATEGORIES)
 # Members of a record the normalizer maps itself; every other one goes into details.

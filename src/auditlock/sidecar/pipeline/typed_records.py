@@ -27,13 +27,12 @@ checks this with hypothesis against the general path and the ledger's pydantic m
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
-from auditlock.ledger.typed_json import TYPED_DEPTH, json_values
-from auditlock.ledger.values import MAX_SHORT
+from auditlock.ledger.typed_json import TYPED_DEPTH, Correlation, Short, Target, json_values
 from auditlock.ledger.vocabulary import (
     ACTOR_MEMBERS,
     CATEGORIES,
@@ -47,7 +46,6 @@ from auditlock.ledger.vocabulary import (
 )
 
 JsonValue: Any = json_values(TYPED_DEPTH)  # a type built at run time
-Short = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT)]
 
 # Member names msgspec cannot declare as a field's encoded name.
 _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')
@@ -67,17 +65,6 @@ class Actor(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
     ip: str | None = None
     kind: ActorKind | UnsetType = UNSET
     name: Short
-
-
-class Target(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    name: Short | UnsetType = UNSET
-    namespace: Short | UnsetType = UNSET
-    resource: Short
-
-
-class Correlation(Struct, forbid_unknown_fields=True, gc=False):
-    request_id: Short | UnsetType = UNSET
-    trace_id: Short | UnsetType = UNSET
 
 
 # A record's known members: what the normalizer maps itself (normalize.py's _KNOWN).
