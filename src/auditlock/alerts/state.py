@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from auditlock.alerts.builtin import STATE_SEVERITY
@@ -19,18 +19,13 @@ from auditlock.alerts.engine import (
 )
 
 
+@dataclass(kw_only=True)
 class StateAlerts:
-    def __init__(
-        self,
-        *,
-        source: str,
-        clock: Callable[[], float] = time.time,
-        resend_seconds: float = RESEND_SECONDS,
-    ) -> None:
-        self.source = source
-        self.clock = clock
-        self.resend_seconds = resend_seconds
-        self._firing: dict[str, tuple[Alert, float]] = {}  # fingerprint -> (alert, last sent)
+    source: str
+    clock: Callable[[], float] = time.time
+    resend_seconds: float = RESEND_SECONDS
+    # fingerprint -> (alert, last sent)
+    _firing: dict[str, tuple[Alert, float]] = field(default_factory=dict, init=False, repr=False)
 
     def firing(self) -> list[Alert]:
         return [alert for alert, _ in self._firing.values()]
