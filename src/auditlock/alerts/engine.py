@@ -66,8 +66,8 @@ class Alert:
     summary: str
     description: str
     starts_at: float
-    ends_at: float | None  # set once resolved
-    count: int
+    ends_at: float | None = None  # set once resolved
+    count: int = 1  # matches (event rules) or observations (state alerts) so far
     events: tuple[EventRef, ...] = ()
     pod: str | None = None  # the pod the alert is about, for its Kubernetes Event
     fingerprint: str = ""
@@ -322,7 +322,6 @@ class Engine:
             summary=template.render(rule.summary, lookup, values),
             description=template.render(rule.description, lookup, values),
             starts_at=now,
-            ends_at=None,
             count=count,
             events=tuple(refs),
             pod=pod,

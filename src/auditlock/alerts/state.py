@@ -85,8 +85,6 @@ class StateAlerts:
             summary=summary,
             description=description,
             starts_at=now,
-            ends_at=None,
-            count=1,
             events=events,
             pod=pod,
             fingerprint=key,
