@@ -155,7 +155,7 @@ def both_paths(
     return got, expected, typed.normalize._boot
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(
     st.lists(st.one_of(typable_records(), records()), min_size=1, max_size=4),
     st.sampled_from(["app.access", "app.data", "app.x", "auditlock.x"]),

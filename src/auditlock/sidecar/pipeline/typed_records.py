@@ -26,6 +26,7 @@ checks this with hypothesis against the general path and the ledger's pydantic m
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -126,6 +127,21 @@ def _check_vocabulary() -> None:
 _check_vocabulary()
 
 
+@functools.lru_cache(maxsize=4)  # building one takes ~20 ms (the nested value types)
+def _decoder(extras: tuple[tuple[str, str], ...]) -> msgspec.msgpack.Decoder[Any]:
+    """A decoder of spans of `[EventTime, Record]` entries, `Record` declaring `extras`."""
+    fields: list[Any] = list(_RECORD_FIELDS)
+    rename = {}
+    for field, name in extras:
+        fields.append((field, JsonValue | UnsetType, UNSET))
+        rename[field] = name
+    record: Any = msgspec.defstruct(
+        "Record", fields, rename=rename, forbid_unknown_fields=True, kw_only=True, gc=False
+    )
+    # The stamp stays raw bytes: protocol.py checks and reads all of a span's at once.
+    return msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, record]])
+
+
 class RecordTypes:
     """The current `Record` type (known members + the flat members learned so far) and a
     decoder of spans of `[EventTime, Record]` entries for it.
@@ -144,16 +160,7 @@ class RecordTypes:
         self._keys = msgspec.msgpack.Decoder(list[tuple[Any, dict[str, msgspec.Raw]]])
 
     def _build(self) -> msgspec.msgpack.Decoder[Any]:
-        fields: list[Any] = list(_RECORD_FIELDS)
-        rename = {}
-        for field, name in self.extras:
-            fields.append((field, JsonValue | UnsetType, UNSET))
-            rename[field] = name
-        record: Any = msgspec.defstruct(
-            "Record", fields, rename=rename, forbid_unknown_fields=True, kw_only=True, gc=False
-        )
-        # The stamp stays raw bytes: protocol.py checks and reads all of a span's at once.
-        return msgspec.msgpack.Decoder(list[tuple[msgspec.Raw, record]])
+        return _decoder(self.extras)
 
     def learn(self, array: bytes) -> bool:
         """Add the member names of the span's records that no field declares; False when
