@@ -82,6 +82,20 @@ def chunk_frame(first: int, count: int, chunk: str) -> bytes:
     return bytes(msgpack.packb(["app.access", entries, {"chunk": chunk, "size": count}]))
 
 
+def first_answer(port: int, frame: bytes, timeout: float) -> Any:
+    """Send `frame` on a fresh connection and return the first msgpack message that comes
+    back (AssertionError when the collector closes the connection without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(frame)
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = sock.recv(4096)
+            assert data, "the collector closed the connection without an answer"
+            unpacker.feed(data)
+            for message in unpacker:
+                return message
+
+
 def forward_port(sidecar: Any) -> int:
     return int(sidecar.source(ForwardServer).port)
 

@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from typing import Any
 
 from tests.servers.sidecar import SidecarProcess, ledger_events, open_store
@@ -24,18 +25,27 @@ def event(n: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def post(port: int, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
+def post_bytes(
+    port: int, body: bytes, *, key: str | None = None, timeout: float = 10
+) -> tuple[int, bytes, Message]:
+    """POST `body` to the collector's /v1/events: the status, body and headers of its
+    answer (an error status is an answer too)."""
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Idempotency-Key"] = key
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events", json.dumps(body).encode(), headers
+        f"http://127.0.0.1:{port}/v1/events", body, headers, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.read(), answer.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, error.read(), error.headers
+
+
+def post(port: int, body: Any, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    status, answer, _ = post_bytes(port, json.dumps(body).encode(), key=key)
+    return status, json.loads(answer)
 
 
 def wait_until_shipped(sidecar: SidecarProcess, events: int, timeout: float = 30) -> None:

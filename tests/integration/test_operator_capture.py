@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes import client
 
 from auditlock.ledger.value_hash import value_hash
+from tests.helpers.http_intake import post
 from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.helpers.trail import stored_events
 from tests.servers.auditlock_operator import RunningOperator, remove_policy, secret_hash_key
@@ -126,13 +127,8 @@ def test_one_request_id_is_traced_across_app_proxy_and_api_server(
                     "target": {"resource": "orders", "name": "order-42"},
                     "request_id": request,
                 }  # fmt: skip
-                post = urllib.request.Request(
-                    f"http://127.0.0.1:{sidecar.http_port}/v1/events",
-                    data=json.dumps(event).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(post, timeout=10) as answer:
-                    assert answer.status == 202
+                status, answer = post(sidecar.http_port, event)
+                assert status == 202, answer
                 # 2. the same request through the access proxy
                 proxied = urllib.request.Request(
                     f"http://127.0.0.1:{proxy_port}/blob/64", headers={"X-Request-Id": request}

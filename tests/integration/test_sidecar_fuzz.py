@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditlock.sidecar.sources.forward import protocol
+from tests.helpers.forward import first_answer
+from tests.helpers.fuzz import mutate
 from tests.servers.sidecar import SidecarProcess, make_config, metric_value, sidecar_process
 
 T = 1_764_428_645
@@ -78,21 +80,7 @@ def valid_shaped(draw: Any) -> bytes:
 
 @st.composite
 def mutated(draw: Any) -> bytes:
-    frame = bytearray(draw(valid_shaped()))
-    for _ in range(draw(st.integers(1, 4))):
-        if not frame:
-            break
-        at = draw(st.integers(0, len(frame) - 1))
-        action = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-        if action == "flip":
-            frame[at] ^= 1 << draw(st.integers(0, 7))
-        elif action == "truncate":
-            del frame[at:]
-        elif action == "insert":
-            frame[at:at] = draw(st.binary(min_size=1, max_size=4))
-        else:
-            del frame[at]
-    return bytes(frame)
+    return mutate(draw, draw(valid_shaped()))
 
 
 invalid_utf8 = st.builds(
@@ -130,15 +118,7 @@ def control_ack(port: int, chunk: str) -> Any:
     frame = msgpack.packb(
         ["app.access", T, {"action": "read", "actor": "ok", "target": "t"}, {"chunk": chunk}]
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(frame)
-        unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            data = sock.recv(4096)
-            assert data, "control connection closed without an ack"
-            unpacker.feed(data)
-            for message in unpacker:
-                return message
+    return first_answer(port, frame, timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ exactly the accepted events. `auditlock sidecar --check` does not print the shar
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.helpers.forward import first_answer
 from tests.servers import hostile_intake
 from tests.servers.sidecar import ROOT, SidecarProcess, make_config, sidecar_process, stored_ledger
 
@@ -56,15 +56,7 @@ def post(port: int, payload: Any) -> tuple[int, dict[str, Any]]:
 def forward(port: int, tag: str, records: list[dict[str, Any]], chunk: str) -> Any:
     """Forward mode with a chunk: the sidecar acks once the accepted ones are durable."""
     frame = msgpack.packb([tag, [[T, r] for r in records], {"chunk": chunk}])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(frame)
-        unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            data = sock.recv(4096)
-            assert data, "closed without an ack"
-            unpacker.feed(data)
-            for answer in unpacker:
-                return answer
+    return first_answer(port, frame, timeout=30)
 
 
 def rejected(proc: SidecarProcess, input_name: str, reason: str) -> float:

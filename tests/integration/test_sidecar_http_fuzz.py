@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.fuzz import mutate
 from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process
 
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
@@ -73,21 +74,7 @@ def valid_requests(draw: Any) -> bytes:
 
 @st.composite
 def mutated(draw: Any) -> bytes:
-    request = bytearray(draw(valid_requests()))
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(request) - 1))
-        action = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-        if action == "flip":
-            request[at] ^= 1 << draw(st.integers(0, 7))
-        elif action == "truncate":
-            del request[at:]
-        elif action == "insert":
-            request[at:at] = draw(st.binary(min_size=1, max_size=4))
-        else:
-            del request[at]
-        if not request:
-            break
-    return bytes(request)
+    return mutate(draw, draw(valid_requests()))
 
 
 size_lines = (

@@ -26,6 +26,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from tests.helpers.http_intake import event, post
 from tests.servers.fakegcs import FakeGCS
 from tests.servers.sidecar import ROOT, make_config, wait_for
 
@@ -57,21 +58,8 @@ NOT_IMPORTED = (
 
 
 def post_event(port: int) -> None:
-    event = {
-        "category": "data",
-        "action": "delete",
-        "outcome": "success",
-        "actor": {"kind": "user", "name": "bob", "ip": "10.0.0.9"},
-        "target": {"resource": "invoices", "name": "inv-1"},
-        "request_id": "req-1",
-    }
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        data=json.dumps(event).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 202
+    status, answer = post(port, event(1))
+    assert status == 202, answer
 
 
 def ready(health_port: int) -> bool:

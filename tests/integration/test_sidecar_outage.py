@@ -13,13 +13,12 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.forward import CHUNK_EVENTS, RetransmittingClient, chunk_frame
+from tests.helpers.http_intake import post_bytes
 from tests.servers.seaweedfs import SeaweedFS
 from tests.servers.sidecar import metric_value, s3_config, sidecar_process, stored_ledger
 
@@ -32,17 +31,8 @@ def post_event(port: int) -> tuple[int, dict[str, str]]:
     body = json.dumps(
         {"category": "alert", "action": "probe", "actor": "test", "target": "spool"}
     ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, dict(answer.headers)
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers)
+    status, _, headers = post_bytes(port, body)
+    return status, dict(headers)
 
 
 @pytest.mark.slow

@@ -31,11 +31,11 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from tests.servers.arrivals import first_match
 from tests.servers.prom_process import PromProcess
 
 DEFAULT_ROUTE: dict[str, Any] = {
@@ -120,22 +120,14 @@ class WebhookReceiver:
     ) -> Notification:
         """The first notification (of the session) that `match` accepts, waiting up to
         `timeout` seconds for it."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._lock:
-            while True:
-                for notification in self._notifications[seen:]:
-                    if match(notification):
-                        return notification
-                seen = len(self._notifications)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"Alertmanager sent no matching notification within {timeout:.0f} s; "
-                        f"it sent {len(self._notifications)} this session, the last: "
-                        f"{[n.payload for n in self._notifications[-3:]]}"
-                    )
-                self._lock.wait(left)
+        found = first_match(self._notifications, self._lock, match, timeout)
+        if found is None:
+            sent = self.notifications
+            raise AssertionError(
+                f"Alertmanager sent no matching notification within {timeout:.0f} s; "
+                f"it sent {len(sent)} this session, the last: {[n.payload for n in sent[-3:]]}"
+            )
+        return found
 
     def wait_for_alert(
         self, status: str = "firing", timeout: float = 15.0, **labels: str
@@ -185,15 +177,8 @@ class Alertmanager(PromProcess):
             ],
         }
 
-    def argv(self, binary: Path) -> list[str]:
-        return [
-            str(binary),
-            f"--config.file={self.config_path}",
-            f"--storage.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ]
+    def own_flags(self) -> list[str]:
+        return [f"--storage.path={self.workdir / 'data'}", "--cluster.listen-address="]
 
     @contextlib.contextmanager
     def routed(self, **route: Any) -> Iterator[Alertmanager]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import msgpack
 
 from auditlock.sidecar.sources.forward.protocol import pack_event_time
+from tests.helpers.http_intake import post_bytes
 
 FRAME = 8 * 1024 * 1024  # the default max_frame_bytes and max_body_bytes
 T = 1_764_428_645
@@ -57,17 +56,8 @@ def forward_exchange(port: int, frame: bytes, timeout: float = 600) -> list[Any]
 
 
 def post(port: int, body: bytes, timeout: float = 600) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    status, answer, _ = post_bytes(port, body, timeout=timeout)
+    return status, answer
 
 
 def _fill(unit: bytes, size: int) -> tuple[bytes, int]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.servers.arrivals import first_match
 from tests.servers.kube_controlplane import KubeControlPlane
 
 AuditEvent = dict[str, Any]
@@ -87,18 +87,10 @@ class KubeAuditReceiver:
     def wait_for(self, match: Callable[[AuditEvent], bool], timeout: float = 15.0) -> AuditEvent:
         """The first event for which `match` is true, waiting up to `timeout` seconds;
         AssertionError if none came (with how many events did arrive)."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._changed:
-            while True:
-                for event in self.events[seen:]:
-                    if match(event):
-                        return event
-                seen = len(self.events)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"no matching audit event within {timeout:.0f} s "
-                        f"({seen} other events arrived)"
-                    )
-                self._changed.wait(left)
+        found = first_match(self.events, self._changed, match, timeout)
+        if found is None:
+            raise AssertionError(
+                f"no matching audit event within {timeout:.0f} s "
+                f"({len(self.snapshot())} other events arrived)"
+            )
+        return found

@@ -64,14 +64,22 @@ class PromProcess(PortServer):
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def argv(self, binary: Path) -> list[str]:
+    def own_flags(self) -> list[str]:
+        """The flags this server needs beyond its config file, port and log level."""
         raise NotImplementedError
 
     def _start_once(self, timeout: float) -> None:
         binary = debian_binary(self.binary_name, self.binary_env)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        self._launch(self.argv(binary), die_with_parent=True)
+        argv = [
+            str(binary),
+            f"--config.file={self.config_path}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+            *self.own_flags(),
+        ]
+        self._launch(argv, die_with_parent=True)
         self._wait_ready(self._ready, self.url, timeout)
 
     def _ready(self) -> bool:

@@ -75,15 +75,8 @@ class Prometheus(PromProcess):
             config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host]}]}]}
         return config
 
-    def argv(self, binary: Path) -> list[str]:
-        return [
-            str(binary),
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
-            "--log.level=warn",
-        ]
+    def own_flags(self) -> list[str]:
+        return [f"--storage.tsdb.path={self.workdir / 'data'}", "--web.enable-lifecycle"]
 
     @contextlib.contextmanager
     def scraping(

@@ -1,0 +1,27 @@
+"""Hypothesis pieces the fuzz tests share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+
+def mutate(draw: Any, data: bytes) -> bytes:
+    """`data` after one to four random byte edits: a flipped bit, a cut, a few inserted
+    bytes or one deleted byte (stopping early when nothing is left)."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        if not out:
+            break
+        at = draw(st.integers(0, len(out) - 1))
+        action = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        if action == "flip":
+            out[at] ^= 1 << draw(st.integers(0, 7))
+        elif action == "truncate":
+            del out[at:]
+        elif action == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=4))
+        else:
+            del out[at]
+    return bytes(out)
