@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from auditlock.cli.main import main
 from auditlock.evidence.archive import read_archive, write_archive
+from tests.helpers.cli import cli
 from tests.helpers.report_trail import public_key_file, write_trail
 from tests.unit.ledger_helpers import make_signer
 
@@ -32,7 +32,7 @@ class Trail:
         self.cache.mkdir(mode=0o700)
 
     def evidence(self, out: Path, *, seed: str = "Q1-2026", sample: int = 8) -> dict[str, Any]:
-        code, text = run(
+        code, text, _ = cli(
             "evidence", self.url, "--public-key", str(self.key), "--cache-dir", str(self.cache),
             "--since", SINCE, "--until", UNTIL, "--sample", str(sample), "--seed", seed,
             "--out", str(out), "--json",
@@ -44,20 +44,10 @@ class Trail:
     def check(
         self, package: Path, *extra: str, key: Path | None = None
     ) -> tuple[int, dict[str, Any]]:
-        code, text = run("verify-evidence", str(package), "--public-key", str(key or self.key),
+        code, text, _ = cli("verify-evidence", str(package), "--public-key", str(key or self.key),
                          "--json", *extra)  # fmt: skip
         report: dict[str, Any] = json.loads(text)
         return code, report
-
-
-def run(*argv: str) -> tuple[int, str]:
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +208,12 @@ def test_a_hostile_archive_is_refused_and_nothing_is_extracted(
 
 def test_usage_errors_exit_2(trail: Trail, package: Path, tmp_path: Path) -> None:
     assert (
-        run("verify-evidence", str(tmp_path / "none.tar.gz"), "--public-key", str(trail.key))[0]
+        cli("verify-evidence", str(tmp_path / "none.tar.gz"), "--public-key", str(trail.key))[0]
         == 2
     )
     bad_key = tmp_path / "bad.pem"
     bad_key.write_text("not a key")
-    assert run("verify-evidence", str(package), "--public-key", str(bad_key))[0] == 2
+    assert cli("verify-evidence", str(package), "--public-key", str(bad_key))[0] == 2
 
 
 def test_verify_evidence_needs_neither_duckdb_nor_matplotlib(trail: Trail, package: Path) -> None:

@@ -3,26 +3,17 @@ root key that certified them (FORMAT.md section 9), through the CLI."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 from auditlock import sinks
-from auditlock.cli.main import main
 from auditlock.ledger.certificate import Subject, publish_certificate
 from auditlock.ledger.keys import Signer, generate, public_pem
 from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock, synthetic_events
 from auditlock.ledger.writer import StreamWriter
+from tests.helpers.cli import cli
 
 SECOND = 1_000_000_000
-
-
-def _run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return code, out.getvalue()
 
 
 def test_a_per_pod_trail_packs_and_checks_with_the_root_key(tmp_path: Path) -> None:
@@ -48,16 +39,16 @@ def test_a_per_pod_trail_packs_and_checks_with_the_root_key(tmp_path: Path) -> N
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     package = tmp_path / "evidence.tar.gz"
-    code, text = _run(
+    code, text, _ = cli(
         "evidence", f"file://{tmp_path / 'store'}", "--public-key", str(root_pub),
         "--cache-dir", str(cache), "--since", "2025-12-31T23:00:00Z",
         "--until", "2026-01-01T01:00:00Z", "--sample", "5", "--seed", "s", "--out",
         str(package), "--json",
     )  # fmt: skip
     assert code == 0, text
-    code, text = _run("verify-evidence", str(package), "--public-key", str(root_pub), "--json")
+    code, text, _ = cli("verify-evidence", str(package), "--public-key", str(root_pub), "--json")
     assert code == 0, text
     other = tmp_path / "other.pub"
     other.write_bytes(public_pem(generate().public_key()))
-    code, text = _run("verify-evidence", str(package), "--public-key", str(other), "--json")
+    code, text, _ = cli("verify-evidence", str(package), "--public-key", str(other), "--json")
     assert code == 1 and "untrusted-key" in {f["code"] for f in json.loads(text)["findings"]}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from auditlock.cli.main import main
+from tests.helpers.cli import cli
 from tests.helpers.report_trail import HOSTILE, public_key_file, write_trail
 from tests.servers.chromium import Chromium, PageVisit
 from tests.unit.ledger_helpers import make_signer
@@ -53,7 +53,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     cache = root / "cache"
     cache.mkdir(mode=0o700)
     out = root / "report.html"
-    code, text = _run("report", url, "--public-key", str(key), "--cache-dir", str(cache),
+    code, text, _ = cli("report", url, "--public-key", str(key), "--cache-dir", str(cache),
                       "--out", str(out), "--json")  # fmt: skip
     assert code == 0, text
     return out, json.loads(text)
@@ -62,15 +62,6 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 @pytest.fixture(scope="module")
 def visit(chromium: Chromium, report: tuple[Path, dict[str, Any]]) -> PageVisit:
     return chromium.open(report[0], checks=CHECKS)
-
-
-def _run(*argv: str) -> tuple[int, str]:
-    import contextlib
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return code, out.getvalue()
 
 
 def test_the_report_renders_with_no_console_error_and_no_request(visit: PageVisit) -> None:

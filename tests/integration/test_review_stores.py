@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from auditlock.ledger.synth import synthetic_events
+from tests.helpers.cli import cli
 from tests.servers.fakegcs import FakeGCS
 from tests.servers.seaweedfs import SeaweedFS
-from tests.unit.ledger_helpers import cli
 
 
 def _query_twice(store: str, keys: Path) -> None:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditlock import sinks
-from auditlock.cli.main import main
 from auditlock.ledger.keys import Signer, generate, private_pem, public_pem
 from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock, synthetic_events
 from auditlock.ledger.writer import StreamWriter
 from auditlock.sinks.base import Destination
+from tests.helpers.cli import cli
 
 MINUTE_NS = 60 * 1_000_000_000
 
@@ -54,14 +54,10 @@ class Ledger:
         self.path(name).unlink()
 
     def verify(self, *extra: str, key: bool = True) -> tuple[int, str]:
-        import contextlib
-        import io
-
-        out = io.StringIO()
-        args = ["verify", self.url, *(["--public-key", str(self.pub_path)] if key else []), *extra]
-        with contextlib.redirect_stdout(out):
-            code = main(args)
-        return code, out.getvalue()
+        code, out, _ = cli(
+            "verify", self.url, *(["--public-key", str(self.pub_path)] if key else []), *extra
+        )
+        return code, out
 
 
 def make_signer(seed: int | None = None) -> Signer:
@@ -130,19 +126,6 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def lines_of(data: bytes) -> list[bytes]:

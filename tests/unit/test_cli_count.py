@@ -9,7 +9,8 @@ from pathlib import Path
 
 from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock, synthetic_events
 from auditlock.ledger.writer import StreamWriter
-from tests.unit.ledger_helpers import Ledger, cli, new_ledger, write_stream
+from tests.helpers.cli import cli
+from tests.unit.ledger_helpers import Ledger, new_ledger, write_stream
 
 
 def _heartbeats_only(ledger: Ledger, stream: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .ledger_helpers import cli
+from tests.helpers.cli import cli
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from tests.helpers.cli import cli
+
 from ..vectors.generate_docs import OUT, generate
-from .ledger_helpers import cli
 
 H = lambda data: hashlib.sha256(data).digest()  # noqa: E731 - FORMAT.md's notation
 SEG = "streams/example/000000/seg-000000000000-000000000001.jsonl"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.helpers.cli import cli
 from tests.helpers.spec_verifier import read_public_key, spec_verify
 
 from ..vectors.generate import HERE
-from .ledger_helpers import cli
 
 
 def test_independent_verifier_accepts_the_vectors() -> None:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from auditlock.ledger.merkle import verify_consistency, verify_inclusion
+from tests.helpers.cli import cli
 
 from ..vectors.generate import HERE, generate
-from .ledger_helpers import cli
 
 GENERATED = ("canonical.jsonl", "events.json", "hashes.json", "key.json", "signing.pub")
 

@@ -13,8 +13,9 @@ import pytest
 from auditlock.ledger.synth import SimulatedClock
 from auditlock.ledger.writer import StreamWriter
 from auditlock.review.ocsf import OCSF_VERSION, ocsf_class
+from tests.helpers.cli import cli
 
-from .ledger_helpers import Ledger, cli, new_ledger, write_stream
+from .ledger_helpers import Ledger, new_ledger, write_stream
 
 DAY_NS = 86_400 * 1_000_000_000
 

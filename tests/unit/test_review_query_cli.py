@@ -13,8 +13,9 @@ import duckdb
 import pytest
 
 from auditlock.ledger.synth import synthetic_events
+from tests.helpers.cli import cli
 
-from .ledger_helpers import Ledger, cli, join_lines, lines_of, new_ledger, write_stream
+from .ledger_helpers import Ledger, join_lines, lines_of, new_ledger, write_stream
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from auditlock.ledger import seen_ids
 from auditlock.ledger.synth import SimulatedClock, synthetic_events
 from auditlock.ledger.verify import Verification, VerifyOptions, verify
 from auditlock.ledger.writer import StreamWriter
+from tests.helpers.cli import cli
 
-from .ledger_helpers import Ledger, cli, new_ledger
+from .ledger_helpers import Ledger, new_ledger
 
 START_NS = 1_767_225_600_000_000_000
 
