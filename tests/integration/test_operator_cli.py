@@ -4,20 +4,16 @@ cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
 import ssl
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from auditlock.ledger.keys import generate, private_pem
 from tests.helpers.policies import create_ready_policy, file_spec, wait_for
+from tests.servers.auditlock_child import auditlock_child
 from tests.servers.auditlock_operator import post_pod_review
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _get(url: str, context: ssl.SSLContext | None = None) -> int:
@@ -37,38 +33,26 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
     log_path = tmp_path / "operator.log"
     root_key = tmp_path / "root.pem"  # as the chart mounts its root key Secret
     root_key.write_bytes(private_pem(generate()))
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "auditlock", "operator", "run",
-                f"--kubeconfig={kube.kubeconfig}",
-                "--webhook-host=127.0.0.1", f"--webhook-port={webhook_port}",
-                f"--tls-cert-file={pair.cert_path}", f"--tls-key-file={pair.key_path}",
-                f"--health-port={health_port}", "--standalone",
-                f"--collector=127.0.0.1:{free_port()}", "--refresh-seconds=5",
-                f"--root-key-file={root_key}",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        )  # fmt: skip
-        try:
-            wait_for(
-                "operator /readyz",
-                lambda: _get(f"http://127.0.0.1:{health_port}/readyz") == 200,
-                timeout=30,
-            )
-            create_ready_policy(
-                kube, kube_namespace, "cli", file_spec(tmp_path / "trail"), timeout=15
-            )
-            answer = post_pod_review(f"https://127.0.0.1:{webhook_port}", kube, kube_namespace,
-                                     uid="u-cli")  # fmt: skip
-            assert answer["uid"] == "u-cli" and "patch" in answer
-            # The plain health port never serves the webhooks.
-            assert _get(f"http://127.0.0.1:{health_port}/mutate-pods") in (404, 405, 0)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    args = [
+        "operator", "run", f"--kubeconfig={kube.kubeconfig}",
+        "--webhook-host=127.0.0.1", f"--webhook-port={webhook_port}",
+        f"--tls-cert-file={pair.cert_path}", f"--tls-key-file={pair.key_path}",
+        f"--health-port={health_port}", "--standalone",
+        f"--collector=127.0.0.1:{free_port()}", "--refresh-seconds=5",
+        f"--root-key-file={root_key}",
+    ]  # fmt: skip
+    with auditlock_child(args, log_path) as proc:
+        wait_for(
+            "operator /readyz",
+            lambda: _get(f"http://127.0.0.1:{health_port}/readyz") == 200,
+            timeout=30,
+        )
+        create_ready_policy(kube, kube_namespace, "cli", file_spec(tmp_path / "trail"), timeout=15)
+        answer = post_pod_review(f"https://127.0.0.1:{webhook_port}", kube, kube_namespace,
+                                 uid="u-cli")  # fmt: skip
+        assert answer["uid"] == "u-cli" and "patch" in answer
+        # The plain health port never serves the webhooks.
+        assert _get(f"http://127.0.0.1:{health_port}/mutate-pods") in (404, 405, 0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
     assert "Traceback" not in log_path.read_text(errors="replace")

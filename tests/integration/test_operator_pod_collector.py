@@ -12,11 +12,8 @@ the result with the public key the operator put beside the data.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +26,9 @@ from auditlock.ledger.verify import VerifyOptions, verify
 from auditlock.operator import names as n
 from tests.e2e.podrun import answers_ok
 from tests.helpers.policies import create_pod, create_ready_policy, file_spec, wait_for
+from tests.servers.auditlock_child import auditlock_child
 from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.kube_controlplane import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _resolve_env(
@@ -118,37 +114,26 @@ def test_injected_collector_runs_and_its_ledger_verifies(
     assert command[0] == "auditlock"
     config_arg = command.index("--config") + 1
     command[config_arg] = str(root / command[config_arg].lstrip("/"))
-    log_path = tmp_path / "collector.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "auditlock", *command[1:]],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **env},
-        )  # fmt: skip
-        try:
-            probe = container["readinessProbe"]["httpGet"]["path"]
+    with auditlock_child(command[1:], tmp_path / "collector.log", env=env) as proc:
+        probe = container["readinessProbe"]["httpGet"]["path"]
 
-            def ready() -> bool:
-                return answers_ok(f"http://127.0.0.1:{health_port}{probe}")
+        def ready() -> bool:
+            return answers_ok(f"http://127.0.0.1:{health_port}{probe}")
 
-            wait_for(f"collector {probe}", ready, timeout=30)
-            app = sender.FluentSender("app", host="127.0.0.1", port=forward_port)
-            for i in range(5):
-                assert app.emit(
-                    "access", {"action": "login", "actor": f"user-{i}", "target": "orders"}
-                ), app.last_error
-            app.close()
+        wait_for(f"collector {probe}", ready, timeout=30)
+        app = sender.FluentSender("app", host="127.0.0.1", port=forward_port)
+        for i in range(5):
+            assert app.emit(
+                "access", {"action": "login", "actor": f"user-{i}", "target": "orders"}
+            ), app.last_error
+        app.close()
 
-            def stored() -> bool:
-                return any(trail.glob("streams/*/*/seg-*.jsonl*"))
+        def stored() -> bool:
+            return any(trail.glob("streams/*/*/seg-*.jsonl*"))
 
-            wait_for("a stored segment", stored, timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        wait_for("a stored segment", stored, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
     destination = sinks.open(f"file://{trail}")
     public_key = load_public_key(destination.get(f"keys/{fingerprint}.pub"))

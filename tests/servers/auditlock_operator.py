@@ -16,9 +16,7 @@ The operator hands cluster-level events to the HTTP intake of a collector at
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +35,7 @@ from auditlock.operator.sidecar_config import render
 from auditlock.operator.webhook_config import webhook_configurations
 from auditlock.operator.webhook_server import Listener
 from auditlock.policy import parse_spec
+from tests.servers.auditlock_child import auditlock_child
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,28 +288,13 @@ def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[P
     config["delivery"]["max_delay_seconds"] = 0.2
     config_file = workdir / "sidecar.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    log = (workdir / "sidecar.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditlock", "sidecar", "--config", str(config_file)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-    try:
+    log = workdir / "sidecar.log"
+    with auditlock_child(["sidecar", "--config", str(config_file)], log) as proc:
         # Ready before the test acts: until then the operator answers the API server's
         # audit batches 503, and the API server drops a batch after a few seconds of
         # retries, so a slow start would lose the very events a test looks for.
-        wait_ready(proc, health_port, workdir / "sidecar.log")
+        wait_ready(proc, health_port, log)
         yield store
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture
