@@ -10,6 +10,8 @@
 # install runs with a policy-rc.d that forbids starting services (Docker images ship the
 # same file; an existing one is left alone).
 set -euo pipefail
+# shellcheck source=../lib/apt.sh
+source "$(dirname "$0")/../lib/apt.sh"
 
 log() { echo "bootstrap(alerting): $*"; }
 fail() {
@@ -30,12 +32,7 @@ fi
 command -v apt-get >/dev/null 2>&1 ||
     fail "apt-get not found; install Prometheus >= 2.42 (prometheus, promtool) and Alertmanager >= 0.25 (as prometheus-alertmanager) on PATH"
 
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 ||
-        fail "installing Debian packages prometheus and prometheus-alertmanager needs root; run as root or install sudo"
-    sudo=(sudo)
-fi
+apt_root "installing Debian packages prometheus and prometheus-alertmanager"
 
 policy=/usr/sbin/policy-rc.d
 placed_policy=0
@@ -52,21 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Another apt-get on the machine holds dpkg's lock for a while: wait for it (Lock::Timeout).
-apt_log="$(mktemp)"
-install() {
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        -o DPkg::Lock::Timeout=600 --no-install-recommends prometheus prometheus-alertmanager >"$apt_log" 2>&1
-}
 log "installing Debian packages prometheus and prometheus-alertmanager (apt-get)"
-if ! install; then
-    # A clean machine may have no package lists yet, or stale ones.
-    log "apt-get install failed; running apt-get update and trying again"
-    "${sudo[@]}" apt-get update -q -o DPkg::Lock::Timeout=600 >>"$apt_log" 2>&1 ||
-        { tail -n 20 "$apt_log" >&2; fail "apt-get update failed (full log: $apt_log)"; }
-    install || { tail -n 20 "$apt_log" >&2; fail "apt-get install prometheus prometheus-alertmanager failed (full log: $apt_log)"; }
-fi
-rm -f "$apt_log"
+apt_install --no-install-recommends prometheus prometheus-alertmanager
 
 have || fail "prometheus, promtool or prometheus-alertmanager still missing after apt-get install"
 log "installed prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}'), alertmanager $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')"
