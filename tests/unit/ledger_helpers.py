@@ -7,6 +7,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from auditlock import sinks
 from auditlock.ledger.keys import Signer, generate, private_pem, public_pem
@@ -29,6 +30,25 @@ class Ledger:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def writer(
+        self,
+        stream: str,
+        clock: SimulatedClock | None = None,
+        signer: Signer | None = None,
+        **options: Any,
+    ) -> StreamWriter:
+        """A writer of `stream` into this ledger, without retention, on `clock` (a simulated
+        clock at 2026-01-01T00:00:00Z when None), signing with `signer` or the ledger's key;
+        `options` go to `StreamWriter.resume`."""
+        return StreamWriter.resume(
+            self.dest,
+            stream,
+            signer or self.signer,
+            retention=None,
+            clock=clock or SimulatedClock(DEFAULT_START_NS),
+            **options,
+        )
 
     def names(self, prefix: str = "") -> list[str]:
         return list(self.dest.list(prefix))
@@ -93,7 +113,7 @@ def write_stream(
     """Events every second, sealed per_segment at a time; then (optionally) a quiet period
     with only heartbeats; then as many events again; then close."""
     clock = SimulatedClock(start_ns)
-    writer = StreamWriter.resume(ledger.dest, stream, ledger.signer, retention=None, clock=clock)
+    writer = ledger.writer(stream, clock)
     writer.store(writer.heartbeat())
     items = list(synthetic_events(stream, events, start_ns=start_ns, interval_ns=1_000_000_000))
     half = len(items) // 2 if quiet_minutes else len(items)
@@ -112,6 +132,17 @@ def write_stream(
         clock.now += 1_000_000_000
         writer.store(writer.close())
     return writer
+
+
+def app_and_other(
+    tmp_path: Path, app: tuple[int, int] = (60, 10), other: tuple[int, int] = (30, 10)
+) -> Ledger:
+    """A new ledger with two closed streams, "app" and "other", of (events, per_segment)
+    each."""
+    led = new_ledger(tmp_path)
+    write_stream(led, "app", events=app[0], per_segment=app[1])
+    write_stream(led, "other", events=other[0], per_segment=other[1])
+    return led
 
 
 def _fmt(ns: int) -> str:

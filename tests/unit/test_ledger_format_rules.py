@@ -21,7 +21,7 @@ from auditlock.ledger.checkpoint import decode_checkpoint, encode_checkpoint
 from auditlock.ledger.names import segment_name
 from auditlock.ledger.rotation import FORMAT as ROTATION_FORMAT
 from auditlock.ledger.rotation import publish_rotation
-from auditlock.ledger.synth import SimulatedClock, synthetic_events
+from auditlock.ledger.synth import DEFAULT_START_NS, SimulatedClock, synthetic_events
 from auditlock.ledger.writer import StreamWriter
 
 from .ledger_helpers import Ledger, join_lines, lines_of, make_signer, new_ledger, write_stream
@@ -96,8 +96,8 @@ def test_writer_never_promises_less_than_the_lower_bound(tmp_path: Path) -> None
 def test_heartbeat_that_grows_the_tree_is_a_finding(tmp_path: Path) -> None:
     """A writer holding the key cuts a segment and calls the checkpoint a heartbeat."""
     led = new_ledger(tmp_path)
-    clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = StreamWriter.resume(led.dest, "app", led.signer, retention=None, clock=clock)
+    clock = SimulatedClock(DEFAULT_START_NS)
+    writer = led.writer("app", clock)
     for _, event in synthetic_events("app", 3):
         writer.append(event)
     clock.now += 1_000_000_000

@@ -23,7 +23,6 @@ from auditlock.ledger.line_rules import LineRules
 from auditlock.ledger.lines import ZERO_HASH, LineFormat, line_prefix
 from auditlock.ledger.normalize import normalize_event
 from auditlock.ledger.synth import SimulatedClock, synthetic_events
-from auditlock.ledger.writer import StreamWriter
 
 from .ledger_helpers import Ledger, new_ledger
 from .ledger_strategies import bad_values, events
@@ -41,7 +40,7 @@ def _bytes(event: dict[str, Any]) -> bytes:
 def _write(ledger: Ledger, bad: list[bytes]) -> None:
     """Stream "app": a valid event, the bad event bytes, a valid event; sealed and closed."""
     clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = StreamWriter.resume(ledger.dest, "app", ledger.signer, retention=None, clock=clock)
+    writer = ledger.writer("app", clock)
     items = [event for _, event in synthetic_events("app", 2 + len(bad))]
     writer.append(items[0])
     for raw in bad:

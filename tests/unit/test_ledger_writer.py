@@ -31,10 +31,20 @@ def events(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 def open_writer(ledger: Ledger, clock: SimulatedClock | None = None, **kw: Any) -> StreamWriter:
-    clock = clock or SimulatedClock(DEFAULT_START_NS)
-    return StreamWriter.resume(
-        ledger.dest, "s", kw.pop("signer", ledger.signer), retention=None, clock=clock, **kw
-    )
+    return ledger.writer("s", clock, **kw)
+
+
+def stored(ledger: Ledger, batch: list[dict[str, Any]]) -> StreamWriter:
+    """A writer of stream "s" that has sealed and stored `batch`."""
+    writer = open_writer(ledger)
+    writer.store(feed(writer, batch))
+    return writer
+
+
+def close_and_verify(ledger: Ledger, writer: StreamWriter) -> tuple[int, str]:
+    """Close the stream, store the closing checkpoint, and verify the whole ledger."""
+    writer.store(writer.close())
+    return ledger.verify()
 
 
 def feed(writer: StreamWriter, batch: list[dict[str, Any]]) -> list[PendingObject]:
@@ -124,20 +134,17 @@ def test_heartbeat_is_due_after_the_interval_and_writes_a_checkpoint(ledger: Led
 
 
 def test_resume_continues_the_chain(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(10)))
+    stored(ledger, events(10))
     again = open_writer(ledger)
     assert (again.epoch, again.next_seq, again.resumed_seq) == (0, 10, 10)
     again.store(feed(again, events(5, 10)))
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 0, out
     assert "15 events" in out and "1 epoch(s)" in out
 
 
 def test_resume_adopts_segments_stored_after_the_last_checkpoint(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(10)))
+    writer = stored(ledger, events(10))
     crashed = feed(writer, events(10, 10))
     writer.store([o for o in crashed if o.kind == "segment"])  # crash before the checkpoint
     again = open_writer(ledger)
@@ -145,13 +152,11 @@ def test_resume_adopts_segments_stored_after_the_last_checkpoint(ledger: Ledger)
     assert again.heartbeat_due()
     again.store(again.heartbeat())  # covers the adopted events
     again.store(feed(again, events(5, 20)))
-    again.store(again.close())
-    assert ledger.verify()[0] == 0
+    assert close_and_verify(ledger, again)[0] == 0
 
 
 def test_resume_after_a_gap_recreates_the_later_segment_byte_for_byte(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(10)))
+    writer = stored(ledger, events(10))
     lost = feed(writer, events(10, 10))  # seqs 10..19: its upload never happened
     landed = feed(writer, events(10, 20))  # seqs 20..29: its segment landed
     writer.store([o for o in landed if o.kind == "segment"])
@@ -168,8 +173,7 @@ def test_resume_after_a_gap_recreates_the_later_segment_byte_for_byte(ledger: Le
                     overlaps = o.first_seq <= 29 and o.last_seq >= 20
                     assert not overlaps or (o.first_seq, o.last_seq) == (20, 29), o.name
             again.store(objects)
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 0, out
     assert "35 events" in out
 
@@ -182,8 +186,7 @@ def test_plan_cuts_never_cross_or_split_a_reserved_segment() -> None:
 
 
 def test_resume_after_close_starts_a_new_epoch_that_commits_to_the_old_one(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(4)))
+    writer = stored(ledger, events(4))
     closing = writer.close()
     writer.store(closing)
     with pytest.raises(ClosedStreamError):
@@ -196,46 +199,39 @@ def test_resume_after_close_starts_a_new_epoch_that_commits_to_the_old_one(ledge
     assert genesis.kind == "genesis"
     assert genesis.prev == body_digest(closing[-1].data.split(b"\n")[0])
     again.store(objects)
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 0, out
     assert "2 epoch(s)" in out and "warning: stream s epoch 1: new epoch after a restart" in out
 
 
 def test_resume_with_a_corrupt_tail_segment_starts_a_new_epoch(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(4)))
+    stored(ledger, events(4))
     ledger.write("streams/s/000000/seg-000000000004-000000000005.jsonl", b"garbage\n")
     again = open_writer(ledger)
     assert again.epoch == 1
     again.store(feed(again, events(2, 4)))
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 1  # the garbage is still there, and verify says where
     assert "streams/s/000000/seg-000000000004-000000000005.jsonl" in out
 
 
 def test_key_rotation_signed_by_the_old_key_verifies(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(4)))
+    stored(ledger, events(4))
     new = make_signer()
     publish_rotation(
         ledger.dest, ledger.signer, new.public, retention=None, time_ns=DEFAULT_START_NS
     )
     again = open_writer(ledger, signer=new)
     again.store(feed(again, events(4, 4)))
-    again.store(again.close())
-    code, out = ledger.verify()  # anchored to the OLD public key only
+    code, out = close_and_verify(ledger, again)  # anchored to the OLD public key only
     assert code == 0, out
 
 
 def test_new_key_without_rotation_record_is_unknown(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(4)))
+    stored(ledger, events(4))
     again = open_writer(ledger, signer=make_signer())
     again.store(feed(again, events(4, 4)))
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 1 and "unknown-key" in out
 
 
@@ -249,15 +245,13 @@ def test_a_restart_within_an_epoch_is_declared_and_not_a_time_gap(ledger: Ledger
     assert decode_checkpoint(first[-1].data).checkpoint.kind == "resume"
     again.store(first)
     again.store(feed(again, events(2, 4)))
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 0, out
     assert "warning: stream s epoch 0" in out and "writer restarted" in out
 
 
 def test_a_planted_segment_after_the_tail_is_not_trusted(ledger: Ledger) -> None:
-    writer = open_writer(ledger)
-    writer.store(feed(writer, events(10)))
+    stored(ledger, events(10))
     ledger.write("streams/s/000000/seg-000000000100-999999999999.jsonl", b"junk\n")
     again = open_writer(ledger)
     assert again.epoch == 1  # not holding re-fed events back for a segment that cannot be
@@ -275,8 +269,7 @@ def test_resume_when_only_segments_of_a_new_epoch_landed(ledger: Ledger) -> None
     kinds = [decode_checkpoint(o.data).checkpoint.kind for o in first if o.kind == "checkpoint"]
     assert kinds == ["genesis", "seal"]
     again.store(first)
-    again.store(again.close())
-    code, out = ledger.verify()
+    code, out = close_and_verify(ledger, again)
     assert code == 0, out
     assert "6 events" in out
 

@@ -15,21 +15,17 @@ import pytest
 from auditlock.ledger.canonical import canonical_bytes
 from auditlock.ledger.keys import load_public_key
 from auditlock.ledger.observer import observer_of_details
-from auditlock.ledger.synth import SimulatedClock, synthetic_events
+from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.verify import VerifyOptions, verify
-from auditlock.ledger.writer import StreamWriter
 from auditlock.review import LoadOptions, load
 from auditlock.review.schema import COLUMN_NAMES, row_sql
 
-from .ledger_helpers import Ledger, join_lines, lines_of, new_ledger, write_stream
+from .ledger_helpers import Ledger, app_and_other, join_lines, lines_of, new_ledger, write_stream
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    led = new_ledger(tmp_path)
-    write_stream(led, "app", events=60, per_segment=10)
-    write_stream(led, "other", events=30, per_segment=10)
-    return led
+    return app_and_other(tmp_path)
 
 
 def _options(ledger: Ledger, cache: Path | None, **kw: Any) -> LoadOptions:
@@ -222,8 +218,7 @@ def test_the_table_says_who_observed_an_event_as_verify_does(
 
 def test_a_copied_segment_under_an_overlapping_name_gives_each_event_once(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
-    clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = StreamWriter.resume(led.dest, "dup", led.signer, retention=None, clock=clock)
+    writer = led.writer("dup")
     for _, event in synthetic_events("dup", 30):
         writer.append(event)
         if writer.pending_events >= 10:

@@ -15,16 +15,13 @@ import pytest
 from auditlock.ledger.synth import synthetic_events
 from tests.helpers.cli import cli
 
-from .ledger_helpers import Ledger, join_lines, lines_of, new_ledger, write_stream
+from .ledger_helpers import Ledger, app_and_other, join_lines, lines_of
 
 
 @pytest.fixture
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     monkeypatch.setenv("AUDITLOCK_CACHE_DIR", str(tmp_path / "cache"))
-    led = new_ledger(tmp_path)
-    write_stream(led, "app", events=60, per_segment=10)
-    write_stream(led, "other", events=30, per_segment=10)
-    return led
+    return app_and_other(tmp_path)
 
 
 def _events() -> list[dict[str, object]]:

@@ -12,10 +12,9 @@ import pytest
 
 from auditlock.ledger.names import key_name
 from auditlock.ledger.synth import SimulatedClock
-from auditlock.ledger.writer import StreamWriter
 from tests.helpers.events import small
 
-from .ledger_helpers import Ledger, join_lines, lines_of, new_ledger, write_stream
+from .ledger_helpers import Ledger, app_and_other, join_lines, lines_of, new_ledger, write_stream
 
 
 def _report(ledger: Ledger, *extra: str, key: bool = True) -> tuple[int, dict[str, Any]]:
@@ -27,10 +26,7 @@ def _report(ledger: Ledger, *extra: str, key: bool = True) -> tuple[int, dict[st
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    led = new_ledger(tmp_path)
-    write_stream(led, "app", events=1500, per_segment=500)
-    write_stream(led, "other", events=30, per_segment=10)
-    return led
+    return app_and_other(tmp_path, app=(1500, 500))
 
 
 def _line_index(lines: list[bytes], seq: int) -> int:
@@ -124,7 +120,7 @@ def _event(i: int, intake: dict[str, str] | None, **details: Any) -> dict[str, A
 def test_each_stream_says_who_observed_its_events(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
     clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = StreamWriter.resume(led.dest, "mixed", led.signer, retention=None, clock=clock)
+    writer = led.writer("mixed", clock)
     events = [
         _event(0, {"input": "http", "tag": "http"}),
         # an app claiming to be the config watcher, in a nested object: still the app

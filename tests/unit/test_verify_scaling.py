@@ -14,7 +14,6 @@ import pytest
 from auditlock.ledger import seen_ids
 from auditlock.ledger.synth import SimulatedClock, synthetic_events
 from auditlock.ledger.verify import Verification, VerifyOptions, verify
-from auditlock.ledger.writer import StreamWriter
 from tests.helpers.cli import cli
 
 from .ledger_helpers import Ledger, new_ledger
@@ -25,7 +24,7 @@ START_NS = 1_767_225_600_000_000_000
 def _stream(ledger: Ledger, stream: str, ids: list[str], per_segment: int) -> None:
     """One stream whose events carry `ids` in order, sealed every `per_segment` events."""
     clock = SimulatedClock(START_NS)
-    writer = StreamWriter.resume(ledger.dest, stream, ledger.signer, retention=None, clock=clock)
+    writer = ledger.writer(stream, clock)
     events = [event for _, event in synthetic_events(stream, len(ids))]
     for i, (event, event_id) in enumerate(zip(events, ids, strict=True)):
         writer.append({**event, "id": event_id})

@@ -31,7 +31,7 @@ from auditlock.ledger.witness import (
 )
 from tests.helpers.spec_witness import spec_witness
 
-from .ledger_helpers import Ledger, make_signer, new_ledger, write_stream
+from .ledger_helpers import Ledger, app_and_other, make_signer, new_ledger, write_stream
 
 WITNESS = "prod-1"
 MINUTE_NS = 60 * 1_000_000_000
@@ -47,10 +47,7 @@ def operator_key(tmp_path: Path) -> tuple[Signer, Path]:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    led = new_ledger(tmp_path)
-    write_stream(led, "app", events=30, per_segment=10)
-    write_stream(led, "other", events=12, per_segment=6)
-    return led
+    return app_and_other(tmp_path, app=(30, 10), other=(12, 6))
 
 
 def witness_once(
