@@ -1,7 +1,10 @@
-"""Hypothesis pieces the fuzz tests share."""
+"""What the collector's fuzz tests share: a byte mutator for hypothesis, and one raw
+exchange on a fresh connection."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 from hypothesis import strategies as st
@@ -25,3 +28,19 @@ def mutate(draw: Any, data: bytes) -> bytes:
         else:
             del out[at]
     return bytes(out)
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a fresh connection, half-close, read what comes back until EOF (b""
+    when the collector closed the connection before taking it all: an accepted outcome)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return b""
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer

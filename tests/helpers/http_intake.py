@@ -25,6 +25,12 @@ def event(n: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+def padded(n: int, pad: int) -> dict[str, Any]:
+    """A record numbered `n` that carries `pad` bytes of padding: for filling a spool."""
+    return {"category": "data", "action": "write", "actor": "a", "target": "t", "n": n,
+            "pad": "p" * pad}  # fmt: skip
+
+
 def post_bytes(
     port: int, body: bytes, *, key: str | None = None, timeout: float = 10
 ) -> tuple[int, bytes, Message]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.http_intake import padded, post_bytes
 from tests.integration.chart_helpers import CHART, by_kind, one, render
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.auditlock_operator import RunningOperator
@@ -408,27 +409,7 @@ def test_dashboard_layout_is_sound_and_every_query_parses_in_a_real_prometheus(
 
 
 def post_event(port: int, n: int, pad: int) -> int:
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(
-        {
-            "category": "data",
-            "action": "write",
-            "actor": "a",
-            "target": "t",
-            "n": n,
-            "pad": "p" * pad,
-        }
-    ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events", body, {"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+    return post_bytes(port, json.dumps(padded(n, pad)).encode())[0]
 
 
 def test_real_prometheus_fires_the_spool_rule_when_the_destination_is_down(

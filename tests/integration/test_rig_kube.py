@@ -101,17 +101,17 @@ def widget_crd(kube_apiserver: KubeControlPlane) -> Iterator[tuple[str, str]]:
             ext.delete_custom_resource_definition(f"widgets.{group}")
 
 
+def _widget(group: str, name: str, **members: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": name}, **members}
+
+
 def test_custom_resource_round_trips_and_status_is_a_separate_subresource(
     kube_apiserver: KubeControlPlane, kube_namespace: str, widget_crd: tuple[str, str]
 ) -> None:
     group, plural = widget_crd
-    body = {
-        "apiVersion": f"{group}/v1",
-        "kind": "Widget",
-        "metadata": {"name": "w1"},
-        "spec": {"size": 3, "colour": "red"},
-        "status": {"phase": "ignored-on-create"},
-    }
+    body = _widget(
+        group, "w1", spec={"size": 3, "colour": "red"}, status={"phase": "ignored-on-create"}
+    )
     with kube_apiserver.api_client() as api:
         custom = client.CustomObjectsApi(api)
         created: Any = custom.create_namespaced_custom_object(
@@ -157,12 +157,11 @@ def test_custom_resource_schema_rejects_bad_fields(
     complaint: str,
 ) -> None:
     group, plural = widget_crd
-    body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "bad"}}
     with kube_apiserver.api_client() as api:
         custom = client.CustomObjectsApi(api)
         with pytest.raises(ApiException) as raised:
             custom.create_namespaced_custom_object(
-                group, "v1", kube_namespace, plural, {**body, "spec": spec}
+                group, "v1", kube_namespace, plural, _widget(group, "bad", spec=spec)
             )
     assert raised.value.status == 422
     assert complaint in str(raised.value.body)
@@ -172,12 +171,7 @@ def test_custom_resource_unknown_field_is_refused_with_strict_validation(
     kube_apiserver: KubeControlPlane, kube_namespace: str, widget_crd: tuple[str, str]
 ) -> None:
     group, plural = widget_crd
-    body = {
-        "apiVersion": f"{group}/v1",
-        "kind": "Widget",
-        "metadata": {"name": "typo"},
-        "spec": {"size": 1, "colur": "red"},
-    }
+    body = _widget(group, "typo", spec={"size": 1, "colur": "red"})
     with kube_apiserver.api_client() as api:
         custom = client.CustomObjectsApi(api)
         with pytest.raises(ApiException) as raised:

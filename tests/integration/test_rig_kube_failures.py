@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,14 +39,19 @@ def real_etcd(monkeypatch: pytest.MonkeyPatch) -> Path:
     return etcd
 
 
+def _start_fails(tmp_path: Path, **options: Any) -> tuple[KubeControlPlane, str]:
+    """A control plane whose start must fail with KubeRigError, and the error's message."""
+    plane = KubeControlPlane(tmp_path / "plane", **options)
+    with pytest.raises(KubeRigError) as raised:
+        plane.start()
+    return plane, str(raised.value)
+
+
 def test_missing_binary_names_where_it_looked_and_what_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(tmp_path / "nope" / "kube-apiserver"))
-    plane = KubeControlPlane(tmp_path / "plane")
-    with pytest.raises(KubeRigError) as raised:
-        plane.start()
-    message = str(raised.value)
+    _, message = _start_fails(tmp_path)
     assert "kube-apiserver not found" in message
     assert str(tmp_path / "nope" / "kube-apiserver") in message
     assert "make bootstrap" in message and "KUBEBUILDER_ASSETS" in message
@@ -56,10 +62,7 @@ def test_server_that_exits_at_start_reports_its_exit_code_and_log(
 ) -> None:
     broken = _script(tmp_path, "kube-apiserver", "echo 'E1129 flag --nonsense is bad' >&2; exit 3")
     monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(broken))
-    plane = KubeControlPlane(tmp_path / "plane", start_timeout=30)
-    with pytest.raises(KubeRigError) as raised:
-        plane.start()
-    message = str(raised.value)
+    plane, message = _start_fails(tmp_path, start_timeout=30)
     assert "kube-apiserver exited with code 3" in message
     assert str(plane.log_paths["kube-apiserver"]) in message
     assert "flag --nonsense is bad" in message  # the log's tail is in the error
@@ -72,12 +75,9 @@ def test_server_that_never_gets_ready_times_out_and_is_stopped(
     pid_file = tmp_path / "pid"
     hanging = _script(tmp_path, "kube-apiserver", f"echo $$ > {pid_file}; exec sleep 600")
     monkeypatch.setenv("AUDITLOCK_KUBE_APISERVER", str(hanging))
-    plane = KubeControlPlane(tmp_path / "plane", start_timeout=3)
     began = time.monotonic()
-    with pytest.raises(KubeRigError) as raised:
-        plane.start()
+    plane, message = _start_fails(tmp_path, start_timeout=3)
     assert time.monotonic() - began < 30
-    message = str(raised.value)
     assert "kube-apiserver did not become ready" in message and "within 3 s" in message
     assert str(plane.log_paths["kube-apiserver"]) in message
     pid = int(pid_file.read_text())
@@ -95,10 +95,7 @@ def test_port_in_use_is_retried_then_reported(
         squatter.listen()
         taken = squatter.getsockname()[1]
         monkeypatch.setattr(kube_controlplane, "free_port", lambda: taken)
-        plane = KubeControlPlane(tmp_path / "plane", start_timeout=30)
-        with pytest.raises(KubeRigError) as raised:
-            plane.start()
-    message = str(raised.value)
+        plane, message = _start_fails(tmp_path, start_timeout=30)
     assert "etcd could not bind its port 3 times" in message
     assert str(plane.log_paths["etcd"]) in message
     assert plane.processes == []

@@ -13,7 +13,6 @@ it must never crash, and a well-behaved client must keep getting acks throughout
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from auditlock.sidecar.sources.forward import protocol
 from tests.helpers.forward import first_answer
-from tests.helpers.fuzz import mutate
+from tests.helpers.fuzz import exchange, mutate
 from tests.servers.sidecar import SidecarProcess, make_config, metric_value, sidecar_process
 
 T = 1_764_428_645
@@ -94,23 +93,6 @@ frames = (
     | mutated()
     | invalid_utf8
 )
-
-
-def exchange(port: int, frame: bytes) -> bytes:
-    """Send one frame on a fresh connection, half-close, read what comes back until EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(frame)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return b""  # the sidecar already closed it: an accepted outcome
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return answer
 
 
 def control_ack(port: int, chunk: str) -> Any:

@@ -11,10 +11,8 @@ throughout.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.fuzz import mutate
+from tests.helpers.fuzz import exchange, mutate
 from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process
 
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
@@ -105,20 +103,6 @@ hostile = (
     )
 )
 requests = valid_requests() | mutated() | hostile | st.binary(max_size=200)
-
-
-def exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(request)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return b""
-        answer = b""
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while chunk := sock.recv(65536):
-                answer += chunk
-        return answer
 
 
 def well_behaved(port: int) -> int:

@@ -8,6 +8,7 @@ the filler is removed. The spool (1 MiB) is smaller than a Forward frame (8 MiB)
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import msgpack
 
 from auditlock.sidecar.sources.forward import protocol
+from tests.helpers.http_intake import padded, post_bytes
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
 from tests.servers.sidecar import (
     SidecarProcess,
@@ -46,19 +48,7 @@ def config_for(workdir: Path, **extra: Any) -> dict[str, Any]:
 def chunk(first: int, count: int, pad: int, name: str) -> bytes:
     now = time.time_ns()
     entries = b"".join(
-        msgpack.packb(
-            [
-                protocol.pack_event_time(now),
-                {
-                    "category": "data",
-                    "action": "write",
-                    "actor": "a",
-                    "target": "t",
-                    "n": n,
-                    "pad": "p" * pad,
-                },
-            ]
-        )
+        msgpack.packb([protocol.pack_event_time(now), padded(n, pad)])
         for n in range(first, first + count)
     )
     return bytes(msgpack.packb(["app.data", entries, {"chunk": name}]))
@@ -84,18 +74,9 @@ def answer(sock: socket.socket, timeout: float) -> Any:
 
 
 def post(port: int, n: int, pad: int) -> tuple[int, str]:
-    body = (
-        f'{{"category":"data","action":"write","actor":"a","target":"t","n":{n},'
-        f'"pad":"{"p" * pad}"}}'
-    ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events", body, {"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+    body = json.dumps(padded(n, pad), separators=(",", ":")).encode()
+    status, answer, _ = post_bytes(port, body)
+    return status, answer.decode()
 
 
 def cpu_seconds(pid: int) -> float:

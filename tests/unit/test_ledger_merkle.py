@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,10 @@ from auditlock.ledger.merkle import (
 )
 
 entries = st.lists(st.binary(min_size=0, max_size=12), min_size=1, max_size=70)
+# pymerkle's tree of some entries, and our leaf hashes of the same entries
+trees = entries.map(
+    lambda data: (InmemoryTree.init_from_entries(data), [hash_leaf(d) for d in data])
+)
 
 
 def test_hashing_uses_rfc9162_prefixes() -> None:
@@ -34,23 +39,23 @@ def test_hashing_uses_rfc9162_prefixes() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(entries)
-def test_roots_equal_pymerkle_for_every_prefix(data: list[bytes]) -> None:
-    tree = InmemoryTree.init_from_entries(data)
-    leaves = [hash_leaf(d) for d in data]
+@given(trees)
+def test_roots_equal_pymerkle_for_every_prefix(tree_and_leaves: tuple[Any, list[bytes]]) -> None:
+    tree, leaves = tree_and_leaves
     frontier = Frontier()
-    for size in range(1, len(data) + 1):
+    for size in range(1, len(leaves) + 1):
         frontier.append(leaves[size - 1])
         assert root_of(leaves[:size]) == tree.get_root(size)
         assert frontier.root() == tree.get_root(size)
 
 
 @settings(max_examples=100, deadline=None)
-@given(entries, st.data())
-def test_inclusion_proofs_agree_with_pymerkle(data: list[bytes], choice: st.DataObject) -> None:
-    tree = InmemoryTree.init_from_entries(data)
-    leaves = [hash_leaf(d) for d in data]
-    size = choice.draw(st.integers(1, len(data)))
+@given(trees, st.data())
+def test_inclusion_proofs_agree_with_pymerkle(
+    tree_and_leaves: tuple[Any, list[bytes]], choice: st.DataObject
+) -> None:
+    tree, leaves = tree_and_leaves
+    size = choice.draw(st.integers(1, len(leaves)))
     index = choice.draw(st.integers(0, size - 1))
     root = root_of(leaves[:size])
     # pymerkle's own proof verifies against OUR root and OUR leaf hash ...
@@ -67,11 +72,12 @@ def test_inclusion_proofs_agree_with_pymerkle(data: list[bytes], choice: st.Data
 
 
 @settings(max_examples=100, deadline=None)
-@given(entries, st.data())
-def test_consistency_proofs_agree_with_pymerkle(data: list[bytes], choice: st.DataObject) -> None:
-    tree = InmemoryTree.init_from_entries(data)
-    leaves = [hash_leaf(d) for d in data]
-    new = choice.draw(st.integers(1, len(data)))
+@given(trees, st.data())
+def test_consistency_proofs_agree_with_pymerkle(
+    tree_and_leaves: tuple[Any, list[bytes]], choice: st.DataObject
+) -> None:
+    tree, leaves = tree_and_leaves
+    new = choice.draw(st.integers(1, len(leaves)))
     old = choice.draw(st.integers(1, new))
     old_root, new_root = root_of(leaves[:old]), root_of(leaves[:new])
     pm_verify_consistency(old_root, new_root, tree.prove_consistency(old, new))
