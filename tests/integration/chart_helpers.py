@@ -77,6 +77,13 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
 
+def named(objects: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    """The first `kind` object whose name ends with `suffix`."""
+    found = [o for o in by_kind(objects, kind) if o["metadata"]["name"].endswith(suffix)]
+    assert found, f"no {kind} named *{suffix}"
+    return found[0]
+
+
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from auditlock.alerts.model import parse_rule_spec, plain_spec
+from tests.helpers.http_intake import post
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.sidecar import (
+    SidecarProcess,
     ledger_events,
     make_config,
     open_store,
@@ -57,21 +60,22 @@ def _export_rule(tmp_path: Path, alertmanager: Alertmanager) -> tuple[str, Path]
     return tag, rules
 
 
-def _watching_rules(tmp_path: Path, alertmanager: Alertmanager) -> tuple[str, Path, dict[str, Any]]:
-    """The export rule, and a collector config that reloads its rules file every 0.2 s."""
+@contextmanager
+def _watching_collector(
+    tmp_path: Path, alertmanager: Alertmanager
+) -> Iterator[tuple[str, Path, dict[str, Any], SidecarProcess]]:
+    """The export rule, and a running collector that reloads its rules file every 0.2 s:
+    the rule's tag, the rules file, the collector's config, the collector."""
     tag, rules = _export_rule(tmp_path, alertmanager)
     alerts = {"rules_file": str(rules), "reload_seconds": 0.2}
-    return tag, rules, make_config(tmp_path, ports=True, alerts=alerts)
+    config = make_config(tmp_path, ports=True, alerts=alerts)
+    with sidecar_process(tmp_path, config) as collector:
+        collector.start()
+        yield tag, rules, config, collector
 
 
 def _post(port: int, events: list[dict[str, Any]]) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
-        json.dumps(events).encode(),
-        {"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(response.status)
+    return post(port, events)[0]
 
 
 def _event(action: str, actor: str = "carol") -> dict[str, Any]:
@@ -87,9 +91,7 @@ def _event(action: str, actor: str = "carol") -> dict[str, Any]:
 def test_collector_rules_fire_into_alertmanager_and_the_pods_trail(
     alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
-    tag, rules, config = _watching_rules(tmp_path, alertmanager)
-    with sidecar_process(tmp_path, config) as collector:
-        collector.start()
+    with _watching_collector(tmp_path, alertmanager) as (tag, rules, config, collector):
         assert _post(collector.http_port, [_event("read"), _event("export")]) == 202
         alert = alertmanager.receiver.wait_for_alert("firing", tag=tag, alertname="export")
         assert alert["labels"]["auditlock_source"] == "collector"
@@ -115,9 +117,7 @@ def test_collector_rules_fire_into_alertmanager_and_the_pods_trail(
 def test_a_bad_rules_file_keeps_the_rules_in_force(
     alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
-    tag, rules, config = _watching_rules(tmp_path, alertmanager)
-    with sidecar_process(tmp_path, config) as collector:
-        collector.start()
+    with _watching_collector(tmp_path, alertmanager) as (tag, rules, _, collector):
         time.sleep(0.05)
         rules.write_text('{"rules": [{"name": "x", "namespace": "shop", "spec": {"match": [')
         wait_for(

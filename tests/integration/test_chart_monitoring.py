@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers.http_intake import padded, post_bytes
-from tests.integration.chart_helpers import CHART, by_kind, one, render
+from tests.integration.chart_helpers import CHART, by_kind, named, one, render
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.auditlock_operator import RunningOperator
 from tests.servers.disk_faults import fill, small_tmpfs, unfill
@@ -119,9 +119,7 @@ def test_monitors_scrape_the_ports_that_serve_metrics(all_on: list[dict[str, Any
         for container in deployment["spec"]["template"]["spec"]["containers"]
         for port in container.get("ports", [])
     }
-    service = next(
-        o for o in by_kind(objects, "Service") if o["metadata"]["name"].endswith("-metrics")
-    )
+    service = named(objects, "Service", "-metrics")
     targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
     assert ports[targets["metrics"]][0] == "operator"
     assert ports[targets["collector-metrics"]] == ("collector", 9880)
@@ -129,9 +127,7 @@ def test_monitors_scrape_the_ports_that_serve_metrics(all_on: list[dict[str, Any
     monitor = one(objects, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
-    webhook = next(
-        o for o in by_kind(objects, "Service") if o["metadata"]["name"].endswith("-webhook")
-    )
+    webhook = named(objects, "Service", "-webhook")
     assert not selector.items() <= webhook["metadata"]["labels"].items()  # scraped once
     jobs = {e["port"]: e["relabelings"][0]["replacement"] for e in monitor["spec"]["endpoints"]}
     assert jobs == {"metrics": "auditlock-operator", "collector-metrics": "auditlock-collector"}

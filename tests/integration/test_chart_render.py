@@ -25,6 +25,7 @@ from tests.integration.chart_helpers import (
     HelmError,
     by_kind,
     helm,
+    named,
     one,
     render,
 )
@@ -284,9 +285,7 @@ def test_webhooks_use_the_service_and_skip_system_namespaces(
     variant: tuple[str, list[dict[str, Any]]],
 ) -> None:
     name, objects = variant
-    service = next(
-        s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-webhook")
-    )
+    service = named(objects, "Service", "-webhook")
     hooks = _webhooks(objects)
     assert hooks, name
     for kind, hook in hooks:
@@ -569,9 +568,7 @@ def test_collector_config_is_a_valid_sidecar_config(
     variant: tuple[str, list[dict[str, Any]]],
 ) -> None:
     name, objects = variant
-    config_map = next(
-        c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-collector")
-    )
+    config_map = named(objects, "ConfigMap", "-collector")
     raw = yaml.safe_load(config_map["data"]["sidecar.yaml"])
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     collector = next(c for c in pod["containers"] if c["name"] == "collector")
@@ -621,15 +618,13 @@ def test_collector_config_is_a_valid_sidecar_config(
 
 def test_audit_token_reaches_the_operator(helm_path: Path) -> None:
     objects = render(helm_path, VARIANTS["everything-on"])
-    token = next(
-        s for s in by_kind(objects, "Secret") if s["metadata"]["name"].endswith("-audit-token")
-    )
+    token = named(objects, "Secret", "-audit-token")
     assert base64.b64decode(token["data"]["token"]) == b"pinned-token"
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["audit-token"]["secret"]["secretName"] == token["metadata"]["name"]
     assert "--audit-token-file=/var/run/auditlock/audit-token/token" in pod["containers"][0]["args"]
-    audit = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-audit"))
+    audit = named(objects, "Service", "-audit")
     assert audit["spec"]["clusterIP"] == "10.96.0.200"
     assert audit["spec"]["ports"][0]["targetPort"] == "webhook"
 
@@ -640,11 +635,7 @@ def test_generated_secrets_are_fresh_per_render_but_well_formed(helm_path: Path)
     first, second = render(helm_path), render(helm_path)
 
     def key(objects: list[dict[str, Any]]) -> bytes:
-        secret = next(
-            s
-            for s in by_kind(objects, "Secret")
-            if s["metadata"]["name"].endswith("-collector-key")
-        )
+        secret = named(objects, "Secret", "-collector-key")
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         return base64.b64decode(secret["data"]["ed25519.pem"])
 

@@ -22,7 +22,7 @@ from kubernetes import client
 from auditlock.cli.main import main as cli_main
 from auditlock.ledger.keys import private_pem
 from tests.helpers.policies import condition, create_ready_policy, file_spec, wait_for
-from tests.integration.chart_helpers import by_kind, render
+from tests.integration.chart_helpers import named, render
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 from tests.servers.kube_controlplane import KubeControlPlane
 
@@ -47,8 +47,7 @@ def _verifier_kubeconfig(
 ) -> Path:
     """A kubeconfig for a ServiceAccount bound to exactly the chart's verify ClusterRole."""
     objects = render(helm_path, {"verify": {"schedule": "17 * * * *"}}, include_crds=False)
-    role = next(r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith(
-        "-verify"))  # fmt: skip
+    role = named(objects, "ClusterRole", "-verify")
     with kube.api_client() as api:
         client.CoreV1Api(api).create_namespaced_service_account(
             namespace, {"metadata": {"name": "verifier"}}
