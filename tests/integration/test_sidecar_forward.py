@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,28 @@ T = 1_764_428_645
 
 def record(n: int, **extra: Any) -> dict[str, Any]:
     return {"action": "read", "actor": "alice", "target": f"orders/{n}", "n": n, **extra}
+
+
+@asynccontextmanager
+async def one_connection(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[dict[str, Any], Any, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """An in-process collector with the default config and one Forward connection to it:
+    the config, the collector, the connection's reader and writer (closed at the end)."""
+    config = make_config(tmp_path)
+    async with running_sidecar(config) as sidecar:
+        reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(sidecar))
+        try:
+            yield config, sidecar, reader, writer
+        finally:
+            writer.close()
+
+
+def stored_details(config: dict[str, Any]) -> list[Any]:
+    """The stored events' details.n, in the order the ledger holds them."""
+    return [
+        e["event"]["details"]["n"] for e in ledger_events(open_store(config["destination"]["url"]))
+    ]
 
 
 async def test_python_fluent_logger_events_reach_the_verified_ledger(tmp_path: Path) -> None:
@@ -59,9 +83,7 @@ async def test_python_fluent_logger_events_reach_the_verified_ledger(tmp_path: P
 async def test_packed_forward_with_non_utf8_str_entries_is_acked_after_spooling(
     tmp_path: Path,
 ) -> None:
-    config = make_config(tmp_path)
-    async with running_sidecar(config) as sidecar:
-        reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(sidecar))
+    async with one_connection(tmp_path) as (config, sidecar, reader, writer):
         entries = b"".join(
             msgpack.packb([protocol.pack_event_time(T * 10**9 + n), record(n, category="data")])
             for n in range(100)
@@ -77,7 +99,6 @@ async def test_packed_forward_with_non_utf8_str_entries_is_acked_after_spooling(
         await writer.drain()
         assert await read_ack(reader) == {"ack": "c-1"}
         assert sidecar.metrics.duplicate_chunks._value.get() == 1
-        writer.close()
     events = ledger_events(open_store(config["destination"]["url"]))
     assert sorted(e["event"]["details"]["n"] for e in events) == list(range(100))
     assert events[5]["event"]["time"].endswith(".000000005Z")
@@ -86,9 +107,7 @@ async def test_packed_forward_with_non_utf8_str_entries_is_acked_after_spooling(
 async def test_forward_and_compressed_modes_with_acks(tmp_path: Path) -> None:
     import gzip
 
-    config = make_config(tmp_path)
-    async with running_sidecar(config) as sidecar:
-        reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(sidecar))
+    async with one_connection(tmp_path) as (config, _, reader, writer):
         writer.write(msgpack.packb(["a.access", [[T, record(1)], [T + 0.25, record(2)]],
                                     {"chunk": "f-1"}]))  # fmt: skip
         blob = gzip.compress(b"".join(msgpack.packb([T, record(n)]) for n in (3, 4, 5)))
@@ -98,9 +117,7 @@ async def test_forward_and_compressed_modes_with_acks(tmp_path: Path) -> None:
         await writer.drain()
         acks = [await read_ack(reader) for _ in range(3)]
         assert acks == [{"ack": "f-1"}, {"ack": "z-1"}, {"ack": "m-1"}]
-        writer.close()
-    events = ledger_events(open_store(config["destination"]["url"]))
-    assert sorted(e["event"]["details"]["n"] for e in events) == [1, 2, 3, 4, 5, 6]
+    assert sorted(stored_details(config)) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_shared_key_handshake(tmp_path: Path) -> None:
@@ -153,9 +170,7 @@ async def test_a_bad_frame_closes_only_its_connection(tmp_path: Path) -> None:
 async def test_invalid_events_in_a_valid_chunk_are_counted_and_the_rest_stored(
     tmp_path: Path,
 ) -> None:
-    config = make_config(tmp_path)
-    async with running_sidecar(config) as sidecar:
-        reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(sidecar))
+    async with one_connection(tmp_path) as (config, sidecar, reader, writer):
         entries = [[T, record(1)], [T, {"no": "action"}], [T, record(3, bad="\udcff")]]
         writer.write(msgpack.packb(["x.access", entries, {"chunk": "mixed"}],
                                    unicode_errors="surrogateescape"))  # fmt: skip
@@ -164,9 +179,7 @@ async def test_invalid_events_in_a_valid_chunk_are_counted_and_the_rest_stored(
         rejected = sidecar.metrics.events_rejected
         assert rejected.labels("forward", "missing_field")._value.get() == 1
         assert rejected.labels("forward", "invalid_utf8")._value.get() == 1
-        writer.close()
-    events = ledger_events(open_store(config["destination"]["url"]))
-    assert [e["event"]["details"]["n"] for e in events] == [1]
+    assert stored_details(config) == [1]
 
 
 def test_oversized_frame_closes_the_connection(tmp_path: Path) -> None:
