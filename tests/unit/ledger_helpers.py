@@ -31,24 +31,13 @@ class Ledger:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def writer(
-        self,
-        stream: str,
-        clock: SimulatedClock | None = None,
-        signer: Signer | None = None,
-        **options: Any,
-    ) -> StreamWriter:
-        """A writer of `stream` into this ledger, without retention, on `clock` (a simulated
-        clock at 2026-01-01T00:00:00Z when None), signing with `signer` or the ledger's key;
-        `options` go to `StreamWriter.resume`."""
-        return StreamWriter.resume(
-            self.dest,
-            stream,
-            signer or self.signer,
-            retention=None,
-            clock=clock or SimulatedClock(DEFAULT_START_NS),
-            **options,
-        )
+    def writer(self, stream: str, **options: Any) -> StreamWriter:
+        """A writer of `stream` into this ledger, without retention; `options` go to
+        `StreamWriter.resume` (by default the ledger's key and a simulated clock at
+        2026-01-01T00:00:00Z)."""
+        options.setdefault("signing_key", self.signer)
+        options.setdefault("clock", SimulatedClock(DEFAULT_START_NS))
+        return StreamWriter.resume(self.dest, stream, retention=None, **options)
 
     def names(self, prefix: str = "") -> list[str]:
         return list(self.dest.list(prefix))
@@ -113,7 +102,7 @@ def write_stream(
     """Events every second, sealed per_segment at a time; then (optionally) a quiet period
     with only heartbeats; then as many events again; then close."""
     clock = SimulatedClock(start_ns)
-    writer = ledger.writer(stream, clock)
+    writer = ledger.writer(stream, clock=clock)
     writer.store(writer.heartbeat())
     items = list(synthetic_events(stream, events, start_ns=start_ns, interval_ns=1_000_000_000))
     half = len(items) // 2 if quiet_minutes else len(items)

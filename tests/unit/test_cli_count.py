@@ -16,7 +16,7 @@ from tests.unit.ledger_helpers import Ledger, new_ledger, write_stream
 def _heartbeats_only(ledger: Ledger, stream: str) -> None:
     """A stream that verifies but holds no event: the collector ran, nothing arrived."""
     clock = SimulatedClock(DEFAULT_START_NS)
-    writer = ledger.writer(stream, clock)
+    writer = ledger.writer(stream, clock=clock)
     writer.store(writer.heartbeat())
     clock.now += 60 * 1_000_000_000
     writer.store(writer.heartbeat())

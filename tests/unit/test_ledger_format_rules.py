@@ -97,7 +97,7 @@ def test_heartbeat_that_grows_the_tree_is_a_finding(tmp_path: Path) -> None:
     """A writer holding the key cuts a segment and calls the checkpoint a heartbeat."""
     led = new_ledger(tmp_path)
     clock = SimulatedClock(DEFAULT_START_NS)
-    writer = led.writer("app", clock)
+    writer = led.writer("app", clock=clock)
     for _, event in synthetic_events("app", 3):
         writer.append(event)
     clock.now += 1_000_000_000

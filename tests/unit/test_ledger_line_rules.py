@@ -40,7 +40,7 @@ def _bytes(event: dict[str, Any]) -> bytes:
 def _write(ledger: Ledger, bad: list[bytes]) -> None:
     """Stream "app": a valid event, the bad event bytes, a valid event; sealed and closed."""
     clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = ledger.writer("app", clock)
+    writer = ledger.writer("app", clock=clock)
     items = [event for _, event in synthetic_events("app", 2 + len(bad))]
     writer.append(items[0])
     for raw in bad:

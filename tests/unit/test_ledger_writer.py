@@ -31,7 +31,7 @@ def events(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 def open_writer(ledger: Ledger, clock: SimulatedClock | None = None, **kw: Any) -> StreamWriter:
-    return ledger.writer("s", clock, **kw)
+    return ledger.writer("s", clock=clock or SimulatedClock(DEFAULT_START_NS), **kw)
 
 
 def stored(ledger: Ledger, batch: list[dict[str, Any]]) -> StreamWriter:
@@ -72,7 +72,9 @@ def test_lines_are_a_pure_function_of_event_seq_and_prev(tmp_path: Path) -> None
     batch = events(7)
     seg_a = [o for o in feed(open_writer(a), batch) if o.kind == "segment"]
     clock = SimulatedClock(DEFAULT_START_NS + 999 * SECOND)  # another time, another key
-    seg_b = [o for o in feed(open_writer(b, clock, signer=b.signer), batch) if o.kind == "segment"]
+    seg_b = [
+        o for o in feed(open_writer(b, clock, signing_key=b.signer), batch) if o.kind == "segment"
+    ]
     assert [(o.name, o.data) for o in seg_a] == [(o.name, o.data) for o in seg_b]
 
 
@@ -221,7 +223,7 @@ def test_key_rotation_signed_by_the_old_key_verifies(ledger: Ledger) -> None:
     publish_rotation(
         ledger.dest, ledger.signer, new.public, retention=None, time_ns=DEFAULT_START_NS
     )
-    again = open_writer(ledger, signer=new)
+    again = open_writer(ledger, signing_key=new)
     again.store(feed(again, events(4, 4)))
     code, out = close_and_verify(ledger, again)  # anchored to the OLD public key only
     assert code == 0, out
@@ -229,7 +231,7 @@ def test_key_rotation_signed_by_the_old_key_verifies(ledger: Ledger) -> None:
 
 def test_new_key_without_rotation_record_is_unknown(ledger: Ledger) -> None:
     stored(ledger, events(4))
-    again = open_writer(ledger, signer=make_signer())
+    again = open_writer(ledger, signing_key=make_signer())
     again.store(feed(again, events(4, 4)))
     code, out = close_and_verify(ledger, again)
     assert code == 1 and "unknown-key" in out

@@ -120,7 +120,7 @@ def _event(i: int, intake: dict[str, str] | None, **details: Any) -> dict[str, A
 def test_each_stream_says_who_observed_its_events(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
     clock = SimulatedClock(1_767_225_600_000_000_000)
-    writer = led.writer("mixed", clock)
+    writer = led.writer("mixed", clock=clock)
     events = [
         _event(0, {"input": "http", "tag": "http"}),
         # an app claiming to be the config watcher, in a nested object: still the app

@@ -24,7 +24,7 @@ START_NS = 1_767_225_600_000_000_000
 def _stream(ledger: Ledger, stream: str, ids: list[str], per_segment: int) -> None:
     """One stream whose events carry `ids` in order, sealed every `per_segment` events."""
     clock = SimulatedClock(START_NS)
-    writer = ledger.writer(stream, clock)
+    writer = ledger.writer(stream, clock=clock)
     events = [event for _, event in synthetic_events(stream, len(ids))]
     for i, (event, event_id) in enumerate(zip(events, ids, strict=True)):
         writer.append({**event, "id": event_id})
