@@ -89,6 +89,11 @@ def admitted(kube: KubeControlPlane, namespace: str, body: dict[str, Any]) -> di
     return pod
 
 
+def admitted_app(kube: KubeControlPlane, namespace: str) -> dict[str, Any]:
+    """A pod of just the app container, as admitted (with the collector injected)."""
+    return admitted(kube, namespace, pod_body({"containers": [app()]}))
+
+
 def refused(kube: KubeControlPlane, namespace: str, body: dict[str, Any]) -> str:
     """The refusal kubectl printed; asserts the pod does not exist."""
     done = kubectl_create(kube, namespace, body)
@@ -209,7 +214,7 @@ def test_a_copied_collector_with_an_edited_image_is_refused(
 ) -> None:
     """Everything as injected (read back from an admitted pod), but another image."""
     kube = running_operator.kube
-    genuine = admitted(kube, required_namespace, pod_body({"containers": [app()]}))
+    genuine = admitted_app(kube, required_namespace)
     spec = genuine["spec"]
     copy = {
         "initContainers": spec.get("initContainers"),
@@ -357,8 +362,7 @@ def test_kubectl_debug_cannot_target_the_collector(
     running_operator: RunningOperator, required_namespace: str
 ) -> None:
     kube = running_operator.kube
-    pod = admitted(kube, required_namespace, pod_body({"containers": [app()]}))
-    name = pod["metadata"]["name"]
+    name = admitted_app(kube, required_namespace)["metadata"]["name"]
     attack = kube.kubectl(
         "debug", "-n", required_namespace, name, "--image=busybox",
         f"--target={n.COLLECTOR_CONTAINER}", "--",
@@ -384,7 +388,7 @@ def test_ephemeral_container_cannot_mount_the_key_or_the_spool(
     running_operator: RunningOperator, optional_namespace: str, volume: str
 ) -> None:
     kube = running_operator.kube
-    pod = admitted(kube, optional_namespace, pod_body({"containers": [app()]}))
+    pod = admitted_app(kube, optional_namespace)
     container = {
         "name": "debugger",
         "image": "busybox",
@@ -401,8 +405,7 @@ def test_kubectl_set_image_cannot_swap_the_collector(
 ) -> None:
     """Container images are the one mutable part of a pod spec: the collector's must stay."""
     kube = running_operator.kube
-    pod = admitted(kube, required_namespace, pod_body({"containers": [app()]}))
-    name = pod["metadata"]["name"]
+    name = admitted_app(kube, required_namespace)["metadata"]["name"]
     swap = kube.kubectl(
         "set", "image", "-n", required_namespace, f"pod/{name}",
         f"{n.COLLECTOR_CONTAINER}=busybox", check=False,

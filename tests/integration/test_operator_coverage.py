@@ -61,18 +61,16 @@ def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, 
     tag = uuid.uuid4().hex[:6]
     names = {"cr": f"cov-reader-{tag}", "crb": f"cov-bind-{tag}", "crd": f"widgets{tag}.cov.io"}
     ok = (200, 201)
+
+    def create(path: str, body: dict[str, Any]) -> None:
+        status, answer = api("POST", path, body)
+        assert status in ok, answer
+
     rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}
     mallory = {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
     # authorization
-    assert (
-        api(
-            "POST",
-            f"{RBAC}/namespaces/{ns}/roles",
-            {"metadata": {"name": "reader"}, "rules": rules},
-        )[0]
-        in ok
-    )
+    create(f"{RBAC}/namespaces/{ns}/roles", {"metadata": {"name": "reader"}, "rules": rules})
     patch = {"rules": [*rules, {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}
     assert (
         api(
@@ -83,38 +81,22 @@ def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, 
         )[0]
         == 200
     )
-    assert (
-        api(
-            "POST",
-            f"{RBAC}/namespaces/{ns}/rolebindings",
-            {"metadata": {"name": "readers"}, "roleRef": ref, "subjects": [mallory]},
-        )[0]
-        in ok
+    create(
+        f"{RBAC}/namespaces/{ns}/rolebindings",
+        {"metadata": {"name": "readers"}, "roleRef": ref, "subjects": [mallory]},
     )
-    assert (
-        api("POST", f"{RBAC}/clusterroles", {"metadata": {"name": names["cr"]}, "rules": rules})[0]
-        in ok
-    )
+    create(f"{RBAC}/clusterroles", {"metadata": {"name": names["cr"]}, "rules": rules})
     cref = {**ref, "kind": "ClusterRole", "name": names["cr"]}
-    assert (
-        api(
-            "POST",
-            f"{RBAC}/clusterrolebindings",
-            {"metadata": {"name": names["crb"]}, "roleRef": cref, "subjects": [mallory]},
-        )[0]
-        in ok
+    create(
+        f"{RBAC}/clusterrolebindings",
+        {"metadata": {"name": names["crb"]}, "roleRef": cref, "subjects": [mallory]},
     )
     assert api("DELETE", f"{RBAC}/clusterrolebindings/{names['crb']}")[0] == 200
     assert api("DELETE", f"{RBAC}/clusterroles/{names['cr']}")[0] == 200
     assert api("DELETE", f"{RBAC}/namespaces/{ns}/rolebindings/readers")[0] == 200
     # A ServiceAccount that may create RoleBindings but holds no `bind` verb: its
     # token is a TokenRequest, its attempt to bind admin is refused (403).
-    assert (
-        api("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "limited"}})[
-            0
-        ]
-        in ok
-    )
+    create(f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "limited"}})
     binder = [
         {
             "apiGroups": ["rbac.authorization.k8s.io"],
@@ -122,26 +104,15 @@ def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, 
             "verbs": ["create"],
         }
     ]
-    assert (
-        api(
-            "POST",
-            f"{RBAC}/namespaces/{ns}/roles",
-            {"metadata": {"name": "binder"}, "rules": binder},
-        )[0]
-        in ok
-    )
+    create(f"{RBAC}/namespaces/{ns}/roles", {"metadata": {"name": "binder"}, "rules": binder})
     sa = {"kind": "ServiceAccount", "name": "limited", "namespace": ns}
-    assert (
-        api(
-            "POST",
-            f"{RBAC}/namespaces/{ns}/rolebindings",
-            {
-                "metadata": {"name": "binder"},
-                "roleRef": {**ref, "name": "binder"},
-                "subjects": [sa],
-            },
-        )[0]
-        in ok
+    create(
+        f"{RBAC}/namespaces/{ns}/rolebindings",
+        {
+            "metadata": {"name": "binder"},
+            "roleRef": {**ref, "name": "binder"},
+            "subjects": [sa],
+        },
     )
     status, token_review = api(
         "POST",
@@ -301,10 +272,7 @@ def _requests(api: Api, kube: KubeControlPlane, ns: str, pod: str) -> dict[str, 
     assert api("POST", f"/api/v1/namespaces/{ns}/events", event)[0] in ok
     api("GET", "/healthz")
     # The last one, so that its arrival means every earlier batch arrived.
-    assert (
-        api("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "the-end"}})[0]
-        in ok
-    )
+    create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "the-end"}})
     return names
 
 
