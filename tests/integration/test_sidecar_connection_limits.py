@@ -22,7 +22,13 @@ import msgpack
 import pytest
 
 from tests.servers.hostile_intake import peak_rss_mib
-from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process, stored_ledger
+from tests.servers.sidecar import (
+    SidecarProcess,
+    make_config,
+    module_collector,
+    sidecar_process,
+    stored_ledger,
+)
 
 T = 1_764_428_645
 RECORD = {"category": "access", "action": "read", "actor": "ok", "target": "t"}
@@ -45,26 +51,20 @@ def healthz(proc: SidecarProcess, timeout: float) -> int:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
-    workdir = tmp_path_factory.mktemp("limits")
-    config = make_config(
-        workdir,
-        ports=True,
-        sources={
-            "forward": {
-                "max_connections": 4,
-                "idle_timeout_seconds": 1.0,
-                "frame_timeout_seconds": 1.0,
-            },
-            "http": {
-                "max_connections": 4,
-                "header_timeout_seconds": 1.0,
-                "body_timeout_seconds": 1.0,
-                "idle_timeout_seconds": 1.0,
-            },
+    sources = {
+        "forward": {
+            "max_connections": 4,
+            "idle_timeout_seconds": 1.0,
+            "frame_timeout_seconds": 1.0,
         },
-    )
-    with sidecar_process(workdir, config) as proc:
-        proc.start()
+        "http": {
+            "max_connections": 4,
+            "header_timeout_seconds": 1.0,
+            "body_timeout_seconds": 1.0,
+            "idle_timeout_seconds": 1.0,
+        },
+    }
+    with module_collector(tmp_path_factory.mktemp("limits"), sources=sources) as proc:
         yield proc
 
 

@@ -24,7 +24,11 @@ from hypothesis import strategies as st
 from auditlock.sidecar.sources.forward import protocol
 from tests.helpers.forward import first_answer
 from tests.helpers.fuzz import exchange, mutate
-from tests.servers.sidecar import SidecarProcess, make_config, metric_value, sidecar_process
+from tests.servers.sidecar import (
+    SidecarProcess,
+    metric_value,
+    module_collector,
+)
 
 T = 1_764_428_645
 # Drawing the frames is most of this test's time (docs/testing.md), so the count sets it.
@@ -105,10 +109,8 @@ def control_ack(port: int, chunk: str) -> Any:
 
 @pytest.fixture(scope="module")
 def fuzz_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    workdir = tmp_path_factory.mktemp("fuzz")
-    config = make_config(workdir, ports=True, sources={"forward": {"max_frame_bytes": 1024 * 1024}})
-    with sidecar_process(workdir, config) as proc:
-        proc.start()
+    sources = {"forward": {"max_frame_bytes": 1024 * 1024}}
+    with module_collector(tmp_path_factory.mktemp("fuzz"), sources=sources) as proc:
         yield proc
 
 

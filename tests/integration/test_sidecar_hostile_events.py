@@ -21,7 +21,13 @@ import pytest
 
 from tests.helpers.forward import first_answer
 from tests.servers import hostile_intake
-from tests.servers.sidecar import ROOT, SidecarProcess, make_config, sidecar_process, stored_ledger
+from tests.servers.sidecar import (
+    ROOT,
+    SidecarProcess,
+    make_config,
+    module_collector,
+    stored_ledger,
+)
 
 T = 1_764_428_645
 ACCEPTED: list[str] = []  # ids of the events each test saw accepted, in order
@@ -29,9 +35,7 @@ ACCEPTED: list[str] = []  # ids of the events each test saw accepted, in order
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
-    workdir = tmp_path_factory.mktemp("hostile-events")
-    with sidecar_process(workdir, make_config(workdir, ports=True)) as proc:
-        proc.start()
+    with module_collector(tmp_path_factory.mktemp("hostile-events")) as proc:
         yield proc
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.fuzz import exchange, mutate
-from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process
+from tests.servers.sidecar import SidecarProcess, module_collector
 
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
 EVENT = json.dumps({"category": "access", "action": "read", "actor": "a", "target": "t"})
@@ -30,14 +30,8 @@ EVENT = json.dumps({"category": "access", "action": "read", "actor": "a", "targe
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
-    workdir = tmp_path_factory.mktemp("http-fuzz")
-    config = make_config(
-        workdir,
-        ports=True,
-        sources={"http": {"header_timeout_seconds": 0.5, "body_timeout_seconds": 0.5}},
-    )
-    with sidecar_process(workdir, config) as proc:
-        proc.start()
+    sources = {"http": {"header_timeout_seconds": 0.5, "body_timeout_seconds": 0.5}}
+    with module_collector(tmp_path_factory.mktemp("http-fuzz"), sources=sources) as proc:
         yield proc
 
 

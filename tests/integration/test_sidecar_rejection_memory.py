@@ -26,7 +26,11 @@ from tests.servers.hostile_intake import (
     peak_rss_mib,
     post,
 )
-from tests.servers.sidecar import SidecarProcess, make_config, sidecar_process, stored_ledger
+from tests.servers.sidecar import (
+    SidecarProcess,
+    module_collector,
+    stored_ledger,
+)
 
 LIMIT_MIB = 128
 # Messages of tiny invalid entries: memory does not grow with their number, CPU does
@@ -37,10 +41,7 @@ DENSE = FRAME // 4
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
-    workdir = tmp_path_factory.mktemp("rejections")
-    config = make_config(workdir, ports=True)
-    with sidecar_process(workdir, config) as proc:
-        proc.start()
+    with module_collector(tmp_path_factory.mktemp("rejections")) as proc:
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (1 << 30, 1 << 30))
         yield proc
 

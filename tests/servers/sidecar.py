@@ -268,6 +268,15 @@ def sidecar_process(workdir: Path, config: dict[str, Any]) -> Iterator[SidecarPr
         proc.kill()
 
 
+@contextmanager
+def module_collector(workdir: Path, **sections: Any) -> Iterator[SidecarProcess]:
+    """A started collector process on its own ports under `workdir` (a module's shared one:
+    `tmp_path_factory.mktemp(...)`), `sections` over make_config's defaults."""
+    with sidecar_process(workdir, make_config(workdir, ports=True, **sections)) as proc:
+        proc.start()
+        yield proc
+
+
 def open_store(url: str, **options: Any) -> Any:
     from auditlock import sinks
 
