@@ -37,6 +37,7 @@ from tests.helpers.policies import (
     file_spec,
     get_policy,
     operator_metric,
+    patch_policy,
     s3_spec,
     wait_condition,
     wait_for,
@@ -170,15 +171,7 @@ def policy_update_raises_stale_pod_count(
         lambda: get_policy(kube, operator_namespace, "stale")["status"].get("podsInjected") == 1,
     )
     assert get_policy(kube, operator_namespace, "stale")["status"]["podsStale"] == 0
-    with kube.api_client() as api:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            operator_namespace,
-            PLURAL,
-            "stale",
-            {"spec": {"retention": {"days": 8}}},
-        )
+    patch_policy(kube, operator_namespace, "stale", {"spec": {"retention": {"days": 8}}})
 
     def stale_counted() -> dict[str, Any] | None:
         policy = get_policy(kube, operator_namespace, "stale")
@@ -410,11 +403,8 @@ def key_rotation_is_signed_by_the_old_key(
     trail = tmp_path / "trail"
     create_policy(kube, operator_namespace, "rot", file_spec(trail, signing="shared"))
     old = wait_condition(kube, operator_namespace, "rot", "Ready", "True")["status"]
-    with kube.api_client() as api:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            GROUP, VERSION, operator_namespace, PLURAL, "rot",
-            {"metadata": {"annotations": {n.ANNOTATION_ROTATE_KEY: "2026-11-29"}}},
-        )  # fmt: skip
+    rotate = {"metadata": {"annotations": {n.ANNOTATION_ROTATE_KEY: "2026-11-29"}}}
+    patch_policy(kube, operator_namespace, "rot", rotate)
 
     def rotated() -> str | None:
         key = get_policy(kube, operator_namespace, "rot")["status"]["keyFingerprint"]

@@ -56,6 +56,14 @@ def get_policy(kube: KubeControlPlane, namespace: str, name: str) -> dict[str, A
         return result
 
 
+def patch_policy(kube: KubeControlPlane, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """A merge patch of the AuditPolicy (spec or metadata), as `kubectl patch` would."""
+    with kube.api_client() as api:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, patch
+        )
+
+
 def condition(policy: dict[str, Any], kind: str) -> dict[str, Any]:
     for cond in (policy.get("status") or {}).get("conditions") or []:
         if cond["type"] == kind:

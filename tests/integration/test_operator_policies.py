@@ -21,9 +21,6 @@ from auditlock.operator import names as n
 from tests.helpers import operator_scenarios as scenarios
 from tests.helpers.events import small
 from tests.helpers.policies import (
-    GROUP,
-    PLURAL,
-    VERSION,
     condition,
     create_pod,
     create_policy,
@@ -31,6 +28,7 @@ from tests.helpers.policies import (
     create_s3_secret,
     file_spec,
     get_policy,
+    patch_policy,
     s3_spec,
     wait_condition,
     wait_for,
@@ -170,15 +168,8 @@ def test_invalid_edit_keeps_the_last_valid_spec_in_force(
 ) -> None:
     kube = running_operator.kube
     create_ready_policy(kube, operator_namespace, "kept", file_spec(tmp_path / "trail"))
-    with kube.api_client() as api:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            operator_namespace,
-            PLURAL,
-            "kept",
-            {"spec": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In"}]}}},
-        )
+    invalid = {"selector": {"matchExpressions": [{"key": "tier", "operator": "In"}]}}
+    patch_policy(kube, operator_namespace, "kept", {"spec": invalid})
     policy = wait_condition(
         kube, operator_namespace, "kept", "Ready", "False", reason="InvalidSpec"
     )

@@ -10,7 +10,15 @@ from kubernetes import client
 from auditlock.operator.kube import Kube
 from auditlock.operator.policy_watch import PolicyWatch
 from auditlock.operator.registry import PolicyRegistry
-from tests.helpers.policies import GROUP, PLURAL, VERSION, create_policy, file_spec, wait_for
+from tests.helpers.policies import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    create_policy,
+    file_spec,
+    patch_policy,
+    wait_for,
+)
 from tests.servers.kube_controlplane import KubeControlPlane
 
 
@@ -27,21 +35,17 @@ def test_policy_watch_follows_creates_edits_and_deletes(
             assert registry.synced and registry.get(kube_namespace, "early") is not None
             create_policy(kube, kube_namespace, "later", file_spec(tmp_path))
             wait_for("later listed", lambda: registry.get(kube_namespace, "later"))
-            custom = client.CustomObjectsApi(api)
-            custom.patch_namespaced_custom_object(
-                GROUP, VERSION, kube_namespace, PLURAL, "later",
-                {"spec": {"enforcement": "required"}},
-            )  # fmt: skip
+            patch_policy(kube, kube_namespace, "later", {"spec": {"enforcement": "required"}})
             wait_for(
                 "edit seen",
                 lambda: (e := registry.get(kube_namespace, "later")) is not None and e.required,
             )
             # An invalid edit keeps the last valid version.
-            custom.patch_namespaced_custom_object(
-                GROUP, VERSION, kube_namespace, PLURAL, "later",
-                {"spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}},
-            )  # fmt: skip
-            custom.delete_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, "early")
+            invalid = {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}
+            patch_policy(kube, kube_namespace, "later", {"spec": invalid})
+            client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                GROUP, VERSION, kube_namespace, PLURAL, "early"
+            )
             wait_for("delete seen", lambda: registry.get(kube_namespace, "early") is None)
             entry = registry.get(kube_namespace, "later")
             assert entry is not None and entry.required and entry.generation == 2
