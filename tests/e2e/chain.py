@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 from auditlock.ledger.keys import generate, private_pem, public_pem
 from tests.e2e.podrun import ContainerRun, bind_to_node
 from tests.helpers.certificates import collector_running
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import (
     RunningOperator,
     apply_crd,
@@ -522,16 +522,7 @@ class Chain:
         return self._s3().env()
 
     def verify(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.store_env()}
-        return subprocess.run(
-            [sys.executable, "-m", "auditlock", "verify", url, *extra],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=False,
-            cwd=ROOT,
-        )
+        return run_auditlock("verify", url, *extra, env=self.store_env())
 
     def try_delete_locked(self, name: str) -> str:
         """Ask the server to delete the locked version of an object; returns its answer."""

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.auditlock_child import run_auditlock
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,11 +28,9 @@ def _demo(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def _verify(out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", f"file://{out / 'trail'}",
-         "--public-key", str(out / "orders.pub.pem")],
-        capture_output=True, text=True, check=False, cwd=ROOT,
-    )  # fmt: skip
+    return run_auditlock(
+        "verify", f"file://{out / 'trail'}", "--public-key", str(out / "orders.pub.pem")
+    )
 
 
 def test_demo_runs_the_whole_chain_and_leaves_a_verifiable_trail(tmp_path: Path) -> None:

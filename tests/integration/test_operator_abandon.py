@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from tests.helpers.policies import (
     s3_spec,
     wait_for,
 )
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import label_namespace, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 from tests.servers.seaweedfs import SeaweedFS
@@ -51,12 +51,9 @@ YEAR_NS = 365 * 86400 * 1_000_000_000
 def _cli_verify(
     url: str, key: Path, env: dict[str, str] | None = None, *extra: str
 ) -> tuple[int, dict[str, object]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", url, "--public-key", str(key), "--json",
-         *extra],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
-    )  # fmt: skip
+    done = run_auditlock(
+        "verify", url, "--public-key", str(key), "--json", *extra, env=env, timeout=60
+    )
     return done.returncode, json.loads(done.stdout)
 
 

@@ -9,9 +9,7 @@ configured by the operator's own renderer, storing a signed ledger on file://.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -24,11 +22,10 @@ from auditlock.ledger.value_hash import value_hash
 from tests.helpers.http_intake import post
 from tests.helpers.policies import create_ready_policy, file_spec, wait_for
 from tests.helpers.trail import stored_events
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import RunningOperator, remove_policy, secret_hash_key
 from tests.servers.http_upstream import UpstreamProcess
 from tests.servers.sidecar import access_proxy_config, sidecar_process
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_watch_fallback_records_config_changes_with_hashes_only(
@@ -98,11 +95,7 @@ def test_watch_fallback_records_config_changes_with_hashes_only(
 
 
 def _review_cli(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditlock", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
-        env={**os.environ, "AUDITLOCK_CACHE_DIR": str(cache)},
-    )  # fmt: skip
+    return run_auditlock(*args, env={"AUDITLOCK_CACHE_DIR": str(cache)})
 
 
 def test_one_request_id_is_traced_across_app_proxy_and_api_server(

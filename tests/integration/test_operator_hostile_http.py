@@ -11,8 +11,6 @@ import asyncio
 import json
 import logging
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +33,7 @@ from auditlock.operator.webhook_server import MAX_BODY, Listener, WebhookServer
 from auditlock.policy import parse_spec
 from tests.helpers.policies import create_policy, file_spec, wait_condition, wait_for
 from tests.helpers.trail import stored_events
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 
 TOKEN = "s3cret-token"
@@ -312,10 +311,9 @@ def hostile_bodies_are_refused(
     public.write_bytes(
         private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", f"file://{operator_collector}",
-         "--public-key", str(public), "--json"],
-        capture_output=True, text=True, timeout=120,
+    done = run_auditlock(
+        "verify", f"file://{operator_collector}", "--public-key", str(public), "--json",
+        timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["result"] == "PASS"

@@ -10,8 +10,6 @@ exactly the accepted events. `auditlock sidecar --check` does not print the shar
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import pytest
 
 from tests.helpers.forward import first_answer
 from tests.servers import hostile_intake
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.sidecar import (
-    ROOT,
     SidecarProcess,
     make_config,
     module_collector,
@@ -162,14 +160,7 @@ def test_check_does_not_print_the_shared_key(tmp_path: Path) -> None:
     config = make_config(tmp_path, sources={"forward": {"shared_key": "s3cret-forward-key"}})
     path = tmp_path / "sidecar.json"
     path.write_text(json.dumps(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "auditlock", "sidecar", "--config", str(path), "--check"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_auditlock("sidecar", "--config", str(path), "--check", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "s3cret-forward-key" not in result.stdout + result.stderr
     shown = json.loads(result.stdout)

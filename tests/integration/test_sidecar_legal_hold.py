@@ -10,18 +10,17 @@ Object Lock, events over its HTTP intake, the hold read back with the S3 API
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from urllib.parse import unquote
 
 from auditlock.operator.sidecar_config import render
 from auditlock.policy import parse_spec
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.fakegcs import FakeGCS
 from tests.servers.seaweedfs import SeaweedFS
-from tests.servers.sidecar import ROOT, make_config, sidecar_process
+from tests.servers.sidecar import make_config, sidecar_process
 
 EVENTS = 30
 
@@ -81,11 +80,9 @@ def test_every_segment_and_checkpoint_carries_the_legal_hold(
         assert hold["LegalHold"]["Status"] == "ON", key
 
     def cli_verify(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "auditlock", "verify", url,
-             "--public-key", str(tmp_path / "key.pub.pem"), "--require-retention", "1", *extra],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **seaweedfs.env()},
+        return run_auditlock(
+            "verify", url, "--public-key", str(tmp_path / "key.pub.pem"),
+            "--require-retention", "1", *extra, env=seaweedfs.env(), timeout=120,
         )  # fmt: skip
 
     done = cli_verify()

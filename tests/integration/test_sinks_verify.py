@@ -7,14 +7,13 @@ AWS_ENDPOINT_URL_S3; STORAGE_EMULATOR_HOST), the way an auditor would run it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.seaweedfs import SeaweedFS
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
@@ -23,12 +22,8 @@ Runner = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("keys")
-    subprocess.run(
-        [sys.executable, "-m", "auditlock", "keys", "generate", "--out", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    done = run_auditlock("keys", "generate", "--out", str(out), timeout=60)
+    assert done.returncode == 0, done.stderr
     return out
 
 
@@ -42,13 +37,7 @@ def bucket(request: pytest.FixtureRequest) -> tuple[str, Runner]:
 
 def cli(env: dict[str, str]) -> Runner:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "auditlock", *args],
-            env=os.environ | env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return run_auditlock(*args, env=env)
 
     return run
 

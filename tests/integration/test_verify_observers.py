@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,14 +14,12 @@ import aiohttp
 from auditlock.sidecar.sources.config_files.watcher import ConfigFileWatcher
 from auditlock.sidecar.sources.http.server import HttpIntake
 from tests.helpers.config_volumes import ConfigMapVolume
-from tests.servers.sidecar import ROOT, make_config, running_sidecar
+from tests.servers.auditlock_child import run_auditlock
+from tests.servers.sidecar import make_config, running_sidecar
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditlock", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
-    )  # fmt: skip
+    return run_auditlock(*args)
 
 
 async def test_verify_and_count_show_who_observed_each_event(tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ on its metrics.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,23 +21,15 @@ from auditlock.cli.main import main as cli_main
 from auditlock.ledger.keys import private_pem
 from tests.helpers.policies import condition, create_ready_policy, file_spec, wait_for
 from tests.integration.chart_helpers import named, render
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import RunningOperator, remove_policy
 from tests.servers.kube_controlplane import KubeControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
 POLICY = "verified"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditlock", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        check=False,
-    )
+    return run_auditlock(*args, timeout=120)
 
 
 def _verifier_kubeconfig(

@@ -1,5 +1,6 @@
-"""`python -m auditlock ...` from this source tree as a child process: its output in a
-log file, and never left running when the block that started it ends."""
+"""`python -m auditlock ...` from this source tree as a child process: run to its end with
+its output captured, or running beside the test with its output in a log file (never left
+running when the block that started it ends)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(extra or {})}
+
+
+def run_auditlock(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`auditlock *args` to its end (`env` over this process's environment): its exit
+    code, stdout and stderr as text; a non-zero exit is the caller's to judge."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditlock", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(env),
+        timeout=timeout,
+        check=False,
+    )
 
 
 @contextmanager
@@ -25,7 +46,7 @@ def auditlock_child(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
+            env=_env(env),
         )
         try:
             yield proc

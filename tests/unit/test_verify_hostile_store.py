@@ -23,6 +23,7 @@ from auditlock.cli.main import main as cli_main
 from auditlock.ledger.escape import escape
 from auditlock.ledger.limits import MAX_SEGMENT_BYTES
 from auditlock.ledger.names import key_name
+from tests.servers.auditlock_child import run_auditlock
 from tests.servers.verify_child import VerifyHung, VerifyRun, run_verify_child
 
 from .ledger_helpers import Ledger, new_ledger, write_stream
@@ -225,19 +226,9 @@ def test_a_verifier_crash_exits_3_with_a_json_document(ledger: Ledger) -> None:
     assert child.returncode == 3
     doc = json.loads(child.stdout)
     assert doc["result"] == "ERROR" and "injected" in doc["error"]
-    usage = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", "file:///nonexistent/dir", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    usage = run_auditlock("verify", "file:///nonexistent/dir", "--json", timeout=TIMEOUT_S)
     assert usage.returncode == 2 and json.loads(usage.stdout)["result"] == "ERROR"
-    help_text = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    ).stdout
+    help_text = run_auditlock("verify", "--help", timeout=TIMEOUT_S).stdout
     assert "3: the verifier itself failed" in " ".join(help_text.split())
 
 
@@ -258,18 +249,12 @@ def test_prove_and_verify_proof_on_hostile_input(ledger: Ledger, tmp_path: Path)
     seg = ledger.segments("app")[0]
     event_id = json.loads(ledger.read(seg).split(b"\n")[0])["event"]["id"]
     _replace(ledger, seg).symlink_to("/dev/zero")
-    prove = subprocess.run(
-        [sys.executable, "-m", "auditlock", "prove", ledger.url, event_id],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
+    prove = run_auditlock("prove", ledger.url, event_id, timeout=TIMEOUT_S)
     assert prove.returncode == 1 and "symbolic link" in prove.stderr, prove.stderr
     # a proof file nested 100,000 deep is a usage error, not a RecursionError
     proof = tmp_path / "proof.json"
     proof.write_bytes(b"[" * 100_000 + b"]" * 100_000)
-    check = subprocess.run(
-        [sys.executable, "-m", "auditlock", "verify-proof", str(proof)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
+    check = run_auditlock("verify-proof", str(proof), timeout=TIMEOUT_S)
     assert check.returncode == 2 and "Traceback" not in check.stderr, check.stderr
 
 
