@@ -12,6 +12,11 @@ from auditlock.policy import parse_spec
 from auditlock.sinks import CheckReport
 
 
+def _failed(url: str, problem: str, **facts: object) -> CheckReport:
+    """A check that failed with one problem."""
+    return CheckReport(url, ok=False, worm=False, facts=facts, problems=[problem])
+
+
 @pytest.mark.parametrize(
     ("report", "reason", "reachable"),
     [
@@ -22,29 +27,25 @@ from auditlock.sinks import CheckReport
         ),
         (CheckReport("file:///t", ok=True, worm=False, notices=["not WORM."]), "NotWorm", True),
         (
-            CheckReport(
-                "s3://b", ok=False, worm=False,
-                facts={"exists": True, "object_lock_enabled": False},
-                problems=["Object Lock is not enabled on bucket 'b'."],
-            ),
+            _failed("s3://b", "Object Lock is not enabled on bucket 'b'.",
+                    exists=True, object_lock_enabled=False),
             "RetentionLockMissing",
             True,
         ),
         (
-            CheckReport("s3://b", ok=False, worm=False, facts={"exists": False},
-                        problems=["Bucket 'b' does not exist; create it with Object Lock on."]),
+            _failed("s3://b", "Bucket 'b' does not exist; create it with Object Lock on.",
+                    exists=False),
             "BucketNotFound",
             False,
         ),
         (
-            CheckReport("s3://b", ok=False, worm=False, facts={"exists": False},
-                        problems=["Access to bucket 'b' is denied; check the credentials."]),
+            _failed("s3://b", "Access to bucket 'b' is denied; check the credentials.",
+                    exists=False),
             "AccessDenied",
             False,
         ),
         (
-            CheckReport("gs://b", ok=False, worm=False, facts={"exists": None},
-                        problems=["Bucket 'b' could not be read: timeout."]),
+            _failed("gs://b", "Bucket 'b' could not be read: timeout.", exists=None),
             "DestinationUnreachable",
             False,
         ),
