@@ -1,13 +1,24 @@
-"""What the collector's fuzz tests share: a byte mutator for hypothesis, and one raw
-exchange on a fresh connection."""
+"""What the fuzz tests share: request bodies that are raw bytes or any JSON value, a byte
+mutator for hypothesis, and one raw exchange with a collector on a fresh connection."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import strategies as st
+
+
+def raw_or_json(
+    json_values: st.SearchStrategy[Any],
+    dumps: Callable[[Any], bytes],
+    *more: st.SearchStrategy[bytes],
+) -> st.SearchStrategy[bytes]:
+    """A request body: up to 200 random bytes, one of `json_values` serialized by `dumps`,
+    or one drawn from `more` (the shapes the endpoint expects, mangled)."""
+    return st.one_of(st.binary(max_size=200), json_values.map(dumps), *more)
 
 
 def mutate(draw: Any, data: bytes) -> bytes:

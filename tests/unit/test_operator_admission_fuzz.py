@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from auditlock.operator import admission, injection
 from auditlock.operator.registry import PolicyEntry, PolicyRegistry
 from auditlock.policy import parse_spec
+from tests.helpers.fuzz import raw_or_json
 
 SETTINGS = injection.InjectionSettings(cluster="test", image="i", native_sidecar=True)
 
@@ -39,6 +40,7 @@ json_values = st.recursive(
 )
 
 
+@st.composite
 def _mangled_review(draw: Any) -> bytes:
     request: dict[str, Any] = {
         "uid": draw(st.one_of(st.text(max_size=5), json_values)),
@@ -56,14 +58,7 @@ def _mangled_review(draw: Any) -> bytes:
     return json.dumps({"request": request}).encode()
 
 
-@st.composite
-def bodies(draw: Any) -> bytes:
-    choice = draw(st.integers(0, 2))
-    if choice == 0:
-        return bytes(draw(st.binary(max_size=200)))
-    if choice == 1:
-        return json.dumps(draw(json_values)).encode()
-    return _mangled_review(draw)
+bodies = raw_or_json(json_values, lambda value: json.dumps(value).encode(), _mangled_review())
 
 
 def _well_formed(answer: dict[str, Any]) -> bool:
@@ -76,7 +71,7 @@ def _well_formed(answer: dict[str, Any]) -> bool:
 
 
 @settings(max_examples=400, deadline=None)
-@given(bodies())
+@given(bodies)
 def test_any_body_gets_a_well_formed_answer(body: bytes) -> None:
     for registry in (OPTIONAL, REQUIRED):
         mutated = admission.mutate(body, registry, SETTINGS)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from auditlock.operator.audit_events import from_audit_event
 from auditlock.operator.webhook_server import parse_event_list
+from tests.helpers.fuzz import raw_or_json
 
 json_values = st.recursive(
     st.none()
@@ -72,22 +73,18 @@ def test_any_event_maps_to_an_event_or_none(event: dict[str, Any]) -> None:
         orjson.dumps(mapped)  # what the capture queue sends must serialize
 
 
-@st.composite
-def bodies(draw: Any) -> bytes:
-    choice = draw(st.integers(0, 3))
-    if choice == 0:
-        return bytes(draw(st.binary(max_size=200)))
-    if choice == 1:
-        return orjson.dumps(draw(json_values))
-    if choice == 2:
-        depth = draw(st.integers(1, 5000))
-        return b'{"items":' + b"[" * depth + b"]" * depth + b"}"
-    items = draw(st.lists(st.one_of(audit_events, json_values), max_size=5))
-    return orjson.dumps({"kind": "EventList", "items": items})
+# nested up to 5,000 deep: past any recursion limit
+deep_lists = st.integers(1, 5000).map(
+    lambda depth: b'{"items":' + b"[" * depth + b"]" * depth + b"}"
+)
+event_lists = st.lists(st.one_of(audit_events, json_values), max_size=5).map(
+    lambda items: orjson.dumps({"kind": "EventList", "items": items})
+)
+bodies = raw_or_json(json_values, orjson.dumps, deep_lists, event_lists)
 
 
 @settings(max_examples=200, deadline=None)
-@given(bodies())
+@given(bodies)
 def test_any_body_parses_to_items_or_a_value_error(body: bytes) -> None:
     try:
         items = parse_event_list(body)
