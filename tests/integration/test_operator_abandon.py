@@ -37,6 +37,7 @@ from tests.helpers.policies import (
     s3_spec,
     wait_for,
 )
+from tests.helpers.trail import wait_abandoned
 from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import label_namespace, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
@@ -171,12 +172,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
                                             now_ns=killed + YEAR_NS))  # fmt: skip
         assert {f.code for f in stale.findings} == {"stream-stale"}, stale.summary()
 
-        def abandoned() -> StreamTip | None:
-            tip = newest_checkpoint(store, stream)
-            closed = tip is not None and tip.signed is not None and tip.signed.checkpoint.abandoned
-            return tip if closed else None
-
-        tip = wait_for("the abandon checkpoint", abandoned, timeout=30)
+        tip = wait_abandoned(store, stream)
         assert tip.signed is not None
         cp = tip.signed.checkpoint
         assert (cp.index, cp.prev, cp.tree_size) == (

@@ -20,6 +20,7 @@ import ssl
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import aiohttp
@@ -27,7 +28,7 @@ from kubernetes import client
 
 from auditlock import sinks
 from auditlock.ledger.keys import Signer, generate, load_private_key
-from auditlock.ledger.newest import StreamTip, newest_checkpoint, newest_checkpoints
+from auditlock.ledger.newest import newest_checkpoints
 from auditlock.ledger.synth import synthetic_events
 from auditlock.ledger.timestamps import parse_ns
 from auditlock.ledger.trusted_time import load_certificates, request_token
@@ -48,7 +49,12 @@ from tests.helpers.policies import (
     wait_condition,
     wait_for,
 )
-from tests.servers.auditlock_operator import operator_collector_process, start_operator
+from tests.helpers.trail import wait_abandoned
+from tests.servers.auditlock_operator import (
+    RunningOperator,
+    operator_collector_process,
+    start_operator,
+)
 from tests.servers.kube_controlplane import KubeControlPlane
 from tests.servers.seaweedfs import SeaweedFS
 from tests.servers.sidecar import ledger_events
@@ -69,6 +75,25 @@ def _witness_key(kube: KubeControlPlane, namespace: str) -> Signer:
     return Signer(load_private_key(material.private_pem))
 
 
+def _witness_operator(
+    kube: KubeControlPlane, namespace: str, seaweedfs: SeaweedFS, **options: Any
+) -> tuple[Signer, RunningOperator]:
+    """An operator that runs the witness with its key in a Secret (as the chart keeps it)
+    over `namespace` only, with SeaweedFS credentials there: its key and the operator."""
+    signer = _witness_key(kube, namespace)
+    create_s3_secret(kube, namespace, seaweedfs)
+    operator = start_operator(
+        kube,
+        audit_intake=False,
+        register=False,
+        watch_fallback=False,
+        namespaces=[namespace],
+        witness_key_secret=(namespace, "operator-key"),
+        **options,
+    )
+    return signer, operator
+
+
 def _records(store: sinks.Destination) -> list[str]:
     return [n for n in store.list("witness/rig/") if n.endswith(".json")]
 
@@ -84,16 +109,8 @@ def test_the_operator_witnesses_every_stream_with_trusted_time(
     kube = auditpolicy_crd
     openssl_tsa.mode = "honest"
     namespace = kube_namespace
-    signer = _witness_key(kube, namespace)
-    create_s3_secret(kube, namespace, seaweedfs)
-    operator = start_operator(
-        kube,
-        audit_intake=False,
-        register=False,
-        watch_fallback=False,
-        namespaces=[namespace],
-        witness_key_secret=(namespace, "operator-key"),
-        witness=WitnessSettings(INTERVAL, openssl_tsa.url),
+    signer, operator = _witness_operator(
+        kube, namespace, seaweedfs, witness=WitnessSettings(INTERVAL, openssl_tsa.url)
     )
     own_trail = ExitStack()
     try:
@@ -253,17 +270,12 @@ def test_the_witness_closes_the_stream_of_a_pod_gone_for_good(
     again. verify with the root and the witness key finds nothing: the stream is
     closed-abandoned, with FORMAT.md's warning `abandoned` only."""
     kube, namespace = auditpolicy_crd, kube_namespace
-    signer = _witness_key(kube, namespace)
-    create_s3_secret(kube, namespace, seaweedfs)
-    operator = start_operator(
+    signer, operator = _witness_operator(
         kube,
-        audit_intake=False,
-        register=False,
-        watch_fallback=False,
-        namespaces=[namespace],
+        namespace,
+        seaweedfs,
         refresh_seconds=600,
         abandon_grace_seconds=GRACE,
-        witness_key_secret=(namespace, "operator-key"),
         witness=WitnessSettings(INTERVAL),
     )
     assert operator.root is not None
@@ -298,12 +310,7 @@ def test_the_witness_closes_the_stream_of_a_pod_gone_for_good(
                 pod["metadata"]["name"], namespace, grace_period_seconds=0
             )
 
-        def closed() -> StreamTip | None:
-            tip = newest_checkpoint(store, stream)
-            done = tip is not None and tip.signed is not None and tip.signed.checkpoint.abandoned
-            return tip if done else None
-
-        abandon = wait_for("the abandon checkpoint", closed, timeout=30)
+        abandon = wait_abandoned(store, stream)
         assert abandon.signed is not None
         closed_at = parse_ns(abandon.signed.checkpoint.time)
 
