@@ -111,3 +111,22 @@ def test_times_are_utc_on_a_machine_in_another_time_zone(
     monkeypatch.undo()
     utc = duckdb.sql(f"SELECT make_timestamp_ns({row['n']})").fetchall()[0][0]
     assert row["t"] == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ") and row["h"] == f"{utc.hour:02d}"
+
+
+@pytest.mark.parametrize("format", ["table", "jsonl"])
+def test_trace_writes_its_answer_to_out_in_every_format(
+    ledger: Ledger, tmp_path: Path, format: str
+) -> None:
+    event = _events()[0]
+    request = event["correlation"]["request_id"]  # type: ignore[index]
+    target = tmp_path / f"trace.{format}"
+    key = str(ledger.pub_path)
+    code, out, err = cli("trace", request, ledger.url, "--public-key", key, "--format", format,
+                         "--out", str(target))  # fmt: skip
+    assert code == 0, err
+    assert out == "" and "PASS" in err
+    written = target.read_text()
+    if format == "table":  # the table shows no ids; its footer counts the matches
+        assert written.endswith(f"(1 events share {request})\n") and "patch" in written
+    else:
+        assert [json.loads(line)["id"] for line in written.splitlines()] == [event["id"]]

@@ -142,7 +142,7 @@ def _write(engine: Any, query: str, args: argparse.Namespace) -> None:
         text, total = formats.table(engine.con, query, width, 50 if limit is None else limit)
         shown = min(total, 50 if limit is None else limit)
         footer = f"({total} rows" + (f", first {shown} shown; --limit N" if shown < total else "")
-        _emit(args, text + "\n" + footer + ")")
+        emit_text(args, text + "\n" + footer + ")")
         return
     if limit is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
@@ -188,7 +188,8 @@ def write_ocsf(engine: Any, query: str, out: Path | None) -> None:
         ocsf.write(engine.con, query, sink, __version__)
 
 
-def _emit(args: argparse.Namespace, text: str) -> None:
+def emit_text(args: argparse.Namespace, text: str) -> None:
+    """A text answer (the table) to --out FILE or standard output."""
     if args.out is not None:
         args.out.write_text(text + "\n")
     else:

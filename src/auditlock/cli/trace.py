@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from auditlock.cli.query import json_rows, write_rows
+    from auditlock.cli.query import emit_text, json_rows, write_rows
     from auditlock.review import formats
     from auditlock.review.engine import Engine
     from auditlock.review.trace import trace_query, trace_table_query
@@ -52,4 +52,5 @@ def _run(args: argparse.Namespace) -> int:
             return finish(args, trails, lambda: write_rows(engine, query, args.format, args.out))
         width = shutil.get_terminal_size((120, 24)).columns
         text, total = formats.table(engine.con, trace_table_query(args.id), width, 10_000)
-        return finish(args, trails, f"{text}\n({total} events share {args.id})")
+        answer = f"{text}\n({total} events share {args.id})"
+        return finish(args, trails, lambda: emit_text(args, answer))
