@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from auditlock.operator.audit_events import from_audit_event
@@ -65,10 +65,14 @@ audit_events = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(audit_events)
+@example({"stage": "ResponseComplete", "objectRef": {"resource": "secrets"}})  # all namespaces
 def test_any_event_maps_to_an_event_or_none(event: dict[str, Any]) -> None:
     mapped = from_audit_event(event, {"shop"})
     if mapped is not None:
-        assert mapped["target"]["namespace"] == "shop"
+        if event["objectRef"].get("namespace"):
+            assert mapped["target"]["namespace"] == "shop"
+        else:  # a cluster-scoped request (no namespace) is in scope and stays one
+            assert "namespace" not in mapped["target"]
         assert mapped["outcome"] in ("success", "failure", "unknown")
         orjson.dumps(mapped)  # what the capture queue sends must serialize
 
