@@ -37,7 +37,7 @@ from tests.helpers.policies import (
     s3_spec,
     wait_for,
 )
-from tests.helpers.trail import wait_abandoned
+from tests.helpers.trail import wait_abandoned, wait_abandoned_event
 from tests.servers.auditlock_child import run_auditlock
 from tests.servers.auditlock_operator import label_namespace, start_operator
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
@@ -200,13 +200,7 @@ def test_a_pod_deleted_without_grace_has_its_stream_closed_as_abandoned(
         assert later.ok, later.summary()
 
         # The operator said so on the policy.
-        def announced() -> bool:
-            with kube.api_client() as api:
-                events = client.CoreV1Api(api).list_namespaced_event(namespace)
-            return any(e.reason == "StreamAbandoned" and stream in (e.message or "")
-                       for e in events.items)  # fmt: skip
-
-        wait_for("the StreamAbandoned event", announced, timeout=15)
+        wait_abandoned_event(kube, namespace, stream)
 
         # Tampered copies: the checkpoint the record names left out; the record left out.
         code, document = _cli_verify(_copy(store, tmp_path / "named-gone", late.name), key_path)

@@ -49,7 +49,7 @@ from tests.helpers.policies import (
     wait_condition,
     wait_for,
 )
-from tests.helpers.trail import wait_abandoned
+from tests.helpers.trail import wait_abandoned, wait_abandoned_event
 from tests.servers.auditlock_operator import (
     RunningOperator,
     operator_collector_process,
@@ -329,13 +329,7 @@ def test_the_witness_closes_the_stream_of_a_pod_gone_for_good(
         )
         assert closes == 1
 
-        def announced() -> bool:
-            with kube.api_client() as api:
-                events = client.CoreV1Api(api).list_namespaced_event(namespace)
-            return any(e.reason == "StreamAbandoned" and stream in (e.message or "")
-                       for e in events.items)  # fmt: skip
-
-        wait_for("the StreamAbandoned event", announced, timeout=15)
+        wait_abandoned_event(kube, namespace, stream)
     finally:
         operator.stop()
 
