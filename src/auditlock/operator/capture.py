@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,12 @@ TAG_PREFIX = "auditlock.operator"
 COLLECTOR_TIMEOUT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
 WATCH_RETRY_MAX_SECONDS = 10.0
+# How long a namespace stays in scope after its last policy with a capture source is
+# gone. The API server sends an audit batch up to its batch wait after the request and
+# retries it for about a minute; a request made while the policy still stood (the very
+# one before `kubectl delete auditpolicy`, say) must not fall out of the trail because
+# its batch arrived after the delete.
+SCOPE_LINGER_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ class ClusterCapture:
         # Told the events of every batch once they are durable (alert evaluation,
         # operator/alerting.py); called on the event loop, must not block.
         self.observers: list[Callable[[list[dict[str, Any]]], None]] = []
+        # Per capture source: namespace -> when (monotonic) it was last in scope.
+        self._in_scope_at: dict[str, dict[str, float]] = {}
 
     def _tell(self, events: list[dict[str, Any]]) -> None:
         for observer in self.observers:
@@ -132,13 +141,17 @@ class ClusterCapture:
     # -- scope --------------------------------------------------------------------------
 
     def _namespaces(self, attribute: str) -> set[str]:
-        return {
-            ns
-            for ns in self.registry.namespaces()
-            if any(
-                getattr(p.spec.sources.cluster, attribute) for p in self.registry.in_namespace(ns)
-            )
-        }
+        """The namespaces whose events `attribute` (a cluster capture source) records:
+        those a policy enables it in now, and for SCOPE_LINGER_SECONDS those it did."""
+        now = time.monotonic()
+        seen = self._in_scope_at.setdefault(attribute, {})
+        for namespace in self.registry.namespaces():
+            policies = self.registry.in_namespace(namespace)
+            if any(getattr(p.spec.sources.cluster, attribute) for p in policies):
+                seen[namespace] = now
+        for namespace in [ns for ns, at in seen.items() if now - at > SCOPE_LINGER_SECONDS]:
+            del seen[namespace]
+        return set(seen)
 
     def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
         event.setdefault("details", {})["cluster"] = self.cluster
