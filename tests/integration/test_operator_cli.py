@@ -1,11 +1,14 @@
 """`auditlock operator run` as a process (how the chart runs it) against the real API
 server: it becomes ready, reconciles a policy, answers a webhook over TLS, and stops
-cleanly on SIGTERM."""
+cleanly and promptly on SIGTERM, even with a webhook connection kept alive (as the API
+server keeps its own)."""
 
 from __future__ import annotations
 
+import http.client
 import signal
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
@@ -53,6 +56,17 @@ def test_operator_process_serves_reconciles_and_stops_on_sigterm(
         assert answer["uid"] == "u-cli" and "patch" in answer
         # The plain health port never serves the webhooks.
         assert _get(f"http://127.0.0.1:{health_port}/mutate-pods") in (404, 405, 0)
+        # An idle keep-alive connection, like the API server's to its webhooks.
+        context = ssl.create_default_context(cafile=str(kube.ca_path))
+        idle = http.client.HTTPSConnection("127.0.0.1", webhook_port, context=context, timeout=5)
+        idle.request("GET", "/healthz")
+        idle.getresponse().read()
+        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        # kopf waits 5 s for tasks it did not start (that connection's handler) unless the
+        # webhook server is closed first (operator/handlers.py, stop_serving).
+        stopped_in = time.monotonic() - started
+        assert stopped_in < 4.5, f"SIGTERM took {stopped_in:.1f} s"
+        idle.close()
     assert "Traceback" not in log_path.read_text(errors="replace")

@@ -16,8 +16,6 @@ The operator hands cluster-level events to the HTTP intake of a collector at
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -49,33 +47,6 @@ TEST_SIDECAR_IMAGE = "auditlock/sidecar:test"
 # Where the rig's operators keep the key Secret values are hashed under (the chart: the
 # release namespace); read it with `secret_hash_key(kube)`.
 SECRET_HASH_KEY = ("default", "auditlock-secret-hash-key")
-
-
-class QuickStopOperatorThread(OperatorThread):
-    """An OperatorThread whose `stop` closes the webhook server first. Its open
-    connections are the API server's idle keep-alive ones (admission and audit webhooks);
-    left open, kopf waits 5 s for their handler tasks before cancelling them, and every
-    operator a test started paid those 5 s when it stopped."""
-
-    loop: asyncio.AbstractEventLoop | None = None
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self.loop = asyncio.get_running_loop()
-            await self.operator.run(stop_flag=self._stop, ready_flag=self._ready)
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:
-            self.error = exc
-            self._ready.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        server, loop = self.operator.server, self.loop
-        if server is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout)
-        super().stop(timeout)
 
 
 @dataclass
@@ -205,7 +176,7 @@ def start_operator(
             **overrides,
         },
     )
-    thread = QuickStopOperatorThread(config).start()
+    thread = OperatorThread(config).start()
     url = f"https://127.0.0.1:{port}"
     if register:
         register_webhooks(kube, url)

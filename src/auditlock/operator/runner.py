@@ -265,7 +265,11 @@ class Operator:
             alert_rules_enabled=self.alerts is not None,
         )
         memo = HandlerMemo(
-            ctx, capture=self.capture, connection=config.kopf_connection, alerts=self.alerts
+            ctx,
+            capture=self.capture,
+            connection=config.kopf_connection,
+            alerts=self.alerts,
+            webhook_server=self.server,
         )
         try:
             await kopf.operator(
