@@ -36,7 +36,7 @@ from tests.servers.auditlock_operator import (
 )
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
 from tests.servers.seaweedfs import SeaweedFS
-from tests.servers.sidecar import SidecarProcess, ledger_events
+from tests.servers.sidecar import SidecarProcess, ledger_events, wait_readyz
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = "orders"
@@ -286,25 +286,14 @@ class Chain:
         self.collector = run
         self._stack.callback(self._stop_collector)
         health = self._health_url()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if run.proc is not None and run.proc.poll() is not None:
-                code = run.proc.returncode
-                raise RuntimeError(f"collector exited with {code}:\n{run.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{health}/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        ready = time.monotonic() - started
-                        self.narrate(
-                            f"collector running as injected: {' '.join(run.container['command'])} "
-                            f"(stream {run.env.get('AUDITLOCK_SIDECAR__STREAM__ID')}, "
-                            f"ready in {ready:.1f} s)"
-                        )
-                        return ready
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"collector not ready after {timeout} s:\n{run.log_tail()}")
+        assert run.proc is not None
+        wait_readyz(run.proc, health, run.log_tail, timeout - (time.monotonic() - started))
+        ready = time.monotonic() - started
+        self.narrate(
+            f"collector running as injected: {' '.join(run.container['command'])} "
+            f"(stream {run.env.get('AUDITLOCK_SIDECAR__STREAM__ID')}, ready in {ready:.1f} s)"
+        )
+        return ready
 
     def send_app_events(self, forward: int = 200, http: int = 50) -> int:
         """The app's side: fluent-logger (Forward) and JSON over HTTP, both unchanged."""

@@ -16,7 +16,6 @@ The operator hands cluster-level events to the HTTP intake of a collector at
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from auditlock.operator.webhook_server import Listener
 from auditlock.policy import parse_spec
 from tests.servers.auditlock_child import auditlock_child
 from tests.servers.kube_controlplane import KubeControlPlane, free_port
+from tests.servers.sidecar import wait_readyz
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_NAME = "auditlock-test"
@@ -248,23 +248,6 @@ def operator_namespace(kube_apiserver: KubeControlPlane, kube_namespace: str) ->
     return label_namespace(kube_apiserver, kube_namespace)
 
 
-def wait_ready(proc: subprocess.Popen[bytes], health_port: int, log: Path) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator's collector exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the operator's collector not ready in 60 s: {log.read_text()[-2000:]}")
-
-
 @contextmanager
 def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[Path]:
     """The operator's collector sidecar (configured as the chart does) with its HTTP
@@ -293,7 +276,7 @@ def operator_collector_process(collector_port: int, workdir: Path) -> Iterator[P
         # Ready before the test acts: until then the operator answers the API server's
         # audit batches 503, and the API server drops a batch after a few seconds of
         # retries, so a slow start would lose the very events a test looks for.
-        wait_ready(proc, health_port, log)
+        wait_readyz(proc, f"http://127.0.0.1:{health_port}", lambda: log.read_text()[-2000:], 60)
         yield store
 
 

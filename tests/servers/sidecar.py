@@ -141,6 +141,30 @@ async def running_sidecar(config: dict[str, Any]) -> Any:
             await sidecar.stop()
 
 
+def readyz(health_url: str) -> bool:
+    """The collector at `health_url` answers /readyz with 200."""
+    try:
+        with urllib.request.urlopen(f"{health_url}/readyz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def wait_readyz(
+    proc: subprocess.Popen[bytes], health_url: str, tail: Callable[[], str], timeout: float
+) -> None:
+    """Wait until the collector `proc` is ready; fail with `tail()` (its log's end) if it
+    exits first (RuntimeError) or is not ready within `timeout` seconds (TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"collector exited with {proc.returncode}:\n{tail()}")
+        if readyz(health_url):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"collector not ready after {timeout}s:\n{tail()}")
+
+
 class SidecarProcess:
     """The sidecar as a real child process (for SIGTERM / SIGKILL tests)."""
 
@@ -181,22 +205,15 @@ class SidecarProcess:
         )
         log.close()
         self.starts += 1
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.tail()}")
-            if self.ready():
-                return time.monotonic() - started
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"sidecar not ready after {timeout}s:\n{self.tail()}")
+        try:
+            wait_readyz(self.proc, self.health_url, self.tail, timeout)
+        except TimeoutError:
+            self.kill()
+            raise
+        return time.monotonic() - started
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
+        return readyz(self.health_url)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=5) as answer:
