@@ -99,14 +99,23 @@ def synthesize(
             destination, stream, signer, retention=retention,
             heartbeat_seconds=heartbeat_seconds, clock=clock, compress=compress,
         )  # fmt: skip
+        # Events are handed to the writer in batches (one encoder call each), flushed
+        # before anything that reads the writer's state: a heartbeat or a seal.
+        batch: list[dict[str, Any]] = []
         for when, event in synthetic_events(
             stream, events, seed=seed, start_ns=start_ns, interval_ns=interval_ns
         ):
-            _heartbeats_until(writer, clock, when, stats)
+            if writer.heartbeat_due(when):
+                writer.extend(batch)
+                batch = []
+                _heartbeats_until(writer, clock, when, stats)
             clock.now = when
-            writer.append(event)
-            if writer.pending_events >= segment_events:
+            batch.append(event)
+            if writer.pending_events + len(batch) >= segment_events:
+                writer.extend(batch)
+                batch = []
                 _store(writer, writer.seal(), stats)
+        writer.extend(batch)
         end = clock.now + interval_ns
         _heartbeats_until(writer, clock, end, stats)
         clock.now = end
