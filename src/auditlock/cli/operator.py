@@ -127,6 +127,12 @@ def register(subparsers: Any) -> None:
         "batches are answered 200 only once it has stored them",
     )  # fmt: skip
     _flag(
+        run, "--audit-retry-after-seconds", int, 1,
+        help="the Retry-After of an audit batch the collector did not store; the API "
+        "server holds such a batch about 55 times this long before giving up on it (0: "
+        "it resends at once, 10 times)",
+    )  # fmt: skip
+    _flag(
         run, "--audit-token-file", Path,
         help="bearer token the API server's audit webhook must present on /audit",
     )  # fmt: skip
@@ -344,6 +350,8 @@ def _run_operator(args: argparse.Namespace) -> int:
     host, _, port = args.collector.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise _UsageError(f"--collector {args.collector!r} is not HOST:PORT")
+    if args.audit_retry_after_seconds < 0:
+        raise _UsageError("--audit-retry-after-seconds must not be negative")
     token = args.audit_token_file.read_text().strip() if args.audit_token_file else None
     root_key = None
     if args.root_key_file is not None:
@@ -377,6 +385,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         checkpoint_scan_seconds=args.checkpoint_scan_seconds,
         audit_token=token,
         collector=f"{host or '127.0.0.1'}:{port}",
+        audit_retry_after_seconds=args.audit_retry_after_seconds,
         watch_fallback=args.watch_fallback,
         abandon_grace_seconds=args.abandon_grace_seconds or None,
         alerts=_alert_settings(args),

@@ -45,6 +45,9 @@ TAG_PREFIX = "auditlock.operator"
 # The API server's audit webhook gives up on a request it has waited for long enough;
 # an answer has to come before that, and a collector this slow is pushed back on.
 COLLECTOR_TIMEOUT_SECONDS = 5.0
+# The Retry-After of a pushed-back batch. The API server's client waits this long before
+# each of its up to 10 resends within each of its 5 backoff steps, so it sets how long a
+# batch is held (about 55 times this) before the API server gives up on it.
 RETRY_AFTER_SECONDS = 1
 WATCH_RETRY_MAX_SECONDS = 10.0
 # How long a namespace stays in scope after its last policy with a capture source is
@@ -99,8 +102,10 @@ class ClusterCapture:
         metrics: CollectorRegistry | None = None,
         timeout: float = COLLECTOR_TIMEOUT_SECONDS,
         secret_key: bytes | None = None,
+        retry_after_seconds: int = RETRY_AFTER_SECONDS,
     ) -> None:
         self.registry = registry
+        self.retry_after_seconds = retry_after_seconds
         self.kube = kube
         self.cluster = cluster
         self.secret_key = secret_key
@@ -178,7 +183,7 @@ class ClusterCapture:
             self.pushback.labels(exc.reason).inc()
             log.warning("audit batch of %d event(s) not stored, answered %d: %s", len(events),
                         exc.status, exc)  # fmt: skip
-            retry = RETRY_AFTER_SECONDS if exc.status in (429, 503) else None
+            retry = self.retry_after_seconds if exc.status in (429, 503) else None
             return AuditAnswer(exc.status, error=str(exc), retry_after=retry)
         if stored:  # 0: a batch sent again (already stored and told) or all refused
             self._tell(events)

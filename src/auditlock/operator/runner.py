@@ -23,7 +23,7 @@ from auditlock.ledger.value_hash import key_id
 from auditlock.operator import keys
 from auditlock.operator.abandonment import DEFAULT_GRACE_SECONDS, AbandonWatch
 from auditlock.operator.alerting import AlertSettings, OperatorAlerts
-from auditlock.operator.capture import DEFAULT_COLLECTOR, ClusterCapture
+from auditlock.operator.capture import DEFAULT_COLLECTOR, RETRY_AFTER_SECONDS, ClusterCapture
 from auditlock.operator.certificates import CertificateIssuer
 from auditlock.operator.handlers import HandlerMemo, handler_registry
 from auditlock.operator.injection import InjectionSettings
@@ -69,6 +69,8 @@ class OperatorConfig:
     checkpoint_scan_seconds: float = 300.0
     audit_token: str | None = None
     collector: str = DEFAULT_COLLECTOR  # HOST:PORT of the collector's HTTP intake
+    # Retry-After (seconds) of an audit batch the collector did not store (capture.py).
+    audit_retry_after_seconds: int = RETRY_AFTER_SECONDS
     capture_enabled: bool = True
     watch_fallback: bool = False  # watch ConfigMaps/Secrets/Roles/RoleBindings (needs RBAC)
     # Close the streams of pods gone for good after this long (None: never).
@@ -229,6 +231,7 @@ class Operator:
                 collector=config.collector,
                 metrics=self.metrics,
                 secret_key=secret_key,
+                retry_after_seconds=config.audit_retry_after_seconds,
             )
         if config.alerts.enabled:
             self.alerts = self._alerting(config)

@@ -280,7 +280,9 @@ class WebhookServer:
             )
         if answer.status != 200:
             self._audit.labels(outcome="pushed-back").inc(len(items))
-            headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+            headers = (
+                {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
+            )
             return web.json_response({"error": answer.error}, status=answer.status, headers=headers)
         self._audit.labels(outcome="accepted").inc(answer.accepted)
         self._audit.labels(outcome="ignored").inc(len(items) - answer.accepted)
