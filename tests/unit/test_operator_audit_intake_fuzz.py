@@ -4,6 +4,7 @@ exception, which would be the route's 500."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from auditlock.operator.audit_events import from_audit_event
 from auditlock.operator.webhook_server import parse_event_list
+from auditlock.sidecar.config import SourceIdentity
+from auditlock.sidecar.pipeline.normalize import Normalizer
 from tests.helpers.fuzz import raw_or_json
 
 json_values = st.recursive(
@@ -103,3 +106,63 @@ def test_any_body_parses_to_items_or_a_value_error(body: bytes) -> None:
 def test_nesting_beyond_orjsons_limit_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         parse_event_list(b"[" * 100_000 + b"]" * 100_000)
+
+
+# A real API server's event, then any of its members replaced by any JSON value: what a
+# holder of the audit token (or a buggy API server build) can send.
+GENUINE = {
+    "stage": "ResponseComplete",
+    "auditID": "0b8c6a0e-1f7e-4d1c-9a1e-3c5e2f1d9b7a",
+    "verb": "get",
+    "requestURI": "/api/v1/namespaces/shop/secrets/db",
+    "objectRef": {"resource": "secrets", "namespace": "shop", "name": "db", "apiVersion": "v1"},
+    "user": {"username": "alice", "groups": ["dev"]},
+    "sourceIPs": ["10.0.0.1"],
+    "userAgent": "kubectl/v1.31",
+    "responseStatus": {"code": 200},
+    "requestReceivedTimestamp": "2026-11-29T15:08:52.123456Z",
+    "stageTimestamp": "2026-11-29T15:08:52.223456Z",
+}
+MEMBERS = [
+    *sorted(GENUINE),
+    *(f"objectRef.{m}" for m in ("name", "namespace", "resource", "apiGroup", "subresource")),
+    "user.username",
+    "impersonatedUser",
+    "annotations",
+]
+
+
+def _replaced(changes: list[tuple[str, Any]]) -> dict[str, Any]:
+    event = copy.deepcopy(GENUINE)
+    for member, value in changes:
+        outer, _, inner = member.partition(".")
+        if not inner:
+            event[outer] = value
+        elif isinstance(event.get(outer), dict):
+            event[outer][inner] = value
+    return event
+
+
+OPERATOR_COLLECTOR = Normalizer(
+    SourceIdentity(cluster="rig", namespace="auditlock-system", pod="operator"),
+    observer_tag_prefix="auditlock.operator",
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(MEMBERS), json_values), max_size=3))
+@example([("sourceIPs", ["not-an-ip"])])
+@example([("auditID", "../../etc")])
+@example([("requestReceivedTimestamp", "yesterday"), ("stageTimestamp", None)])
+@example([("verb", "")])
+def test_an_event_the_operator_maps_is_one_its_collector_stores(
+    changes: list[tuple[str, Any]],
+) -> None:
+    """The operator forwards what it maps to its collector, which refuses an invalid
+    event for good (the operator counts it and leaves it out). So whatever the API
+    server's event holds, the mapped event must be one the collector accepts: an audited
+    request is recorded, with what could not be used kept as text in details."""
+    mapped = from_audit_event(_replaced(changes), {"shop"})
+    if mapped is not None:
+        mapped["details"]["cluster"] = "rig"
+        OPERATOR_COLLECTOR("http", "auditlock.operator.audit", 1_764_000_000_000_000_000, mapped)

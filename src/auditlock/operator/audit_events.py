@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
+import re
 from typing import Any
 
+from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.value_hash import value_hash
+from auditlock.ledger.values import normalize_ip
+from auditlock.ledger.vocabulary import ID_PATTERN
 from auditlock.operator.kube import SecretSeen
 from auditlock.operator.secret_hashes import MAX_KEYS, NO_KEY, summary
 
@@ -51,6 +56,10 @@ CONFIGURATION_SUBRESOURCES = frozenset({"", "scale"})
 AUDIT_POLICIES = ("auditlock.io", "auditpolicies")
 MAX_LIST = 64
 MAX_TEXT = 256
+# Stored API-server events are named `k8s-audit-<auditID>` (an id prefix only the
+# operator's collector may use: sidecar/pipeline/observers.py).
+AUDIT_ID_PREFIX = "k8s-audit-"
+_EVENT_ID = re.compile(ID_PATTERN.rstrip("$") + r"\Z")
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -73,7 +82,9 @@ def _actor(user: dict[str, Any], source_ips: Any) -> dict[str, Any]:
         kind = "user"
     actor: dict[str, Any] = {"kind": kind, "name": name}
     if isinstance(source_ips, list) and source_ips:
-        actor["ip"] = str(source_ips[0])[:64]
+        # One that is no address is kept as text in details.source_ips.
+        with contextlib.suppress(ValueError):
+            actor["ip"] = normalize_ip(str(source_ips[0])[:64])
     return actor
 
 
@@ -173,9 +184,12 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
     if category is None:
         return None
     audit_id = str(event.get("auditID") or "")
+    # The API server's auditID (a UUID) names the stored event; one no event id can
+    # carry is kept as text (details.audit_id) and the collector assigns the id.
+    audit_id_fits = bool(_EVENT_ID.match(f"{AUDIT_ID_PREFIX}{audit_id}"))
     code = _object(event.get("responseStatus")).get("code")
     outcome = ("success" if code < 400 else "failure") if isinstance(code, int) else "unknown"
-    action = subresource if subresource in LONG_RUNNING else verb
+    action = (subresource if subresource in LONG_RUNNING else verb) or "unknown"
     target: dict[str, Any] = {"resource": resource}
     if isinstance(namespace, str) and namespace:
         target["namespace"] = namespace
@@ -220,19 +234,44 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
         labels = _labels(body)
         if labels is not None:
             details["labels"] = labels
+    source_ips = event.get("sourceIPs")
+    actor = _actor(user, source_ips)
+    if isinstance(source_ips, list) and source_ips and "ip" not in actor:
+        details["source_ips"] = [_text(ip)[:64] for ip in source_ips[:MAX_LIST]]
+    if audit_id and not audit_id_fits:
+        details["audit_id"] = _text(audit_id)[:256]
     result: dict[str, Any] = {
-        "time": str(event.get("requestReceivedTimestamp") or event.get("stageTimestamp")),
         "category": category,
         "action": action,
         "outcome": outcome,
-        "actor": _actor(user, event.get("sourceIPs")),
+        "actor": actor,
         "target": target,
         "details": details,
     }
-    if audit_id:
-        result["id"] = f"k8s-audit-{audit_id}"
+    when = _request_time(event)
+    if when is not None:
+        result["time"] = when
+    else:
+        # Without a time the collector stamps its own receipt time; what the event
+        # said is kept beside it.
+        details["request_received"] = _text(event.get("requestReceivedTimestamp"))[:64]
+    if audit_id and audit_id_fits:
+        result["id"] = f"{AUDIT_ID_PREFIX}{audit_id}"
         result["correlation"] = {"request_id": audit_id}
     return result
+
+
+def _request_time(event: dict[str, Any]) -> str | None:
+    """When the API server received the request (its final stage's time when that is
+    missing), in the ledger's form; None when neither is an RFC 3339 time."""
+    for member in ("requestReceivedTimestamp", "stageTimestamp"):
+        value = event.get(member)
+        if isinstance(value, str):
+            try:
+                return normalize_time(value)
+            except ValueError:
+                continue
+    return None
 
 
 def _fingerprints(data: dict[str, Any] | None) -> dict[str, str]:
