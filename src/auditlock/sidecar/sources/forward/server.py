@@ -50,8 +50,9 @@ INPUT = "forward"
 READ_SIZE = 64 * 1024
 # Bytes of unfinished messages buffered over all connections (each is held twice, by the
 # reader's scout and decoder). Past it, a connection in the middle of a message waits for
-# room before it reads more: without it, max_connections partial frames of
-# max_frame_bytes each could take several times the container's memory.
+# room before it reads more, except the one leader (`ForwardServer.may_read`): without
+# it, max_connections partial frames of max_frame_bytes each could take several times
+# the container's memory.
 PARTIAL_BUDGET = 8 * 1024 * 1024
 
 
@@ -75,6 +76,7 @@ class ForwardServer:
         self.slots = ConnectionSlots(INPUT, config.max_connections, self.metrics)
         self._accepted = 0
         self.partial_bytes = 0  # sum of the connections' `held`
+        self._leader: _Connection | None = None  # the one reading past the budget
         # One message of the largest size must always be able to complete.
         self.partial_budget = max(PARTIAL_BUDGET, config.max_frame_bytes + READ_SIZE)
         self.room = asyncio.Event()
@@ -103,9 +105,32 @@ class ForwardServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    def leader(self) -> _Connection | None:
-        """The connection holding the most (the oldest of equals): it may always read."""
-        return max(self._connections.values(), key=lambda c: (c.held, -c.number), default=None)
+    def may_read(self, connection: _Connection) -> bool:
+        """Whether `connection` may read more now: it holds nothing yet, the budget has
+        room, or it is the leader.
+
+        The leader is the connection holding the most (the oldest of equals) when the
+        budget is found used, and stays the leader until what it holds shrinks (its
+        message ended) or it closes: so one message always progresses, and only one
+        grows past the budget. Chosen afresh at every check, connections that each
+        finished a read would take turns holding the most, and each of them would read
+        on to the per-message limit.
+        """
+        if self.partial_bytes < self.partial_budget:
+            self._leader = None
+            return True
+        if not connection.held:
+            return True
+        if self._leader is None:
+            self._leader = max(self._connections.values(), key=lambda c: (c.held, -c.number))
+        return self._leader is connection
+
+    def step_down(self, connection: _Connection) -> None:
+        """`connection` released some of what it holds, or closed: a new leader is
+        chosen at the next check, and waiting connections check again."""
+        if self._leader is connection:
+            self._leader = None
+        self.room.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.slots.admit():  # over the cap: the socket back at once
@@ -122,6 +147,7 @@ class ForwardServer:
             pass
         finally:
             connection.account(0)
+            self.step_down(connection)
             self.slots.release()
             self._connections.pop(task, None)
             writer.close()
@@ -183,14 +209,8 @@ class _Connection:
                 phase, deadline = "idle", loop.time() + config.idle_timeout_seconds
             try:
                 async with asyncio.timeout_at(deadline):
-                    # The budget is used: wait unless this connection holds the most (the
-                    # message furthest along), so one message always progresses.
                     server = self.server
-                    while (
-                        self.held
-                        and server.partial_bytes >= server.partial_budget
-                        and server.leader() is not self
-                    ):
+                    while not server.may_read(self):  # the budget is used
                         server.room.clear()
                         await server.room.wait()
                     data = await self.reader.read(READ_SIZE)
@@ -236,8 +256,10 @@ class _Connection:
         released = held < self.held
         server.partial_bytes += held - self.held
         self.held = held
-        if released or server.partial_bytes < server.partial_budget:
-            server.room.set()  # waiters check again: room, or a new leader
+        if released:
+            server.step_down(self)
+        elif server.partial_bytes < server.partial_budget:
+            server.room.set()  # waiters check again: there is room
 
     async def _on_data(self, data: bytes) -> None:
         batch = _Batch()
