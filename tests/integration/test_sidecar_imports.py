@@ -23,12 +23,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from tests.helpers.http_intake import event, post
 from tests.servers.fakegcs import FakeGCS
-from tests.servers.sidecar import ROOT, make_config, wait_for
+from tests.servers.sidecar import ROOT, make_config, readyz, wait_for
 
 # A sitecustomize on PYTHONPATH runs in every interpreter the sidecar starts, including
 # the collector it execs into: it installs a SIGUSR1 handler that writes the loaded
@@ -60,14 +59,6 @@ NOT_IMPORTED = (
 def post_event(port: int) -> None:
     status, answer = post(port, event(1))
     assert status == 202, answer
-
-
-def ready(health_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1) as a:
-            return bool(a.status == 200)
-    except OSError:
-        return False
 
 
 def test_sidecar_with_gcs_does_not_import_the_full_client(
@@ -116,7 +107,8 @@ def test_sidecar_with_gcs_does_not_import_the_full_client(
     )
     log.close()
     try:
-        wait_for(lambda: ready(config["health"]["port"]), 30, "the sidecar to be ready")
+        health = f"http://127.0.0.1:{config['health']['port']}"
+        wait_for(lambda: readyz(health), 30, "the sidecar to be ready")
         post_event(config["sources"]["http"]["port"])
         bucket = fake_gcs.client().bucket(gcs_bucket)
 
