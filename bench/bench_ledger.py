@@ -6,10 +6,11 @@ its floor measured in the same run over the same data.
 
 One-core figures are CPU seconds of this process (time.process_time), so they hold on a
 shared machine; wall-clock time is printed beside them. Prints events/s for:
-  build   StreamWriter.append + seal of fixed-size (~330-byte canonical) events,
-          checkpoint signed per segment; pure CPU, nothing stored (storing is the sink's
-          benchmark). Floor: encode each event as sorted-key JSON and SHA-256 its line
-          (what any hash-chained log does per event).
+  build   StreamWriter.extend (each segment's events in one call) + seal of fixed-size
+          (~330-byte canonical) events, checkpoint signed per segment; pure CPU,
+          nothing stored (storing is the sink's benchmark). Floor: encode each event
+          as sorted-key JSON and SHA-256 its line (what any hash-chained log does per
+          event).
   verify  `auditlock.ledger.verify` of the same ledger written to a file:// store, with
           every check FORMAT.md states: listing, reading, the line envelope and hash
           chain, the line rules (every event decoded, validated and re-encoded), Merkle
@@ -74,19 +75,18 @@ def fixed_event(i: int) -> dict[str, Any]:
 
 
 def build(n: int, segment_events: int, dest: Any, stream: str = "bench") -> tuple[float, float]:
-    """(cpu, wall) seconds spent in append/seal/close; the events of each segment are made
+    """(cpu, wall) seconds spent in extend/seal; the events of each segment are made
     just before they are appended (as in the sidecar, where they arrive fresh from intake)
     and that making is not counted."""
     signer = Signer(generate())
     clock = SimulatedClock(DEFAULT_START_NS)
     writer = StreamWriter.resume(dest, stream, signer, retention=None, clock=clock)
     cpu = wall = 0.0
-    append, seal = writer.append, writer.seal
+    extend, seal = writer.extend, writer.seal
     for start in range(0, n, segment_events):
         batch = [fixed_event(i) for i in range(start, min(n, start + segment_events))]
         c0, w0 = time.process_time(), time.perf_counter()
-        for event in batch:
-            append(event)
+        extend(batch)
         clock.now += 1_000_000_000
         objects = seal()
         cpu += time.process_time() - c0

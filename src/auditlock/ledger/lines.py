@@ -23,6 +23,8 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 
+from auditlock.ledger.build_hash import sha256 as build_sha256
+
 ZERO_HASH = bytes(32)
 # Where the event ends: the first envelope member after it. A canonical event can hold
 # these bytes only inside a string, escaped (`\"prev\"`), so the last occurrence in a
@@ -74,15 +76,13 @@ class LineFormat:
         """The lines of canonical `events` from `seq` on, after hash `prev`, and their
         event hashes."""
         line_form = self.prefix + b"%b" + self._form
-        leaf, hexlify = _LEAF, _hexlify
+        digest, hexlify = build_sha256, _hexlify
         lines: list[bytes] = []
         leaves: list[bytes] = []
         add_line, add_leaf = lines.append, leaves.append
         for event in events:
             line = line_form % (event, hexlify(prev), seq)
-            h = leaf.copy()
-            h.update(line)
-            prev = h.digest()
+            prev = digest(b"\x00" + line)  # event_hash(line), by build_hash's SHA-256
             add_line(line)
             add_leaf(prev)
             seq += 1

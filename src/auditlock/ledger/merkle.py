@@ -19,7 +19,7 @@ Inclusion and consistency proofs follow 2.1.3 and 2.1.4 step by step.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from auditlock.ledger.errors import ProofError
 from auditlock.ledger.lines import event_hash
@@ -82,8 +82,14 @@ class Frontier:
         nodes.append(node)
         self.size += 1
 
-    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
-        """Append many leaves, hashing level by level (much faster than one by one)."""
+    def extend(
+        self,
+        leaf_hashes: Sequence[bytes],
+        pairs: Callable[[Sequence[bytes]], list[bytes]] | None = None,
+    ) -> None:
+        """Append many leaves, hashing level by level (much faster than one by one).
+        `pairs` hashes the parents of a level (default: hashlib's, as the rest of this
+        module; the writer passes build_hash.node_pairs)."""
         if len(leaf_hashes) < 4:
             for leaf in leaf_hashes:
                 self.append(leaf)
@@ -92,13 +98,14 @@ class Frontier:
         position = self.size  # index, on the current level, of the first node in `level`
         level = list(leaf_hashes)
         finished: list[bytes] = []  # new frontier nodes, smallest subtree first
+        pair_up = pairs or _pairs
         while level:
             if position & 1:  # a left sibling waits in the frontier
                 level.insert(0, nodes.pop())
                 position -= 1
             if len(level) & 1:
                 finished.append(level.pop())
-            level = _pairs(level)
+            level = pair_up(level)
             position >>= 1
         nodes.extend(reversed(finished))
         self.size += len(leaf_hashes)
@@ -115,7 +122,7 @@ class Frontier:
         return Frontier(self.size, self.nodes)
 
 
-def _pairs(level: list[bytes]) -> list[bytes]:
+def _pairs(level: Sequence[bytes]) -> list[bytes]:
     """The parents of an even-length level, left to right."""
     node = _NODE
     out: list[bytes] = []

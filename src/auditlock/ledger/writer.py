@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from auditlock.ledger.build_hash import node_pairs
 from auditlock.ledger.canonical import canonical_lines
 from auditlock.ledger.checkpoint import (
     MIN_HEARTBEAT_MS,
@@ -371,7 +372,7 @@ class StreamWriter:
         for c_first, c_last in cuts:
             lo, hi = c_first - first, c_last - first + 1
             data = encode_segment(self._lines[lo:hi], compressed=self.compress)
-            self._frontier.extend(self._leaves[lo:hi])
+            self._frontier.extend(self._leaves[lo:hi], node_pairs)
             self._head = self._leaves[hi - 1]
             name = segment_name(
                 self.stream_id, self.epoch, c_first, c_last, compressed=self.compress
