@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import stringzilla
@@ -15,9 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditlock.ledger import build_hash
+from auditlock.ledger import lines as lines_module
+from auditlock.ledger import writer as writer_module
 from auditlock.ledger.build_hash import node_pairs, openssl_sha256, sha256
 from auditlock.ledger.lines import ZERO_HASH, LineFormat, leaf_hashes
 from auditlock.ledger.merkle import Frontier, _pairs
+from auditlock.ledger.synth import synthetic_events
+
+from .ledger_helpers import make_signer, new_ledger
 
 # Every length up to four blocks crosses each padding boundary (55/56, 63/64 bytes).
 LENGTHS = [*range(0, 260), 447, 448, 511, 512, 4096, 65_537]
@@ -81,3 +87,22 @@ def test_the_writers_chain_hashes_equal_the_verifiers() -> None:
     events = [b'{"n":%d,"s":"%b"}' % (i, b"x" * i) for i in range(300)]
     lines, leaves = LineFormat(b"s", 3).chain(events, 7, ZERO_HASH)
     assert leaves == leaf_hashes(lines)  # hashlib, as verify computes them
+
+
+def test_a_writer_on_hashlib_writes_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a CPU without SHA instructions runs (build_hash falls back to hashlib)."""
+    batch = [event for _, event in synthetic_events("s", 2500)]
+    written = []
+    for fallback in (False, True):
+        if fallback:
+            monkeypatch.setattr(lines_module, "build_sha256", openssl_sha256)
+            monkeypatch.setattr(writer_module, "node_pairs", _pairs)
+        writer = new_ledger(tmp_path / str(fallback), make_signer(3)).writer("s")
+        for start in range(0, len(batch), 700):  # seals of uneven sizes: every frontier shape
+            writer.extend(batch[start : start + 700])
+            written += [o.data for o in writer.seal()]
+        written.append(b"--")
+    half = len(written) // 2
+    assert written[:half] == written[half:]
