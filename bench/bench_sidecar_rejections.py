@@ -2,7 +2,7 @@
 limits (8 MiB `max_frame_bytes` / `max_body_bytes`), each sent to a fresh collector
 process; prints its peak RSS (VmHWM) and how long the refusal took.
 
-    .venv/bin/python bench/bench_sidecar_rejections.py [--size BYTES]
+    .venv/bin/python bench/bench_sidecar_rejections.py [--size BYTES] [--only NAME-PART]
 
 Cases (tests/servers/hostile_intake.py): Forward CompressedPackedForward, PackedForward
 and Forward mode of millions of three-byte `[time, {}]` entries, one Message-mode record
@@ -64,11 +64,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=FRAME, help="bytes of dense entries")
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
     worst = 0.0
     cases = [(c, True) for c in forward_cases(args.size)]
     cases += [(c, False) for c in http_cases(args.size)]
+    cases = [(c, forward) for c, forward in cases if args.only in c.name]
     for case, forward in cases:
         peak, ready, seconds = run(case, forward)
         worst = max(worst, peak)

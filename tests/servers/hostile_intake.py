@@ -80,6 +80,10 @@ def forward_cases(size: int) -> list[Case]:
     maps = FRAME - 128  # one record of 8 MiB of empty maps: too large to decode
     record = b"\x81" + msgpack.packb("details") + _array32(maps) + b"\x80" * maps
     time = msgpack.packb(pack_event_time(T * 10**9))
+    # Entries just under the 256 KiB entry limit, each a record of empty maps (~14 MiB
+    # decoded): decoded and refused one by one, never a message's worth at once.
+    large = time + b"\x81" + msgpack.packb("details") + _array32(200_000) + b"\x80" * 200_000
+    large_entries, large_count = _fill(b"\x92" + large, size)
     return [
         Case(
             "compressed-packed-empty-records",
@@ -98,6 +102,23 @@ def forward_cases(size: int) -> list[Case]:
             b"\x93" + tag + _array32(count) + entries + _chunk("c-fw"),
             "c-fw",
             count,
+        ),
+        Case(
+            "forward-mode-large-records",
+            b"\x93" + tag + _array32(large_count) + large_entries + _chunk("c-fw-large"),
+            "c-fw-large",
+            large_count,
+        ),
+        Case(
+            "packed-large-records",
+            b"\x93"
+            + tag
+            + b"\xc6"
+            + len(large_entries).to_bytes(4, "big")
+            + large_entries
+            + _chunk("c-pk-large"),
+            "c-pk-large",
+            large_count,
         ),
         Case(
             "message-mode-one-huge-record",

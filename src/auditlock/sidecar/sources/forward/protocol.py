@@ -81,9 +81,13 @@ def unpack_options() -> dict[str, Any]:
     }
 
 
-def new_unpacker(max_frame_bytes: int) -> msgpack.Unpacker:
-    """A streaming unpacker; buffering more than `max_frame_bytes` raises BufferFull."""
-    return msgpack.Unpacker(max_buffer_size=max_frame_bytes, **unpack_options())
+def new_unpacker(max_frame_bytes: int, read_size: int = 0) -> msgpack.Unpacker:
+    """A streaming unpacker; buffering more than `max_frame_bytes` raises BufferFull.
+    `read_size`: its first buffer (msgpack's default, 0, is 1 MiB or the maximum); the
+    buffer doubles as needed and never shrinks."""
+    return msgpack.Unpacker(
+        max_buffer_size=max_frame_bytes, read_size=read_size, **unpack_options()
+    )
 
 
 def pack_event_time(time_ns: int) -> msgpack.ExtType:
@@ -177,22 +181,24 @@ def _entry(tag: str, item: Any) -> Entry:
 PACKED_BATCH = 1024  # entries of a packed blob handed on at once
 
 
-def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
-    """The entries of a PackedForward blob, decoded in batches of at most PACKED_BATCH
-    (see the module doc).
+def packed_spans(tag: str, data: bytes) -> Iterator[list[list[Any]]]:
+    """The entries of a PackedForward blob (see the module doc), one span at a time, each
+    span as its batches of at most PACKED_BATCH entries (`_decode_span`).
 
-    The scout skips (C code, no objects built) over spans of entries of up to
-    MAX_ENTRY_BYTES together, and each span is then decoded entry by entry in one pass;
-    an entry longer than that on its own is not decoded (`Oversized`). So no entry over
-    the limit is ever built, and a common blob (smaller than the limit) is one span.
+    A scout skips (C code, no objects built) over spans of entries of up to
+    MAX_ENTRY_BYTES together, and each span is then decoded in one pass; an entry longer
+    than that on its own is not decoded (`Oversized`). So no entry over the limit is ever
+    built, what is decoded at once is one span (at most MAX_ENTRY_BYTES of msgpack), and
+    a common blob (smaller than the limit) is one span. The scout is fed the blob a
+    slice at a time, so it holds about one span's bytes, not a copy of the blob.
     """
     end_of_data = len(data)
     view = memoryview(data)
     if end_of_data <= MAX_ENTRY_BYTES:
-        yield from _decode_span(tag, view)
+        yield list(_decode_span(tag, view))
         return
-    scout = new_unpacker(end_of_data)
-    scout.feed(data)
+    scout = new_unpacker(end_of_data, read_size=2 * MAX_ENTRY_BYTES)
+    fed = 0
     skip = scout.skip
     tell = scout.tell
     start = end = 0
@@ -201,6 +207,13 @@ def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
         try:
             skip()
         except msgpack.OutOfData:
+            if fed < end_of_data:
+                # Doubling what the entry has so far: an oversized one is scanned a few
+                # times, not once per slice.
+                more = max(MAX_ENTRY_BYTES, fed - end)
+                scout.feed(view[fed : fed + more])
+                fed = min(fed + more, end_of_data)
+                continue
             raise ProtocolError(
                 "bad_entries", "packed entries end in the middle of an entry"
             ) from None
@@ -208,18 +221,26 @@ def packed_entries(tag: str, data: bytes) -> Iterator[list[Entry]]:
             raise ProtocolError("bad_entries", f"packed entries are not msgpack: {exc}") from None
         entry_end = tell()
         if entry_end - end > MAX_ENTRY_BYTES:
-            yield from _decode_span(tag, view[start:end], count)
-            yield [(tag, 0, Oversized(entry_end - end))]
+            if end > start:
+                yield list(_decode_span(tag, view[start:end], count))
+            yield [[(tag, 0, Oversized(entry_end - end))]]
             start = entry_end
             count = 0
         elif entry_end - start > MAX_ENTRY_BYTES:
-            yield from _decode_span(tag, view[start:end], count)
+            yield list(_decode_span(tag, view[start:end], count))
             start = end
             count = 1
         else:
             count += 1
         end = entry_end
-    yield from _decode_span(tag, view[start:end], count)
+    if end > start:
+        yield list(_decode_span(tag, view[start:end], count))
+
+
+def packed_entries(tag: str, data: bytes) -> Iterator[list[Any]]:
+    """`packed_spans`, batch by batch."""
+    for span in packed_spans(tag, data):
+        yield from span
 
 
 def _decode_span(tag: str, span: memoryview, count: int | None = None) -> Iterator[list[Any]]:

@@ -6,9 +6,13 @@ one byte and a 64-byte dict). So the message is never decoded as one object: its
 array header, tag and option are read one by one, and each entry (a Forward-mode
 `[time, record]`, a Message-mode record, or an entry of a packed blob) is decoded only
 when it is at most MAX_ENTRY_BYTES long. A longer entry is skipped without being
-decoded and handed on as `OVERSIZED`, which the pipeline rejects (`too_large`). At most
-one entry is decoded at a time, and the pipeline keeps only the canonical bytes of the
-events it accepts and a bounded report of the ones it rejects (pipeline/__init__.py).
+decoded and handed on as `OVERSIZED`, which the pipeline rejects (`too_large`). Entries
+are handed on in batches of at most ENTRY_BATCH entries and about MAX_ENTRY_BYTES of
+msgpack (a packed blob: one span, protocol.py), every batch decoded from the bytes fed
+so far before `read()` stops, and `read()` keeps none it handed on: so what a connection
+holds decoded is one batch while it is being prepared, never between reads. The
+pipeline keeps only the canonical bytes of the events it accepts and a bounded report of
+the ones it rejects (pipeline/__init__.py).
 
 Two unpackers read the stream in step: the scout skips the next object (C code, no
 objects built) to learn its size, then the decoder decodes or skips the same object.
@@ -16,6 +20,7 @@ objects built) to learn its size, then the decoder decodes or skips the same obj
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +39,7 @@ from auditlock.sidecar.sources.forward.protocol import (
     _tag,
     gunzip,
     new_unpacker,
-    packed_entries,
+    packed_spans,
     time_to_ns,
 )
 
@@ -42,6 +47,13 @@ Entry = tuple[str, int, Any]
 
 MAX_HEADER_OBJECT_BYTES = 64 * 1024  # a tag, an option map, a handshake message
 ENTRY_BATCH = PACKED_BATCH  # entries handed to the pipeline at once
+# msgpack bytes of a batch's entries: decoded, they can take ~75 times as much.
+ENTRY_BATCH_BYTES = MAX_ENTRY_BYTES
+# The unpackers' first buffer. Each grows to the largest message read (doubling) and
+# never shrinks, so after a message longer than SHRINK_AFTER_BYTES they are replaced:
+# an idle connection does not keep two buffers of max_frame_bytes.
+UNPACKER_READ_SIZE = 64 * 1024
+SHRINK_AFTER_BYTES = 1024 * 1024
 
 
 _HEAD, _TAG, _SECOND, _ENTRIES, _RECORD, _OPTION = range(6)
@@ -70,9 +82,12 @@ class MessageReader:
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._ready: list[Iterator[list[Any]] | Entries] = []
-        self.scout = new_unpacker(max_frame_bytes)
-        self.decoder = new_unpacker(max_frame_bytes)
+        # Batches and ends to hand on, in order; a packed blob's spans not yet decoded.
+        self._out: deque[Any] = deque()
+        self._spans: Iterator[list[list[Any]]] | None = None
+        self._blob_end: End | None = None  # handed on after the blob's spans
+        self.scout = new_unpacker(max_frame_bytes, UNPACKER_READ_SIZE)
+        self.decoder = new_unpacker(max_frame_bytes, UNPACKER_READ_SIZE)
         self.handshake = False
         self.completed = 0  # messages read to their end
         self._fed = 0
@@ -85,6 +100,7 @@ class MessageReader:
         self._remaining = 0
         self._blob: bytes | None = None
         self._batch = Entries()
+        self._batch_bytes = 0  # msgpack bytes of the entries in _batch
 
     @property
     def in_message(self) -> bool:
@@ -107,41 +123,59 @@ class MessageReader:
                 "too_large", f"message larger than {self.max_frame_bytes} bytes"
             ) from None
 
+    @property
+    def settled(self) -> bool:
+        """True when the reader holds no decoded batch (a packed blob's span being handed
+        on): a caller that dropped the batches it got holds nothing decoded either, so
+        this is when it may let other connections run."""
+        return not self._out
+
     def read(self) -> Iterator[Any]:
-        """Everything the buffered bytes complete; stops when more bytes are needed."""
-        try:
-            while True:
+        """Everything the buffered bytes complete; stops when more bytes are needed, after
+        handing on what it decoded (a batch cut short). Each item is yielded straight
+        from the queue: no local keeps it while the caller works on it."""
+        out = self._out
+        while True:
+            if out:
+                yield out.popleft()
+                continue
+            if self._spans is not None:
+                self._next_span()
+                continue
+            try:
                 if self.handshake:
                     if self._sizing is None:
                         self._message_start = self.scout.tell()
                     size = self._size()
                     if size is None:
                         return
-                    yield self._decode(size, MAX_HEADER_OBJECT_BYTES, "bad_message")
+                    out.append(self._decode(size, MAX_HEADER_OBJECT_BYTES, "bad_message"))
                     continue
-                done, option = self._step()
-                if self._ready:
-                    ready, self._ready = self._ready, []
-                    for entries in ready:
-                        if isinstance(entries, Entries):
-                            yield entries
-                            continue
-                        for batch in entries:  # a packed blob, decoded batch by batch
-                            if type(batch) is TypedRecords:
-                                yield batch
-                                continue
-                            out = Entries(batch)
-                            if type(batch) is TypedBatch:
-                                out.checked = True
-                            yield out
-                if done:
-                    yield End(option)
-        except _NeedMore:
-            return
+                self._step()
+            except _NeedMore:
+                if not self._batch:
+                    return
+                self._hand_on_batch()
+
+    def _next_span(self) -> None:
+        """Decode the blob's next span into the queue, or end the message."""
+        assert self._spans is not None
+        for batch in next(self._spans, ()):
+            if type(batch) is TypedRecords:
+                self._out.append(batch)
+                continue
+            entries = Entries(batch)
+            if type(batch) is TypedBatch:
+                entries.checked = True
+            self._out.append(entries)
+        if not self._out:  # no span left
+            self._spans = None
+            self._out.append(self._blob_end)
+            self._blob_end = None
 
     # -- one step of the state machine ---------------------------------------------
 
-    def _step(self) -> tuple[bool, dict[str, Any] | None]:
+    def _step(self) -> None:
         state = self._state
         if state == _HEAD:
             self._message_start = self.scout.tell()
@@ -168,9 +202,9 @@ class MessageReader:
                 self._check_frame()
                 if size > MAX_ENTRY_BYTES:
                     self.decoder.skip()
-                    self._add((self._tag, 0, Oversized(size)))
+                    self._add((self._tag, 0, Oversized(size)), 0)
                 else:
-                    self._add(_entry(self._tag, self._take()))
+                    self._add(_entry(self._tag, self._take()), size)
                 self._remaining -= 1
         elif state == _RECORD:
             size = self._need_size()
@@ -180,15 +214,14 @@ class MessageReader:
                 record: Any = Oversized(size)
             else:
                 record = self._take()
-            self._add((self._tag, self._time, record))
+            self._add((self._tag, self._time, record), 0)
             self._state = _OPTION if self._items == 4 else -1
         elif state == _OPTION:
             size = self._need_size()
-            option = _option(self._decode(size, MAX_HEADER_OBJECT_BYTES, "bad_option"))
-            return self._finish(option)
+            self._finish(_option(self._decode(size, MAX_HEADER_OBJECT_BYTES, "bad_option")))
+            return
         if self._state == -1:
-            return self._finish(None)
-        return False, None
+            self._finish(None)
 
     def _second(self) -> None:
         """Tell the mode by the second item: an array (Forward), a time (Message) or a
@@ -224,8 +257,9 @@ class MessageReader:
         self._blob = value
         self._state = _OPTION if self._items == 3 else -1
 
-    def _finish(self, option: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+    def _finish(self, option: dict[str, Any] | None) -> None:
         blob, self._blob = self._blob, None
+        end = End(option)
         if blob is not None:
             compressed = option.get("compressed") if option else None
             # "text" means uncompressed (npm fluent-logger and Fluent Bit send it).
@@ -233,21 +267,37 @@ class MessageReader:
                 if compressed != "gzip":
                     raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
                 blob = gunzip(blob, self.max_frame_bytes)
-            self._ready.append(packed_entries(self._tag, blob))
+            self._spans = packed_spans(self._tag, blob)
+            self._blob_end = end
             del blob
-        if self._batch:
-            self._ready.append(self._batch)
-            self._batch = Entries()
+        else:
+            if self._batch:
+                self._hand_on_batch()
+            self._out.append(end)
         self._state = _HEAD
         self.completed += 1
-        return True, option
+        if self.scout.tell() - self._message_start > SHRINK_AFTER_BYTES:
+            self._shrink()
 
-    def _add(self, entry: Entry) -> None:
+    def _add(self, entry: Entry, size: int) -> None:
         batch = self._batch
         batch.append(entry)
-        if len(batch) >= ENTRY_BATCH:
-            self._ready.append(batch)
-            self._batch = Entries()
+        self._batch_bytes += size
+        if len(batch) >= ENTRY_BATCH or self._batch_bytes >= ENTRY_BATCH_BYTES:
+            self._hand_on_batch()
+
+    def _hand_on_batch(self) -> None:
+        self._out.append(self._batch)
+        self._batch = Entries()
+        self._batch_bytes = 0
+
+    def _shrink(self) -> None:
+        """New unpackers with the bytes buffered past the message just read."""
+        rest: bytes = self.decoder.read_bytes(self._fed - self.decoder.tell())
+        self.scout = new_unpacker(self.max_frame_bytes, UNPACKER_READ_SIZE)
+        self.decoder = new_unpacker(self.max_frame_bytes, UNPACKER_READ_SIZE)
+        self._fed = 0
+        self.feed(rest)
 
     # -- scout and decoder in step -------------------------------------------------
 

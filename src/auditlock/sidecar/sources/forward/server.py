@@ -283,8 +283,12 @@ class _Connection:
                             "bytes as ledger lines: send smaller chunks",
                         )
                     # A message can hold millions of entries: let other connections
-                    # and the health probes in between batches.
-                    await asyncio.sleep(0)
+                    # and the health probes in between batches, once nothing decoded is
+                    # held (within a packed blob: between its spans), so connections
+                    # taking turns do not each hold decoded entries (reader.py).
+                    del item, part
+                    if self.messages.settled:
+                        await asyncio.sleep(0)
                 else:
                     option = item.option
                     chunk = option.get("chunk") if option else None
