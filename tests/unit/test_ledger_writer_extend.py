@@ -80,6 +80,14 @@ def test_a_batch_with_an_event_too_large_is_refused_whole(tmp_path: Path) -> Non
     assert [(s.first_seq, s.last_seq) for s in segments] == [(0, 1)]
 
 
+def test_a_batch_larger_than_one_event_may_be_is_accepted(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    half = MAX_EVENT_BYTES // 2
+    batch = [dict(e, details={"blob": "b" * half}) for e in _synthetic(3)]  # 1.5x in all
+    writer.extend(batch)
+    assert writer.next_seq == 3
+
+
 def test_a_batch_that_does_not_fit_in_the_epoch_is_refused_whole(tmp_path: Path) -> None:
     events = _synthetic(3)
     one_by_one, in_batch = _writer(tmp_path / "a"), _writer(tmp_path / "b")

@@ -50,6 +50,13 @@ def canonical_lines(values: list[Any]) -> list[bytes]:
     A JSON value never holds a raw newline (strings escape it), so the values' lines are
     split apart at newlines; each line is a bytes object of exactly its length.
     """
-    lines = _LINES.encode_lines(values).split(b"\n")
+    return canonical_batch(values)[0]
+
+
+def canonical_batch(values: list[Any]) -> tuple[list[bytes], int]:
+    """`canonical_lines` of `values`, and how many bytes they hold in all (a bound on the
+    longest that costs nothing to compute)."""
+    data = _LINES.encode_lines(values)
+    lines = data.split(b"\n")
     lines.pop()
-    return lines
+    return lines, len(data) - len(lines)

@@ -39,7 +39,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditlock.ledger.build_hash import node_pairs
-from auditlock.ledger.canonical import canonical_lines
+from auditlock.ledger.canonical import canonical_batch
 from auditlock.ledger.checkpoint import (
     MIN_HEARTBEAT_MS,
     Checkpoint,
@@ -219,14 +219,14 @@ class StreamWriter:
             raise ClosedStreamError(f"stream {self.stream_id} is closed")
         if not events:
             return
-        canonical = canonical_lines(events)
-        if max(map(len, canonical)) > MAX_EVENT_BYTES:
-            index, size = next(
-                (i, len(e)) for i, e in enumerate(canonical) if len(e) > MAX_EVENT_BYTES
-            )
-            raise LedgerError(
-                f"event {index} of the batch is {size} bytes, more than {MAX_EVENT_BYTES}"
-            )
+        canonical, total = canonical_batch(events)
+        if total > MAX_EVENT_BYTES:  # only then can one of them be too large
+            for index, event in enumerate(canonical):
+                if len(event) > MAX_EVENT_BYTES:
+                    raise LedgerError(
+                        f"event {index} of the batch is {len(event)} bytes, more than "
+                        f"{MAX_EVENT_BYTES}"
+                    )
         seq = self.next_seq
         if seq + len(canonical) > MAX_SEQ:
             raise LedgerError(f"stream {self.stream_id} epoch {self.epoch} is full")
