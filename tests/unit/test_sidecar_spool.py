@@ -114,6 +114,23 @@ async def test_release_deletes_fully_released_segments_and_keeps_chunk_memory(
     assert again.reader(again.released).read(100) == []
 
 
+async def test_release_logs_every_chunk_id_of_records_with_many(tmp_path: Path) -> None:
+    # Release reads only each record's header and ids (records.chunks_at): a record whose
+    # ids run past the first bytes read is read further, and each record is stepped over
+    # by its length whatever its events weigh.
+    spool = make(tmp_path, segment_bytes=2048)
+    keys = [[f"k{i}-{j}" for j in range(i * 20)] for i in range(8)]
+    for i, batch in enumerate(keys):
+        await spool.append(events(30, i * 30), keys=batch)
+    assert len(spool.segment_paths()) > 3
+    spool.join_stream(0, 0)
+    spool.release(8, 240, 0)
+    await spool.settle()
+    spool.close()
+    again = make(tmp_path, segment_bytes=2048)
+    assert all(again.seen_chunk(k) for batch in keys for k in batch)
+
+
 async def test_chunk_ids_with_newlines_survive_release_and_restart(tmp_path: Path) -> None:
     # A Forward chunk id is any short string. One with a newline must be remembered as
     # itself after its segment is released, and must not plant other ids ("a", "b").

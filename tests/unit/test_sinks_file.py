@@ -76,6 +76,14 @@ def test_retention_is_recorded_and_read_back(dest: FileDestination) -> None:
     assert stat.S_IMODE(os.stat(meta).st_mode) == 0o444
 
 
+def test_put_reports_the_retention_it_recorded(dest: FileDestination) -> None:
+    spec = RetentionSpec(timedelta(days=7), LockMode.LOCKED, legal_hold=True)
+    first = dest.put("obj", b"x", spec)
+    assert first.created and first.retention == dest.retention("obj")
+    again = dest.put("obj", b"x", spec)  # the record written first stands
+    assert not again.created and again.retention == first.retention
+
+
 def test_object_without_retention_reports_no_lock(dest: FileDestination) -> None:
     dest.put("obj", b"x", None)
     r = dest.retention("obj")

@@ -146,9 +146,10 @@ class FileDestination(Destination):
         if spec is None:
             return None
         now = datetime.now(UTC)
+        until = spec.retain_until(now)
         record: dict[str, Any] = {
             "mode": spec.mode.value,
-            "retain_until": spec.retain_until(now).isoformat(),
+            "retain_until": until.isoformat(),
             "legal_hold": spec.legal_hold,
             "written_at": now.isoformat(),
         }
@@ -158,12 +159,16 @@ class FileDestination(Destination):
         self._write_file(tmp, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
         try:
             os.link(tmp, meta)  # never replace a retention record once written
+            created = True
         except FileExistsError:
-            pass
+            created = False
         finally:
             tmp.unlink()
         self._sync_dir(meta.parent)
-        return self._read_retention(name)
+        if not created:
+            return self._read_retention(name)  # another writer's record stands
+        # What the record says, as `_read_retention` would parse it back.
+        return ObjectRetention(spec.mode, until, spec.legal_hold is True, now)
 
     def _write_file(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

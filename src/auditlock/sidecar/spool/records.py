@@ -71,6 +71,37 @@ def payload_chunks(payload: bytes) -> tuple[list[bytes], int]:
     return chunks, spooled_ns
 
 
+# Enough payload bytes for the chunk ids of a record of one chunk or a few (16-byte
+# digests); a record with more is read further.
+_CHUNKS_PREFIX = 512
+
+
+def chunks_at(fd: int, offset: int, end: int) -> tuple[int, list[bytes]]:
+    """(size on disk, chunk id digests) of the record at `offset`, reading its header and
+    only as much of its payload as the ids take. The payload's checksum is not checked:
+    call this only for records already read whole (recovery or shipping read every
+    record with `read_at` before it can be released). Raises BadRecord."""
+    if offset + HEADER.size > end:
+        raise BadRecord("header cut short", cut_short=True)
+    header = os.pread(fd, HEADER.size, offset)
+    if len(header) < HEADER.size:
+        raise BadRecord("header cut short", cut_short=True)
+    length = HEADER.unpack(header)[0]
+    if offset + HEADER.size + length > end:
+        raise BadRecord(f"payload of {length} bytes cut short", cut_short=True)
+    want = min(length, _CHUNKS_PREFIX)
+    while True:
+        prefix = os.pread(fd, want, offset + HEADER.size)
+        try:
+            return HEADER.size + length, payload_chunks(prefix)[0]
+        except msgpack.OutOfData:
+            if want >= length:
+                raise BadRecord("payload ends inside its chunk ids", cut_short=False) from None
+            want = min(length, want * 8)
+        except (ValueError, TypeError) as exc:
+            raise BadRecord(f"unreadable chunk ids: {exc}", cut_short=False) from None
+
+
 class BadRecord(Exception):
     """The bytes at an offset are not a complete, intact record.
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from auditlock.sidecar.spool import chunk_ids
-from auditlock.sidecar.spool.records import HEADER, BadRecord, payload_chunks, read_at
+from auditlock.sidecar.spool.records import BadRecord, chunks_at
 from auditlock.sidecar.spool.recovery import STATE_NAME, SegmentInfo
 from auditlock.sidecar.spool.state import SpoolState, fsync_dir
 
@@ -122,7 +122,8 @@ class Release:
 
 
 def _segment_chunks(segment: SegmentInfo) -> list[bytes]:
-    """The chunk id digests held in a segment file (read in a worker thread)."""
+    """The chunk id digests held in a segment file (read in a worker thread): only each
+    record's header and ids are read, as every record was read whole before its release."""
     out: list[bytes] = []
     try:
         fd = os.open(segment.path, os.O_RDONLY)
@@ -132,12 +133,12 @@ def _segment_chunks(segment: SegmentInfo) -> list[bytes]:
         offset = 0
         while offset < segment.size:
             try:
-                _, payload = read_at(fd, offset, segment.size)
+                size, chunks = chunks_at(fd, offset, segment.size)
             except BadRecord as exc:
                 log.error("%s at byte %d: %s; its chunk ids are lost", segment.path, offset, exc)
                 break
-            out.extend(payload_chunks(payload)[0])
-            offset += HEADER.size + len(payload)
+            out.extend(chunks)
+            offset += size
     finally:
         os.close(fd)
     return out
