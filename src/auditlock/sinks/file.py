@@ -7,9 +7,10 @@ Layout under DIR:
     .tmp/                       partially written files; never listed, safe to delete
 
 A write is atomic and never overwrites: the bytes go to a temp file in `.tmp/` (same
-filesystem), are fsynced, then hard-linked to the final name (`link` fails if the name
-exists, so two racing writers cannot clobber each other), the temp name is removed and
-the directories are fsynced. A crash leaves either no object or the whole object.
+filesystem) and the retention record to a temp name beside its own, both are fsynced,
+then each is hard-linked to its final name (`link` fails if the name exists, so two
+racing writers cannot clobber each other), the temp names are removed and the
+directories are fsynced. A crash leaves either no object or the whole object.
 
 Reading treats the directory as possibly hostile: only regular files inside it are read
 (no symlink is followed below DIR, a FIFO or device is refused without blocking), and a
@@ -61,6 +62,8 @@ _READ_CHUNK = 1024 * 1024
 # /etc/passwd or /dev/zero), never blocking (a FIFO opened for reading waits for a writer).
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Linux starts writing a file's dirty pages back on this advice (see _write_files).
+_START_WRITEBACK: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 NOT_WORM_NOTICE = (
     "file:// is not WORM storage: files are made read-only and retention is only recorded "
@@ -101,18 +104,36 @@ class FileDestination(Destination):
             tmp_dir = self.root / TMP_DIR
             tmp_dir.mkdir(exist_ok=True)
             tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-            self._write_file(tmp, data)
+            files = [(tmp, data)]
+            record = None
+            if retention is not None:
+                record = _RetentionRecord(self._meta_path(name), retention)
+                self._make_dirs(record.path.parent)
+                files.append((record.tmp, record.data))
             try:
-                os.link(tmp, target)
-            except FileExistsError:
-                # Another writer got there between our check and our link.
-                existing = self._existing(name, data) or b""
-                return self._already_there(name, target, existing, data, retention)
+                # Both files' bytes are made durable together, before either name exists.
+                self._write_files(files)
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    # Another writer got there between our check and our link.
+                    existing = self._existing(name, data) or b""
+                    return self._already_there(name, target, existing, data, retention)
+                if record is not None:
+                    record.link()
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+                if record is not None:
+                    record.discard_tmp()
+            # A crash before these fsyncs may keep one name without the other: an object
+            # without its record is healed by a retry (_already_there), and a record
+            # without its object is kept by the retry's put (records are never replaced).
             self._sync_dir(target.parent)
-            recorded = self._record_retention(name, retention)
+            recorded = None
+            if record is not None:
+                self._sync_dir(record.path.parent)
+                recorded = record.recorded if record.created else self._read_retention(name)
         except OSError as exc:
             raise DestinationError(f"cannot write {name!r} under {self.root}: {exc}") from exc
         return PutResult(name=name, size=len(data), created=True, retention=recorded)
@@ -145,43 +166,42 @@ class FileDestination(Destination):
     def _record_retention(self, name: str, spec: RetentionSpec | None) -> ObjectRetention | None:
         if spec is None:
             return None
-        now = datetime.now(UTC)
-        until = spec.retain_until(now)
-        record: dict[str, Any] = {
-            "mode": spec.mode.value,
-            "retain_until": until.isoformat(),
-            "legal_hold": spec.legal_hold,
-            "written_at": now.isoformat(),
-        }
-        meta = self._meta_path(name)
-        self._make_dirs(meta.parent)
-        tmp = meta.with_name(meta.name + f".{uuid.uuid4().hex}.part")
-        self._write_file(tmp, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+        record = _RetentionRecord(self._meta_path(name), spec)
+        self._make_dirs(record.path.parent)
         try:
-            os.link(tmp, meta)  # never replace a retention record once written
-            created = True
-        except FileExistsError:
-            created = False
+            self._write_files([(record.tmp, record.data)])
+            record.link()
         finally:
-            tmp.unlink()
-        self._sync_dir(meta.parent)
-        if not created:
-            return self._read_retention(name)  # another writer's record stands
-        # What the record says, as `_read_retention` would parse it back.
-        return ObjectRetention(spec.mode, until, spec.legal_hold is True, now)
+            record.discard_tmp()
+        self._sync_dir(record.path.parent)
+        return record.recorded if record.created else self._read_retention(name)
 
-    def _write_file(self, path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def _write_files(self, files: builtins.list[tuple[Path, bytes]]) -> None:
+        """Create each file with its bytes, durably (unless fsync is off), read-only.
+
+        Writeback of every file starts before the first fsync, so on a journaling file
+        system (ext4) that fsync's journal commit covers all of them and the others find
+        nothing left to commit: one commit per put instead of one per file. Each file is
+        still fsynced, which is what durability rests on."""
+        fds: builtins.list[int] = []
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for path, data in files:
+                fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                view = memoryview(data)
+                while view:
+                    written = os.write(fds[-1], view)
+                    view = view[written:]
             if self._fsync:
-                os.fsync(fd)
-            os.fchmod(fd, _READ_ONLY)
+                if len(fds) > 1 and _START_WRITEBACK is not None:
+                    for fd in fds:
+                        os.posix_fadvise(fd, 0, 0, _START_WRITEBACK)
+                for fd in fds:
+                    os.fsync(fd)
+            for fd in fds:
+                os.fchmod(fd, _READ_ONLY)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
 
     def _make_dirs(self, directory: Path) -> None:
         """mkdir -p, fsyncing each parent whose entries changed."""
@@ -380,6 +400,40 @@ class FileDestination(Destination):
         parts = name.split("/")
         parts[-1] += ".json"
         return self.root.joinpath(RETENTION_DIR, *parts)
+
+
+class _RetentionRecord:
+    """The retention record of one put: `.retention/<name>.json`, written to a temp name
+    beside it and linked, never replacing a record already there."""
+
+    def __init__(self, path: Path, spec: RetentionSpec) -> None:
+        now = datetime.now(UTC)
+        until = spec.retain_until(now)
+        self.path = path
+        self.tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.part")
+        self.data = orjson.dumps(
+            {
+                "mode": spec.mode.value,
+                "retain_until": until.isoformat(),
+                "legal_hold": spec.legal_hold,
+                "written_at": now.isoformat(),
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+        # What the record says, exactly as `_read_retention` parses it back.
+        self.recorded = ObjectRetention(spec.mode, until, spec.legal_hold is True, now)
+        self.created = False
+
+    def link(self) -> None:
+        try:
+            os.link(self.tmp, self.path)
+            self.created = True
+        except FileExistsError:
+            pass  # another writer's record stands
+
+    def discard_tmp(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
 
 
 _KINDS = {
