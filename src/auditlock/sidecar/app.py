@@ -178,6 +178,7 @@ class Sidecar:
             log.exception("sidecar failed to start")
             await self.health.stop()
             return 1
+        memory.settle_gc()
         await stop.wait()
         try:
             await asyncio.wait_for(self.stop(), self.config.shutdown_grace_seconds)

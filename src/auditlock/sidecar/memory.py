@@ -11,6 +11,15 @@ by tens of MiB that are free but not returned. Three remedies, all no-ops off gl
   fixed, they are mapped and unmapped on their own (peak RSS at 10,000 events/s with
   gs:// 63.1-63.4 MiB instead of 64.7-67.5, docs/benchmarks.md);
 * `trim()` every few seconds: `malloc_trim(0)` hands freed pages back to the kernel.
+
+And the cyclic garbage collector, tuned once start-up is done (`settle_gc()`): the
+start-up objects (modules, config) are frozen out of every later collection, and the
+young generation collects after YOUNG_GC_THRESHOLD net allocations instead of 700. A
+Forward chunk of 1,000 events is 1,000+ objects alive at once, so at 700 nearly every
+chunk started a young collection that walked its live objects and promoted them to be
+walked again; at 10,000 a chunk comes and goes between collections (2.4 % of the
+collector's CPU was the GC's; docs/benchmarks.md), and garbage cycles are still
+collected after at most that many allocations (about a MiB).
 """
 
 from __future__ import annotations
@@ -19,11 +28,13 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 
 M_ARENA_MAX = -8
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept fixed
 TRIM_SECONDS = 5.0
+YOUNG_GC_THRESHOLD = 10_000
 
 _libc: ctypes.CDLL | None = None
 
@@ -56,3 +67,11 @@ async def trim_forever(interval: float = TRIM_SECONDS) -> None:
     while True:
         await asyncio.sleep(interval)
         trim()
+
+
+def settle_gc() -> None:
+    """After start-up: freeze what exists, collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
