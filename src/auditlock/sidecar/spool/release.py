@@ -89,10 +89,14 @@ class Release:
     def _persist(self, state: dict[str, Any], doomed: list[SegmentInfo]) -> None:
         # State first: a crash after it and before the deletions only leaves released
         # files behind, which the next open() deletes. The reverse order could lose data.
-        self.write_state(state)
+        # With no file to delete, the new state need not survive a crash: the previous
+        # one says less is released, and resuming skips the events the destination
+        # already holds (shipping.py), so the directory's fsync waits for a deletion.
+        self.write_state(state, durable=bool(doomed))
         self.delete_segments(doomed)
 
-    def write_state(self, state: dict[str, Any] | None = None) -> None:
+    def write_state(self, state: dict[str, Any] | None = None, durable: bool = True) -> None:
+        """Replace state.json atomically; `durable`: the replacement survives a crash."""
         directory = self.state.directory
         path = directory / STATE_NAME
         tmp = path.with_suffix(".tmp")
@@ -101,7 +105,8 @@ class Release:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        fsync_dir(directory)
+        if durable:
+            fsync_dir(directory)
 
     def take_released_segments(self) -> list[SegmentInfo]:
         # Never the tail segment: it is the one being appended to.
