@@ -16,7 +16,8 @@ throughput  A Forward client (this process, PackedForward, 1,000-event chunks, 4
 latency     10,000 events/s (100-event chunks every 10 ms, pipelined acks) for --seconds
             with default batching to a file:// store; a watcher polls the store every
             10 ms and records when each event's segment appears. Prints p50/p99/max of
-            sent → durable in the store (includes up to 10 ms polling granularity).
+            sent → durable in the store (includes up to 10 ms polling granularity),
+            and p50/p99 of sent → acknowledged (the spool's part) per chunk.
 memory      RSS of the sidecar process with a gs:// destination (fake-gcs-server): idle
             (5 s after ready) and the maximum while receiving 10,000 events/s for
             --seconds. Also with file:// for comparison.
@@ -239,15 +240,27 @@ class StoreWatcher(threading.Thread):
 
 
 def send_at_rate(
-    proc: SidecarProcess, rate: int, seconds: float, per_chunk: int = 100
+    proc: SidecarProcess,
+    rate: int,
+    seconds: float,
+    per_chunk: int = 100,
+    acked: list[float] | None = None,
 ) -> dict[int, float]:
-    """Send `rate` events/s for `seconds`; returns the send time of every event."""
+    """Send `rate` events/s for `seconds`; returns the send time of every event, and
+    appends each chunk's acknowledgement time to `acked` (acks come in chunk order)."""
     total = int(rate * seconds)
     frames = event_frames(0, total, per_chunk)
     interval = per_chunk / rate
     client = AckClient(proc.forward_port)
     sent: dict[int, float] = {}
-    acks = threading.Thread(target=lambda: [client.read_ack() for _ in frames], daemon=True)
+    ack_times = acked if acked is not None else []
+
+    def read_acks() -> None:
+        for _ in frames:
+            client.read_ack()
+            ack_times.append(time.monotonic())
+
+    acks = threading.Thread(target=read_acks, daemon=True)
     acks.start()
     start = time.monotonic()
     for index, frame in enumerate(frames):
@@ -274,12 +287,16 @@ def bench_latency(seconds: float, delivery: dict[str, Any] | None = None) -> dic
             proc.start()
             watcher = StoreWatcher(workdir / "store")
             watcher.start()
-            sent = send_at_rate(proc, 10_000, seconds)
+            acked: list[float] = []
+            per_chunk = 100
+            sent = send_at_rate(proc, 10_000, seconds, per_chunk, acked)
             deadline = time.monotonic() + 30
             while len(watcher.seen) < len(sent) and time.monotonic() < deadline:
                 time.sleep(0.05)
             watcher.stop.set()
             lat = sorted(watcher.seen[n] - t for n, t in sent.items() if n in watcher.seen)
+            # sent -> acknowledged (the spool's write and fsync), per chunk
+            to_ack = sorted(a - sent[i * per_chunk] for i, a in enumerate(acked))
             assert proc.terminate() == 0
             return {
                 "events": len(sent),
@@ -287,6 +304,8 @@ def bench_latency(seconds: float, delivery: dict[str, Any] | None = None) -> dic
                 "p50_ms": round(1000 * lat[len(lat) // 2], 1),
                 "p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 1),
                 "max_ms": round(1000 * lat[-1], 1),
+                "acked_p50_ms": round(1000 * to_ack[len(to_ack) // 2], 1),
+                "acked_p99_ms": round(1000 * to_ack[int(len(to_ack) * 0.99)], 1),
             }
         finally:
             proc.kill()
