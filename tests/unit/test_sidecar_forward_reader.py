@@ -11,6 +11,7 @@ import weakref
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,6 +109,18 @@ def test_the_reader_keeps_no_batch_it_handed_on() -> None:
         gc.collect()
         assert held() is None, "the reader still holds a batch it handed on"
     assert kinds == {TypedRecords, Entries}
+
+
+@pytest.mark.parametrize("entries", [1, 300, 500, 700])
+def test_packed_blobs_of_any_size_and_a_small_frame_limit(entries: int) -> None:
+    # Blobs of one span, of two (up to twice the scout's first buffer) and more.
+    records = [[pack_event_time(NS + n), {"n": n, "pad": "p" * 900}] for n in range(entries)]
+    frame = packed_frame(records)
+    items = read_all(MessageReader(MAX_FRAME), frame, [len(frame) // 2])
+    assert [t for _, t, _ in entries_of(items)] == [NS + n for n in range(entries)]
+    small = msgpack.packb(["app.access", NS // 10**9, {"n": 1}])
+    items = read_all(MessageReader(1024), small, [])
+    assert entries_of(items) == [("app.access", NS, {"n": 1})]
 
 
 def test_the_unpackers_are_replaced_after_a_large_message() -> None:

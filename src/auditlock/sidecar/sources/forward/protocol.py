@@ -86,7 +86,9 @@ def new_unpacker(max_frame_bytes: int, read_size: int = 0) -> msgpack.Unpacker:
     `read_size`: its first buffer (msgpack's default, 0, is 1 MiB or the maximum); the
     buffer doubles as needed and never shrinks."""
     return msgpack.Unpacker(
-        max_buffer_size=max_frame_bytes, read_size=read_size, **unpack_options()
+        max_buffer_size=max_frame_bytes,
+        read_size=min(read_size, max_frame_bytes),  # msgpack refuses a larger one
+        **unpack_options(),
     )
 
 
