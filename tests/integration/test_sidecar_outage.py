@@ -1,6 +1,7 @@
 """Destination outage: SeaweedFS (S3 Object Lock) stopped while events keep coming, until
-the spool is full and then 15 s longer (`AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS`; the sink
-retries every 2 s at most, so that is several retries against a dead endpoint).
+the spool is full and then 6 s longer (`AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS`; the sink
+retries every 0.5 s at most here, so that is about a dozen retries against a dead
+endpoint).
 
 Expected: nothing is lost; when the spool fills, intake pushes back (Forward acks are
 withheld, HTTP answers 503 with Retry-After); when SeaweedFS is back, shipping catches
@@ -23,7 +24,7 @@ from tests.servers.seaweedfs import SeaweedFS
 from tests.servers.sidecar import metric_value, s3_config, sidecar_process, stored_ledger
 
 FILL_WITHIN_SECONDS = 60.0
-HOLD_SECONDS = float(os.environ.get("AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS", "15"))
+HOLD_SECONDS = float(os.environ.get("AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS", "6"))
 EVENTS = 60_000
 
 
@@ -43,7 +44,7 @@ def test_seaweedfs_down_past_a_full_spool_loses_nothing(
         tmp_path,
         seaweedfs_own,
         spool={"max_bytes": 4 * 1024 * 1024, "segment_bytes": 512 * 1024},
-        delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 2.0},
+        delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.5},
     )
     with sidecar_process(tmp_path, config) as sidecar:
         sidecar.start()
