@@ -34,6 +34,9 @@ def test_destination_down_at_start_and_at_sigterm(tmp_path: Path, seaweedfs_own:
         delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 1.0},
         shutdown_grace_seconds=GRACE,
     )
+    # The sink gives up on a dead destination after about 2 s, not the default ~90 s of
+    # backoff (over 10 s at start before intake opens): the shipper retries on its own.
+    config["destination"]["options"]["retry"] = {"attempts": 3, "max_delay": 0.5, "deadline": 2}
     seaweedfs_own.stop()
     with sidecar_process(tmp_path, config) as sidecar:
         # 1. Down at start: intake still runs and acknowledges into the spool.

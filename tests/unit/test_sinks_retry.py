@@ -136,3 +136,20 @@ def test_invalid_names(bad: str) -> None:
 
     with pytest.raises(DestinationError):
         validate_name(bad)
+
+
+def test_retry_option_from_a_config_file_mapping() -> None:
+    from auditlock.sinks import DestinationError
+    from auditlock.sinks.retry import retry_policy
+
+    assert retry_policy(None) == RetryPolicy()
+    fast = RetryPolicy(attempts=2, base_delay=0.1, max_delay=0.5, deadline=2.0)
+    assert retry_policy(fast) is fast
+    assert retry_policy({"attempts": 2, "max_delay": 0.5}) == RetryPolicy(attempts=2, max_delay=0.5)
+    # The option as a collector's YAML gives it reaches the S3 sink as a policy.
+    dest = s3_sink.S3Destination("s3://b/p", region="us-east-1", retry={"deadline": 3})
+    assert dest.retry == RetryPolicy(deadline=3.0)
+    for bad in ({"attempt": 2}, {"attempts": 0}, {"attempts": 1.5}, {"deadline": "x"},
+                {"max_delay": True}, [1, 2]):  # fmt: skip
+        with pytest.raises(DestinationError, match="retry"):
+            retry_policy(bad)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ Connection settings, most specific first:
   * options to `sinks.open(url, ...)`: endpoint (an emulator or private endpoint),
     project, credentials (a google.auth Credentials object), credentials_file (path to
     a service-account JSON key), credentials_info (that JSON, parsed), anonymous
-    (emulators only), timeout, retry (a RetryPolicy);
+    (emulators only), timeout, retry (a RetryPolicy, or its fields by name);
   * URL query: `gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=p`;
   * the environment: STORAGE_EMULATOR_HOST (then credentials default to anonymous),
     GOOGLE_APPLICATION_CREDENTIALS, workload identity / metadata server (Application
@@ -38,7 +38,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ from auditlock.sinks.base import (
 )
 from auditlock.sinks.gcs_json import SCOPES, GCSHTTPError, JsonApi, format_time, parse_time
 from auditlock.sinks.naming import join_prefix, parse_bucket_url, validate_name
-from auditlock.sinks.retry import RetryPolicy, call_with_retries
+from auditlock.sinks.retry import RetryPolicy, call_with_retries, retry_policy
 
 if TYPE_CHECKING:
     import google.api_core.exceptions as gexc
@@ -130,7 +130,7 @@ class GCSDestination(Destination):
         credentials_info: dict[str, Any] | None = None,
         anonymous: bool | None = None,
         timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         parsed = parse_bucket_url(url, "gs", _QUERY_KEYS)
         query = parsed.query
@@ -150,7 +150,7 @@ class GCSDestination(Destination):
         self._credentials_file = credentials_file
         self._credentials_info = credentials_info
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        self.retry = retry_policy(retry)
         # One session (and client) per thread: neither is documented thread-safe.
         self._local = threading.local()
         self._apis: list[JsonApi] = []

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from auditlock.sinks.base import TransientError
+from auditlock.sinks.base import DestinationError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,36 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+def retry_policy(value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
+    """A destination's `retry` option: a RetryPolicy, or its fields by name (how a
+    collector's config file gives it: `retry: {attempts: 3, max_delay: 1.0}`); None: the
+    defaults."""
+    if value is None:
+        return RetryPolicy()
+    if isinstance(value, RetryPolicy):
+        return value
+    if not isinstance(value, Mapping):
+        raise DestinationError(f"retry: expected a mapping of {_FIELDS}, got {value!r}")
+    unknown = sorted(set(value) - set(_FIELDS.split(", ")))
+    if unknown:
+        raise DestinationError(f"retry: unknown field(s) {', '.join(unknown)}; known: {_FIELDS}")
+    for name, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+            raise DestinationError(f"retry: {name} must be a positive number, got {number!r}")
+    if "attempts" in value and not float(value["attempts"]).is_integer():
+        raise DestinationError(f"retry: attempts must be a whole number, got {value['attempts']!r}")
+    defaults = RetryPolicy()
+    return RetryPolicy(
+        attempts=int(value.get("attempts", defaults.attempts)),
+        base_delay=float(value.get("base_delay", defaults.base_delay)),
+        max_delay=float(value.get("max_delay", defaults.max_delay)),
+        deadline=float(value.get("deadline", defaults.deadline)),
+    )
+
+
+_FIELDS = "attempts, base_delay, max_delay, deadline"
 
 
 def call_with_retries(

@@ -8,7 +8,7 @@ by the server rather than stored.
 Connection settings, most specific first:
   * options to `sinks.open(url, ...)`: endpoint_url, region, access_key_id,
     secret_access_key, session_token, profile, addressing_style ("path"/"virtual"),
-    conditional_put, connect_timeout, read_timeout, retry (a RetryPolicy);
+    conditional_put, connect_timeout, read_timeout, retry (a RetryPolicy, or its fields by name);
   * URL query parameters: `s3://bucket/prefix?endpoint=http://127.0.0.1:8333&region=eu-west-1
     &addressing=path` (options win over the query);
   * the standard AWS environment and config files (AWS_ACCESS_KEY_ID, AWS_PROFILE,
@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,7 +49,7 @@ from auditlock.sinks.base import (
     same_bytes_or_conflict,
 )
 from auditlock.sinks.naming import join_prefix, parse_bucket_url, validate_name
-from auditlock.sinks.retry import RetryPolicy, call_with_retries
+from auditlock.sinks.retry import RetryPolicy, call_with_retries, retry_policy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -128,7 +128,7 @@ class S3Destination(Destination):
         conditional_put: bool = True,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
         max_pool_connections: int = 16,
     ) -> None:
         parsed = parse_bucket_url(url, "s3", _QUERY_KEYS)
@@ -140,7 +140,7 @@ class S3Destination(Destination):
         self.region = region or query.get("region")
         self.addressing_style = addressing_style or query.get("addressing")
         self.conditional_put = conditional_put
-        self.retry = retry or RetryPolicy()
+        self.retry = retry_policy(retry)
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
         self._session_token = session_token
