@@ -8,6 +8,7 @@ one valid event is in the verified ledger.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import resource
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from auditlock.sidecar.sources.forward.protocol import pack_event_time
 from tests.servers.hostile_intake import peak_rss_mib
 from tests.servers.sidecar import (
     SidecarProcess,
@@ -276,3 +278,33 @@ def test_unfinished_frames_on_many_connections_stay_within_the_memory_limit(
             sock.sendall(frame)
             sock.settimeout(10)
             assert msgpack.unpackb(sock.recv(4096), raw=False) == {"ack": "after"}
+
+
+def test_compressed_messages_on_many_connections_stay_within_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    # A few KiB of gzip each, read within the budget at once, become 8 MiB of entries
+    # whose events pass the per-message limit: decoded one connection at a time.
+    entry = msgpack.packb([pack_event_time(T * 10**9), RECORD])
+    blob = gzip.compress(entry * ((8 * 1024 * 1024 - 4096) // len(entry)), 9)
+    config = make_config(tmp_path, ports=True)
+    with sidecar_process(tmp_path, config) as proc:
+        proc.start()
+
+        def send(number: int) -> None:
+            option = {"chunk": f"gz-{number}", "compressed": "gzip"}
+            with connect(proc.forward_port) as sock:
+                sock.sendall(msgpack.packb(["app.access", blob, option]))
+                assert closed_within(sock, 60) == b""  # refused: too many events
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        peak = peak_rss_mib(proc.pid)
+        assert peak < 128, f"peak RSS {peak:.0f} MiB"
+        assert (
+            proc.metric("auditlock_sidecar_forward_connections_closed_total", reason="too_large")
+            == 6
+        )

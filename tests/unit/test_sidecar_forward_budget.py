@@ -76,16 +76,17 @@ def test_the_leader_steps_down_when_its_message_ends_or_it_closes() -> None:
     a.account(500)
     assert readers(server, [a, b, c]) == [1]  # the one holding the most leads
     server.room.clear()
-    a.account(400)  # holds less: the one holding the most now leads
+    a.account(450)  # a little less: still the leader, waiters check for room
     assert server.room.is_set()
+    b.account(500)
     assert readers(server, [a, b, c]) == [1]
-    b.account(450)
-    assert readers(server, [a, b, c]) == [1]
+    a.account(200)  # halved (a message ended): the one holding the most leads
+    assert readers(server, [a, b, c]) == [2]
     server.room.clear()
-    a.account(0)
-    server.step_down(a)  # closed (ForwardServer._handle)
+    b.account(0)
+    server.step_down(b)  # closed (ForwardServer._handle)
     assert server.room.is_set()
-    assert readers(server, [a, b, c]) == [1, 2, 3]  # 750 left: room
+    assert readers(server, [a, b, c]) == [1, 2, 3]  # 500 left: room
 
 
 def test_a_closed_leader_hands_over_to_the_one_holding_the_most() -> None:

@@ -7,6 +7,7 @@ one-shot decoder (protocol.decode_message) wherever the stream is cut."""
 from __future__ import annotations
 
 import gc
+import gzip
 import weakref
 from typing import Any
 
@@ -20,6 +21,7 @@ from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.protocol import MAX_ENTRY_BYTES, pack_event_time
 from auditlock.sidecar.sources.forward.reader import (
     ENTRY_BATCH_BYTES,
+    INFLATE,
     SHRINK_AFTER_BYTES,
     End,
     Entries,
@@ -167,3 +169,23 @@ def test_any_cut_of_the_stream_gives_the_entries_of_the_one_shot_decoder(
     items = read_all(MessageReader(MAX_FRAME), stream, [c for c in cuts if c < len(stream)])
     assert entries_of(items) == expected
     assert sum(type(item) is End for item in items) == len(frames)
+
+
+def test_a_reader_left_in_a_compressed_blob_is_freed_without_the_cyclic_collector() -> None:
+    # A connection closed in the middle of a blob drops its reader: nothing may keep the
+    # decompressed blob alive until a full collection (a reference cycle).
+    records = [[pack_event_time(NS + n), {"n": n, "pad": "p" * 900}] for n in range(700)]
+    blob = gzip.compress(b"".join(msgpack.packb(e) for e in records))
+    reader = MessageReader(MAX_FRAME)
+    reader.feed(msgpack.packb(["app.access", blob, {"compressed": "gzip"}]))
+    items = reader.read()
+    assert next(items) is INFLATE
+    assert type(next(items)) in (Entries, TypedRecords)
+    assert reader.held > len(blob)  # the decompressed blob counts
+    gone = weakref.ref(reader)
+    gc.disable()
+    try:
+        del reader, items
+        assert gone() is None
+    finally:
+        gc.enable()

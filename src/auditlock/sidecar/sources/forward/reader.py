@@ -66,6 +66,17 @@ class Entries(list[Entry]):
     checked = False
 
 
+class Inflate:
+    """The next items come from a compressed blob, decompressed when the next one is
+    asked for: up to max_frame_bytes from a few KiB, so the caller may wait for room
+    first (server.py)."""
+
+    __slots__ = ()
+
+
+INFLATE = Inflate()
+
+
 class End:
     """The message being read is complete; `option` is its option map (or None)."""
 
@@ -86,6 +97,8 @@ class MessageReader:
         self._out: deque[Any] = deque()
         self._spans: Iterator[list[list[Any]]] | None = None
         self._blob_end: End | None = None  # handed on after the blob's spans
+        self._blob_bytes = 0  # of the blob whose spans are being handed on
+        self._compressed: bytes | None = None  # a blob to decompress when asked for
         self.scout = new_unpacker(max_frame_bytes, UNPACKER_READ_SIZE)
         self.decoder = new_unpacker(max_frame_bytes, UNPACKER_READ_SIZE)
         self.handshake = False
@@ -124,6 +137,12 @@ class MessageReader:
             ) from None
 
     @property
+    def held(self) -> int:
+        """Bytes held for the message being read: the bytes buffered (twice, scout and
+        decoder) and the packed blob being decoded span by span."""
+        return 2 * self.buffered + self._blob_bytes
+
+    @property
     def settled(self) -> bool:
         """True when the reader holds no decoded batch (a packed blob's span being handed
         on): a caller that dropped the batches it got holds nothing decoded either, so
@@ -139,7 +158,7 @@ class MessageReader:
             if out:
                 yield out.popleft()
                 continue
-            if self._spans is not None:
+            if self._spans is not None or self._compressed is not None:
                 self._next_span()
                 continue
             try:
@@ -159,6 +178,12 @@ class MessageReader:
 
     def _next_span(self) -> None:
         """Decode the blob's next span into the queue, or end the message."""
+        if self._compressed is not None:
+            data = gunzip(self._compressed, self.max_frame_bytes)
+            self._compressed = None
+            self._blob_bytes = len(data)
+            self._spans = packed_spans(self._tag, data)
+            del data
         assert self._spans is not None
         for batch in next(self._spans, ()):
             if type(batch) is TypedRecords:
@@ -170,6 +195,7 @@ class MessageReader:
             self._out.append(entries)
         if not self._out:  # no span left
             self._spans = None
+            self._blob_bytes = 0
             self._out.append(self._blob_end)
             self._blob_end = None
 
@@ -266,8 +292,11 @@ class MessageReader:
             if compressed is not None and compressed != "text":
                 if compressed != "gzip":
                     raise ProtocolError("bad_option", f"unsupported compression {compressed!r:.40}")
-                blob = gunzip(blob, self.max_frame_bytes)
-            self._spans = packed_spans(self._tag, blob)
+                self._out.append(INFLATE)
+                self._compressed = blob
+            else:
+                self._spans = packed_spans(self._tag, blob)
+                self._blob_bytes = len(blob)
             self._blob_end = end
             del blob
         else:

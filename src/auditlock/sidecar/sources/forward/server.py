@@ -41,7 +41,7 @@ from auditlock.sidecar.sources import SourceContext
 from auditlock.sidecar.sources.forward import protocol
 from auditlock.sidecar.sources.forward.config import ForwardSource
 from auditlock.sidecar.sources.forward.protocol import ProtocolError
-from auditlock.sidecar.sources.forward.reader import Entries, MessageReader
+from auditlock.sidecar.sources.forward.reader import INFLATE, Entries, MessageReader
 from auditlock.sidecar.spool.chunk_ids import forward_key
 
 log = logging.getLogger("auditlock.sidecar.forward")
@@ -110,11 +110,12 @@ class ForwardServer:
         room, or it is the leader.
 
         The leader is the connection holding the most (the oldest of equals) when the
-        budget is found used, and stays the leader until what it holds shrinks (its
+        budget is found used, and stays the leader until what it holds halves (its
         message ended) or it closes: so one message always progresses, and only one
         grows past the budget. Chosen afresh at every check, connections that each
         finished a read would take turns holding the most, and each of them would read
-        on to the per-message limit.
+        on to the per-message limit. Connections check before each read and, while
+        decoding a message read whole, before they let others run (`_turn`).
         """
         if self.partial_bytes < self.partial_budget:
             self._leader = None
@@ -126,7 +127,7 @@ class ForwardServer:
         return self._leader is connection
 
     def step_down(self, connection: _Connection) -> None:
-        """`connection` released some of what it holds, or closed: a new leader is
+        """`connection` released most of what it held, or closed: a new leader is
         chosen at the next check, and waiting connections check again."""
         if self._leader is connection:
             self._leader = None
@@ -150,6 +151,9 @@ class ForwardServer:
             self.step_down(connection)
             self.slots.release()
             self._connections.pop(task, None)
+            # Its message's events and buffers go now, not after the close below lets
+            # the next leader run.
+            del connection
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -228,7 +232,7 @@ class _Connection:
                 finally:
                     # Held for an unfinished message: its bytes (buffered twice) and its
                     # events prepared so far.
-                    self.account(2 * self.messages.buffered + self._current_bytes)
+                    self.account(self.messages.held + self._current_bytes)
             except ConnectionClosed as exc:
                 self.metrics.connections_closed.labels(exc.reason).inc()
                 budget = self.server.close_log_budget
@@ -253,13 +257,13 @@ class _Connection:
     def account(self, held: int) -> None:
         """Record how many bytes of an unfinished message this connection buffers."""
         server = self.server
-        released = held < self.held
-        server.partial_bytes += held - self.held
+        before = self.held
+        server.partial_bytes += held - before
         self.held = held
-        if released:
+        if 2 * held <= before:  # its message ended (or it closed)
             server.step_down(self)
-        elif server.partial_bytes < server.partial_budget:
-            server.room.set()  # waiters check again: there is room
+        elif held < before or server.partial_bytes < server.partial_budget:
+            server.room.set()  # waiters check again: there may be room
 
     async def _on_data(self, data: bytes) -> None:
         batch = _Batch()
@@ -288,11 +292,15 @@ class _Connection:
                     # taking turns do not each hold decoded entries (reader.py).
                     del item, part
                     if self.messages.settled:
-                        await asyncio.sleep(0)
+                        await self._turn(batch)
+                elif item is INFLATE:
+                    # A few KiB of gzip read within the budget become up to
+                    # max_frame_bytes, and their events more: counted before they exist.
+                    await self._turn(batch, self.config.max_frame_bytes)
                 else:
                     option = item.option
                     chunk = option.get("chunk") if option else None
-                    batch.add(self._current, chunk)
+                    batch.add(self._current, chunk, self._current_bytes)
                     self._current = Processed()
                     self._current_bytes = 0
         except ProtocolError as exc:
@@ -313,7 +321,27 @@ class _Connection:
                     "internal_error", f"events not stored: {exc!r:.200}"
                 ) from None
         if failure is not None:
-            raise failure
+            # Not left in a local: the traceback holds this frame, and the frame would
+            # hold the error, a cycle that keeps the connection (its message's events)
+            # until a full collection, which is rare (memory.settle_gc).
+            try:
+                raise failure
+            finally:
+                del failure
+
+    async def _turn(self, batch: _Batch, reserve: int = 0) -> None:
+        """Let other connections run, after counting what this one holds now (plus
+        `reserve`, about to be taken); past the budget it waits for room, unless it is
+        the leader, as before a read: a message read whole within the budget (a
+        compressed one) grows while it is decoded."""
+        self.account(self.messages.held + self._current_bytes + batch.event_bytes + reserve)
+        server = self.server
+        if server.may_read(self):
+            await asyncio.sleep(0)
+            return
+        while not server.may_read(self):
+            server.room.clear()
+            await server.room.wait()
 
     def _handshake(self, message: Any) -> None:
         assert self.config.shared_key is not None
@@ -352,8 +380,10 @@ class _Batch:
     def __init__(self) -> None:
         self.groups: list[Group] = []  # keyed by the chunk id (spool/chunk_ids.py)
         self.chunks: list[str] = []
+        self.event_bytes = 0  # of the prepared events, until they are committed
 
-    def add(self, prepared: Processed, chunk: str | None) -> None:
+    def add(self, prepared: Processed, chunk: str | None, event_bytes: int) -> None:
         self.groups.append((prepared, None if chunk is None else forward_key(chunk)))
+        self.event_bytes += event_bytes
         if chunk is not None:
             self.chunks.append(chunk)
