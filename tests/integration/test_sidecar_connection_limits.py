@@ -23,7 +23,7 @@ import msgpack
 import pytest
 
 from auditlock.sidecar.sources.forward.protocol import pack_event_time
-from tests.servers.hostile_intake import peak_rss_mib
+from tests.servers.hostile_intake import peak_rss_mib, post
 from tests.servers.sidecar import (
     SidecarProcess,
     make_config,
@@ -308,3 +308,26 @@ def test_compressed_messages_on_many_connections_stay_within_the_memory_limit(
             proc.metric("auditlock_sidecar_forward_connections_closed_total", reason="too_large")
             == 6
         )
+
+
+def test_dense_http_requests_at_once_are_decoded_one_at_a_time(tmp_path: Path) -> None:
+    # One event whose details hold 220,000 empty maps: 0.6 MiB of JSON, ~30 MiB decoded.
+    maps = b"{}," * 220_000 + b"{}"
+    body = b'[{"category":"access","action":"read","actor":"a","target":"t","details":'
+    body += b'{"maps":[' + maps + b"]}}]"
+    with sidecar_process(tmp_path, make_config(tmp_path, ports=True)) as proc:
+        proc.start()
+        assert post(proc.http_port, body)[0] == 202
+        one = peak_rss_mib(proc.pid)
+        codes: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: codes.append(post(proc.http_port, body)[0]))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert codes == [202] * 4
+        peak = peak_rss_mib(proc.pid)
+        assert peak < one + 16, f"peak RSS {peak:.0f} MiB, {one:.0f} MiB after one request"
