@@ -1,9 +1,9 @@
 """Continuous verification (docs/operator.md, "Continuous verification") against the rig's
-real kube-apiserver: `auditlock verify-policies` runs as a process with the chart's own
-least-privilege RBAC, verifies a policy's file:// trail (written by `auditlock synth` with
-the policy's key) and writes the verdict into the policy's status; the running operator
-keeps the TrailVerified condition through its own status writes and exports the verdict
-on its metrics.
+real kube-apiserver: `auditlock verify-policies` runs as a process (then in-process) with
+the chart's own least-privilege RBAC, verifies a policy's file:// trail (written by
+`auditlock synth` with the policy's key) and writes the verdict into the policy's status;
+the running operator keeps the TrailVerified condition through its own status writes and
+exports the verdict on its metrics.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from kubernetes import client
 
 from auditlock.cli.main import main as cli_main
 from auditlock.ledger.keys import private_pem
+from tests.helpers.cli import cli
 from tests.helpers.policies import condition, create_ready_policy, file_spec, wait_for
 from tests.integration.chart_helpers import named, render
 from tests.servers.auditlock_child import run_auditlock
@@ -108,9 +109,11 @@ def test_verify_policies_writes_pass_then_the_first_finding_of_a_tampered_trail(
         segment.chmod(0o644)
         data = segment.read_bytes()
         segment.write_bytes(data.replace(b'"action":"', b'"action":"X', 1))
-        failed = _run("verify-policies", "--kubeconfig", str(kubeconfig), "--namespace", ns,
-                      "--json")  # fmt: skip
-        assert failed.returncode == 1, (failed.stdout, failed.stderr)
+        # The same command in this process (one interpreter start less): what it prints
+        # and writes is what the CronJob's process above did.
+        code, stdout, stderr = cli("verify-policies", "--kubeconfig", str(kubeconfig),
+                                   "--namespace", ns, "--json")  # fmt: skip
+        assert code == 1, (stdout, stderr)
         verdict = condition(_policy(kube, ns), "TrailVerified")
         assert verdict["status"] == "False"
         record = _policy(kube, ns)["status"]["verification"]
@@ -118,7 +121,7 @@ def test_verify_policies_writes_pass_then_the_first_finding_of_a_tampered_trail(
         assert verdict["reason"] == record["reason"] and verdict["reason"][0].isupper()
         assert verdict["message"] == record["message"]
         assert "seg-" in verdict["message"] or "seq" in verdict["message"]
-        assert f'"reason": "{record["reason"]}"' in failed.stdout
+        assert f'"reason": "{record["reason"]}"' in stdout
         wait_for("the FAIL on the operator's metrics",
                  lambda: _gauge(running_operator, "auditlock_policy_trail_verified", ns) == 0.0,
                  10)  # fmt: skip
