@@ -199,14 +199,28 @@ def dropped_by_apiserver(kube: KubeControlPlane, offset: int) -> set[str]:
     return {m[1] for m in IMPACTED.finditer(text) if m[2] == "ResponseComplete"}
 
 
+def wait_settled(
+    kube: KubeControlPlane, store: Any, sent: list[str], offset: int, timeout: float = 30.0
+) -> None:
+    """Until every request is either in the trail or given up by the API server: then no
+    batch is in flight or waiting for a resend. A request that is neither after `timeout`
+    is left to the caller's assertions (an acknowledged event lost)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stored = {line["event"]["id"].removeprefix("k8s-audit-") for line in ledger_events(store)}
+        if set(sent) <= stored | dropped_by_apiserver(kube, offset):
+            return
+        time.sleep(0.5)
+
+
 def settle_and_read(
     kube: KubeControlPlane, sidecar: SidecarProcess, sent: list[str], offset: int, trail: Path
 ) -> tuple[set[str], set[str], collections.Counter[str]]:
     """Wait for the API server's batches (and their retries) to finish, stop the collector
     cleanly (it ships what it spooled), verify the trail and count each request in it."""
-    time.sleep(8.0)
-    assert sidecar.terminate(timeout=60) == 0, sidecar.tail()
     store = open_store(f"file://{trail}")
+    wait_settled(kube, store, sent, offset)
+    assert sidecar.terminate(timeout=60) == 0, sidecar.tail()
     verify_ledger(store, sidecar.workdir / "key.pub.pem")
     result = cli_verify(f"file://{trail}", sidecar.workdir / "key.pub.pem")
     assert result is None or result.returncode == 0, (result.stdout, result.stderr)
