@@ -25,6 +25,7 @@ from tests.servers.sidecar import (
 )
 
 MiB = 1024 * 1024
+MAX_FILES = 1_000
 # A collector with nothing to watch takes up to about 6 s to become ready on a loaded
 # 2-core CI machine; a scan that held readiness back would never (FIFO, self-links) or
 # only after minutes (the hashing below) let it become ready.
@@ -71,9 +72,11 @@ def test_hostile_folder_is_reported_and_real_changes_still_arrive(tmp_path: Path
     (hostile / "shadow").symlink_to("/etc/shadow")
     (hostile / "big").write_bytes(b"x" * (2 * MiB))
     (hostile / "app.conf").write_text("mode: safe\n")
+    # Ten times the scan's file cap (lowered from its default 10,000 to MAX_FILES: what
+    # is under test is the cap and its report, not the default's size).
     many = tmp_path / "many"
     many.mkdir()
-    for i in range(100_000):
+    for i in range(10 * MAX_FILES):
         (many / f"f{i:06d}").write_bytes(b"%d" % i)
     volume = ConfigMapVolume(tmp_path / "cm")
     volume.publish({"app.yaml": "level: 1\n"})
@@ -89,6 +92,7 @@ def test_hostile_folder_is_reported_and_real_changes_still_arrive(tmp_path: Path
                 "paths": [str(hostile), str(many), str(volume.root), str(private)],
                 "poll_seconds": 0.2,
                 "max_file_bytes": MiB,
+                "max_files": MAX_FILES,
             },
         },
         spool={"dir": str(private / "spool")},
@@ -149,7 +153,7 @@ def test_hostile_folder_is_reported_and_real_changes_still_arrive(tmp_path: Path
     assert hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest() not in hashed
     assert hashlib.sha256(b"").hexdigest() not in hashed  # nothing read from a FIFO
     tracked = [e for e in events if e["details"]["path"].startswith(f"{many}/")]
-    assert 0 < len(tracked) <= 10_000  # the file cap: the rest is the file_limit report
+    assert 0 < len(tracked) <= MAX_FILES  # the file cap: the rest is the file_limit report
 
 
 def test_slow_scan_delays_neither_readiness_nor_sigterm(tmp_path: Path) -> None:
