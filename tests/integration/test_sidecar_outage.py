@@ -46,6 +46,10 @@ def test_seaweedfs_down_past_a_full_spool_loses_nothing(
         spool={"max_bytes": 4 * 1024 * 1024, "segment_bytes": 512 * 1024},
         delivery={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.5},
     )
+    # One upload gives up on the dead endpoint after about 2 s (the default rides out ~90 s,
+    # sleeping up to 10 s between tries, which would also delay the catch-up): the
+    # collector's delivery retries above take over.
+    config["destination"]["options"]["retry"] = {"attempts": 3, "max_delay": 0.5, "deadline": 2}
     with sidecar_process(tmp_path, config) as sidecar:
         sidecar.start()
         client = RetransmittingClient(sidecar.forward_port)
