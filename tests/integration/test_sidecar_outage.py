@@ -1,7 +1,7 @@
 """Destination outage: SeaweedFS (S3 Object Lock) stopped while events keep coming, until
-the spool is full and then 6 s longer (`AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS`; the sink
-retries every 0.5 s at most here, so that is about a dozen retries against a dead
-endpoint).
+the spool is full and then 6 s longer (`AUDITLOCK_TEST_OUTAGE_HOLD_SECONDS`; the collector
+retries its uploads every 0.5 s at most here, so that is about a dozen retries against a
+dead endpoint).
 
 Expected: nothing is lost; when the spool fills, intake pushes back (Forward acks are
 withheld, HTTP answers 503 with Retry-After); when SeaweedFS is back, shipping catches
