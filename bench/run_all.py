@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_sidecar.py": ([], ["--events", "100000", "--seconds", "8"]),
     "bench_sidecar_proxy.py": ([], ["--requests", "500"]),
     "bench_sidecar_rejections.py": ([], ["--size", "2097152"]),
+    "bench_sidecar_many_messages.py": ([], ["--runs", "2"]),
     "bench_operator.py": ([], ["--requests", "500", "--policies", "10"]),
     "bench_cert_issuance.py": ([], ["--pods", "20", "--rounds", "2"]),
     "bench_alerts.py": (

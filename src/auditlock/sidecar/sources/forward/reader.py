@@ -143,6 +143,11 @@ class MessageReader:
         return 2 * self.buffered + self._blob_bytes
 
     @property
+    def in_blob(self) -> bool:
+        """True while a packed blob, read whole, is being decoded span by span."""
+        return self._spans is not None or self._compressed is not None
+
+    @property
     def settled(self) -> bool:
         """True when the reader holds no decoded batch (a packed blob's span being handed
         on): a caller that dropped the batches it got holds nothing decoded either, so

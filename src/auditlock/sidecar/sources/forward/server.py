@@ -331,12 +331,13 @@ class _Connection:
 
     async def _turn(self, batch: _Batch, reserve: int = 0) -> None:
         """Let other connections run, after counting what this one holds now (plus
-        `reserve`, about to be taken); past the budget it waits for room, unless it is
-        the leader, as before a read: a message read whole within the budget (a
-        compressed one) grows while it is decoded."""
+        `reserve`, about to be taken). Within a packed blob, past the budget it waits
+        for room unless it is the leader, as before a read: a message read whole within
+        the budget (a compressed one) grows while it is decoded. Elsewhere the wait
+        before the next read does (within the frame timeout)."""
         self.account(self.messages.held + self._current_bytes + batch.event_bytes + reserve)
         server = self.server
-        if server.may_read(self):
+        if not self.messages.in_blob or server.may_read(self):
             await asyncio.sleep(0)
             return
         while not server.may_read(self):
