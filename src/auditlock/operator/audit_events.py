@@ -15,13 +15,12 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import re
 from typing import Any
 
+from auditlock.ledger.normalize import ID_RE
 from auditlock.ledger.timestamps import normalize_time
 from auditlock.ledger.value_hash import value_hash
 from auditlock.ledger.values import normalize_ip
-from auditlock.ledger.vocabulary import ID_PATTERN
 from auditlock.operator.kube import SecretSeen
 from auditlock.operator.secret_hashes import MAX_KEYS, NO_KEY, summary
 
@@ -59,7 +58,6 @@ MAX_TEXT = 256
 # Stored API-server events are named `k8s-audit-<auditID>` (an id prefix only the
 # operator's collector may use: sidecar/pipeline/observers.py).
 AUDIT_ID_PREFIX = "k8s-audit-"
-_EVENT_ID = re.compile(ID_PATTERN.rstrip("$") + r"\Z")
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -186,7 +184,7 @@ def from_audit_event(event: dict[str, Any], namespaces: set[str]) -> dict[str, A
     audit_id = str(event.get("auditID") or "")
     # The API server's auditID (a UUID) names the stored event; one no event id can
     # carry is kept as text (details.audit_id) and the collector assigns the id.
-    audit_id_fits = bool(_EVENT_ID.match(f"{AUDIT_ID_PREFIX}{audit_id}"))
+    audit_id_fits = bool(ID_RE.match(f"{AUDIT_ID_PREFIX}{audit_id}"))
     code = _object(event.get("responseStatus")).get("code")
     outcome = ("success" if code < 400 else "failure") if isinstance(code, int) else "unknown"
     action = (subresource if subresource in LONG_RUNNING else verb) or "unknown"
